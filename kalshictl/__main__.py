@@ -1,0 +1,3 @@
+from kalshictl.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``kalshictl`` command tree: one module per command group, each exposing ``register(root)``."""

@@ -1,0 +1,88 @@
+"""Root of the ``kalshictl`` command tree.
+
+Command modules are light (typer only); anything heavy is imported inside the command that needs it so
+``kalshictl --help`` stays fast. Every :class:`~kalshictl.errors.KalshiCtlError` becomes a one-line message on stderr
+and its documented exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from kalshictl import __version__
+
+# Modules under kalshictl.cli, each with ``register(root: typer.Typer) -> None``.
+COMMAND_MODULES = (
+    "gather",
+    "dedup",
+    "migrate",
+    "init_db",
+    "health",
+    "rotate_password",
+    "preflight",
+    "sim",
+    "export",
+    "book",
+    "demo",
+)
+
+app = typer.Typer(
+    name="kalshictl",
+    help="Record every Kalshi market event redundantly, deduplicate it into production, export it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kalshictl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """kalshictl: the operations toolkit of the Kalshi data pipeline."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"kalshictl.cli.{_name}")
+    except ModuleNotFoundError as exc:  # a command group not written yet
+        if exc.name != f"kalshictl.cli.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, mapping KalshiCtlError to its exit code."""
+    from kalshictl.errors import ExitCode, KalshiCtlError
+
+    try:
+        app(standalone_mode=False)
+    except KalshiCtlError as exc:
+        from kalshictl.cli.output import error
+
+        error(str(exc), exc.hint)
+        sys.exit(int(exc.exit_code))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(ExitCode.USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+        raise
+    sys.exit(0)

@@ -1,0 +1,303 @@
+"""YAML configuration -> typed, validated settings.
+
+* Every key has a default or a clear error; an unknown or wrongly typed key is a :class:`ConfigError` that names its
+  path, e.g. ``gatherer.websocket.connections: expected int``.
+* ``KALSHI_<SECTION>__<KEY>__...`` environment variables override keys (``KALSHI_GATHERER__WEBSOCKET__CONNECTIONS=12``).
+* Secrets are references (``env:NAME``, ``file:/path``, ``aws-sm:secret-id``) kept as :class:`SecretRef` and resolved
+  only when used (see :mod:`kalshictl.secrets`); they are never printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kalshictl.errors import ConfigError
+
+ENV_PREFIX = "KALSHI_"
+
+
+class SecretRef(str):
+    """A reference to a secret (``env:NAME``, ``file:/path``, ``aws-sm:id[#json-key]``), never the secret itself."""
+
+    SCHEMES = ("env:", "file:", "aws-sm:")
+
+    def __repr__(self) -> str:
+        return f"SecretRef({str.__str__(self)!r})"
+
+    def resolve(self) -> str:
+        """Resolve the reference to the secret value (only call this at the point of use)."""
+        from kalshictl.secrets import resolve_secret
+
+        return resolve_secret(str(self))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            _secret_ref, serialization=core_schema.plain_serializer_function_ser_schema(str)
+        )
+
+
+def _secret_ref(value: Any) -> SecretRef:
+    if not isinstance(value, str) or not value.startswith(SecretRef.SCHEMES):
+        raise ValueError("must be a secret reference: env:NAME, file:/path or aws-sm:secret-id (never a literal)")
+    return SecretRef(value)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DatabaseSettings(_Section):
+    """How a service reaches one PostgreSQL database.
+
+    ``dsn`` carries host, port, database, user and TLS options but no password; ``password`` is a secret reference.
+    ``admin_dsn``/``admin_password`` are used only by ``init-db`` and ``migrate``.
+    """
+
+    dsn: str = Field(description="libpq URI or key=value string without a password")
+    password: SecretRef | None = None
+    admin_dsn: str | None = None
+    admin_password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslrootcert: str | None = None
+    connect_timeout_s: float = Field(10.0, gt=0)
+    pool_min: int = Field(1, ge=0)
+    pool_max: int = Field(8, ge=1)
+
+    @field_validator("dsn", "admin_dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from kalshictl.db.dsn import dsn_has_password
+
+        if dsn_has_password(value):
+            raise ValueError("must not contain a password; put a secret reference in the password key")
+        return value
+
+
+class ExchangeSettings(_Section):
+    """Where the exchange is and how to authenticate (API key id + private key reference)."""
+
+    rest_url: str = "https://external-api.kalshi.com/trade-api/v2"
+    ws_url: str = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
+    api_key_id: str | None = None
+    private_key: SecretRef | None = None
+    requests_per_second: float = Field(18.0, gt=0, description="REST budget (Basic tier is 20 req/s)")
+    timeout_s: float = Field(15.0, gt=0)
+
+
+class HttpSettings(_Section):
+    """The /health and /metrics listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class WebSocketSettings(_Section):
+    """Connection layout (the seed's 6 global + 144 orderbook connections) and liveness."""
+
+    global_connections: int = Field(6, ge=1)
+    orderbook_connections: int = Field(144, ge=0)
+    markets_per_subscription: int = Field(256, ge=1, description="per-subscription market cap (error 26)")
+    ping_timeout_s: float = Field(30.0, gt=0, description="no server ping/frame for this long = dead socket")
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    use_yes_price: bool = False
+
+    @property
+    def connections(self) -> int:
+        """Total target connections (the health threshold base)."""
+        return self.global_connections + self.orderbook_connections
+
+
+class WriterSettings(_Section):
+    """Batch writers: flush on rows or milliseconds, whichever first; bounded memory."""
+
+    batch_rows: int = Field(5000, ge=1)
+    flush_ms: int = Field(200, ge=1)
+    max_buffer_rows: int = Field(2_000_000, ge=1, description="per table; beyond it the gatherer degrades loudly")
+
+
+class SnapshotPollerSettings(_Section):
+    """The REST snapshot poller."""
+
+    enabled: bool = True
+    interval_s: float = Field(300.0, gt=0, description="target period for a full pass over subscribed markets")
+    share_of_rate_limit: float = Field(0.5, gt=0, le=1, description="fraction of the REST budget it may use")
+    depth: int = Field(0, ge=0, le=100)
+
+
+class GathererSettings(_Section):
+    """Settings of one gatherer (``gatherer:`` section)."""
+
+    name: str = "gatherer-1"
+    database: DatabaseSettings
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    snapshot_poller: SnapshotPollerSettings = Field(default_factory=SnapshotPollerSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    market_status: list[str] = Field(default_factory=lambda: ["unopened", "open"])
+    shutdown_timeout_s: float = Field(25.0, gt=0)
+
+
+class GathererSource(_Section):
+    """One gatherer as the deduplicator sees it: its database (as dedup_reader) and its /health URL."""
+
+    name: str
+    database: DatabaseSettings
+    health_url: str | None = None
+
+
+class SyncSettings(_Section):
+    """Deduplicator sync loops."""
+
+    interval_ms: int = Field(250, ge=1)
+    min_batch_rows: int = Field(1000, ge=1)
+    max_batch_rows: int = Field(200_000, ge=1)
+    market_sync_interval_s: float = Field(300.0, gt=0)
+    wait_for_gatherer_s: float = Field(300.0, ge=0)
+
+
+class DedupSettings(_Section):
+    """Settings of the deduplicator (``deduplicator:`` section)."""
+
+    production: DatabaseSettings
+    gatherers: list[GathererSource] = Field(min_length=1)
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DedupSettings:
+        names = [g.name for g in self.gatherers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"gatherer names must be unique, got {names}")
+        return self
+
+
+class S3Settings(_Section):
+    """Export destination."""
+
+    dest: str | None = Field(None, description="s3://bucket/prefix")
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+
+class ExportSettings(_Section):
+    """Settings of the exporter (``exporter:`` section): production read as the read-only exporter role."""
+
+    production: DatabaseSettings
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+
+class RoleSecrets(_Section):
+    """Where init-db / rotate-password find each role's password."""
+
+    gatherer: SecretRef | None = None
+    dedup_reader: SecretRef | None = None
+    deduplicator: SecretRef | None = None
+    exporter: SecretRef | None = None
+
+
+class Settings(_Section):
+    """A whole config file; each service reads its own section."""
+
+    gatherer: GathererSettings | None = None
+    deduplicator: DedupSettings | None = None
+    exporter: ExportSettings | None = None
+    roles: RoleSecrets = Field(default_factory=RoleSecrets)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    source_path: str | None = Field(None, exclude=True)
+
+    def require(self, section: str) -> Any:
+        """Return a section or raise a ConfigError saying it is missing."""
+        value = getattr(self, section)
+        if value is None:
+            where = f" in {self.source_path}" if self.source_path else ""
+            raise ConfigError(f"{section}: section missing{where}")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        kind = err["type"]
+        msg = err["msg"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind in ("int_type", "int_parsing"):
+            msg = "expected int"
+        elif kind in ("float_type", "float_parsing"):
+            msg = "expected number"
+        elif kind in ("bool_type", "bool_parsing"):
+            msg = "expected true or false"
+        elif kind == "missing":
+            msg = "required key missing"
+        elif kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for key in path[:-1]:
+            nxt = node.get(key)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[key] = nxt
+            node = nxt
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+    return data
+
+
+def parse_settings(data: Any, *, source: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Validate a parsed YAML document (plus env overrides) into :class:`Settings`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source or 'config'}: expected a mapping at the top level")
+    data = _apply_env_overrides(copy.deepcopy(data), dict(os.environ if environ is None else environ))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        prefix = f"{source}: " if source else ""
+        raise ConfigError(prefix + _format_validation_error(exc), hint="see docs/configuration.md") from None
+    settings.source_path = source
+    return settings
+
+
+def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_settings(data, source=str(path), environ=environ)

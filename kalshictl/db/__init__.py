@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing: DSNs, connections, embedded clusters, migrations, roles."""

@@ -1,0 +1,1 @@
+"""Health: seed thresholds as pure functions, and the /health + /metrics HTTP server."""

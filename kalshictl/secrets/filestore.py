@@ -1,0 +1,109 @@
+"""A local, versioned secret file store (mode 0600).
+
+A plain file holds the secret as text. A *store* file is JSON
+``{"current": "<version-id>", "versions": [{"id", "value", "created_at", "stages"}...]}`` so that rotation can keep the
+previous version for rollback; ``file:`` references read its current version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _secrets
+import time
+from pathlib import Path
+
+from kalshictl.errors import SecretError
+
+
+def read_file_secret(path: Path) -> str:
+    """Read a secret from a plain file or the current version of a store file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SecretError(f"secret file:{path}: file not found") from None
+    except PermissionError:
+        raise SecretError(f"secret file:{path}: permission denied") from None
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            doc = json.loads(stripped)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and "versions" in doc:
+            return FileSecretStore(path).current_value()
+    return text.rstrip("\n")
+
+
+class FileSecretStore:
+    """A versioned secret kept in one JSON file with mode 0600."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict:
+        if not self.path.exists():
+            return {"current": None, "versions": []}
+        text = self.path.read_text().strip()
+        if not text.startswith("{"):
+            # a plain-text secret file becomes the first version of a store
+            return {"current": "v1", "versions": [{"id": "v1", "value": text, "created_at": None}]}
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise SecretError(f"secret store {self.path}: not valid JSON") from None
+
+    def _save(self, doc: dict) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def current_value(self) -> str:
+        """The value of the current version."""
+        doc = self._load()
+        for version in doc["versions"]:
+            if version["id"] == doc["current"]:
+                return version["value"]
+        raise SecretError(f"secret store {self.path}: no current version")
+
+    def versions(self) -> list[str]:
+        """Version ids, oldest first."""
+        return [v["id"] for v in self._load()["versions"]]
+
+    def current_version(self) -> str | None:
+        """The id of the current version."""
+        return self._load()["current"]
+
+    def put(self, value: str) -> str:
+        """Store a new version, make it current, keep the previous ones; return the new version id."""
+        doc = self._load()
+        version_id = f"v{len(doc['versions']) + 1}-{_secrets.token_hex(4)}"
+        doc["versions"].append({"id": version_id, "value": value, "created_at": time.time()})
+        doc["previous"] = doc.get("current")
+        doc["current"] = version_id
+        self._save(doc)
+        return version_id
+
+    def previous_version(self) -> str | None:
+        """The version that was current before the last put/rollback."""
+        return self._load().get("previous")
+
+    def get_version(self, version_id: str) -> str:
+        """The value of one version."""
+        for version in self._load()["versions"]:
+            if version["id"] == version_id:
+                return version["value"]
+        raise SecretError(f"secret store {self.path}: no version {version_id!r}")
+
+    def make_current(self, version_id: str) -> None:
+        """Point the store at an existing version (rollback)."""
+        doc = self._load()
+        if version_id not in [v["id"] for v in doc["versions"]]:
+            raise SecretError(f"secret store {self.path}: no version {version_id!r}")
+        doc["previous"], doc["current"] = doc["current"], version_id
+        self._save(doc)

@@ -1,0 +1,1 @@
+"""Operation services called by the CLI (the CLI stays thin)."""

@@ -1,0 +1,46 @@
+-- Shared helpers: registry of time-series tables and partition maintenance for plain PostgreSQL.
+CREATE TABLE IF NOT EXISTS kalshi_timeseries (
+    table_name   text PRIMARY KEY,
+    time_column  text   NOT NULL,
+    chunk_us     bigint NOT NULL,
+    flavor       text   NOT NULL CHECK (flavor IN ('hypertable', 'partitioned'))
+);
+
+-- Creates missing range partitions for every registered partitioned table, from one chunk behind now to
+-- ahead_us ahead. Safe to call concurrently and often; never blocks writers for long (lock_timeout).
+CREATE OR REPLACE FUNCTION kalshi_ensure_partitions(ahead_us bigint DEFAULT 172800000000)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    r        record;
+    now_us   bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    lo       bigint;
+    chunk_no bigint;
+    pname    text;
+    created  integer := 0;
+BEGIN
+    PERFORM set_config('lock_timeout', '2s', true);
+    FOR r IN SELECT * FROM kalshi_timeseries WHERE flavor = 'partitioned' ORDER BY table_name LOOP
+        chunk_no := now_us / r.chunk_us - 1;
+        WHILE chunk_no * r.chunk_us <= now_us + ahead_us LOOP
+            lo := chunk_no * r.chunk_us;
+            pname := format('%s_p%s', r.table_name, chunk_no);
+            IF to_regclass(pname) IS NULL THEN
+                BEGIN
+                    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',
+                                   pname, r.table_name, lo, lo + r.chunk_us);
+                    created := created + 1;
+                EXCEPTION WHEN others THEN
+                    -- e.g. rows for that range already sit in the default partition, or a lock timeout
+                    RAISE NOTICE 'kalshi_ensure_partitions: % not created: %', pname, SQLERRM;
+                END;
+            END IF;
+            chunk_no := chunk_no + 1;
+        END LOOP;
+    END LOOP;
+    RETURN created;
+END
+$$;
