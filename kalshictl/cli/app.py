@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "sim",
     "export",
     "book",
+    "coverage",
     "demo",
 )
 
