@@ -143,8 +143,19 @@ class PostgresCluster:
             entry = pwd.getpwnam(self.os_user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def _check_traversable(self) -> None:
+        if not self.os_user:
+            return
+        for parent in self.base_dir.resolve().parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise KalshiCtlError(
+                    f"{parent} is not traversable by the OS user {self.os_user!r} that runs PostgreSQL",
+                    hint=f"chmod o+x {parent}, or put the cluster under a world-traversable directory such as /tmp",
+                )
+
     def init(self) -> PostgresCluster:
         """Run initdb and write the configuration (idempotent: an existing cluster is kept)."""
+        self._check_traversable()
         self._chown(self.base_dir)
         if (self.data_dir / "PG_VERSION").exists():
             return self

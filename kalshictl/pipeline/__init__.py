@@ -1,0 +1,1 @@
+"""A complete local pipeline (embedded PostgreSQL, local exchange, gatherers, deduplicator) for demo, tests, chaos."""
