@@ -1,0 +1,1 @@
+"""The Kalshi exchange protocol: request signing, REST client and WebSocket message parsing."""

@@ -1,0 +1,123 @@
+"""The control API under ``/_sim/`` (no auth, no rate limit) for tests and the chaos suite."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from kalshictl.sim.rest import error_response, json_response
+
+if TYPE_CHECKING:
+    from kalshictl.sim.exchange import SimExchange
+
+
+class ControlApi:
+    """``/_sim/*`` handlers bound to one exchange."""
+
+    def __init__(self, ex: SimExchange) -> None:
+        self.ex = ex
+
+    def routes(self) -> list[web.RouteDef]:
+        """All control routes."""
+        return [
+            web.get("/_sim/stats", self.stats),
+            web.get("/_sim/config", self.config),
+            web.get("/_sim/faults", self.get_faults),
+            web.post("/_sim/faults", self.set_faults),
+            web.post("/_sim/drop", self.drop),
+            web.post("/_sim/refuse", self.refuse),
+            web.post("/_sim/pause", self.pause),
+            web.post("/_sim/resume", self.resume),
+            web.post("/_sim/step", self.step),
+            web.post("/_sim/rate", self.rate),
+            web.post("/_sim/flush", self.flush),
+            web.get("/_sim/book/{ticker}", self.book),
+        ]
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """Counters: events emitted, messages sent by type, faults, connections, REST answers."""
+        return json_response(self.ex.stats_dict())
+
+    async def config(self, request: web.Request) -> web.Response:
+        """Seed, market count, URLs and settings of this run."""
+        ex = self.ex
+        return json_response(
+            {
+                "seed": ex.cfg.seed,
+                "markets": ex.universe.n_markets,
+                "events": ex.universe.n_events,
+                "series": len(ex.universe.series_names),
+                "rate": ex.activity.rate,
+                "rest_tier": ex.limiter.tier,
+                "rest_url": ex.rest_url,
+                "ws_url": ex.ws_url,
+                "ground_truth": str(ex.ground_truth_path) if ex.ground_truth_path else None,
+                "auth": ex.public_key is not None,
+                "max_markets_per_sub": ex.cfg.max_markets_per_sub,
+            }
+        )
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        """The active fault spec."""
+        return json_response({"spec": str(self.ex.faults.spec), "counts": self.ex.faults.counts})
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """Replace the fault spec: body ``{"spec": "drop=0.01,..."}`` or the spec as plain text."""
+        raw = await request.read()
+        spec = raw.decode().strip()
+        if spec.startswith("{"):
+            try:
+                spec = orjson.loads(raw).get("spec") or ""
+            except (orjson.JSONDecodeError, AttributeError):
+                return error_response(400, "bad_request", "body must be {'spec': '...'} or a plain spec")
+        try:
+            parsed = self.ex.set_faults(spec)
+        except ValueError as exc:
+            return error_response(400, "bad_request", str(exc))
+        return json_response({"spec": str(parsed)})
+
+    async def drop(self, request: web.Request) -> web.Response:
+        """Drop every WebSocket connection now."""
+        return json_response({"dropped": self.ex.drop_connections()})
+
+    async def refuse(self, request: web.Request) -> web.Response:
+        """Refuse new WebSocket connections for ``?seconds=S`` (default 5)."""
+        seconds = float(request.query.get("seconds", "5"))
+        self.ex.faults.refuse_now(seconds)
+        return json_response({"refusing_for": seconds})
+
+    async def pause(self, request: web.Request) -> web.Response:
+        """Stop generating activity."""
+        self.ex.pause()
+        return json_response({"paused": True})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """Resume generating activity."""
+        self.ex.resume()
+        return json_response({"paused": False})
+
+    async def step(self, request: web.Request) -> web.Response:
+        """Generate ``?n=N`` events now (also while paused)."""
+        n = int(request.query.get("n", "1"))
+        return json_response({"emitted": self.ex.step(n)})
+
+    async def rate(self, request: web.Request) -> web.Response:
+        """Set the activity rate to ``?rate=R`` events/s."""
+        self.ex.activity.rate = float(request.query["rate"])
+        return json_response({"rate": self.ex.activity.rate})
+
+    async def flush(self, request: web.Request) -> web.Response:
+        """Flush the ground-truth log to its file."""
+        written = self.ex.flush()
+        return json_response(
+            {"path": str(self.ex.ground_truth_path) if self.ex.ground_truth_path else None, "written": written}
+        )
+
+    async def book(self, request: web.Request) -> web.Response:
+        """The sim's own book of a market in integer units (no side: no-leg prices), ascending."""
+        book = self.ex.book(request.match_info["ticker"])
+        if book is None:
+            return error_response(404, "not_found", "market not found")
+        return json_response(book)

@@ -1,0 +1,247 @@
+"""Subscriptions and the emission of exchange events: ground truth first, then fan-out to subscribers.
+
+Frames are serialised once per event; only the envelope (``sid``/``seq``) differs per subscriber. Faults are rolled
+per subscriber frame. ``seq`` exists only on orderbook_snapshot/orderbook_delta frames.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from kalshictl.sim.book import NO, YES, Book
+from kalshictl.sim.connection import Connection
+from kalshictl.sim.faults import DROP, DUP, GARBAGE, MALFORMED, SKIP, FaultInjector
+from kalshictl.sim.fmt import PRICE_STR, iso, size_str
+from kalshictl.sim.ground_truth import GroundTruth
+from kalshictl.sim.markets import MarketState, Universe
+from kalshictl.sim.stats import Stats
+
+ORDERBOOK, TICKER, TRADE, LIFECYCLE = "orderbook_delta", "ticker", "trade", "market_lifecycle_v2"
+# channels that take market tickers (orderbook_delta requires them; the others default to all markets)
+TICKERED = (ORDERBOOK, TICKER, TRADE, "fill", "market_positions", "user_orders")
+GLOBAL = (LIFECYCLE, "order_group_updates", "communications", "multivariate_market_lifecycle")
+INDEXED = ("cfbenchmarks_value", "pyth_value")
+PRIVATE = frozenset(("fill", "market_positions", "user_orders", "order_group_updates", "communications"))
+CHANNELS = frozenset((*TICKERED, *GLOBAL, *INDEXED))
+
+
+class Sub:
+    """One subscription (one channel) of one connection; ``tickers=None`` means all markets / global."""
+
+    __slots__ = ("channel", "conn", "seq", "sid", "tickers", "yes_price")
+
+    def __init__(self, conn: Connection, sid: int, channel: str, tickers: set[str] | None, yes_price: bool) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.channel = channel
+        self.tickers = tickers
+        self.seq = 0
+        self.yes_price = yes_price
+
+
+class Feed:
+    """Routes every emitted event to the ground truth and to the subscribers of its channel."""
+
+    def __init__(self, universe: Universe, gt: GroundTruth, faults: FaultInjector, stats: Stats) -> None:
+        self.u = universe
+        self.gt = gt
+        self.faults = faults
+        self.stats = stats
+        self.by_ticker: dict[str, dict[str, set[Sub]]] = {ch: {} for ch in TICKERED}
+        self.all: dict[str, set[Sub]] = {ch: set() for ch in CHANNELS}
+
+    # ----- registry ---------------------------------------------------------------------------------------------
+    def register(self, sub: Sub) -> None:
+        """Start routing events to ``sub``."""
+        if sub.tickers is None:
+            self.all[sub.channel].add(sub)
+        else:
+            self.add_tickers(sub, sub.tickers)
+
+    def add_tickers(self, sub: Sub, tickers: set[str] | list[str]) -> None:
+        """Route ``tickers`` to ``sub`` (and remember them in ``sub.tickers``)."""
+        index = self.by_ticker[sub.channel]
+        assert sub.tickers is not None
+        for t in tickers:
+            sub.tickers.add(t)
+            index.setdefault(t, set()).add(sub)
+
+    def remove_tickers(self, sub: Sub, tickers: set[str] | list[str]) -> None:
+        """Stop routing ``tickers`` to ``sub``."""
+        index = self.by_ticker[sub.channel]
+        assert sub.tickers is not None
+        for t in tickers:
+            sub.tickers.discard(t)
+            subs = index.get(t)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del index[t]
+
+    def unregister(self, sub: Sub) -> None:
+        """Stop routing anything to ``sub``."""
+        if sub.tickers is None:
+            self.all[sub.channel].discard(sub)
+        else:
+            self.remove_tickers(sub, list(sub.tickers))
+
+    # ----- sending ----------------------------------------------------------------------------------------------
+    def _send(self, conn: Connection, frame: bytes, mtype: str, skippable: bool = False) -> None:
+        f = self.faults
+        if f.ws_active:
+            action = f.roll_frame(skippable)
+            if action == DROP:
+                conn.abort()
+                return
+            if action == SKIP:
+                return
+            if action == DUP:
+                conn.send(frame)
+                self.stats.messages[mtype] += 1
+            elif action == MALFORMED:
+                conn.send(GARBAGE)
+        conn.send(frame)
+        self.stats.messages[mtype] += 1
+
+    def snapshot(self, sub: Sub, idx: int) -> None:
+        """Send an orderbook_snapshot of market ``idx`` to ``sub`` (consumes one seq)."""
+        book: Book = self.u.peek(idx).book
+        msg: dict = {"market_ticker": self.u.ticker(idx), "market_id": self.u.market_id(idx)}
+        yes = book.levels(YES)
+        if yes:
+            msg["yes_dollars_fp"] = [[PRICE_STR[p], size_str(s)] for p, s in yes]
+        if book.no:
+            no = sorted((10_000 - p, s) for p, s in book.no.items()) if sub.yes_price else book.levels(NO)
+            msg["no_dollars_fp"] = [[PRICE_STR[p], size_str(s)] for p, s in no]
+        sub.seq += 1
+        frame = b'{"type":"orderbook_snapshot","sid":%d,"seq":%d,"msg":%b}' % (sub.sid, sub.seq, orjson.dumps(msg))
+        self._send(sub.conn, frame, "orderbook_snapshot")
+
+    def _ticker_subs(self, channel: str, ticker: str) -> list[Sub]:
+        subs = self.by_ticker[channel].get(ticker)
+        every = self.all[channel]
+        if subs:
+            return [*subs, *every] if every else list(subs)
+        return list(every) if every else []
+
+    # ----- events -----------------------------------------------------------------------------------------------
+    def delta(self, idx: int, ticker: str, side: str, price: int, size_delta: int, ts_ms: int) -> None:
+        """Emit an order-book delta (the book must already be updated)."""
+        self.gt.delta(ticker, ts_ms, side, price, size_delta)
+        self.stats.events["delta"] += 1
+        subs = self.by_ticker[ORDERBOOK].get(ticker)
+        if not subs:
+            return
+        msg = {
+            "market_ticker": ticker,
+            "market_id": self.u.market_id(idx),
+            "price_dollars": PRICE_STR[price],
+            "delta_fp": size_str(size_delta),
+            "side": side,
+            "ts": iso(ts_ms // 1000),
+            "ts_ms": ts_ms,
+        }
+        body = orjson.dumps(msg)
+        body_yes = None
+        for sub in list(subs):
+            if sub.conn.closed:
+                continue
+            b = body
+            if sub.yes_price and side == NO:
+                if body_yes is None:
+                    msg["price_dollars"] = PRICE_STR[10_000 - price]
+                    body_yes = orjson.dumps(msg)
+                b = body_yes
+            sub.seq += 1
+            frame = b'{"type":"orderbook_delta","sid":%d,"seq":%d,"msg":%b}' % (sub.sid, sub.seq, b)
+            self._send(sub.conn, frame, "orderbook_delta", skippable=True)
+
+    def trade(self, idx: int, ticker: str, trade_id: str, yes: int, no: int, size: int, taker: str, ts_ms: int) -> None:
+        """Emit a trade (``yes``/``no`` are the two legs' prices, ``taker`` the taker's outcome side)."""
+        self.gt.trade(trade_id, ticker, ts_ms, yes, no, size, taker)
+        self.stats.events["trade"] += 1
+        subs = self._ticker_subs(TRADE, ticker)
+        if not subs:
+            return
+        body = orjson.dumps(
+            {
+                "trade_id": trade_id,
+                "market_ticker": ticker,
+                "yes_price_dollars": PRICE_STR[yes],
+                "no_price_dollars": PRICE_STR[no],
+                "count_fp": size_str(size),
+                "taker_side": taker,
+                "taker_outcome_side": taker,
+                "taker_book_side": "bid" if taker == YES else "ask",
+                "is_block_trade": False,
+                "ts_ms": ts_ms,
+                "ts": ts_ms // 1000,
+            }
+        )
+        for sub in subs:
+            if not sub.conn.closed:
+                self._send(sub.conn, b'{"type":"trade","sid":%d,"msg":%b}' % (sub.sid, body), "trade")
+
+    def ticker(self, idx: int, ticker: str, st: MarketState, ts_ms: int, last_size: int = 0) -> bool:
+        """Emit a ticker update unless this market already had one in this millisecond; returns whether it did."""
+        if st.last_ticker_ms == ts_ms:
+            return False
+        st.last_ticker_ms = ts_ms
+        yb, ybs, ya, yas = st.book.top()
+        self.gt.ticker(ticker, ts_ms, yb, ya, st.last_price, st.volume, st.oi)
+        self.stats.events["ticker"] += 1
+        subs = self._ticker_subs(TICKER, ticker)
+        if not subs:
+            return True
+        ts = ts_ms // 1000
+        body = orjson.dumps(
+            {
+                "market_ticker": ticker,
+                "market_id": self.u.market_id(idx),
+                "price_dollars": PRICE_STR[st.last_price],
+                "yes_bid_dollars": PRICE_STR[yb],
+                "yes_ask_dollars": PRICE_STR[ya],
+                "volume_fp": size_str(st.volume),
+                "open_interest_fp": size_str(st.oi),
+                "dollar_volume": st.dollar_volume // 1_000_000,
+                "dollar_open_interest": st.oi * st.last_price // 1_000_000,
+                "yes_bid_size_fp": size_str(ybs),
+                "yes_ask_size_fp": size_str(yas),
+                "last_trade_size_fp": size_str(last_size),
+                "ts_ms": ts_ms,
+                "ts": ts,
+                "time": iso(ts),
+            }
+        )
+        for sub in subs:
+            if not sub.conn.closed:
+                self._send(sub.conn, b'{"type":"ticker","sid":%d,"msg":%b}' % (sub.sid, body), "ticker")
+        return True
+
+    def lifecycle(self, ticker: str, event_type: str, ts_ms: int, extra: dict | None = None) -> None:
+        """Emit a market_lifecycle_v2 event (``ts_ms`` included; the real API may not send it)."""
+        self.gt.lifecycle(ticker, event_type, ts_ms)
+        self.stats.events["lifecycle"] += 1
+        subs = self.all[LIFECYCLE]
+        if not subs:
+            return
+        msg = {"market_ticker": ticker, "event_type": event_type, "ts_ms": ts_ms}
+        if extra:
+            msg.update(extra)
+        body = orjson.dumps(msg)
+        for sub in list(subs):
+            if not sub.conn.closed:
+                self._send(sub.conn, b'{"type":"market_lifecycle_v2","sid":%d,"msg":%b}' % (sub.sid, body), LIFECYCLE)
+
+    def event_lifecycle(self, msg: dict) -> None:
+        """Emit an event_lifecycle message on the market_lifecycle_v2 channel (not part of the ground truth)."""
+        self.stats.events["event_lifecycle"] += 1
+        subs = self.all[LIFECYCLE]
+        if not subs:
+            return
+        body = orjson.dumps(msg)
+        for sub in list(subs):
+            if not sub.conn.closed:
+                self._send(
+                    sub.conn, b'{"type":"event_lifecycle","sid":%d,"msg":%b}' % (sub.sid, body), "event_lifecycle"
+                )
