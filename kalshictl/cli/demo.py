@@ -1,0 +1,155 @@
+"""``kalshictl demo``: the whole pipeline on this machine with no configuration, with a live view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``demo`` to the root app."""
+
+    @root.command("demo")
+    def demo_cmd(
+        markets: int = typer.Option(300, help="Markets on the local exchange."),
+        duration: float = typer.Option(60.0, help="Seconds to run before stopping (Ctrl-C stops early)."),
+        rate: float = typer.Option(300.0, help="Exchange messages per second."),
+        seed: int = typer.Option(7, help="Seed of the exchange's activity."),
+        faults: str | None = typer.Option(None, help="Fault spec for the exchange, e.g. drop=0.001,skip_seq=0.002"),
+        workdir: Path | None = typer.Option(None, help="Keep clusters, configs and logs here (default: a temp dir)."),
+        keep: bool = typer.Option(False, help="Do not delete the working directory at the end."),
+        as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON (no live view)."),
+    ) -> None:
+        """Local exchange + embedded PostgreSQL + 3 gatherers + deduplicator, live status, then a summary."""
+        import time
+
+        from rich.live import Live
+
+        from kalshictl.cli import output
+        from kalshictl.services.demo import Demo, DemoOptions
+
+        demo = Demo(
+            DemoOptions(
+                markets=markets,
+                seed=seed,
+                rate=rate,
+                duration_s=duration,
+                faults=faults,
+                workdir=workdir,
+                keep=keep or workdir is not None,
+            )
+        )
+        try:
+            with output.err_console.status("starting embedded PostgreSQL, creating roles and schemas…"):
+                demo.setup()
+            with output.err_console.status("starting the local exchange, 3 gatherers and the deduplicator…"):
+                demo.start()
+            deadline = time.monotonic() + duration
+            if as_json:
+                while time.monotonic() < deadline:
+                    time.sleep(1.0)
+            else:
+                with Live(_dashboard(demo.sample(), duration), console=output.console, refresh_per_second=2) as live:
+                    try:
+                        while time.monotonic() < deadline:
+                            time.sleep(1.0)
+                            live.update(_dashboard(demo.sample(), duration))
+                    except KeyboardInterrupt:
+                        output.info("stopping early (Ctrl-C)…")
+            with output.err_console.status("stopping: gatherers flush, the deduplicator drains…"):
+                codes = demo.stop()
+            summary = _summary(demo, codes)
+            if as_json:
+                output.emit_json(summary)
+            else:
+                _print_summary(summary, demo)
+        finally:
+            demo.close()
+
+
+def _dashboard(state, duration: float):
+    from rich.console import Group
+    from rich.table import Table
+
+    from kalshictl.cli.output import styled_status
+
+    services = Table(title=f"kalshictl demo — {state.elapsed_s:,.0f}s of {duration:,.0f}s", expand=False)
+    for col in ("service", "status", "pid", "markets", "ws", "msgs/s"):
+        services.add_column(col)
+    ex = state.exchange
+    services.add_row(
+        "exchange (sim)",
+        styled_status("healthy" if ex else "down"),
+        "-",
+        "-",
+        str(ex.get("connections", "-")),
+        _num(ex.get("rate")),
+    )
+    for svc in state.services:
+        services.add_row(
+            svc["service"],
+            styled_status(str(svc["status"])),
+            str(svc["pid"] or "-"),
+            _num(svc["markets"]),
+            str(svc["ws"]),
+            _num(svc["msgs/s"]),
+        )
+    prod = Table(title="production (deduplicated)")
+    prod.add_column("table")
+    prod.add_column("rows", justify="right")
+    for table, rows in state.production.items():
+        prod.add_row(table, f"{rows:,}")
+    lag = "-" if state.max_lag_s is None else f"{state.max_lag_s:.2f}s"
+    prod.caption = f"max sync lag {lag}"
+    return Group(services, prod)
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if isinstance(value, int | float) else str(value)
+
+
+def _summary(demo, codes: dict) -> dict:
+    production = demo.production_counts()
+    truth = demo.ground_truth_counts()
+    summary = {
+        "exit_codes": codes,
+        "tables": [
+            {"table": t, "exchange_emitted": truth.get(t), "production_rows": production.get(t)}
+            for t in ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
+        ],
+        "workdir": str(demo.base_dir) if demo.options.keep else None,
+    }
+    ticker = demo.busiest_market()
+    summary["busiest_market"] = ticker
+    if ticker:
+        try:
+            from kalshictl.research.book_query import book_summary  # type: ignore[import-not-found]
+
+            summary["book"] = book_summary(demo.pipeline.production_dsn(), ticker)
+        except ImportError:
+            summary["book"] = None
+    return summary
+
+
+def _print_summary(summary: dict, demo) -> None:
+    from kalshictl.cli import output
+
+    output.console.print(
+        output.table(
+            summary["tables"],
+            ["table", "exchange_emitted", "production_rows"],
+            title="exchange ground truth vs production",
+        )
+    )
+    book = summary.get("book")
+    if book:
+        output.console.print(f"\n[bold]order book of the busiest market {summary['busiest_market']}[/bold]")
+        output.console.print(
+            book if isinstance(book, str) else output.table(book if isinstance(book, list) else [book])
+        )
+    output.console.print(f"\nservice exit codes: {summary['exit_codes']}")
+    if summary["workdir"]:
+        output.console.print(f"kept: {summary['workdir']} (configs, logs, ground truth)")

@@ -1,0 +1,282 @@
+"""The newcomer's first command: a whole pipeline on this machine, with no configuration.
+
+Starts an embedded PostgreSQL, the local exchange, three gatherers and the deduplicator as real processes (the same
+commands systemd runs), samples their health and progress for a live view, then stops them in the seed's order
+(gatherers flush on SIGTERM, the deduplicator drains, the exchange writes its ground truth) and summarises what
+production holds against what the exchange emitted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from kalshictl.db.embedded import free_port
+from kalshictl.errors import KalshiCtlError
+from kalshictl.pipeline.local import LocalPipeline, LocalPipelineConfig
+from kalshictl.pipeline.processes import Supervisor, kalshictl_argv
+
+EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
+GROUND_TRUTH_KINDS = {
+    "trade": "trades",
+    "delta": "orderbook_deltas",
+    "ticker": "tickers",
+    "lifecycle": "lifecycle_events",
+}
+
+
+@dataclass
+class DemoOptions:
+    """What the demo runs."""
+
+    markets: int = 300
+    seed: int = 7
+    rate: float = 300.0
+    duration_s: float = 60.0
+    faults: str | None = None
+    workdir: Path | None = None
+    keep: bool = False
+    orderbook_connections: int = 4
+
+
+@dataclass
+class DemoState:
+    """One sample of the running pipeline for the live view."""
+
+    elapsed_s: float
+    exchange: dict[str, Any] = field(default_factory=dict)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    production: dict[str, int] = field(default_factory=dict)
+    max_lag_s: float | None = None
+
+
+class Demo:
+    """Set up, run, sample and stop the local pipeline."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+        base = options.workdir or Path(tempfile.mkdtemp(prefix="kalshictl-demo-"))
+        self.base_dir = Path(base)
+        self.sim_port = free_port()
+        self.rest_url = f"http://127.0.0.1:{self.sim_port}/trade-api/v2"
+        self.ws_url = f"ws://127.0.0.1:{self.sim_port}/trade-api/ws/v2"
+        self.ground_truth = self.base_dir / "ground-truth.jsonl"
+        self.pipeline = LocalPipeline(
+            LocalPipelineConfig(
+                base_dir=self.base_dir,
+                rest_url=self.rest_url,
+                ws_url=self.ws_url,
+                orderbook_connections=options.orderbook_connections,
+                requests_per_second=50.0,
+            )
+        )
+        self.supervisor = Supervisor(self.base_dir / "logs")
+        self.started_at = 0.0
+        self._http = httpx.Client(timeout=2.0)
+        self._rates: dict[str, tuple[float, float]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Embedded PostgreSQL, roles, schemas, config files."""
+        self.pipeline.setup()
+
+    def start(self) -> None:
+        """Start the exchange, then the gatherers, then the deduplicator (the seed's startup order)."""
+        opts = self.options
+        argv = [
+            "sim",
+            "--markets",
+            str(opts.markets),
+            "--seed",
+            str(opts.seed),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.sim_port),
+            "--rate",
+            str(opts.rate),
+            "--ground-truth",
+            str(self.ground_truth),
+            "--rest-tier",
+            "unlimited",
+        ]
+        if opts.faults:
+            argv += ["--faults", opts.faults]
+        self.supervisor.add("exchange", kalshictl_argv(*argv)).start()
+        self._wait_http(f"{self.rest_url}/exchange/status", "exchange")
+        for i in range(self.pipeline.config.gatherers):
+            name = self.pipeline.gatherer_name(i)
+            self.supervisor.add(
+                name, kalshictl_argv("gather", "run", "--config", str(self.pipeline.config_paths[name]))
+            ).start()
+        self.supervisor.add(
+            "deduplicator", kalshictl_argv("dedup", "run", "--config", str(self.pipeline.config_paths["deduplicator"]))
+        ).start()
+        self.started_at = time.monotonic()
+
+    def _wait_http(self, url: str, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.supervisor.processes.get(name)
+            if proc is not None and proc.proc is not None and not proc.running:
+                raise KalshiCtlError(f"{name} exited during startup:\n{proc.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if self._http.get(url).status_code < 500:
+                    return
+            time.sleep(0.2)
+        raise KalshiCtlError(f"{name} did not answer at {url} within {timeout:.0f}s")
+
+    def stop(self) -> dict[str, int | None]:
+        """Graceful stop in the seed's order: gatherers flush, the deduplicator drains, then the exchange."""
+        gatherers = [self.pipeline.gatherer_name(i) for i in range(self.pipeline.config.gatherers)]
+        codes = {}
+        with contextlib.suppress(httpx.HTTPError):
+            self._http.post(f"http://127.0.0.1:{self.sim_port}/_sim/pause")
+        for name in gatherers:
+            codes[name] = self.supervisor[name].terminate(30)
+        self._drain()
+        codes["deduplicator"] = self.supervisor["deduplicator"].terminate(30)
+        with contextlib.suppress(httpx.HTTPError):
+            self._http.post(f"http://127.0.0.1:{self.sim_port}/_sim/flush")
+        codes["exchange"] = self.supervisor["exchange"].terminate(30)
+        return codes
+
+    def _drain(self, timeout: float = 30.0) -> None:
+        """Wait until production stops growing (the deduplicator merged what the gatherers flushed)."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, int] | None = None
+        while time.monotonic() < deadline:
+            counts = self.production_counts()
+            if counts == last:
+                return
+            last = counts
+            time.sleep(1.0)
+
+    def close(self) -> None:
+        """Kill anything left and remove the working directory unless asked to keep it."""
+        self.supervisor.kill_all()
+        self._http.close()
+        self.pipeline.destroy()
+        if not self.options.keep:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    # -- sampling -----------------------------------------------------------------------------------------------
+    def production_counts(self) -> dict[str, int]:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.pipeline.production_dsn(), connect_timeout=3) as conn:
+                return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES}
+        except psycopg.Error:
+            return {}
+
+    def _get_json(self, url: str) -> tuple[int | None, Any]:
+        try:
+            resp = self._http.get(url)
+            return resp.status_code, orjson.loads(resp.content) if resp.content else None
+        except (httpx.HTTPError, orjson.JSONDecodeError):
+            return None, None
+
+    def sample(self) -> DemoState:
+        """Health and progress of every service, production row counts, the exchange's message rate."""
+        now = time.monotonic()
+        state = DemoState(elapsed_s=now - self.started_at)
+        _, stats = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/stats")
+        if isinstance(stats, dict):
+            sent = _total_messages(stats)
+            state.exchange = {
+                "messages": sent,
+                "rate": self._rate("exchange", sent, now),
+                "connections": stats.get("connections"),
+            }
+        ports = self.pipeline._ports_for()
+        for i in range(self.pipeline.config.gatherers):
+            name = self.pipeline.gatherer_name(i)
+            code, health = self._get_json(f"http://127.0.0.1:{ports[i]}/health")
+            _, status = self._get_json(f"http://127.0.0.1:{ports[i]}/status")
+            comps = (health or {}).get("components", {})
+            ws = comps.get("websocket", {})
+            received = _received(status)
+            state.services.append(
+                {
+                    "service": name,
+                    "status": (health or {}).get("status", "down" if code is None else "?"),
+                    "pid": self.supervisor[name].pid if self.supervisor[name].running else None,
+                    "markets": comps.get("market_registry", {}).get("markets"),
+                    "ws": f"{ws.get('healthy', '-')}/{ws.get('connections', '-')}",
+                    "msgs/s": self._rate(name, received, now) if received is not None else None,
+                }
+            )
+        code, health = self._get_json(f"http://127.0.0.1:{ports[-1]}/health")
+        sync = ((health or {}).get("components") or {}).get("sync") or {}
+        state.max_lag_s = sync.get("max_lag_seconds")
+        gat = ((health or {}).get("components") or {}).get("gatherers") or {}
+        state.services.append(
+            {
+                "service": "deduplicator",
+                "status": (health or {}).get("status", "down" if code is None else "?"),
+                "pid": self.supervisor["deduplicator"].pid if self.supervisor["deduplicator"].running else None,
+                "markets": None,
+                "ws": f"{sum(1 for v in gat.values() if v == 'connected')}/{len(gat)} gatherers" if gat else "-",
+                "msgs/s": None,
+            }
+        )
+        state.production = self.production_counts()
+        return state
+
+    def _rate(self, key: str, value: float, now: float) -> float | None:
+        prev = self._rates.get(key)
+        self._rates[key] = (now, value)
+        if prev is None or now <= prev[0]:
+            return None
+        return max(0.0, (value - prev[1]) / (now - prev[0]))
+
+    # -- summary ------------------------------------------------------------------------------------------------
+    def ground_truth_counts(self) -> dict[str, int]:
+        """Exchange events emitted, per production table."""
+        counts = dict.fromkeys(GROUND_TRUTH_KINDS.values(), 0)
+        if not self.ground_truth.exists():
+            return counts
+        with open(self.ground_truth, "rb") as fh:
+            for line in fh:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    kind = orjson.loads(line).get("kind")
+                    if kind in GROUND_TRUTH_KINDS:
+                        counts[GROUND_TRUTH_KINDS[kind]] += 1
+        return counts
+
+    def busiest_market(self) -> str | None:
+        import psycopg
+
+        with psycopg.connect(self.pipeline.production_dsn()) as conn:
+            row = conn.execute(
+                "SELECT ticker FROM orderbook_deltas GROUP BY ticker ORDER BY count(*) DESC LIMIT 1"
+            ).fetchone()
+        return row[0] if row else None
+
+
+def _total_messages(stats: dict) -> float:
+    sent = stats.get("messages_sent") or stats.get("messages") or {}
+    if isinstance(sent, dict):
+        return float(sum(v for v in sent.values() if isinstance(v, int | float)))
+    return float(sent) if isinstance(sent, int | float) else 0.0
+
+
+def _received(status: Any) -> float | None:
+    if not isinstance(status, dict):
+        return None
+    for key in ("messages_received", "messages", "received"):
+        value = status.get(key)
+        if isinstance(value, dict):
+            return float(sum(v for v in value.values() if isinstance(v, int | float)))
+        if isinstance(value, int | float):
+            return float(value)
+    return None
