@@ -6,6 +6,8 @@ import os
 
 from kalshictl.errors import SecretError
 
+CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
+
 
 class AwsSecretStore:
     """Read and write secrets in AWS Secrets Manager, keeping previous versions (AWSPREVIOUS) for rollback."""
@@ -28,6 +30,8 @@ class AwsSecretStore:
         kwargs: dict = {"SecretId": secret_id}
         if version_id:
             kwargs["VersionId"] = version_id
+        # Name AWSCURRENT explicitly: same meaning on AWS, and correct on servers that track it lazily (moto).
+        stage = stage or (None if version_id else CURRENT)
         if stage:
             kwargs["VersionStage"] = stage
         try:
@@ -37,3 +41,55 @@ class AwsSecretStore:
             raise SecretError(f"secret aws-sm:{secret_id}: {code}") from None
         except BotoCoreError as exc:
             raise SecretError(f"secret aws-sm:{secret_id}: {type(exc).__name__}") from None
+
+    def _call(self, secret_id: str, method: str, **kwargs: object) -> dict:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(SecretId=secret_id, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise SecretError(f"secret aws-sm:{secret_id}: {method}: {code}") from None
+        except BotoCoreError as exc:
+            raise SecretError(f"secret aws-sm:{secret_id}: {method}: {type(exc).__name__}") from None
+
+    def stages(self, secret_id: str) -> dict[str, list[str]]:
+        """Version id -> staging labels (never values)."""
+        return dict(self._call(secret_id, "describe_secret").get("VersionIdsToStages", {}))
+
+    def version_with(self, secret_id: str, stage: str) -> str | None:
+        """The version id carrying a staging label, if any."""
+        for version_id, labels in self.stages(secret_id).items():
+            if stage in labels:
+                return version_id
+        return None
+
+    def put_pending(self, secret_id: str, value: str) -> str:
+        """Store a new version labelled AWSPENDING only (readers still get AWSCURRENT); return its version id."""
+        import uuid
+
+        out = self._call(
+            secret_id,
+            "put_secret_value",
+            SecretString=value,
+            VersionStages=[PENDING],
+            ClientRequestToken=str(uuid.uuid4()),
+        )
+        return out["VersionId"]
+
+    def make_current(self, secret_id: str, version_id: str) -> str | None:
+        """Move AWSCURRENT to a version (AWS moves AWSPREVIOUS to the old one); return the old current id."""
+        old = self.version_with(secret_id, CURRENT)
+        if old == version_id:
+            return old
+        kwargs: dict = {"VersionStage": CURRENT, "MoveToVersionId": version_id}
+        if old:
+            kwargs["RemoveFromVersionId"] = old
+        self._call(secret_id, "update_secret_version_stage", **kwargs)
+        return old
+
+    def clear_pending(self, secret_id: str) -> None:
+        """Remove the AWSPENDING label (after promotion or an aborted rotation)."""
+        pending = self.version_with(secret_id, PENDING)
+        if pending:
+            self._call(secret_id, "update_secret_version_stage", VersionStage=PENDING, RemoveFromVersionId=pending)

@@ -1,8 +1,9 @@
 """A local, versioned secret file store (mode 0600).
 
 A plain file holds the secret as text. A *store* file is JSON
-``{"current": "<version-id>", "versions": [{"id", "value", "created_at", "stages"}...]}`` so that rotation can keep the
-previous version for rollback; ``file:`` references read its current version.
+``{"current": "<version-id>", "previous": ..., "pending": ..., "versions": [{"id", "value", "created_at"}...]}`` so that
+rotation can stage a pending version and keep the previous one for rollback (the same protocol as Secrets Manager's
+AWSPENDING/AWSCURRENT/AWSPREVIOUS labels); ``file:`` references read its current version.
 """
 
 from __future__ import annotations
@@ -93,6 +94,28 @@ class FileSecretStore:
         """The version that was current before the last put/rollback."""
         return self._load().get("previous")
 
+    def put_pending(self, value: str) -> str:
+        """Store a new version marked pending; readers still get the current one. Return its version id."""
+        doc = self._load()
+        version_id = f"v{len(doc['versions']) + 1}-{_secrets.token_hex(4)}"
+        doc["versions"].append({"id": version_id, "value": value, "created_at": time.time()})
+        doc["pending"] = version_id
+        self._save(doc)
+        return version_id
+
+    def pending_version(self) -> str | None:
+        """The version staged by :meth:`put_pending` and not yet made current."""
+        doc = self._load()
+        pending = doc.get("pending")
+        return pending if pending and pending != doc.get("current") else None
+
+    def clear_pending(self) -> None:
+        """Drop the pending mark (the version itself is kept in the history)."""
+        doc = self._load()
+        if doc.get("pending") is not None:
+            doc["pending"] = None
+            self._save(doc)
+
     def get_version(self, version_id: str) -> str:
         """The value of one version."""
         for version in self._load()["versions"]:
@@ -105,5 +128,8 @@ class FileSecretStore:
         doc = self._load()
         if version_id not in [v["id"] for v in doc["versions"]]:
             raise SecretError(f"secret store {self.path}: no version {version_id!r}")
-        doc["previous"], doc["current"] = doc["current"], version_id
+        if doc["current"] != version_id:
+            doc["previous"], doc["current"] = doc["current"], version_id
+        if doc.get("pending") == version_id:
+            doc["pending"] = None
         self._save(doc)
