@@ -39,7 +39,7 @@ bench: install ## benchmark scripts (figures with baseline ratios)
 	$(PY) bench/run_all.py
 
 chaos: install ## the full fault-injection suite
-	$(PY) -m pytest -m chaos -p no:randomly -o addopts='' tests/chaos
+	$(PY) -m pytest -s -m chaos -o addopts='' tests/chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -45,6 +45,8 @@ class DemoOptions:
     workdir: Path | None = None
     keep: bool = False
     orderbook_connections: int = 4
+    separate_clusters: bool = False  # one PostgreSQL cluster per gatherer + one for production (fault tests)
+    snapshot_interval_s: float = 30.0
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Demo:
                 ws_url=self.ws_url,
                 orderbook_connections=options.orderbook_connections,
                 requests_per_second=50.0,
+                separate_clusters=options.separate_clusters,
+                snapshot_interval_s=options.snapshot_interval_s,
             )
         )
         self.supervisor = Supervisor(self.base_dir / "logs")
