@@ -45,7 +45,9 @@ class Activity:
         self.rate = float(cfg.rate)
         self.paused = cfg.paused
         self.tick_s = 0.005
-        self.pending: list[tuple[float, int]] = []  # (monotonic due, market index) awaiting activation
+        self.pending: list[tuple[int, int]] = []  # (action count due, market index) awaiting activation
+        self.actions = 0  # actions performed so far (the clock of deterministic activations)
+        self.activation_delay = max(1, int(max(self.rate, 1.0) * cfg.activation_delay_s))
 
     # ----- helpers ----------------------------------------------------------------------------------------------
     def _emitted(self) -> int:
@@ -203,7 +205,7 @@ class Activity:
                 "series_ticker": u.series_names[s],
             }
         )
-        due = time.monotonic() + self.cfg.activation_delay_s
+        due = self.actions + self.activation_delay
         for idx in idxs:
             st = u.state(idx)
             structure, ranges = _RANGES[u.tick(idx)]
@@ -233,12 +235,11 @@ class Activity:
             self.pending.append((due, idx))
 
     def _activate_due(self) -> None:
-        if not self.pending:
+        if not self.pending or self.pending[0][0] > self.actions:
             return
-        now = time.monotonic()
         keep = []
         for due, idx in self.pending:
-            if due > now:
+            if due > self.actions:
                 keep.append((due, idx))
                 continue
             st = self.u.state(idx)
@@ -253,7 +254,6 @@ class Activity:
     def step(self, n: int) -> int:
         """Perform actions until at least ``n`` events were emitted; returns how many were."""
         start = self._emitted()
-        self._activate_due()
         rng, cfg = self.rng, self.cfg
         t_trade = cfg.trade_share
         t_life = t_trade + cfg.lifecycle_share
@@ -261,6 +261,8 @@ class Activity:
         guard = 0
         while self._emitted() - start < n and guard < 20 * n + 100:
             guard += 1
+            self.actions += 1
+            self._activate_due()
             ts_ms = self.clock.now_ms()
             r = rng.random()
             if r < t_trade:

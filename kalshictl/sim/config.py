@@ -36,7 +36,7 @@ class SimConfig:
     lifecycle_share: float = 0.01  # share of activity actions that are lifecycle transitions
     create_share: float = 0.004  # share of activity actions that create a new event with new markets
     duplicate_delta_share: float = 0.015  # share of deltas repeated identically in the same millisecond
-    activation_delay_s: float = 0.5  # created -> activated delay of new markets
+    activation_delay_s: float = 0.5  # created -> activated after about this long (counted in actions: rate * delay)
     trade_history: int = 200_000  # trades kept for GET /markets/trades
     ws_buffer_bytes: int = 256 * 1024 * 1024  # per-connection send buffer; overflow -> error 25 and disconnect
     auth_max_skew_s: float = 60.0  # accepted |now - KALSHI-ACCESS-TIMESTAMP|

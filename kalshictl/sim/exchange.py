@@ -91,14 +91,14 @@ class SimExchange:
         app.add_routes(ControlApi(self).routes())
         app.router.add_get(WS_PATH, self._ws)
         app.on_shutdown.append(self._on_shutdown)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((cfg.host, cfg.port))
         self._port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, shutdown_timeout=1.0, backlog=1024)
+        site = web.SockSite(self._runner, sock, backlog=1024)
         await site.start()
         self._tasks = [asyncio.create_task(self.activity.run()), asyncio.create_task(self._flush_loop())]
         self._started = True

@@ -87,7 +87,7 @@ class Universe:
             self.series_names.append(name)
             self.series_index[name] = s
             self.series_events.append([])
-            for _ in range(min(200, int(rng.paretovariate(1.1)))):
+            for _ in range(min(200, int(rng.paretovariate(0.9)))):
                 remaining = n - len(self.mk_event)
                 if remaining <= 0:
                     break
