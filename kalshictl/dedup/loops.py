@@ -1,0 +1,197 @@
+"""One independent sync loop per gatherer x table.
+
+Each loop owns its gatherer connection and its production connection, so a gatherer (or its database) that goes
+away, comes back, or returns with a backlog only affects its own loops: errors close the loop's connections and it
+reconnects with jittered exponential backoff. Batches adapt to backlog: a capped batch doubles the next batch size
+(up to ``max_batch_rows``) and loops again at once; a batch that reached the watermark halves it (down to
+``min_batch_rows``) and the loop sleeps ``interval_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from kalshictl.dedup.cursors import gap_id_offset, reconcile
+from kalshictl.dedup.gaps import Peer, judge, refresh_open_gaps
+from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
+from kalshictl.dedup.reader import InstanceChanged, read_batch
+from kalshictl.dedup.tables import DELTAS, GAPS, TableSpec
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kalshictl.config import DatabaseSettings, GathererSource, SyncSettings
+    from kalshictl.dedup.metrics import DedupMetrics
+
+log = logging.getLogger("kalshictl.dedup.loops")
+
+OnMerge = Callable[[str, str, MergeResult, float], None]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+class SyncLoop:
+    """Sync one gatherer table into production until stopped."""
+
+    def __init__(
+        self,
+        source: GathererSource,
+        spec: TableSpec,
+        production: DatabaseSettings,
+        sync: SyncSettings,
+        metrics: DedupMetrics,
+        stop: asyncio.Event,
+        peers: Sequence[Peer] = (),
+        on_merge: OnMerge | None = None,
+    ) -> None:
+        self.source = source
+        self.spec = spec
+        self.production = production
+        self.sync = sync
+        self.metrics = metrics
+        self.stop = stop
+        self.peers = peers
+        self.on_merge = on_merge
+        self.gconn: psycopg.AsyncConnection | None = None
+        self.pconn: psycopg.AsyncConnection | None = None
+        self.instance_id: str | None = None
+        self.cursor: int = 0
+        self.batch_rows = sync.min_batch_rows
+        self.syncing = False  # connected and completed a pass without error
+        self.lag_s: float | None = None  # None while the gatherer cannot be read
+        self.last_error: str | None = None
+        self._labels = (source.name, spec.name)
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}/{self.spec.name}"
+
+    async def _connect(self) -> None:
+        from kalshictl.db.connect import connect_async
+
+        if self.pconn is None or self.pconn.closed:
+            self.pconn = await connect_async(self.production, autocommit=True)
+        if self.gconn is None or self.gconn.closed:
+            self.gconn = await connect_async(self.source.database, autocommit=True)
+            cur = await self.gconn.execute("SELECT instance_id::text FROM gatherer_meta")
+            self.instance_id = (await cur.fetchone())[0]
+            cursor = await reconcile(self.pconn, self.source.name, self.spec.name, self.instance_id)
+            self.cursor = cursor.xmin
+            log.info("%s: connected (instance %s, cursor xid %d)", self.name, self.instance_id, self.cursor)
+
+    async def close_gatherer(self) -> None:
+        """Close this loop's gatherer connection."""
+        if self.gconn is not None:
+            try:
+                await self.gconn.close()
+            except Exception:
+                pass
+            self.gconn = None
+
+    async def close_production(self) -> None:
+        """Close this loop's production connection."""
+        if self.pconn is not None:
+            try:
+                await self.pconn.close()
+            except Exception:
+                pass
+            self.pconn = None
+
+    async def step(self) -> bool:
+        """One read + merge. Returns True if the batch was capped (more is waiting)."""
+        await self._connect()
+        assert self.gconn is not None and self.pconn is not None and self.instance_id is not None
+        offset = gap_id_offset(self.instance_id) if self.spec is GAPS else 0
+        margin_us = int(self.sync.gap_margin_ms * 1000)
+        batch = await read_batch(
+            self.gconn,
+            self.spec,
+            self.cursor,
+            self.batch_rows,
+            gatherer=self.source.name,
+            instance_id=self.instance_id,
+            gap_offset=offset,
+            gap_margin_us=margin_us,
+        )
+        extra: list = []
+        if self.spec is DELTAS and batch.suspects:
+            verdict = await judge(batch.suspects, self.peers)
+            extra = [(*row, self.source.name) for row in verdict.accepted]
+            for decision in ("witnessed", "unwitnessed", "rejected"):
+                if getattr(verdict, decision):
+                    self.metrics.gap_trust.labels(self.source.name, decision).inc(getattr(verdict, decision))
+        if not batch.empty:
+            result = await merge_batch(
+                self.pconn,
+                self.spec,
+                gatherer=self.source.name,
+                instance_id=self.instance_id,
+                batch=batch,
+                extra_rows=extra,
+            )
+            self.cursor = batch.upper
+            self.metrics.rows_read.labels(*self._labels).inc(result.staged)
+            self.metrics.rows_merged.labels(*self._labels).inc(result.merged)
+            self.metrics.duplicates.labels(*self._labels).inc(result.duplicates)
+            self.metrics.batches.labels(*self._labels).inc()
+            if self.on_merge is not None:
+                self.on_merge(self.source.name, self.spec.name, result, time.time())
+        if self.spec is GAPS:
+            await refresh_open_gaps(self.gconn, self.pconn, self.source.name, offset)
+        if batch.backlog_oldest is None:
+            self.lag_s = 0.0
+        else:
+            self.lag_s = max(0.0, (_now_us() - batch.backlog_oldest) / 1e6)
+        self.metrics.lag.labels(*self._labels).set(self.lag_s)
+        if batch.full:
+            self.batch_rows = min(self.batch_rows * 2, self.sync.max_batch_rows)
+        else:
+            self.batch_rows = max(self.batch_rows // 2, self.sync.min_batch_rows)
+        return batch.full
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        """Loop until ``stop`` is set; the merge in flight when it is set completes first."""
+        import psycopg
+
+        from kalshictl.errors import DatabaseUnreachable
+
+        backoff = self.sync.reconnect_min_s
+        while not self.stop.is_set():
+            try:
+                more = await self.step()
+                self.syncing = True
+                self.last_error = None
+                backoff = self.sync.reconnect_min_s
+                if not more:
+                    await self._sleep(self.sync.interval_ms / 1000)
+            except (psycopg.Error, DatabaseUnreachable, OSError, InstanceChanged, CursorConflict) as exc:
+                self.syncing = False
+                self.lag_s = None
+                self.metrics.errors.labels(*self._labels).inc()
+                msg = _short(exc)
+                if msg != self.last_error:
+                    log.warning("%s: %s; retrying in %.1fs", self.name, msg, backoff)
+                self.last_error = msg
+                await self.close_gatherer()
+                await self.close_production()
+                await self._sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.sync.reconnect_max_s)
+        self.syncing = False

@@ -1,0 +1,101 @@
+"""Merge a batch into production: COPY into a temp staging table, ``INSERT ... SELECT ... ON CONFLICT`` on the
+exchange-fact key, and advance the sync cursor in the SAME transaction (ARCHITECTURE.md decision 5).
+
+The cursor update is guarded by the old cursor value and instance id, so a second deduplicator (or a cursor reset
+that happened meanwhile) makes the transaction roll back instead of moving a cursor it did not own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kalshictl.dedup.reader import Batch
+from kalshictl.dedup.tables import GAPS, TableSpec
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class CursorConflict(Exception):
+    """The production cursor moved under us (another deduplicator, or a reset); the merge was rolled back."""
+
+
+@dataclass
+class MergeResult:
+    """What one merge did."""
+
+    staged: int  # rows offered
+    merged: int  # rows inserted (new exchange events)
+    max_clock: int | None  # newest clock value (us) in the batch
+
+    @property
+    def duplicates(self) -> int:
+        return self.staged - self.merged
+
+
+def stage_name(spec: TableSpec) -> str:
+    return f"_stage_{spec.name}"
+
+
+def insert_sql(spec: TableSpec, source: str) -> str:
+    """``INSERT INTO table SELECT ... FROM source ON CONFLICT ...`` for a table."""
+    cols = ", ".join(spec.prod_columns)
+    conflict = ", ".join(spec.conflict)
+    if spec is GAPS:
+        # a gap's to_ts is filled in when coverage resumes; take the closed version over the open one
+        action = "DO UPDATE SET to_ts = EXCLUDED.to_ts WHERE sequence_gaps.to_ts IS NULL AND EXCLUDED.to_ts IS NOT NULL"
+    else:
+        action = "DO NOTHING"
+    return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"
+
+
+async def ensure_stage(pconn: psycopg.AsyncConnection, spec: TableSpec) -> None:
+    """Create this session's staging table (rows vanish at commit)."""
+    await pconn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(spec)} (LIKE {spec.name} INCLUDING DEFAULTS)"
+        " ON COMMIT DELETE ROWS"
+    )
+
+
+async def merge_batch(
+    pconn: psycopg.AsyncConnection,
+    spec: TableSpec,
+    *,
+    gatherer: str,
+    instance_id: str,
+    batch: Batch,
+    extra_rows: Sequence[Sequence[Any]] = (),
+) -> MergeResult:
+    """Merge ``batch`` (plus ``extra_rows`` in production column order) and move the cursor to ``batch.upper``.
+
+    ``pconn`` must be in autocommit mode; everything here is one transaction.
+    """
+    async with pconn.transaction():
+        await ensure_stage(pconn, spec)
+        stage = stage_name(spec)
+        staged = 0
+        if batch.chunks or extra_rows:
+            async with pconn.cursor().copy(f"COPY {stage} ({', '.join(spec.prod_columns)}) FROM STDIN") as copy:
+                for chunk in batch.chunks:
+                    await copy.write(chunk)
+                for row in extra_rows:
+                    await copy.write_row(row)
+            staged = batch.rows + len(extra_rows)
+        merged = 0
+        max_clock = None
+        if staged:
+            cur = await pconn.execute(insert_sql(spec, stage))
+            merged = max(cur.rowcount, 0)
+            cur = await pconn.execute(f"SELECT max({spec.clock}) FROM {stage}")
+            max_clock = (await cur.fetchone())[0]
+        cur = await pconn.execute(
+            "UPDATE sync_cursors SET xmin_cursor = %s, rows_read = rows_read + %s, rows_merged = rows_merged + %s,"
+            " last_received_at = GREATEST(last_received_at, %s), updated_at = now()"
+            " WHERE gatherer = %s AND table_name = %s AND xmin_cursor = %s AND instance_id = %s",
+            (batch.upper, staged, merged, max_clock, gatherer, spec.name, batch.cursor, instance_id),
+        )
+        if cur.rowcount != 1:
+            raise CursorConflict(f"{gatherer}/{spec.name}: cursor is no longer {batch.cursor}; rolled back")
+    return MergeResult(staged, merged, max_clock)

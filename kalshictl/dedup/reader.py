@@ -1,0 +1,133 @@
+"""Read a gatherer table past the cursor using the transaction-id watermark (ARCHITECTURE.md decision 4).
+
+In one REPEATABLE READ, READ ONLY transaction on the gatherer:
+
+* ``xmin = pg_snapshot_xmin(pg_current_snapshot())``: every transaction below it has committed or aborted, so the
+  rows with ``txid < xmin`` visible in this snapshot are final; a transaction still open (a late commit) has
+  ``txid >= xmin`` and will be read by a later pass.
+* The batch is the rows with ``cursor <= txid < upper`` with ``upper <= xmin``. Many rows share one txid, so batches
+  are txid *ranges*, never LIMIT: ``upper`` is the txid of the n-th row (exclusive), so a transaction is never split
+  (one bigger than the batch is taken whole).
+* The rows are streamed out with ``COPY (SELECT ...) TO STDOUT`` in production's column order (text format), ready to
+  be COPYed into production's staging table without parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kalshictl.dedup.tables import DELTAS, GAPS, TableSpec
+
+if TYPE_CHECKING:
+    import psycopg
+
+BIGINT_MAX = 9223372036854775807
+
+
+class InstanceChanged(Exception):
+    """The gatherer database's instance_id is not the one the cursor belongs to (it was rebuilt)."""
+
+
+@dataclass
+class Batch:
+    """Rows of one gatherer table between two watermarks."""
+
+    cursor: int  # lower bound (inclusive)
+    upper: int  # upper bound (exclusive): the new cursor
+    xmin: int  # the snapshot's xmin
+    chunks: list[bytes] = field(default_factory=list)  # COPY text data, production column order
+    rows: int = 0  # rows in chunks
+    full: bool = False  # the batch was capped (more committed rows wait beyond ``upper``)
+    backlog_oldest: int | None = None  # oldest clock value (us) of visible rows at or beyond ``upper``
+    suspects: list[tuple[Any, ...]] = field(default_factory=list)  # deltas held out for the gap-trust rule
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0 and not self.suspects
+
+
+def suspect_condition(margin_us: int, alias: str = "d") -> str:
+    """SQL: an order-book delta with occurrence > 0 recorded while this gatherer had a gap around its time."""
+    a = alias
+    return (
+        f"({a}.occurrence > 0 AND EXISTS (SELECT 1 FROM sequence_gaps g"
+        f" WHERE (g.ticker = {a}.ticker OR g.ticker IS NULL)"
+        f" AND {a}.exchange_ts >= g.from_ts - {int(margin_us)}"
+        f" AND (g.to_ts IS NULL OR {a}.exchange_ts <= g.to_ts + {int(margin_us)})))"
+    )
+
+
+def _select_list(spec: TableSpec, gatherer: str, gap_offset: int) -> str:
+    from psycopg import sql
+
+    cols = []
+    for col in spec.columns:
+        if spec is GAPS and col == "gap_id":
+            cols.append(f"d.gap_id + {int(gap_offset)}")
+        else:
+            cols.append(f"d.{col}")
+    cols.append(sql.Literal(gatherer).as_string(None) + "::text")
+    return ", ".join(cols)
+
+
+async def read_batch(
+    gconn: psycopg.AsyncConnection,
+    spec: TableSpec,
+    cursor: int,
+    max_rows: int,
+    *,
+    gatherer: str,
+    instance_id: str,
+    gap_offset: int = 0,
+    gap_margin_us: int = 2_000_000,
+) -> Batch:
+    """Read one batch past ``cursor`` (``gconn`` in autocommit mode; the read runs in its own transaction)."""
+    await gconn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        cur = await gconn.execute(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
+            " (SELECT instance_id::text FROM gatherer_meta)"
+        )
+        xmin, inst = await cur.fetchone()
+        if inst != instance_id:
+            raise InstanceChanged(f"{gatherer}: instance_id is now {inst}, cursor belongs to {instance_id}")
+        t = spec.name
+        lo, hi = str(cursor), str(xmin)
+        cur = await gconn.execute(
+            f"SELECT (SELECT txid::text::bigint FROM {t} WHERE txid >= %s::xid8 AND txid < %s::xid8"
+            f" ORDER BY txid LIMIT 1),"
+            f" (SELECT txid::text::bigint FROM {t} WHERE txid >= %s::xid8 AND txid < %s::xid8"
+            f" ORDER BY txid OFFSET %s LIMIT 1)",
+            (lo, hi, lo, hi, max_rows),
+        )
+        first, nth = await cur.fetchone()
+        batch = Batch(cursor=cursor, upper=cursor, xmin=xmin)
+        if first is not None:
+            if nth is None:
+                batch.upper = xmin
+            else:
+                batch.upper = nth if nth > first else first + 1
+                batch.full = True
+            where = f"d.txid >= {cursor}::text::xid8 AND d.txid < {batch.upper}::text::xid8"
+            if spec is DELTAS:
+                cond = suspect_condition(gap_margin_us)
+                cur = await gconn.execute(
+                    f"SELECT {', '.join('d.' + c for c in spec.columns)} FROM {t} d WHERE {where} AND {cond}"
+                )
+                batch.suspects = list(await cur.fetchall())
+                where += f" AND NOT {cond}"
+            query = f"COPY (SELECT {_select_list(spec, gatherer, gap_offset)} FROM {t} d WHERE {where}) TO STDOUT"
+            async with gconn.cursor().copy(query) as copy:
+                async for data in copy:
+                    batch.chunks.append(bytes(data))
+            batch.rows = sum(c.count(b"\n") for c in batch.chunks)
+        cur = await gconn.execute(
+            f"SELECT min({spec.clock}) FROM (SELECT {spec.clock} FROM {t} WHERE txid >= %s::xid8"
+            f" ORDER BY txid LIMIT 1000) s",
+            (str(batch.upper),),
+        )
+        batch.backlog_oldest = (await cur.fetchone())[0]
+        return batch
+    finally:
+        await gconn.execute("COMMIT")
