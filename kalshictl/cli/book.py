@@ -156,6 +156,8 @@ def register(root: typer.Typer) -> None:
             if report.checked == 0:
                 output.info("no REST snapshots in the window: nothing verified")
         if not report.ok:
-            raise typer.Exit(1)
+            from kalshictl.errors import KalshiCtlError
+
+            raise KalshiCtlError(f"{ticker}: {len(report.mismatches)} REST snapshot(s) disagree with the rebuilt book")
 
     root.add_typer(group, name="book")

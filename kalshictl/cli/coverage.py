@@ -49,4 +49,6 @@ def register(root: typer.Typer) -> None:
             else:
                 output.console.print("production: no window where every gatherer had a gap")
         if data["production_gaps"]:
-            raise typer.Exit(1)
+            from kalshictl.errors import KalshiCtlError
+
+            raise KalshiCtlError(f"production has {len(data['production_gaps'])} gap window(s) no gatherer covered")
