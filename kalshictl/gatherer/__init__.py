@@ -1,0 +1,1 @@
+"""The gatherer: registry, connections, sequence tracking, parser routing, batch writers, the service."""

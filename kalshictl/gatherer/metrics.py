@@ -1,0 +1,47 @@
+"""Prometheus metrics of one gatherer instance, in its own CollectorRegistry (several gatherers per process work)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GathererMetrics:
+    """All gatherer metrics; labels carry the message type / table / reason."""
+
+    def __init__(self, gatherer: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.messages = Counter("kalshi_gatherer_messages", "WS frames received by type", ["type"], registry=r)
+        self.parse_errors = Counter("kalshi_gatherer_parse_errors", "Frames that failed to parse", ["kind"], registry=r)
+        self.unknown_fields = Counter("kalshi_gatherer_unknown_fields", "Unknown message fields seen", registry=r)
+        self.duplicates = Counter("kalshi_gatherer_duplicate_frames", "Frames dropped as duplicates", registry=r)
+        self.rows = Counter("kalshi_gatherer_rows_written", "Rows committed per table", ["table"], registry=r)
+        self.batch_latency = Histogram(
+            "kalshi_gatherer_batch_seconds",
+            "Batch write latency",
+            ["table"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.commit_lag = Histogram(
+            "kalshi_gatherer_receive_to_commit_seconds",
+            "Receive-to-commit latency of the oldest row in a batch",
+            ["table"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.gaps = Counter("kalshi_gatherer_gaps", "Recorded sequence gaps / disconnects", ["reason"], registry=r)
+        self.reconnects = Counter("kalshi_gatherer_reconnects", "WebSocket reconnects", registry=r)
+        self.buffer_depth = Gauge("kalshi_gatherer_buffer_rows", "Rows buffered per table", ["table"], registry=r)
+        self.overflow = Counter(
+            "kalshi_gatherer_overflow_rows", "Rows dropped beyond the buffer bound", ["table"], registry=r
+        )
+        self.rejected = Counter("kalshi_gatherer_rejected_rows", "Rows the database refused", ["table"], registry=r)
+        self.write_errors = Counter("kalshi_gatherer_write_errors", "Failed batch writes", ["table"], registry=r)
+        self.connections = Gauge("kalshi_gatherer_ws_connections", "WebSocket connections", ["state"], registry=r)
+        self.markets = Gauge("kalshi_gatherer_markets", "Markets in the registry", registry=r)
+        self.resnapshots = Counter("kalshi_gatherer_resnapshots", "Markets re-snapshotted after a gap", registry=r)
+        self.rest_requests = Gauge("kalshi_gatherer_rest_requests", "REST requests made", registry=r)
+        self.rest_throttled = Gauge("kalshi_gatherer_rest_throttled", "REST 429 answers", registry=r)
+        self.info = Gauge("kalshi_gatherer_info", "Gatherer identity", ["name"], registry=r)
+        self.info.labels(name=gatherer).set(1)

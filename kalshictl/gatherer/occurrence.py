@@ -1,0 +1,36 @@
+"""Occurrence numbers for order-book deltas (ARCHITECTURE.md decision 3).
+
+Identical deltas — same (ticker, exchange_ts, side, price, size_delta) — are numbered 0, 1, 2… in this gatherer's
+ordered stream of that market, so the k-th identical delta maps to the same row on every gatherer. Deltas of one
+market arrive in exchange order on one subscription, so only the current millisecond of each market is remembered.
+"""
+
+from __future__ import annotations
+
+
+class OccurrenceCounter:
+    """Per-market numbering of identical deltas within one exchange timestamp."""
+
+    __slots__ = ("_by_ticker",)
+
+    def __init__(self) -> None:
+        self._by_ticker: dict[str, tuple[int, dict[tuple[bool, int, int], int]]] = {}
+
+    def next(self, ticker: str, exchange_ts: int, side: bool, price: int, size_delta: int) -> int:
+        """The occurrence number of this delta (counts every delta received, stored or not)."""
+        state = self._by_ticker.get(ticker)
+        key = (side, price, size_delta)
+        if state is None or state[0] != exchange_ts:
+            self._by_ticker[ticker] = (exchange_ts, {key: 1})
+            return 0
+        counts = state[1]
+        n = counts.get(key, 0)
+        counts[key] = n + 1
+        return n
+
+    def forget(self, ticker: str) -> None:
+        """Drop a market's state (unsubscribed)."""
+        self._by_ticker.pop(ticker, None)
+
+    def __len__(self) -> int:
+        return len(self._by_ticker)

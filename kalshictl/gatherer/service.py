@@ -1,0 +1,379 @@
+"""The gatherer service: startup in the seed's order, steady state, health, graceful shutdown.
+
+Startup (seed "Gatherer Startup"): connect the local database → ``GET /exchange/status`` (wait with backoff while
+inactive) → page ``GET /markets`` into the registry → open the WebSocket connections → subscribe the global channels
+→ subscribe ``orderbook_delta`` for every market, sharded → start the snapshot poller → healthy.
+
+Shutdown (seed "Graceful Shutdown"), on :meth:`Gatherer.request_stop` / SIGTERM / SIGINT: stop receiving → flush all
+writers → close the sockets → close the database, within ``shutdown_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from kalshictl.gatherer.connections import ConnectionManager
+from kalshictl.gatherer.metrics import GathererMetrics
+from kalshictl.gatherer.poller import SnapshotPoller
+from kalshictl.gatherer.registry import MarketRegistry
+from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kalshictl.config import GathererSettings
+    from kalshictl.health.thresholds import HealthReport
+    from kalshictl.kalshi.messages import Lifecycle
+
+log = logging.getLogger("kalshictl.gatherer")
+
+ENSURE_PARTITIONS_SQL = (
+    "SELECT CASE WHEN to_regprocedure('kalshi_ensure_partitions(bigint)') IS NULL THEN 0"
+    " ELSE kalshi_ensure_partitions() END"
+)
+JOIN_EVENTS = frozenset(("created", "activated"))
+LEAVE_EVENTS = frozenset(("settled",))
+
+
+class Gatherer:
+    """One gatherer. ``await run()`` until :meth:`request_stop`; ``health_url`` once started (port 0 = free port)."""
+
+    def __init__(self, settings: GathererSettings, *, progress: bool | None = None) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.metrics = GathererMetrics(settings.name)
+        self.registry = MarketRegistry()
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        w = settings.writer
+        writers: dict[str, BatchWriter] = {}
+        for spec in ALL_TABLES:
+            writers[spec.name] = BatchWriter(
+                spec,
+                self._connect,
+                batch_rows=w.batch_rows,
+                flush_ms=w.flush_ms,
+                max_buffer_rows=w.max_buffer_rows,
+                metrics=self.metrics,
+                on_overflow=self._on_overflow,
+            )
+        self.writers = WriterSet(writers)
+        self.router = Router(settings.name, self.writers, self.metrics, use_yes_price=settings.websocket.use_yes_price)
+        self.router.on_lifecycle = self._on_lifecycle
+        self.manager: ConnectionManager | None = None
+        self.poller: SnapshotPoller | None = None
+        self.rest: Any = None
+        self.http: Any = None
+        self.phase = "init"
+        self.started_at = time.time()
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._db: psycopg.AsyncConnection | None = None
+        self.db_connected = False
+        self.db_ping_ms: float | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._private_key: str | None = None
+
+    # ----- public API -----------------------------------------------------------------------------------------
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http is not None else None
+
+    @property
+    def health_url(self) -> str | None:
+        return f"{self.http.url}/health" if self.http is not None else None
+
+    @property
+    def base_url(self) -> str | None:
+        return self.http.url if self.http is not None else None
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to shut down gracefully (safe from signal handlers)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start, run until stopped, shut down gracefully."""
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait for startup to complete."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    # ----- startup --------------------------------------------------------------------------------------------
+    async def _connect(self) -> psycopg.AsyncConnection:
+        from kalshictl.db.connect import connect_async
+
+        return await connect_async(self.settings.database)
+
+    async def _stoppable_sleep(self, seconds: float) -> bool:
+        """Sleep unless a stop is requested; returns True if stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
+
+    async def start(self) -> None:
+        """Run the seed's startup sequence (returns once healthy or stopping)."""
+        from kalshictl.health.server import HealthServer
+        from kalshictl.kalshi.rest import KalshiRest
+
+        s = self.settings
+        self.http = HealthServer(s.http.host, s.http.port, self.health, self.metrics.registry, self.status)
+        await self.http.start()
+        log.info("%s: /health on %s", self.name, self.health_url)
+        # 1. local database
+        self.phase = "connect_db"
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                await self._db_ping()
+                if self._db is not None:
+                    await self._db.execute(ENSURE_PARTITIONS_SQL)
+                    break
+            except Exception as exc:
+                log.warning("%s: database not ready: %s", self.name, exc)
+            if await self._stoppable_sleep(backoff):
+                return
+            backoff = min(30.0, backoff * 2)
+        self.writers.start()
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="gatherer-maintenance"))
+        # 2. exchange status
+        self.phase = "exchange_status"
+        ex = s.exchange
+        if ex.private_key is not None:
+            self._private_key = ex.private_key.resolve()
+        self.rest = KalshiRest(
+            ex.rest_url,
+            requests_per_second=ex.requests_per_second,
+            key_id=ex.api_key_id,
+            private_key=self._private_key,
+            timeout=ex.timeout_s,
+        )
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                st = await self.rest.get("/exchange/status")
+                if (st or {}).get("exchange_active"):
+                    break
+                log.warning("%s: exchange inactive; waiting", self.name)
+            except Exception as exc:
+                log.warning("%s: GET /exchange/status failed: %s", self.name, exc)
+            if await self._stoppable_sleep(backoff * random.uniform(0.5, 1.0)):
+                return
+            backoff = min(60.0, backoff * 2)
+        # 3. market registry
+        self.phase = "load_markets"
+        await self._load_registry()
+        if self._stop.is_set():
+            return
+        self.metrics.markets.set(len(self.registry))
+        # 4-6. websocket connections and subscriptions
+        self.phase = "subscribe"
+        self.manager = ConnectionManager(
+            s.websocket, ex.ws_url, self.router, self.metrics, key_id=ex.api_key_id, private_key=self._private_key
+        )
+        self.router.manager = self.manager
+        await self.manager.start(self.registry.tickers())
+        if not await self.manager.wait_subscribed(30.0):
+            log.warning("%s: not every connection subscribed within 30s; continuing", self.name)
+        # 7. snapshot poller
+        self.poller = SnapshotPoller(
+            self.rest,
+            s.snapshot_poller,
+            self.writers["orderbook_snapshots"],
+            lambda: list(self.manager.shard_of) if self.manager else [],
+            ex.requests_per_second,
+        )
+        self.poller.start()
+        self.phase = "running"
+        self.ready.set()
+        log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
+
+    async def _load_registry(self) -> None:
+        statuses = self.settings.market_status
+        if not self.progress:
+            await self.registry.load(self.rest, statuses)
+            return
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("loading markets", total=None)
+
+            def progress(pages: int, markets: int) -> None:
+                bar.update(task, description=f"loading markets: {markets:,} ({pages} pages)")
+
+            await self.registry.load(self.rest, statuses, progress=progress)
+
+    # ----- steady state ---------------------------------------------------------------------------------------
+    async def _db_ping(self) -> None:
+        from kalshictl.db.connect import ping_async
+
+        try:
+            if self._db is None or self._db.closed:
+                self._db = await asyncio.wait_for(self._connect(), 5)
+                await self._db.set_autocommit(True)
+            self.db_ping_ms = await asyncio.wait_for(ping_async(self._db), 5)
+            self.db_connected = True
+        except Exception:
+            self.db_connected = False
+            self.db_ping_ms = None
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    await self._db.close()
+            self._db = None
+            raise
+
+    async def _maintenance(self) -> None:
+        last_partitions = time.monotonic()
+        last_snap_retry = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await self._db_ping()
+            now = time.monotonic()
+            if now - last_partitions > 3600 and self._db is not None:
+                with contextlib.suppress(Exception):
+                    await self._db.execute(ENSURE_PARTITIONS_SQL)
+                    last_partitions = now
+            if now - last_snap_retry > 5:
+                last_snap_retry = now
+                self.router.retry_stale_snapshots()
+            m = self.metrics
+            m.markets.set(len(self.registry))
+            if self.manager is not None:
+                m.connections.labels(state="healthy").set(self.manager.healthy_count())
+                m.connections.labels(state="connected").set(self.manager.connected_count())
+            if self.rest is not None:
+                m.rest_requests.set(self.rest.requests)
+                m.rest_throttled.set(self.rest.throttled)
+
+    async def _on_lifecycle(self, ev: Lifecycle) -> None:
+        if self.manager is None:
+            return
+        t = ev.ticker
+        if ev.event_type in JOIN_EVENTS:
+            self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
+            if t not in self.manager.shard_of:
+                await self.manager.add_markets([t])
+        elif ev.event_type in LEAVE_EVENTS:
+            if self.registry.remove(t) or t in self.manager.shard_of:
+                await self.manager.remove_markets([t])
+        elif t in self.registry:
+            status = {"deactivated": "inactive", "determined": "determined"}.get(ev.event_type)
+            if status:
+                self.registry.add(t, status)
+
+    def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
+        from kalshictl.gatherer.sequence import OpenGap
+
+        if table == "sequence_gaps":
+            return
+        log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
+        self.router.write_gap(OpenGap("overflow", None, None, from_ts, now_us()), to_ts)
+
+    # ----- health / status ------------------------------------------------------------------------------------
+    async def health(self) -> HealthReport:
+        """The seed's /health JSON (via gatherer_health)."""
+        from kalshictl.health.thresholds import gatherer_health
+
+        mgr = self.manager
+        target = mgr.target if mgr else self.settings.websocket.connections
+        return gatherer_health(
+            db_connected=self.db_connected,
+            db_ping_ms=self.db_ping_ms,
+            ws_connections=mgr.connected_count() if mgr else 0,
+            ws_healthy=mgr.healthy_count() if mgr else 0,
+            ws_target=target,
+            markets=len(self.registry),
+            buffer_full=self.writers.full,
+        )
+
+    async def status(self) -> dict[str, Any]:
+        """Operator view for ``kalshictl gather status``."""
+        mgr = self.manager
+        msgs = {}
+        for metric in self.metrics.messages.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    msgs[sample.labels["type"]] = int(sample.value)
+        last = self.router.last_exchange_ts
+        return {
+            "name": self.name,
+            "phase": self.phase,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "registry": {
+                "markets": len(self.registry),
+                "load_seconds": self.registry.load_seconds,
+                "pages": self.registry.pages,
+            },
+            "connections": {
+                "target": mgr.target if mgr else self.settings.websocket.connections,
+                "connected": mgr.connected_count() if mgr else 0,
+                "healthy": mgr.healthy_count() if mgr else 0,
+                "reconnects": sum(c.reconnects for c in mgr.connections) if mgr else 0,
+                "subscribed_markets": len(mgr.shard_of) if mgr else 0,
+                "unplaced_markets": len(mgr.unplaced) if mgr else 0,
+                "detail": [c.status() for c in mgr.connections] if mgr else [],
+            },
+            "messages": msgs,
+            "lag_s": round(max(0.0, (now_us() - last) / 1e6), 3) if last else None,
+            "parse_errors": self.router.parse_errors,
+            "duplicates_dropped": self.router.duplicates,
+            "resyncing_markets": len(self.router.sync.awaiting),
+            "writers": self.writers.stats(),
+            "buffer_rows": sum(self.writers.depth().values()),
+            "rest": {"requests": getattr(self.rest, "requests", 0), "throttled": getattr(self.rest, "throttled", 0)},
+            "poller": {"passes": self.poller.passes, "snapshots": self.poller.snapshots} if self.poller else None,
+            "database": {"connected": self.db_connected, "ping_ms": self.db_ping_ms},
+        }
+
+    # ----- shutdown -------------------------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Seed order: stop receiving → flush writers → close sockets → close database; within the timeout."""
+        if self.phase == "stopped":
+            return
+        self.phase = "stopping"
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        log.info("%s: shutting down", self.name)
+        if self.manager is not None:
+            self.manager.stop_receiving()  # 1
+        if self.poller is not None:
+            await self.poller.stop()
+        for gap in self.router.open_gaps():
+            self.router.write_gap(gap, None)
+        remaining = max(1.0, deadline - time.monotonic() - 2.0)
+        flushed = await self.writers.flush_all(remaining)  # 2
+        if not flushed:
+            log.error("%s: writers did not flush within the shutdown timeout: %s", self.name, self.writers.depth())
+        if self.manager is not None:
+            await self.manager.close()  # 3
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.writers.stop(timeout=max(0.5, deadline - time.monotonic()))  # 4
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                await self._db.close()
+        if self.rest is not None:
+            with contextlib.suppress(Exception):
+                await self.rest.close()
+        if self.http is not None:
+            await self.http.stop()
+        self.db_connected = False
+        self.phase = "stopped"
+        log.info("%s: shutdown complete", self.name)

@@ -1,0 +1,412 @@
+"""Batch writers: one per table, COPY into a temp staging table then ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
+
+* A batch is flushed when it reaches ``batch_rows`` or when its oldest row is ``flush_ms`` old, whichever first.
+* The buffer is bounded (``max_buffer_rows``). While the database is down the writer keeps buffering within the
+  bound and retries with backoff; when it returns, everything buffered is written (duplicates from a retried commit
+  are absorbed by ``ON CONFLICT``). Beyond the bound new rows are dropped *loudly*: counted, logged, ``full`` is set
+  (health degrades), and the dropped time range is reported through ``on_overflow`` so it lands in ``sequence_gaps``.
+* A row the database refuses (a data error) never poisons its batch: the batch is bisected, the bad row is counted
+  and logged, the rest is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kalshictl.gatherer.metrics import GathererMetrics
+
+log = logging.getLogger("kalshictl.gatherer.writers")
+
+Connect = Callable[[], Awaitable["psycopg.AsyncConnection"]]
+OverflowFn = Callable[[str, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A target table: its columns (in row-tuple order), whether duplicates are possible, and its time column."""
+
+    name: str
+    columns: tuple[str, ...]
+    dedup: bool = True
+    time_index: int = 1  # index of the received-at style column (µs) used for commit lag and overflow windows
+
+
+TRADES = TableSpec(
+    "trades",
+    ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade", "sid"),
+    time_index=2,
+)
+DELTAS = TableSpec(
+    "orderbook_deltas",
+    ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence", "seq", "sid"),
+    time_index=1,
+)
+SNAPSHOTS = TableSpec(
+    "orderbook_snapshots",
+    (
+        "snapshot_ts",
+        "exchange_ts",
+        "ticker",
+        "source",
+        "yes_bids",
+        "yes_asks",
+        "no_bids",
+        "no_asks",
+        "best_yes_bid",
+        "best_yes_ask",
+        "spread",
+        "sid",
+        "seq",
+    ),
+    time_index=0,
+)
+TICKERS = TableSpec(
+    "tickers",
+    (
+        "exchange_ts",
+        "received_at",
+        "ticker",
+        "yes_bid",
+        "yes_ask",
+        "last_price",
+        "volume",
+        "open_interest",
+        "dollar_volume",
+        "dollar_open_interest",
+        "yes_bid_size",
+        "yes_ask_size",
+        "last_trade_size",
+        "sid",
+    ),
+    time_index=1,
+)
+LIFECYCLE = TableSpec(
+    "lifecycle_events", ("exchange_ts", "received_at", "ticker", "event_type", "payload", "sid"), time_index=1
+)
+GAPS = TableSpec(
+    "sequence_gaps",
+    ("gatherer", "sid", "ticker", "reason", "expected_seq", "received_seq", "from_ts", "to_ts", "detected_at"),
+    dedup=False,
+    time_index=8,
+)
+ALL_TABLES = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
+
+
+def now_us() -> int:
+    """The gatherer clock in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def _is_outage(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError | asyncio.TimeoutError)
+
+
+class BatchWriter:
+    """Buffers row tuples for one table and writes them in COPY batches on its own connection."""
+
+    def __init__(
+        self,
+        spec: TableSpec,
+        connect: Connect,
+        *,
+        batch_rows: int = 5000,
+        flush_ms: int = 200,
+        max_buffer_rows: int = 2_000_000,
+        metrics: GathererMetrics | None = None,
+        on_overflow: OverflowFn | None = None,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self.spec = spec
+        self._connect = connect
+        self.batch_rows = batch_rows
+        self.flush_s = flush_ms / 1000.0
+        self.max_buffer_rows = max_buffer_rows
+        self.metrics = metrics
+        self.on_overflow = on_overflow
+        self.retry_max_s = retry_max_s
+        self._buf: list[tuple] = []
+        self._oldest: float | None = None  # monotonic time the oldest buffered row arrived
+        self._kick = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._conn: psycopg.AsyncConnection | None = None
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._flush_requested = False
+        self._in_flight = 0
+        # overflow accounting (pending report while the buffer stays full)
+        self._ovf_rows = 0
+        self._ovf_from = 0
+        self._ovf_to = 0
+        self.written = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.failures = 0
+        self.connected = False
+        self.last_error: str | None = None
+        self.full = False
+        cols = ", ".join(spec.columns)
+        self._stage = f"_stg_{spec.name}"
+        self._create_stage = (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} ON COMMIT DELETE ROWS AS "
+            f"SELECT {cols} FROM {spec.name} WITH NO DATA"
+        )
+        if spec.dedup:
+            self._copy_sql = f"COPY {self._stage} ({cols}) FROM STDIN"
+            self._insert_sql = (
+                f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {self._stage} ON CONFLICT DO NOTHING"
+            )
+        else:
+            self._copy_sql = f"COPY {spec.name} ({cols}) FROM STDIN"
+            self._insert_sql = ""
+
+    # ----- producer side --------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._buf) + self._in_flight
+
+    def add(self, row: tuple) -> bool:
+        """Buffer one row; returns False (and accounts the loss loudly) when the buffer is full."""
+        if len(self._buf) + self._in_flight >= self.max_buffer_rows:
+            ts = row[self.spec.time_index] or 0
+            if self._ovf_rows == 0:
+                self._ovf_from = ts
+                log.error("%s: buffer full (%d rows): dropping new rows", self.spec.name, self.max_buffer_rows)
+            self._ovf_rows += 1
+            self._ovf_to = max(self._ovf_to, ts)
+            self.dropped += 1
+            self.full = True
+            if self.metrics is not None:
+                self.metrics.overflow.labels(table=self.spec.name).inc()
+            return False
+        if not self._buf:
+            self._oldest = time.monotonic()
+            self._kick.set()
+        self._buf.append(row)
+        self._idle.clear()
+        if len(self._buf) >= self.batch_rows:
+            self._kick.set()
+        return True
+
+    # ----- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the flush loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"writer-{self.spec.name}")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything buffered so far is committed; returns False on timeout."""
+        if not self._buf and not self._in_flight:
+            return True
+        self._flush_requested = True
+        self._kick.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self, timeout: float = 10.0) -> bool:
+        """Flush what is buffered (within ``timeout``), stop the loop and close the connection."""
+        self._stopping = True
+        ok = await self.flush(timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._close()
+        if not ok:
+            log.error("%s: %d rows still buffered at shutdown", self.spec.name, len(self._buf))
+        return ok
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+        self.connected = False
+
+    # ----- the loop -------------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._buf:
+                self._flush_requested = False
+                self._idle.set()
+                self._kick.clear()
+                await self._kick.wait()
+                if not self._stopping and len(self._buf) < self.batch_rows and not self._flush_requested:
+                    self._kick.clear()  # woken by the first row: now wait for the batch or its deadline
+                continue
+            if len(self._buf) < self.batch_rows and not self._stopping:
+                wait = self.flush_s - (time.monotonic() - (self._oldest or time.monotonic()))
+                if wait > 0 and not self._kick.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._kick.wait(), wait)
+            self._kick.clear()
+            if not self._buf:
+                continue
+            batch = self._buf[: self.batch_rows]
+            del self._buf[: len(batch)]
+            self._in_flight = len(batch)
+            self._oldest = time.monotonic() if self._buf else None
+            try:
+                await self._write_batch(batch)
+                backoff = 0.05
+                self._in_flight = 0
+            except asyncio.CancelledError:
+                self._buf[:0] = batch
+                self._in_flight = 0
+                raise
+            except Exception as exc:
+                self._buf[:0] = batch  # keep order; nothing is lost
+                self._in_flight = 0
+                self._oldest = time.monotonic()
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                if self.metrics is not None:
+                    self.metrics.write_errors.labels(table=self.spec.name).inc()
+                if self.failures % 20 == 1:
+                    log.warning(
+                        "%s: write failed (%s); %d rows buffered, retrying",
+                        self.spec.name,
+                        self.last_error,
+                        len(self._buf),
+                    )
+                await self._close()
+                await asyncio.sleep(backoff)
+                backoff = min(self.retry_max_s, backoff * 2)
+                continue
+            self._report_overflow()
+            if self.metrics is not None:
+                self.metrics.buffer_depth.labels(table=self.spec.name).set(len(self._buf))
+
+    def _report_overflow(self) -> None:
+        if len(self._buf) < self.max_buffer_rows * 0.9:
+            self.full = False
+            if self._ovf_rows:
+                rows, lo, hi = self._ovf_rows, self._ovf_from, self._ovf_to
+                self._ovf_rows = 0
+                self._ovf_to = 0
+                log.error("%s: dropped %d rows while the buffer was full", self.spec.name, rows)
+                if self.on_overflow is not None:
+                    self.on_overflow(self.spec.name, lo, hi, rows)
+
+    async def _ensure_conn(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await asyncio.wait_for(self._connect(), 10)
+            await self._conn.set_autocommit(False)
+            if self.spec.dedup:
+                async with self._conn.transaction():
+                    await self._conn.execute(self._create_stage)
+            self.connected = True
+        return self._conn
+
+    async def _write_batch(self, batch: Sequence[tuple]) -> None:
+        import psycopg
+
+        started = time.perf_counter()
+        try:
+            await self._copy(batch)
+        except psycopg.Error as exc:
+            if _is_outage(exc) or (self._conn is not None and self._conn.closed):
+                raise
+            await self._bisect(batch)
+        elapsed = time.perf_counter() - started
+        self.written += len(batch)
+        if self.metrics is not None:
+            table = self.spec.name
+            self.metrics.rows.labels(table=table).inc(len(batch))
+            self.metrics.batch_latency.labels(table=table).observe(elapsed)
+            oldest = min((r[self.spec.time_index] or 0) for r in batch)
+            if oldest:
+                self.metrics.commit_lag.labels(table=table).observe(max(0.0, (now_us() - oldest) / 1e6))
+
+    async def _copy(self, batch: Sequence[tuple]) -> None:
+        conn = await self._ensure_conn()
+        async with conn.transaction():
+            async with conn.cursor() as cur:
+                async with cur.copy(self._copy_sql) as copy:
+                    for row in batch:
+                        await copy.write_row(row)
+                if self._insert_sql:
+                    await cur.execute(self._insert_sql)
+
+    async def _bisect(self, batch: Sequence[tuple]) -> None:
+        """Write a batch that contains a refused row: halves until the bad rows are isolated (and skipped)."""
+        import psycopg
+
+        if len(batch) == 1:
+            try:
+                await self._copy(batch)
+            except psycopg.Error as exc:
+                if _is_outage(exc):
+                    raise
+                self.rejected += 1
+                if self.metrics is not None:
+                    self.metrics.rejected.labels(table=self.spec.name).inc()
+                log.error("%s: row refused by the database (%s): %r", self.spec.name, str(exc).strip()[:200], batch[0])
+            return
+        mid = len(batch) // 2
+        for part in (batch[:mid], batch[mid:]):
+            try:
+                await self._copy(part)
+            except psycopg.Error as exc:
+                if _is_outage(exc):
+                    raise
+                await self._bisect(part)
+
+
+class WriterSet:
+    """The writers of one gatherer, keyed by table name."""
+
+    def __init__(self, writers: dict[str, BatchWriter]) -> None:
+        self.by_table = writers
+
+    def __getitem__(self, name: str) -> BatchWriter:
+        return self.by_table[name]
+
+    def start(self) -> None:
+        for w in self.by_table.values():
+            w.start()
+
+    async def flush_all(self, timeout: float | None = None) -> bool:
+        """Flush every writer concurrently."""
+        results = await asyncio.gather(*(w.flush(timeout) for w in self.by_table.values()))
+        return all(results)
+
+    async def stop(self, timeout: float = 10.0) -> bool:
+        results = await asyncio.gather(*(w.stop(timeout) for w in self.by_table.values()))
+        return all(results)
+
+    @property
+    def full(self) -> bool:
+        return any(w.full for w in self.by_table.values())
+
+    def depth(self) -> dict[str, int]:
+        return {name: len(w) for name, w in self.by_table.items()}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            name: {
+                "buffered": len(w),
+                "written": w.written,
+                "dropped": w.dropped,
+                "rejected": w.rejected,
+                "failures": w.failures,
+                "connected": w.connected,
+                "last_error": w.last_error,
+            }
+            for name, w in self.by_table.items()
+        }
