@@ -21,7 +21,11 @@ def register(root: typer.Typer) -> None:
             "-c",
             help="Take URLs from the config (deduplicator.gatherers[].health_url, gatherer.http).",
         ),
-        check_db: list[str] = typer.Option([], "--check-db", help="Ping a database DSN (no password in it). Repeat."),
+        check_db: list[str] = typer.Option(
+            [],
+            "--check-db",
+            help="Ping a database: a DSN (no password in it) or, with --config, production|gatherer|<gatherer name>.",
+        ),
         password_env: str | None = typer.Option(
             None, "--password-env", help="Environment variable holding the --check-db password (else from --config)."
         ),

@@ -72,10 +72,19 @@ def urls_from_config(settings: Settings) -> list[str]:
 
 
 def db_from_dsn(dsn: str, *, password_env: str | None, settings: Settings | None) -> DbTarget:
-    """A database target from ``--check-db DSN``; the password comes from ``--password-env`` or a matching config DB."""
+    """A database target from ``--check-db``: a DSN, or a name in the config (``production``, ``gatherer``, or a
+    deduplicator gatherer source's name). The password comes from ``--password-env`` or the matching config DB."""
     from kalshictl.config import DatabaseSettings, SecretRef
     from kalshictl.db.dsn import describe, dsn_has_password
 
+    if "://" not in dsn and "=" not in dsn:
+        if settings is None:
+            raise ConfigError(f"--check-db {dsn}: not a DSN; a database name needs --config")
+        named = dict(config_databases(settings, named=True))
+        if dsn not in named:
+            raise ConfigError(f"--check-db {dsn}: no such database in the config (have: {', '.join(named)})")
+        db, kind = named[dsn]
+        return DbTarget(db, kind)
     if dsn_has_password(dsn):
         raise ConfigError("--check-db: the DSN must not contain a password; use --password-env NAME or --config")
     if password_env:
@@ -87,17 +96,17 @@ def db_from_dsn(dsn: str, *, password_env: str | None, settings: Settings | None
     return DbTarget(DatabaseSettings(dsn=dsn))
 
 
-def config_databases(settings: Settings) -> list[tuple[DatabaseSettings, Literal["gatherer", "production"]]]:
-    """Every database a config connects to, with the thresholds that apply to it."""
-    out: list[tuple[Any, Literal["gatherer", "production"]]] = []
+def config_databases(settings: Settings, *, named: bool = False) -> list[Any]:
+    """Every database a config connects to, with the thresholds that apply to it (``named``: keyed by a name)."""
+    out: list[tuple[str, tuple[DatabaseSettings, str]]] = []
     if settings.gatherer is not None:
-        out.append((settings.gatherer.database, "gatherer"))
+        out.append(("gatherer", (settings.gatherer.database, "gatherer")))
     if settings.deduplicator is not None:
-        out.append((settings.deduplicator.production, "production"))
-        out += [(g.database, "gatherer") for g in settings.deduplicator.gatherers]
-    if settings.exporter is not None:
-        out.append((settings.exporter.production, "production"))
-    return out
+        out.append(("production", (settings.deduplicator.production, "production")))
+        out += [(g.name, (g.database, "gatherer")) for g in settings.deduplicator.gatherers]
+    if settings.exporter is not None and settings.deduplicator is None:
+        out.append(("production", (settings.exporter.production, "production")))
+    return out if named else [pair for _, pair in out]
 
 
 # -- probes ----------------------------------------------------------------------------------------------------
