@@ -36,6 +36,22 @@ def mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _status_of(h: int) -> str:
+    """Initial status from a market hash: ~87% active, the rest initialized/inactive/closed/determined/finalized."""
+    r = (h >> 20) & 1023
+    if r < 870:
+        return ACTIVE
+    if r < 905:
+        return INITIALIZED
+    if r < 915:
+        return INACTIVE
+    if r < 955:
+        return CLOSED
+    if r < 975:
+        return DETERMINED
+    return FINALIZED
+
+
 class MarketState:
     """Everything about a market that changes during a run."""
 
@@ -198,18 +214,7 @@ class Universe:
 
     def initial_status(self, idx: int) -> str:
         """Status at the start of the run."""
-        r = (self.hash(idx) >> 20) & 1023
-        if r < 870:
-            return ACTIVE
-        if r < 905:
-            return INITIALIZED
-        if r < 915:
-            return INACTIVE
-        if r < 955:
-            return CLOSED
-        if r < 975:
-            return DETERMINED
-        return FINALIZED
+        return _status_of(self.hash(idx))
 
     def fair(self, idx: int) -> int:
         """A starting 'fair' yes price, tick aligned, within [0.05, 0.95]."""
@@ -226,14 +231,16 @@ class Universe:
         created = self.anchor_ts - 3600 * (1 + h % 720)
         return created, created + 3600, self.anchor_ts + 3600 * (1 + (h >> 12) % 1440)
 
-    def initial_book(self, idx: int) -> Book:
+    def initial_book(self, idx: int, h: int | None = None) -> Book:
         """The book market ``idx`` starts with (small for idle markets, deeper for busy ones)."""
-        if self.initial_status(idx) not in TRADING:
+        if h is None:
+            h = self.hash(idx)
+        if _status_of(h) not in TRADING:
             return Book()
-        h = self.hash(idx)
-        tick = self.tick(idx)
+        tick = 10 if h & 1023 < 100 else 100
         frac = (h >> 10) & 1023 < 150
-        fair = self.fair(idx)
+        fair = 500 + (h >> 30) % 9001
+        fair -= fair % tick
         x = mix64(h ^ 0xB00C)
         busy = idx in self.busy_set
         ny, nn = (3 + (x & 7), 3 + ((x >> 3) & 7)) if busy else (x & 3, (x >> 2) & 3)
@@ -263,8 +270,8 @@ class Universe:
     def _initial_state(self, idx: int) -> MarketState:
         st = MarketState()
         h = self.hash(idx)
-        st.status = self.initial_status(idx)
-        st.book = self.initial_book(idx)
+        st.status = _status_of(h)
+        st.book = self.initial_book(idx, h)
         st.created_ts, st.open_ts, st.close_ts = self.event_times(self.mk_event[idx])
         st.updated_ts = st.created_ts
         if st.status in (CLOSED, DETERMINED, FINALIZED):
@@ -276,11 +283,14 @@ class Universe:
             if st.status == FINALIZED:
                 st.settled_ts = st.close_ts + 360
         if st.status != INITIALIZED:
-            st.volume = (1 + (h >> 45) % 100_000) * (1 if self.fractional(idx) else 100)
+            frac = (h >> 10) & 1023 < 150
+            st.volume = (1 + (h >> 45) % 100_000) * (1 if frac else 100)
             st.oi = st.volume * ((h >> 52) % 100) // 100
-            if not self.fractional(idx):
+            if not frac:
                 st.oi -= st.oi % 100
-            st.last_price = self.fair(idx)
+            tick = 10 if h & 1023 < 100 else 100
+            fair = 500 + (h >> 30) % 9001
+            st.last_price = fair - fair % tick
             st.dollar_volume = st.volume * st.last_price
             st.prev_price = st.last_price
             st.prev_yes_bid, _, st.prev_yes_ask, _ = st.book.top()

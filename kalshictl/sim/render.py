@@ -18,60 +18,65 @@ def _word(u: Universe, s: int) -> str:
     return name.rstrip("0123456789") or name
 
 
+_MARKET_CONSTANTS = {
+    "market_type": "binary",
+    "settlement_timer_seconds": 300,
+    "can_close_early": True,
+    "notional_value_dollars": "1.0000",
+    "settlement_bounds_type": "default",
+    "expiration_value": "",
+    "early_close_condition": "This market may close early if the outcome is known.",
+    "strike_type": "greater",
+    "rules_secondary": "Simulated market served by kalshictl sim.",
+    "exchange_index": 0,
+}
+
+
 def market_dict(u: Universe, idx: int) -> dict:
     """The ``Market`` object of market ``idx``."""
-    st = u.peek(idx)
+    st = u.states.get(idx)
+    if st is None:
+        st = u._initial_state(idx)
     e = u.mk_event[idx]
-    s = u.ev_series[e]
+    event_ticker = u.event_ticker(e)
     k = idx - u.ev_first[e]
-    word = _word(u, s)
+    word = _word(u, u.ev_series[e])
     yb, ybs, ya, yas = st.book.top()
     structure, ranges = _RANGES[u.tick(idx)]
     close = st.close_ts
-    d = {
-        "ticker": f"{u.series_names[s]}-E{e}-T{k}",
-        "event_ticker": f"{u.series_names[s]}-E{e}",
-        "market_type": "binary",
-        "title": f"Will {word} be above {k} (event {e})?",
-        "subtitle": f"Above {k}",
-        "yes_sub_title": f"Above {k}",
-        "no_sub_title": f"{k} or below",
-        "created_time": iso(st.created_ts),
-        "updated_time": iso(st.updated_ts),
-        "open_time": iso(st.open_ts),
-        "close_time": iso(close),
-        "expected_expiration_time": iso(close + 3600),
-        "expiration_time": iso(close + 7 * 86400),
-        "latest_expiration_time": iso(close + 7 * 86400),
-        "settlement_timer_seconds": 300,
-        "status": st.status,
-        "yes_bid_dollars": PRICE_STR[yb],
-        "yes_bid_size_fp": size_str(ybs),
-        "yes_ask_dollars": PRICE_STR[ya],
-        "yes_ask_size_fp": size_str(yas),
-        "no_bid_dollars": PRICE_STR[10_000 - ya],
-        "no_ask_dollars": PRICE_STR[10_000 - yb],
-        "last_price_dollars": PRICE_STR[st.last_price],
-        "volume_fp": size_str(st.volume),
-        "volume_24h_fp": size_str(st.volume // 300 * 100 if st.volume % 100 == 0 else st.volume // 3),
-        "result": st.result,
-        "can_close_early": True,
-        "open_interest_fp": size_str(st.oi),
-        "notional_value_dollars": "1.0000",
-        "previous_yes_bid_dollars": PRICE_STR[st.prev_yes_bid],
-        "previous_yes_ask_dollars": PRICE_STR[st.prev_yes_ask],
-        "previous_price_dollars": PRICE_STR[st.prev_price],
-        "settlement_bounds_type": "default",
-        "expiration_value": "",
-        "early_close_condition": "This market may close early if the outcome is known.",
-        "strike_type": "greater",
-        "floor_strike": k,
-        "rules_primary": f"If {word} is above {k} at close, the market resolves to Yes.",
-        "rules_secondary": "Simulated market served by kalshictl sim.",
-        "price_level_structure": structure,
-        "price_ranges": ranges,
-        "exchange_index": 0,
-    }
+    later = iso(close + 7 * 86400)
+    d = dict(_MARKET_CONSTANTS)
+    d["ticker"] = f"{event_ticker}-T{k}"
+    d["event_ticker"] = event_ticker
+    d["title"] = f"Will {word} be above {k} (event {e})?"
+    d["subtitle"] = d["yes_sub_title"] = f"Above {k}"
+    d["no_sub_title"] = f"{k} or below"
+    d["created_time"] = iso(st.created_ts)
+    d["updated_time"] = iso(st.updated_ts)
+    d["open_time"] = iso(st.open_ts)
+    d["close_time"] = iso(close)
+    d["expected_expiration_time"] = iso(close + 3600)
+    d["expiration_time"] = d["latest_expiration_time"] = later
+    d["status"] = st.status
+    d["yes_bid_dollars"] = PRICE_STR[yb]
+    d["yes_bid_size_fp"] = size_str(ybs)
+    d["yes_ask_dollars"] = PRICE_STR[ya]
+    d["yes_ask_size_fp"] = size_str(yas)
+    d["no_bid_dollars"] = PRICE_STR[10_000 - ya]
+    d["no_ask_dollars"] = PRICE_STR[10_000 - yb]
+    d["last_price_dollars"] = PRICE_STR[st.last_price]
+    volume = st.volume
+    d["volume_fp"] = size_str(volume)
+    d["volume_24h_fp"] = size_str(volume // 300 * 100 if volume % 100 == 0 else volume // 3)
+    d["result"] = st.result
+    d["open_interest_fp"] = size_str(st.oi)
+    d["previous_yes_bid_dollars"] = PRICE_STR[st.prev_yes_bid]
+    d["previous_yes_ask_dollars"] = PRICE_STR[st.prev_yes_ask]
+    d["previous_price_dollars"] = PRICE_STR[st.prev_price]
+    d["floor_strike"] = k
+    d["rules_primary"] = f"If {word} is above {k} at close, the market resolves to Yes."
+    d["price_level_structure"] = structure
+    d["price_ranges"] = ranges
     if st.settlement_value >= 0:
         d["settlement_value_dollars"] = PRICE_STR[st.settlement_value]
         d["expiration_value"] = "above" if st.result == "yes" else "below"
