@@ -191,6 +191,9 @@ class S3Settings(_Section):
     dest: str | None = Field(None, description="s3://bucket/prefix")
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    access_key_id: SecretRef | None = Field(None, description="default: the boto3 credential chain")
+    secret_access_key: SecretRef | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
 
 
 class ExportSettings(_Section):
@@ -198,6 +201,10 @@ class ExportSettings(_Section):
 
     production: DatabaseSettings
     s3: S3Settings = Field(default_factory=S3Settings)
+    rows_per_file: int = Field(2_000_000, ge=1, description="a partition splits into part files of at most this")
+    batch_rows: int = Field(50_000, ge=1, description="rows fetched per server-side cursor round trip")
+    settle_s: float = Field(3600.0, ge=0, description="a day is final (skipped on re-run) this long after it ends")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
 
 class RoleSecrets(_Section):

@@ -50,6 +50,34 @@ def prod(pg_cluster, fresh_db, tmp_path, monkeypatch) -> Iterator[Prod]:
     yield Prod(admin, cfg)
 
 
+@pytest.fixture
+def s3_endpoint(monkeypatch) -> Iterator[str]:
+    """moto's S3 *server* on a free loopback port (real HTTP), with dummy credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    from kalshictl.db.embedded import free_port
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    # moto's backends are process-global: start every test from an empty store
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
 def levels_json(levels: dict[int, int]) -> str:
     return orjson.dumps(sorted([p, s] for p, s in levels.items())).decode()
 

@@ -1,0 +1,487 @@
+"""Export production tables to S3 as Parquet, one partition per table and UTC day (optionally per series).
+
+Layout under ``s3://bucket/prefix``::
+
+    table=trades/date=2026-11-27/part-0000.parquet             (or .../date=D/series=KXFED/part-0000.parquet)
+    table=trades/date=2026-11-27/_manifest.json                 commit record of that partition, written last
+    _manifest.json                                              index of every partition manifest, updated per run
+
+Types are exact: prices and sizes stay integers (``int32``/``int64``) with Parquet field metadata naming the unit
+(``kalshictl.unit``: ``1e-4 USD``, ``1e-2 contracts``, ``us since epoch``); order-book levels are
+``list<struct<price: int32, size: int64>>``; JSON payloads are JSON text; uuids are text.
+
+Idempotent and resumable: a partition whose manifest is complete, final (its day ended ``settle_s`` ago) and whose
+files all exist with the recorded sizes is skipped. Otherwise its old manifest is deleted first, its rows are read in
+one ``REPEATABLE READ READ ONLY`` transaction through a server-side cursor (bounded memory), each part file is written
+locally and uploaded as a complete object, stray parts of an earlier attempt are deleted, and the manifest is written
+last. A crash therefore leaves no manifest for the partition it was in, and readers that follow manifests never see a
+half-written partition; the next run redoes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import orjson
+
+from kalshictl.errors import ConfigError, KalshiCtlError
+from kalshictl.research.times import day_bounds, now_us
+
+if TYPE_CHECKING:
+    import psycopg
+    import pyarrow as pa
+
+    from kalshictl.config import ExportSettings, S3Settings
+
+TIME_COLUMNS = {
+    "trades": "exchange_ts",
+    "orderbook_deltas": "exchange_ts",
+    "orderbook_snapshots": "snapshot_ts",
+    "tickers": "exchange_ts",
+    "lifecycle_events": "exchange_ts",
+    "sequence_gaps": "from_ts",
+}
+PRICE_UNIT, SIZE_UNIT, TIME_UNIT = "1e-4 USD", "1e-2 contracts", "us since epoch"
+PRICE_COLS = {"price", "yes_bid", "yes_ask", "last_price", "best_yes_bid", "best_yes_ask", "spread"}
+SIZE_COLS = {"size", "size_delta", "volume", "open_interest", "yes_bid_size", "yes_ask_size", "last_trade_size"}
+TIME_COLS = {"exchange_ts", "received_at", "snapshot_ts", "from_ts", "to_ts", "detected_at"}
+LEVEL_COLS = {"yes_bids", "yes_asks", "no_bids", "no_asks"}
+MANIFEST = "_manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str
+
+
+@dataclass
+class PartFile:
+    """One uploaded Parquet file."""
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+    series: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"key": self.key, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+        if self.series is not None:
+            out["series"] = self.series
+        return out
+
+
+@dataclass
+class PartitionResult:
+    table: str
+    day: date
+    status: str  # exported | skipped
+    rows: int = 0
+    bytes: int = 0
+    files: int = 0
+    manifest_key: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "date": self.day.isoformat(),
+            "status": self.status,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "files": self.files,
+            "manifest": self.manifest_key,
+        }
+
+
+@dataclass
+class ExportHooks:
+    """Callbacks: progress events for a UI, and ``after_part`` (tests inject crashes there)."""
+
+    on_partition_start: Callable[[str, date], None] | None = None
+    on_rows: Callable[[int], None] | None = None
+    on_partition_done: Callable[[PartitionResult], None] | None = None
+    after_part: Callable[[PartFile], None] | None = None
+
+
+@dataclass
+class ExportJob:
+    tables: list[str]
+    days: list[date]
+    bucket: str
+    prefix: str
+    by_series: bool = False
+    force: bool = False
+    results: list[PartitionResult] = field(default_factory=list)
+
+
+def parse_dest(dest: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix without surrounding slashes)."""
+    if not dest.startswith("s3://") or len(dest) <= 5:
+        raise ConfigError(f"--dest: expected s3://bucket/prefix, got {dest!r}")
+    bucket, _, prefix = dest[5:].partition("/")
+    if not bucket:
+        raise ConfigError(f"--dest: no bucket in {dest!r}")
+    return bucket, prefix.strip("/")
+
+
+def s3_client(s3: S3Settings, endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client for AWS or any S3-compatible endpoint (credentials: config secrets or the boto3 chain)."""
+    import boto3
+    from botocore.config import Config
+
+    kwargs: dict[str, Any] = {
+        "endpoint_url": endpoint_url or s3.endpoint_url,
+        "region_name": s3.region,
+        "config": Config(s3={"addressing_style": s3.addressing_style}, retries={"max_attempts": 5, "mode": "standard"}),
+    }
+    if s3.access_key_id is not None:
+        kwargs["aws_access_key_id"] = s3.access_key_id.resolve()
+    if s3.secret_access_key is not None:
+        kwargs["aws_secret_access_key"] = s3.secret_access_key.resolve()
+    return boto3.client("s3", **kwargs)
+
+
+# -- schema ------------------------------------------------------------------------------------------------------
+
+
+def table_columns(conn: psycopg.Connection, table: str) -> list[Column]:
+    """Columns of a production table in table order."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    if not rows:
+        raise KalshiCtlError(f"table {table} not found in production", hint="run `kalshictl migrate`")
+    return [Column(n, t) for n, t in rows]
+
+
+def _unit(name: str) -> str | None:
+    if name in PRICE_COLS:
+        return PRICE_UNIT
+    if name in SIZE_COLS:
+        return SIZE_UNIT
+    if name in TIME_COLS:
+        return TIME_UNIT
+    return None
+
+
+def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Schema:
+    """The Parquet schema: exact integer types with unit metadata."""
+    import pyarrow as pa
+
+    level = pa.list_(pa.struct([pa.field("price", pa.int32()), pa.field("size", pa.int64())]))
+    base = {
+        "bigint": pa.int64(),
+        "integer": pa.int32(),
+        "smallint": pa.int16(),
+        "boolean": pa.bool_(),
+        "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+        "double precision": pa.float64(),
+    }
+    fields = []
+    for col in columns:
+        typ = level if col.name in LEVEL_COLS else base.get(col.pg_type, pa.string())
+        meta = {"kalshictl.pg_type": col.pg_type}
+        if unit := _unit(col.name):
+            meta["kalshictl.unit"] = unit
+        if col.name in LEVEL_COLS:
+            meta["kalshictl.unit"] = f"price {PRICE_UNIT}, size {SIZE_UNIT}; ascending by price"
+        fields.append(pa.field(col.name, typ, metadata=meta))
+    if by_series:
+        fields.append(pa.field("series", pa.string(), metadata={"kalshictl.derived": "series of the market ticker"}))
+    info = {"table": table, "time_column": TIME_COLUMNS[table], "format_version": FORMAT_VERSION}
+    return pa.schema(fields, metadata={"kalshictl": orjson.dumps(info)})
+
+
+def _select(table: str, columns: list[Column], by_series: bool) -> str:
+    exprs = []
+    for col in columns:
+        if col.name in LEVEL_COLS:
+            exprs.append(f"t.{col.name}")
+        elif col.pg_type in ("uuid", "jsonb", "json", "numeric"):
+            exprs.append(f"t.{col.name}::text")
+        else:
+            exprs.append(f"t.{col.name}")
+    tcol = TIME_COLUMNS[table]
+    sql = f"SELECT {', '.join(exprs)}"
+    order = f"t.ticker, t.{tcol}" if any(c.name == "ticker" for c in columns) else f"t.{tcol}"
+    if by_series:
+        sql += ", COALESCE(e.series_ticker, split_part(t.ticker, '-', 1), '_none') AS series"
+        sql += f" FROM {table} t LEFT JOIN markets m ON m.ticker = t.ticker"
+        sql += " LEFT JOIN events e ON e.event_ticker = m.event_ticker"
+        order = "series, " + order
+    else:
+        sql += f" FROM {table} t"
+    return sql + f" WHERE t.{tcol} >= %s AND t.{tcol} < %s ORDER BY {order}"
+
+
+def _to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
+
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    arrays = []
+    for f, values in zip(schema, cols, strict=True):
+        if f.name in LEVEL_COLS:
+            values = [None if v is None else [(int(p), int(s)) for p, s in v] for v in values]
+        arrays.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# -- S3 helpers ----------------------------------------------------------------------------------------------------
+
+
+def _key(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p)
+
+
+def _get_json(client: Any, bucket: str, key: str) -> dict | None:
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    except Exception as exc:  # botocore ClientError 404 on some endpoints
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return None
+        raise
+    return orjson.loads(body)
+
+
+def _put_json(client: Any, bucket: str, key: str, data: dict) -> None:
+    client.put_object(
+        Bucket=bucket, Key=key, Body=orjson.dumps(data, option=orjson.OPT_INDENT_2), ContentType="application/json"
+    )
+
+
+def _object_size(client: Any, bucket: str, key: str) -> int | None:
+    try:
+        return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        keys += [obj["Key"] for obj in page.get("Contents", [])]
+    return keys
+
+
+def partition_prefix(prefix: str, table: str, day: date) -> str:
+    return _key(prefix, f"table={table}", f"date={day.isoformat()}")
+
+
+def manifest_is_complete(client: Any, bucket: str, manifest: dict | None, *, by_series: bool) -> bool:
+    """True if a partition manifest is complete and final, in this layout, and every file exists with its size."""
+    if not manifest or not manifest.get("complete") or not manifest.get("final"):
+        return False
+    if bool(manifest.get("by_series")) != by_series or manifest.get("format_version") != FORMAT_VERSION:
+        return False
+    return all(_object_size(client, bucket, f["key"]) == f["bytes"] for f in manifest.get("files", []))
+
+
+# -- the export --------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _batches(cur: Any, size: int) -> Iterator[list[tuple]]:
+    while True:
+        rows = cur.fetchmany(size)
+        if not rows:
+            return
+        yield rows
+
+
+def export_partition(
+    conn: psycopg.Connection,
+    client: Any,
+    settings: ExportSettings,
+    job: ExportJob,
+    table: str,
+    day: date,
+    columns: list[Column],
+    workdir: Path,
+    hooks: ExportHooks,
+) -> PartitionResult:
+    """Export one (table, day); see the module docs for the crash-safety order."""
+    import pyarrow.parquet as pq
+
+    part_prefix = partition_prefix(job.prefix, table, day)
+    manifest_key = _key(part_prefix, MANIFEST)
+    if not job.force and manifest_is_complete(
+        client, job.bucket, _get_json(client, job.bucket, manifest_key), by_series=job.by_series
+    ):
+        old = _get_json(client, job.bucket, manifest_key) or {}
+        return PartitionResult(
+            table, day, "skipped", old.get("rows", 0), old.get("bytes", 0), len(old.get("files", [])), manifest_key
+        )
+    client.delete_object(Bucket=job.bucket, Key=manifest_key)  # from here on the partition is incomplete
+    schema = arrow_schema(table, columns, by_series=job.by_series)
+    start, end = day_bounds(day)
+    compression = None if settings.compression == "none" else settings.compression
+    files: list[PartFile] = []
+    counters: dict[str | None, int] = {}
+    writer: Any = None
+    local: Path | None = None
+    cur_series: str | None = None
+    cur_rows = 0
+
+    def close_part() -> None:
+        nonlocal writer, cur_rows
+        if writer is None or local is None:
+            return
+        writer.close()
+        writer = None
+        n = counters.get(cur_series, 0)
+        counters[cur_series] = n + 1
+        sub = f"series={quote(cur_series, safe='')}" if job.by_series and cur_series is not None else ""
+        key = _key(part_prefix, sub, f"part-{n:04d}.parquet")
+        size = local.stat().st_size
+        client.upload_file(str(local), job.bucket, key)  # a complete object or nothing
+        part = PartFile(key, cur_rows, size, _sha256(local), cur_series if job.by_series else None)
+        local.unlink()
+        files.append(part)
+        cur_rows = 0
+        if hooks.after_part:
+            hooks.after_part(part)
+
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        with conn.cursor(name=f"kalshictl_export_{table}") as cur:
+            cur.itersize = settings.batch_rows
+            cur.execute(_select(table, columns, job.by_series), (start, end))
+            for rows in _batches(cur, settings.batch_rows):
+                if hooks.on_rows:
+                    hooks.on_rows(len(rows))
+                if job.by_series:
+                    groups: list[tuple[str | None, list[tuple]]] = []
+                    for row in rows:
+                        if not groups or groups[-1][0] != row[-1]:
+                            groups.append((row[-1], []))
+                        groups[-1][1].append(row)
+                else:
+                    groups = [(None, rows)]
+                for series, chunk in groups:
+                    while chunk:
+                        if writer is not None and (series != cur_series or cur_rows >= settings.rows_per_file):
+                            close_part()
+                        if writer is None:
+                            cur_series = series
+                            local = workdir / f"{table}-{day.isoformat()}-{len(files)}.parquet"
+                            writer = pq.ParquetWriter(str(local), schema, compression=compression)
+                        room = settings.rows_per_file - cur_rows
+                        piece, chunk = chunk[:room], chunk[room:]
+                        writer.write_table(_to_table(piece, schema))
+                        cur_rows += len(piece)
+            close_part()
+    keep = {f.key for f in files}
+    for stray in _list_keys(client, job.bucket, part_prefix):
+        if stray not in keep and not stray.endswith(MANIFEST):
+            client.delete_object(Bucket=job.bucket, Key=stray)
+    rows_total, bytes_total = sum(f.rows for f in files), sum(f.bytes for f in files)
+    schema_desc = [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "metadata": {k.decode(): v.decode() for k, v in (f.metadata or {}).items()},
+        }
+        for f in schema
+    ]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "table": table,
+        "date": day.isoformat(),
+        "time_column": TIME_COLUMNS[table],
+        "from_us": start,
+        "to_us": end,
+        "by_series": job.by_series,
+        "rows": rows_total,
+        "bytes": bytes_total,
+        "files": [{**f.as_dict(), "schema": schema_desc} for f in files],
+        "schema": schema_desc,
+        "complete": True,
+        "final": end + int(settings.settle_s * 1_000_000) <= now_us(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _put_json(client, job.bucket, manifest_key, manifest)
+    return PartitionResult(table, day, "exported", rows_total, bytes_total, len(files), manifest_key)
+
+
+def run_export(
+    conn: psycopg.Connection, client: Any, settings: ExportSettings, job: ExportJob, hooks: ExportHooks | None = None
+) -> list[PartitionResult]:
+    """Export every (table, day) of ``job``; returns the partition results (also in ``job.results``)."""
+    hooks = hooks or ExportHooks()
+    for table in job.tables:
+        if table not in TIME_COLUMNS:
+            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMNS)})")
+    try:
+        client.head_bucket(Bucket=job.bucket)
+    except Exception as exc:
+        raise KalshiCtlError(
+            f"cannot reach bucket {job.bucket}: {exc}", hint="check --endpoint-url and credentials"
+        ) from None
+    if not conn.autocommit:
+        raise KalshiCtlError("run_export needs an autocommit connection (each partition is its own transaction)")
+    columns = {t: table_columns(conn, t) for t in job.tables}
+    with tempfile.TemporaryDirectory(prefix="kalshictl-export-") as tmp:
+        for table in job.tables:
+            for day in job.days:
+                if hooks.on_partition_start:
+                    hooks.on_partition_start(table, day)
+                res = export_partition(conn, client, settings, job, table, day, columns[table], Path(tmp), hooks)
+                job.results.append(res)
+                if hooks.on_partition_done:
+                    hooks.on_partition_done(res)
+    _update_index(client, job)
+    return job.results
+
+
+def _update_index(client: Any, job: ExportJob) -> None:
+    """Merge this run's partitions into ``prefix/_manifest.json`` (an index; partition manifests are authoritative)."""
+    key = _key(job.prefix, MANIFEST)
+    index = _get_json(client, job.bucket, key) or {"format_version": FORMAT_VERSION, "partitions": {}}
+    for r in job.results:
+        index["partitions"][f"{r.table}/{r.day.isoformat()}"] = {
+            "manifest": r.manifest_key,
+            "rows": r.rows,
+            "bytes": r.bytes,
+            "files": r.files,
+        }
+    index["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _put_json(client, job.bucket, key, index)
+
+
+def env_crash_hook() -> Callable[[PartFile], None] | None:
+    """``KALSHICTL_EXPORT_CRASH_AFTER_PARTS=N`` kills the process after N uploaded parts (crash tests only)."""
+    raw = os.environ.get("KALSHICTL_EXPORT_CRASH_AFTER_PARTS")
+    if not raw:
+        return None
+    limit, seen = int(raw), [0]
+
+    def hook(_part: PartFile) -> None:
+        seen[0] += 1
+        if seen[0] >= limit:
+            os._exit(70)
+
+    return hook
