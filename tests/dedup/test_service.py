@@ -20,7 +20,7 @@ async def test_service_end_to_end_health_and_status(dedup_env: DedupEnv) -> None
     base = now_us()
     truth = [trade_row(i, base) for i in range(900)]
     views = [truth[:500], truth[300:], [r for i, r in enumerate(truth) if i % 3 == 0]]
-    g1, g2, g3 = dedup_env.gatherers
+    g1, _g2, g3 = dedup_env.gatherers
     # half of each view before the service starts (a backlog), the rest while it runs
     for g, view in zip(dedup_env.gatherers, views, strict=True):
         with g.conn() as c:
