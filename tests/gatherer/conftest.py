@@ -31,8 +31,13 @@ def gatherer_dsn(pg_cluster, fresh_db) -> str:
 
 def make_settings(dsn: str, rest_url: str, ws_url: str, **over: Any) -> GathererSettings:
     """Gatherer settings for tests: few connections, fast flushes, free http port."""
-    ws = {"global_connections": 3, "orderbook_connections": 3, "ping_timeout_s": 5.0, "reconnect_min_s": 0.05,
-          "reconnect_max_s": 0.5}
+    ws = {
+        "global_connections": 3,
+        "orderbook_connections": 3,
+        "ping_timeout_s": 5.0,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.5,
+    }
     ws.update(over.pop("websocket", {}))
     data = {
         "gatherer": {
@@ -81,8 +86,17 @@ def gt_keys(records: list[dict]) -> dict[str, Counter]:
             key = (r["ticker"], r["exchange_ts"], SIDE[r["side"]], r["price"], r["size_delta"], r["occurrence"])
             out[k][key] += 1
         elif k == "ticker":
-            out[k][(r["ticker"], r["exchange_ts"], r["yes_bid"], r["yes_ask"], r["last_price"], r["volume"],
-                    r["open_interest"])] += 1
+            out[k][
+                (
+                    r["ticker"],
+                    r["exchange_ts"],
+                    r["yes_bid"],
+                    r["yes_ask"],
+                    r["last_price"],
+                    r["volume"],
+                    r["open_interest"],
+                )
+            ] += 1
         elif k == "lifecycle":
             out[k][(r["ticker"], r["event_type"], r["exchange_ts"])] += 1
     return out

@@ -12,8 +12,16 @@ from kalshictl.sim.ground_truth import load
 from tests.gatherer.conftest import covered, db_gaps, db_keys, gt_keys, make_settings, until
 
 
-async def _run_and_compare(gatherer_dsn: str, *, faults: str = "", seconds: float = 3.0, seed: int = 3,
-                           markets: int = 60, rate: float = 400.0, drops: int = 0) -> dict:
+async def _run_and_compare(
+    gatherer_dsn: str,
+    *,
+    faults: str = "",
+    seconds: float = 3.0,
+    seed: int = 3,
+    markets: int = 60,
+    rate: float = 400.0,
+    drops: int = 0,
+) -> dict:
     async with SimExchange(SimConfig(markets=markets, seed=seed, rate=rate, paused=True)) as ex:
         g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
         task = asyncio.create_task(g.run())
@@ -35,9 +43,11 @@ async def _run_and_compare(gatherer_dsn: str, *, faults: str = "", seconds: floa
             def settled() -> bool:
                 # everything emitted has arrived and been committed (resync windows allowed to stay missing)
                 stored = db_keys(gatherer_dsn)
-                return all(not (stored[k] - truth[k]) for k in truth) and (
-                    faults or drops or all(stored[k] == truth[k] for k in truth)
-                ) and sum(len(g.writers[t]) for t in g.writers.by_table) == 0
+                return (
+                    all(not (stored[k] - truth[k]) for k in truth)
+                    and (faults or drops or all(stored[k] == truth[k] for k in truth))
+                    and sum(len(g.writers[t]) for t in g.writers.by_table) == 0
+                )
 
             await until(settled, 20, "stored rows to match the ground truth", interval=0.25)
             if faults or drops:
