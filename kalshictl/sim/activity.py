@@ -138,11 +138,15 @@ class Activity:
         self.feed.ticker(idx, ticker, st, ts_ms, size)
 
     def lifecycle_action(self, ts_ms: int) -> None:
-        """Move a random market one step through its lifecycle (or create markets when it has none left)."""
+        """Move a random non-busy market one step through its lifecycle (or create markets when it has none left)."""
         u, rng, feed = self.u, self.rng, self.feed
         idx = rng.randrange(u.n_markets)
+        for _ in range(3):  # busy markets stay active for the whole run (tests and benchmarks rely on them)
+            if idx not in u.busy_set:
+                break
+            idx = rng.randrange(u.n_markets)
         status = u.status(idx)
-        if status in (FINALIZED,) or idx in {i for _, i in self.pending}:
+        if status == FINALIZED or idx in u.busy_set or idx in {i for _, i in self.pending}:
             self.create_action(ts_ms)
             return
         st = u.state(idx)
