@@ -31,15 +31,19 @@ HEALTH_WAIT="${KALSHI_HEALTH_WAIT:-120}"
 
 log() { printf '%s deduplicator-init: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 
-# Step 1: wait for RDS (pg_isready equivalent: connect as the deduplicator over TLS and ping; slow is fine).
+# Step 1: wait for RDS (pg_isready equivalent: connect and ping; slow is fine). Before init-db the deduplicator
+# role may not exist yet, so wait with the admin credentials (admin_dsn/admin_password) when we are to migrate.
+if [ "${KALSHI_MIGRATE:-1}" = 1 ]; then RDS_CHECK=production:admin; else RDS_CHECK=production; fi
 log "waiting up to ${RDS_WAIT}s for production RDS"
-"$KCTL" health --config "$CONFIG" --check-db production --wait "$RDS_WAIT" --interval 5 --require degraded
+"$KCTL" health --config "$CONFIG" --check-db "$RDS_CHECK" --wait "$RDS_WAIT" --interval 5 --require degraded
 
-# Step 2: production schema and roles (idempotent; uses admin_dsn/admin_password from the config).
+# Step 2: production schema and roles (idempotent; uses admin_dsn/admin_password from the config), then prove the
+# deduplicator's own credentials work (over TLS when sslmode says so).
 if [ "${KALSHI_MIGRATE:-1}" = 1 ]; then
   log "kalshictl init-db and migrate (production)"
   "$KCTL" init-db --config "$CONFIG" --target production
   "$KCTL" migrate --config "$CONFIG" --target production
+  "$KCTL" health --config "$CONFIG" --check-db production --require degraded
 fi
 
 # Step 3: wait for at least one healthy gatherer (URLs from deduplicator.gatherers[].health_url).

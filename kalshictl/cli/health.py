@@ -24,7 +24,7 @@ def register(root: typer.Typer) -> None:
         check_db: list[str] = typer.Option(
             [],
             "--check-db",
-            help="Ping a database: a DSN (no password in it) or, with --config, production|gatherer|<gatherer name>.",
+            help="Ping a database: a DSN (no password) or, with --config, production|gatherer|<gatherer name>[:admin].",
         ),
         password_env: str | None = typer.Option(
             None, "--password-env", help="Environment variable holding the --check-db password (else from --config)."

@@ -73,17 +73,28 @@ def urls_from_config(settings: Settings) -> list[str]:
 
 def db_from_dsn(dsn: str, *, password_env: str | None, settings: Settings | None) -> DbTarget:
     """A database target from ``--check-db``: a DSN, or a name in the config (``production``, ``gatherer``, or a
-    deduplicator gatherer source's name). The password comes from ``--password-env`` or the matching config DB."""
+    deduplicator gatherer source's name; ``NAME:admin`` uses its admin_dsn/admin_password on the maintenance
+    database ``postgres``). The password comes from
+    ``--password-env`` or the matching config DB."""
     from kalshictl.config import DatabaseSettings, SecretRef
-    from kalshictl.db.dsn import describe, dsn_has_password
+    from kalshictl.db.dsn import describe, dsn_has_password, with_params
 
     if "://" not in dsn and "=" not in dsn:
         if settings is None:
             raise ConfigError(f"--check-db {dsn}: not a DSN; a database name needs --config")
         named = dict(config_databases(settings, named=True))
-        if dsn not in named:
-            raise ConfigError(f"--check-db {dsn}: no such database in the config (have: {', '.join(named)})")
-        db, kind = named[dsn]
+        name, _, role = dsn.partition(":")
+        if name not in named or role not in ("", "admin"):
+            raise ConfigError(
+                f"--check-db {dsn}: no such database in the config (have: {', '.join(named)}; add :admin for admin_dsn)"
+            )
+        db, kind = named[name]
+        if role == "admin":
+            if not db.admin_dsn:
+                raise ConfigError(f"--check-db {dsn}: that database has no admin_dsn in the config")
+            # the maintenance database, as init-db uses: the target database may not exist yet
+            maintenance = with_params(db.admin_dsn, dbname="postgres")
+            db = db.model_copy(update={"dsn": maintenance, "password": db.admin_password})
         return DbTarget(db, kind)
     if dsn_has_password(dsn):
         raise ConfigError("--check-db: the DSN must not contain a password; use --password-env NAME or --config")
@@ -164,8 +175,11 @@ async def probe_db(db: DbTarget, timeout_s: float = 5.0) -> dict[str, Any]:
 
 
 def _auth(exc: Exception) -> bool:
+    """The server answered but refused us (credentials, missing role or database): waiting will not help."""
     text = str(exc).lower()
-    return "authentication failed" in text or "no password supplied" in text
+    return any(
+        s in text for s in ("authentication failed", "no password supplied", "does not exist", "permission denied")
+    )
 
 
 async def probe_all(targets: Targets, timeout_s: float) -> list[dict[str, Any]]:
@@ -242,7 +256,8 @@ def raise_for(summary: dict[str, Any], wait_s: float | None) -> None:
     auth = [r for r in results if r.get("auth_failed")]
     if auth:
         raise DatabaseUnreachable(
-            f"{auth[0]['detail']}", hint="the server is up but refuses the credentials; check the password secret"
+            f"{auth[0]['detail']}",
+            hint="the server is up but refuses us: check the password secret, the role and the database name",
         )
     if wait_s is not None:
         raise WaitTimeout(
