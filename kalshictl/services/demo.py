@@ -93,38 +93,44 @@ class Demo:
         self.pipeline.setup()
 
     def start(self) -> None:
-        """Start the exchange, then the gatherers, then the deduplicator (the seed's startup order)."""
+        """Start the exchange (paused), the gatherers, then the deduplicator (the seed's startup order); once every
+        gatherer is healthy — registry loaded, every market subscribed — let the exchange trade."""
         opts = self.options
-        argv = [
-            "sim",
-            "--markets",
-            str(opts.markets),
-            "--seed",
-            str(opts.seed),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.sim_port),
-            "--rate",
-            str(opts.rate),
-            "--ground-truth",
-            str(self.ground_truth),
-            "--rest-tier",
-            "unlimited",
-        ]
+        argv = ["sim", "--markets", str(opts.markets), "--seed", str(opts.seed), "--host", "127.0.0.1",
+                "--port", str(self.sim_port), "--rate", str(opts.rate), "--ground-truth", str(self.ground_truth),
+                "--rest-tier", "unlimited", "--paused"]  # fmt: skip
         if opts.faults:
             argv += ["--faults", opts.faults]
         self.supervisor.add("exchange", kalshictl_argv(*argv)).start()
         self._wait_http(f"{self.rest_url}/exchange/status", "exchange")
         for i in range(self.pipeline.config.gatherers):
             name = self.pipeline.gatherer_name(i)
-            self.supervisor.add(
-                name, kalshictl_argv("gather", "run", "--config", str(self.pipeline.config_paths[name]))
-            ).start()
-        self.supervisor.add(
-            "deduplicator", kalshictl_argv("dedup", "run", "--config", str(self.pipeline.config_paths["deduplicator"]))
-        ).start()
+            config = str(self.pipeline.config_paths[name])
+            self.supervisor.add(name, kalshictl_argv("gather", "run", "--config", config)).start()
+        config = str(self.pipeline.config_paths["deduplicator"])
+        self.supervisor.add("deduplicator", kalshictl_argv("dedup", "run", "--config", config)).start()
+        ports = self.pipeline._ports_for()
+        for i in range(self.pipeline.config.gatherers):
+            self.wait_healthy(f"http://127.0.0.1:{ports[i]}/health", self.pipeline.gatherer_name(i))
+        self.wait_healthy(f"http://127.0.0.1:{ports[-1]}/health", "deduplicator", accept_degraded=True)
+        self._http.post(f"http://127.0.0.1:{self.sim_port}/_sim/resume").raise_for_status()
         self.started_at = time.monotonic()
+
+    def wait_healthy(self, url: str, name: str, timeout: float = 120.0, accept_degraded: bool = False) -> None:
+        """Poll a /health URL until it reports healthy (or degraded when accepted); fail fast if the process died."""
+        wanted = {"healthy", "degraded"} if accept_degraded else {"healthy"}
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            proc = self.supervisor.processes.get(name)
+            if proc is not None and proc.proc is not None and not proc.running:
+                raise KalshiCtlError(f"{name} exited during startup:\n{proc.log_tail()}")
+            _, body = self._get_json(url)
+            last = body
+            if isinstance(body, dict) and body.get("status") in wanted:
+                return
+            time.sleep(0.25)
+        raise KalshiCtlError(f"{name} not healthy within {timeout:.0f}s (last /health: {last})")
 
     def _wait_http(self, url: str, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -207,7 +207,8 @@ class Activity:
                 "subtitle": f"Event {e}",
                 "collateral_return_type": "",
                 "series_ticker": u.series_names[s],
-            }
+            },
+            ts_ms,
         )
         due = self.actions + self.activation_delay
         for idx in idxs:

@@ -233,13 +233,17 @@ class Feed:
             if not sub.conn.closed:
                 self._send(sub.conn, b'{"type":"market_lifecycle_v2","sid":%d,"msg":%b}' % (sub.sid, body), LIFECYCLE)
 
-    def event_lifecycle(self, msg: dict) -> None:
-        """Emit an event_lifecycle message on the market_lifecycle_v2 channel (not part of the ground truth)."""
+    def event_lifecycle(self, msg: dict, ts_ms: int) -> None:
+        """Emit an event_lifecycle message on the market_lifecycle_v2 channel (``ts_ms`` included, as on lifecycle).
+
+        Ground truth records it as a lifecycle event of the event ticker with event_type ``event_lifecycle``.
+        """
+        self.gt.lifecycle(msg["event_ticker"], "event_lifecycle", ts_ms)
         self.stats.events["event_lifecycle"] += 1
         subs = self.all[LIFECYCLE]
         if not subs:
             return
-        body = orjson.dumps(msg)
+        body = orjson.dumps({**msg, "ts_ms": ts_ms})
         for sub in list(subs):
             if not sub.conn.closed:
                 self._send(

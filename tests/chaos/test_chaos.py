@@ -10,7 +10,7 @@ from kalshictl.pipeline.chaos import Chaos, ChaosOptions
 @pytest.mark.chaos
 def test_chaos_nothing_lost_nothing_duplicated(tmp_path):
     duration = float(os.environ.get("CHAOS_DURATION", "240"))
-    chaos = Chaos(ChaosOptions(duration_s=duration, min_faults=20, workdir=tmp_path / "chaos"))
+    chaos = Chaos(ChaosOptions(duration_s=duration, min_faults=20))
     result = chaos.run()
     totals = result.totals()
     print("\nCHAOS RESULT")

@@ -12,7 +12,7 @@ from kalshictl.services.demo import Demo, DemoOptions
 
 @pytest.mark.slow
 def test_clean_run_production_equals_ground_truth(tmp_path):
-    demo = Demo(DemoOptions(markets=80, seed=21, rate=200, duration_s=15, workdir=tmp_path / "run"))
+    demo = Demo(DemoOptions(markets=80, seed=21, rate=200, duration_s=15))
     try:
         demo.setup()
         demo.start()
@@ -46,7 +46,7 @@ def test_clean_run_production_equals_ground_truth(tmp_path):
 @pytest.mark.slow
 def test_faults_slim_nothing_lost_nothing_duplicated(tmp_path):
     """A slimmer version of `make chaos`: one of each fault kind against real processes and databases."""
-    chaos = Chaos(ChaosOptions(duration_s=40, min_faults=6, markets=60, rate=150, seed=5, workdir=tmp_path / "c"))
+    chaos = Chaos(ChaosOptions(duration_s=40, min_faults=6, markets=60, rate=150, seed=5))
     result = chaos.run()
     print("chaos totals:", result.totals())
     assert len(result.faults) >= 6
