@@ -29,6 +29,7 @@ class MergeResult:
     staged: int  # rows offered
     merged: int  # rows inserted (new exchange events)
     max_clock: int | None  # newest clock value (us) in the batch
+    min_clock: int | None = None  # oldest clock value (us) in the batch
 
     @property
     def duplicates(self) -> int:
@@ -84,12 +85,12 @@ async def merge_batch(
                     await copy.write_row(row)
             staged = batch.rows + len(extra_rows)
         merged = 0
-        max_clock = None
+        max_clock = min_clock = None
         if staged:
             cur = await pconn.execute(insert_sql(spec, stage))
             merged = max(cur.rowcount, 0)
-            cur = await pconn.execute(f"SELECT max({spec.clock}) FROM {stage}")
-            max_clock = (await cur.fetchone())[0]
+            cur = await pconn.execute(f"SELECT max({spec.clock}), min({spec.clock}) FROM {stage}")
+            max_clock, min_clock = await cur.fetchone()
         cur = await pconn.execute(
             "UPDATE sync_cursors SET xmin_cursor = %s, rows_read = rows_read + %s, rows_merged = rows_merged + %s,"
             " last_received_at = GREATEST(last_received_at, %s), updated_at = now()"
@@ -98,4 +99,4 @@ async def merge_batch(
         )
         if cur.rowcount != 1:
             raise CursorConflict(f"{gatherer}/{spec.name}: cursor is no longer {batch.cursor}; rolled back")
-    return MergeResult(staged, merged, max_clock)
+    return MergeResult(staged, merged, max_clock, min_clock)
