@@ -39,7 +39,11 @@ def register(root: typer.Typer) -> None:
         timeout: float = typer.Option(5.0, "--timeout", help="Per-request timeout in seconds."),
         as_json: bool = JSON_OPTION,
     ) -> None:
-        """Exit 0 when the requirement holds, 3 when not, 4 when a database is unreachable, 6 when --wait times out."""
+        """Query services' /health and ping databases, once or --wait until the requirement holds.
+
+        Exit 0 when the requirement holds, 3 when not, 4 when a database is unreachable or refuses us, 6 when --wait
+        times out.
+        """
         from kalshictl.cli import output
         from kalshictl.errors import ConfigError
         from kalshictl.services import health_check as hc
