@@ -131,7 +131,7 @@ async def main() -> int:
         ok &= count(cluster, base) == n
         print(
             f"merge throughput: {offered / t_copy:,.0f} rows/s offered from 3 gatherers"
-            f"; COPY+staging vs executemany"
+            f" ({offered:,} rows, {n:,} distinct); COPY+staging vs executemany"
             f" {offered / t_base:,.0f} rows/s: ratio {t_base / t_copy:.1f}x"
         )
 
