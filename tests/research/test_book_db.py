@@ -43,6 +43,13 @@ def test_book_show_and_verify(prod):
     top = _cli("book", m.ticker, "--at", str(at), "--depth", "2", "--config", cfg)
     assert len(top["yes_bids"]) == 2 and top["yes_bids"] == out["yes_bids"][-2:]
 
+    text = subprocess.run(
+        [sys.executable, "-m", "kalshictl", "book", m.ticker, "--at", str(at), "--depth", "3", "--config", cfg],
+        capture_output=True,
+        text=True,
+    )
+    assert text.returncode == 0 and "best YES bid" in text.stdout and "NO view" in text.stdout, text.stderr
+
     end = m.deltas[-1][0]
     clean = _cli("book", "verify", m.ticker, "--from", str(T0), "--to", str(end), "--config", cfg)
     assert clean["ok"] and clean["checked"] == len(m.rest) > 5 and clean["matched"] == clean["checked"]
@@ -62,6 +69,13 @@ def test_book_show_and_verify(prod):
     assert (mm["window_from"], mm["window_to"]) == (recv2, recv3)
     assert mm["diffs"] and all(set(d) == {"side", "price", "expected", "rebuilt"} for d in mm["diffs"])
     assert bad["matched"] == bad["checked"] - 1
+    window = ("--from", str(T0), "--to", str(end))
+    human = subprocess.run(
+        [sys.executable, "-m", "kalshictl", "book", "verify", m.ticker, *window, "--config", cfg],
+        capture_output=True,
+        text=True,
+    )
+    assert human.returncode == 1 and "1 mismatched" in human.stdout and "disagree" in human.stderr
     # the rebuilt book after the gap differs from the truth exactly on the levels verify reported
     rebuilt = _cli("book", m.ticker, "--at", str(inst3), "--depth", "0", "--config", cfg)
     truth3 = m.book_at(inst3)
