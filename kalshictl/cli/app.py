@@ -67,7 +67,8 @@ def main() -> None:
     from kalshictl.errors import ExitCode, KalshiCtlError
 
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False returns typer.Exit's code instead of raising it; commands otherwise return None
+        result = app(standalone_mode=False)
     except KalshiCtlError as exc:
         from kalshictl.cli.output import error
 
@@ -79,11 +80,14 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
+    except Exception as exc:  # click usage errors (typer may vendor click as typer._click)
+        try:
+            from typer._click.exceptions import ClickException, UsageError  # type: ignore[import-not-found]
+        except ImportError:
+            from click.exceptions import ClickException, UsageError
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, ClickException):
             exc.show()
-            sys.exit(ExitCode.USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+            sys.exit(ExitCode.USAGE if isinstance(exc, UsageError) else exc.exit_code)
         raise
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -122,15 +122,7 @@ def _summary(demo, codes: dict) -> dict:
         ],
         "workdir": str(demo.base_dir) if demo.options.keep else None,
     }
-    ticker = demo.busiest_market()
-    summary["busiest_market"] = ticker
-    if ticker:
-        try:
-            from kalshictl.research.book_query import book_summary  # type: ignore[import-not-found]
-
-            summary["book"] = book_summary(demo.pipeline.production_dsn(), ticker)
-        except ImportError:
-            summary["book"] = None
+    summary["book"] = demo.book_check
     return summary
 
 
@@ -146,10 +138,24 @@ def _print_summary(summary: dict, demo) -> None:
     )
     book = summary.get("book")
     if book:
-        output.console.print(f"\n[bold]order book of the busiest market {summary['busiest_market']}[/bold]")
+        from kalshictl.units import format_price, format_size
+
+        verdict = "[green]equals[/green]" if book["matches_exchange"] else "[red]DIFFERS FROM[/red]"
         output.console.print(
-            book if isinstance(book, str) else output.table(book if isinstance(book, list) else [book])
+            f"\norder book of the busiest market [bold]{book['ticker']}[/bold], rebuilt from production "
+            f"(snapshot + {book['deltas_applied']} deltas), {verdict} the exchange's own book"
         )
+
+        def px(v):
+            return "-" if v is None else format_price(v)
+
+        output.console.print(
+            f"best YES bid {px(book['best_yes_bid'])}  best YES ask {px(book['best_yes_ask'])}  "
+            f"spread {px(book['spread'])}"
+        )
+        rows = [{"yes bid": format_price(p), "size": format_size(q)} for p, q in reversed(book["yes_bids"][-5:])]
+        output.console.print(output.table(rows, ["yes bid", "size"], title="top YES bids"))
+        output.console.print(f"try: kalshictl book {book['ticker']} --at now --config <workdir>/deduplicator.yaml")
     output.console.print(f"\nservice exit codes: {summary['exit_codes']}")
     if summary["workdir"]:
         output.console.print(f"kept: {summary['workdir']} (configs, logs, ground truth)")

@@ -145,7 +145,10 @@ class Demo:
         raise KalshiCtlError(f"{name} did not answer at {url} within {timeout:.0f}s")
 
     def stop(self) -> dict[str, int | None]:
-        """Graceful stop in the seed's order: gatherers flush, the deduplicator drains, then the exchange."""
+        """Graceful stop in the seed's order: gatherers flush, the deduplicator drains, then the exchange.
+
+        Before the exchange stops, the busiest market's book is rebuilt from production and compared with the
+        exchange's own book (``self.book_check``)."""
         gatherers = [self.pipeline.gatherer_name(i) for i in range(self.pipeline.config.gatherers)]
         codes = {}
         with contextlib.suppress(httpx.HTTPError):
@@ -154,10 +157,39 @@ class Demo:
             codes[name] = self.supervisor[name].terminate(30)
         self._drain()
         codes["deduplicator"] = self.supervisor["deduplicator"].terminate(30)
+        with contextlib.suppress(Exception):
+            self.book_check = self.check_book()
         with contextlib.suppress(httpx.HTTPError):
             self._http.post(f"http://127.0.0.1:{self.sim_port}/_sim/flush")
         codes["exchange"] = self.supervisor["exchange"].terminate(30)
         return codes
+
+    book_check: dict[str, Any] | None = None
+
+    def check_book(self) -> dict[str, Any] | None:
+        """Rebuild the busiest market's book now from production and compare it with the exchange's book."""
+        import psycopg
+
+        from kalshictl.research.book_query import book_at
+
+        ticker = self.busiest_market()
+        if ticker is None:
+            return None
+        _, exchange_book = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/book/{ticker}")
+        with psycopg.connect(self.pipeline.production_dsn()) as conn:
+            rebuilt = book_at(conn, ticker, int(time.time() * 1_000_000))
+        view = rebuilt.book.as_dict()
+        same = isinstance(exchange_book, dict) and (
+            [list(x) for x in exchange_book.get("yes", [])] == view["yes_bids"]
+            and [list(x) for x in exchange_book.get("no", [])] == view["no_bids"]
+        )
+        return {
+            "ticker": ticker,
+            "matches_exchange": same,
+            "deltas_applied": rebuilt.deltas_applied,
+            "base": rebuilt.base.describe(),
+            **view,
+        }
 
     def _drain(self, timeout: float = 30.0) -> None:
         """Wait until production stops growing (the deduplicator merged what the gatherers flushed)."""

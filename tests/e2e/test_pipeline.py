@@ -22,6 +22,9 @@ def test_clean_run_production_equals_ground_truth(tmp_path):
             assert all(s["status"] != "unhealthy" for s in state.services), state.services
             time.sleep(1.0)
         codes = demo.stop()
+        # the busiest market's book rebuilt from production equals the exchange's own book
+        assert demo.book_check is not None and demo.book_check["matches_exchange"], demo.book_check
+        assert demo.book_check["deltas_applied"] > 0
         assert codes == {"gatherer-1": 0, "gatherer-2": 0, "gatherer-3": 0, "deduplicator": 0, "exchange": 0}
         pipe = demo.pipeline
         reports = compare(pipe.production_dsn(), demo.ground_truth, ["gatherer-1", "gatherer-2", "gatherer-3"])
