@@ -166,6 +166,11 @@ class SyncSettings(_Section):
     max_batch_rows: int = Field(200_000, ge=1)
     market_sync_interval_s: float = Field(300.0, gt=0)
     wait_for_gatherer_s: float = Field(300.0, ge=0)
+    market_sync_enabled: bool = True
+    gap_margin_ms: float = Field(2000.0, ge=0, description="clock slack around a gap record (gap-trust rule)")
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    shutdown_timeout_s: float = Field(20.0, gt=0, description="wait this long for in-flight merges at stop")
 
 
 class DedupSettings(_Section):
