@@ -266,7 +266,11 @@ def rotate(t: RotationTarget, step: StepFn) -> dict:
     except KalshiCtlError as exc:
         raise RotationError(f"step read-current failed: {exc}. Nothing changed.", hint=exc.hint) from None
     step("read-current", "ok", f"{t.store.label} version {old_version}")
-    if not logs_in(t.login, old):
+    try:
+        current_ok = logs_in(t.login, old)
+    except DatabaseUnreachable as exc:
+        raise DatabaseUnreachable(f"step check-current failed: {exc}. Nothing changed.", hint=exc.hint) from None
+    if not current_ok:
         raise RotationError(
             f"step check-current failed: the current secret in {t.store.label} does not log in as {t.user}. "
             "Nothing changed: the store and the database already disagree.",
