@@ -13,6 +13,7 @@ import pytest
 
 from kalshictl.db.embedded import PostgresCluster
 from kalshictl.db.roles import set_password
+from kalshictl.secrets import resolve_secret
 from kalshictl.secrets.filestore import FileSecretStore
 from tests.helpers import write_config
 from tests.ops.util import AWS_ENV, kctl
@@ -62,7 +63,7 @@ def assert_no_plaintext(cluster, *texts: str, passwords: tuple[str, ...]) -> Non
             assert pw not in text
 
 
-def test_rotate_and_rollback_with_aws_secrets_manager(logged_cluster, moto_endpoint, sm_client, tmp_path):
+def test_rotate_and_rollback_with_aws_secrets_manager(logged_cluster, moto_endpoint, sm_client, tmp_path, monkeypatch):
     sm_client.create_secret(Name="kalshi-data/test/rds-password", SecretString=OLD)
     env = {**AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint}
     probe = tmp_path / "restart.json"
@@ -80,6 +81,9 @@ def test_rotate_and_rollback_with_aws_secrets_manager(logged_cluster, moto_endpo
     assert new_pw != OLD and len(new_pw) >= 40 and previous["SecretString"] == OLD
     assert result["current_version"] == new["VersionId"] and result["previous_version"] == previous["VersionId"]
     assert logs_in(logged_cluster, new_pw) and not logs_in(logged_cluster, OLD)
+    for key, value in env.items():  # services resolve `aws-sm:` references to the new current version
+        monkeypatch.setenv(key, value)
+    assert resolve_secret("aws-sm:kalshi-data/test/rds-password") == new_pw
     restart_seen = probe.read_text()
     assert "argv" in restart_seen
     assert_no_plaintext(logged_cluster, proc.stdout, proc.stderr, restart_seen, passwords=(OLD, new_pw))
@@ -88,7 +92,7 @@ def test_rotate_and_rollback_with_aws_secrets_manager(logged_cluster, moto_endpo
     assert back.returncode == 0, back.stderr
     assert logs_in(logged_cluster, OLD) and not logs_in(logged_cluster, new_pw)
     current = sm_client.get_secret_value(SecretId="kalshi-data/test/rds-password", VersionStage="AWSCURRENT")
-    assert current["SecretString"] == OLD
+    assert current["SecretString"] == OLD and resolve_secret("aws-sm:kalshi-data/test/rds-password") == OLD
     assert_no_plaintext(logged_cluster, back.stdout, back.stderr, passwords=(OLD, new_pw))
 
 
