@@ -106,7 +106,7 @@ DB_QUERIES = {
     "trade": "SELECT trade_id::text, ticker, exchange_ts, price, size, taker_side FROM trades",
     "delta": "SELECT ticker, exchange_ts, side, price, size_delta, occurrence FROM orderbook_deltas",
     "ticker": "SELECT ticker, exchange_ts, yes_bid, yes_ask, last_price, volume, open_interest FROM tickers",
-    "lifecycle": "SELECT ticker, event_type, exchange_ts FROM lifecycle_events WHERE event_type <> 'event_lifecycle'",
+    "lifecycle": "SELECT ticker, event_type, exchange_ts FROM lifecycle_events",
 }
 
 
