@@ -47,8 +47,7 @@ async def test_404_is_not_retried():
 
 async def test_signed_requests_are_accepted_and_unsigned_rejected():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     async with SimExchange(SimConfig(markets=3, seed=1, rate=0, paused=True, public_key=pub)) as ex:
         async with KalshiRest(ex.rest_url, requests_per_second=0, key_id="key-1", private_key=pem) as rest:
