@@ -265,6 +265,16 @@ def _format_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _env_value(raw: str) -> Any:
+    """An override's value: parsed as a YAML scalar/collection when it is valid YAML, else the raw string."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
@@ -277,7 +287,7 @@ def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[
                 nxt = {}
                 node[key] = nxt
             node = nxt
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        node[path[-1]] = _env_value(raw)
     return data
 
 
