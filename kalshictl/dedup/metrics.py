@@ -35,6 +35,11 @@ class DedupMetrics:
             ("gatherer", "decision"),
             registry=self.registry,
         )
+        self.production_ping = Gauge(
+            "kalshi_dedup_production_ping_seconds",
+            "production database ping round trip measured by /health (NaN while disconnected)",
+            registry=self.registry,
+        )
         self.gatherer_connected = Gauge(
             "kalshi_dedup_gatherer_connected",
             "1 if the gatherer database answers",

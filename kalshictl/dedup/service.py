@@ -284,6 +284,7 @@ class Deduplicator:
                     connected = True
                 except Exception:
                     connected = False
+        self.metrics.production_ping.set(float("nan") if ping_ms is None else ping_ms / 1000.0)
         report = dedup_health(
             production_connected=connected,
             production_ping_ms=ping_ms,

@@ -43,5 +43,9 @@ class GathererMetrics:
         self.resnapshots = Counter("kalshi_gatherer_resnapshots", "Markets re-snapshotted after a gap", registry=r)
         self.rest_requests = Gauge("kalshi_gatherer_rest_requests", "REST requests made", registry=r)
         self.rest_throttled = Gauge("kalshi_gatherer_rest_throttled", "REST 429 answers", registry=r)
+        self.db_ping = Gauge(
+            "kalshi_gatherer_db_ping_seconds", "Local database ping round trip (NaN while disconnected)", registry=r
+        )
+        self.db_connected = Gauge("kalshi_gatherer_db_connected", "1 if the local database answers", registry=r)
         self.info = Gauge("kalshi_gatherer_info", "Gatherer identity", ["name"], registry=r)
         self.info.labels(name=gatherer).set(1)

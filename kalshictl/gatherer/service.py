@@ -227,9 +227,13 @@ class Gatherer:
                 await self._db.set_autocommit(True)
             self.db_ping_ms = await asyncio.wait_for(ping_async(self._db), 5)
             self.db_connected = True
+            self.metrics.db_ping.set(self.db_ping_ms / 1000.0)
+            self.metrics.db_connected.set(1)
         except Exception:
             self.db_connected = False
             self.db_ping_ms = None
+            self.metrics.db_ping.set(float("nan"))
+            self.metrics.db_connected.set(0)
             if self._db is not None:
                 with contextlib.suppress(Exception):
                     await self._db.close()

@@ -75,6 +75,8 @@ async def test_service_end_to_end_health_and_status(dedup_env: DedupEnv) -> None
     metrics = (await _get(service.http_url + "/metrics")).text
     assert 'kalshi_dedup_rows_merged_total{gatherer="gatherer-1",table="trades"}' in metrics
     assert "kalshi_dedup_duplicates_absorbed_total" in metrics and "kalshi_dedup_sync_lag_seconds" in metrics
+    ping = [ln for ln in metrics.splitlines() if ln.startswith("kalshi_dedup_production_ping_seconds ")]
+    assert ping and 0 <= float(ping[0].split()[1]) < 5  # measured by the /health calls above
 
     status = await asyncio.to_thread(collect_status, dedup_env.settings())
     trades = [r for r in status["tables"] if r["table"] == "trades"]

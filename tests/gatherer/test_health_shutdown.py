@@ -45,6 +45,8 @@ async def test_health_flips_and_db_outage_recovers(pg_cluster_factory) -> None:
             body = (await httpx.AsyncClient().get(url)).json()
             assert set(body["components"]) == {"timescaledb", "websocket", "market_registry"}
             assert body["components"]["websocket"] == {"connections": 6, "healthy": 6}
+            metrics = (await httpx.AsyncClient().get(url.replace("/health", "/metrics"))).text
+            assert "kalshi_gatherer_db_connected 1.0" in metrics and "kalshi_gatherer_db_ping_seconds " in metrics
             # take 2 of 6 connections away (exchange refuses reconnects): 4/6 is degraded (scaled 140/150, 100/150)
             ex.set_faults("refuse=1:0.2")
             for conn in g.manager.book_conns[:2]:
@@ -58,6 +60,8 @@ async def test_health_flips_and_db_outage_recovers(pg_cluster_factory) -> None:
             ex.resume()
             await asyncio.to_thread(cluster.stop, "immediate")
             await until(lambda: status_is(503, "unhealthy"), 10, "unhealthy without the database")
+            metrics = (await httpx.AsyncClient().get(url.replace("/health", "/metrics"))).text
+            assert "kalshi_gatherer_db_connected 0.0" in metrics  # the alert rules' input
             await until(lambda: g.writers["orderbook_deltas"].failures > 0, 10, "writes failing")
             buffered = sum(g.writers.depth().values())
             await asyncio.to_thread(cluster.start)
