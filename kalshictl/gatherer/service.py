@@ -23,6 +23,7 @@ from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry
 from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.sequence import OpenGap
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class Gatherer:
         self.rest: Any = None
         self.http: Any = None
         self.phase = "init"
+        self._down_since: int | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -142,6 +144,7 @@ class Gatherer:
                 await self._db_ping()
                 if self._db is not None:
                     await self._db.execute(ENSURE_PARTITIONS_SQL)
+                    self._down_since = await self._read_heartbeat()
                     break
             except Exception as exc:
                 log.warning("%s: database not ready: %s", self.name, exc)
@@ -198,6 +201,10 @@ class Gatherer:
             ex.requests_per_second,
         )
         self.poller.start()
+        if self._down_since is not None:
+            # coverage resumed now: the time this gatherer was not recording is a gap like any other
+            self.router.write_gap(OpenGap("restart", None, None, self._down_since, now_us()), now_us())
+            self._down_since = None
         self.phase = "running"
         self.ready.set()
         log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
@@ -240,6 +247,23 @@ class Gatherer:
             self._db = None
             raise
 
+    async def _read_heartbeat(self) -> int | None:
+        """When this gatherer last had everything it received committed (None on a fresh database)."""
+        try:
+            cur = await self._db.execute("SELECT last_alive_us FROM gatherer_meta")  # type: ignore[union-attr]
+            row = await cur.fetchone()
+        except Exception as exc:  # schema older than migration 002
+            log.warning("%s: no coverage heartbeat (%s); run `kalshictl migrate`", self.name, exc)
+            return None
+        return row[0] if row else None
+
+    async def _write_heartbeat(self, until_us: int | None = None) -> None:
+        """Advance the coverage heartbeat to what is committed (capped at ``until_us``)."""
+        now = now_us()
+        through = self.writers.committed_through_us(now if until_us is None else min(now, until_us))
+        if self._db is not None and not self._db.closed:
+            await self._db.execute("UPDATE gatherer_meta SET last_alive_us = %s", (through,))
+
     async def _maintenance(self) -> None:
         last_partitions = time.monotonic()
         last_snap_retry = time.monotonic()
@@ -247,6 +271,9 @@ class Gatherer:
             await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
                 await self._db_ping()
+            if self.phase == "running":
+                with contextlib.suppress(Exception):
+                    await self._write_heartbeat()
             now = time.monotonic()
             if now - last_partitions > 3600 and self._db is not None:
                 with contextlib.suppress(Exception):
@@ -281,7 +308,6 @@ class Gatherer:
                 self.registry.add(t, status)
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
-        from kalshictl.gatherer.sequence import OpenGap
 
         if table == "sequence_gaps":
             return
@@ -352,6 +378,7 @@ class Gatherer:
         self.phase = "stopping"
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         log.info("%s: shutting down", self.name)
+        receiving_until = now_us()
         if self.manager is not None:
             self.manager.stop_receiving()  # 1
         if self.poller is not None:
@@ -362,6 +389,9 @@ class Gatherer:
         flushed = await self.writers.flush_all(remaining)  # 2
         if not flushed:
             log.error("%s: writers did not flush within the shutdown timeout: %s", self.name, self.writers.depth())
+        if self._down_since is None and self.ready.is_set():
+            with contextlib.suppress(Exception):  # coverage ended when receiving stopped
+                await asyncio.wait_for(self._write_heartbeat(receiving_until), 5)
         if self.manager is not None:
             await self.manager.close()  # 3
         for t in self._tasks:

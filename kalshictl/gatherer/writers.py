@@ -145,6 +145,7 @@ class BatchWriter:
         self._stopping = False
         self._flush_requested = False
         self._in_flight = 0
+        self._in_flight_from: int | None = None  # receive time (µs) of the oldest row being written
         # overflow accounting (pending report while the buffer stays full)
         self._ovf_rows = 0
         self._ovf_from = 0
@@ -174,6 +175,15 @@ class BatchWriter:
     # ----- producer side --------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._buf) + self._in_flight
+
+    def committed_through_us(self, now: int) -> int:
+        """A time (µs) before which every row given to this writer is committed; ``now`` when nothing is pending."""
+        through = now
+        if self._in_flight_from is not None:
+            through = min(through, self._in_flight_from)
+        if self._buf:
+            through = min(through, self._buf[0][self.spec.time_index] or now)
+        return through
 
     def add(self, row: tuple) -> bool:
         """Buffer one row; returns False (and accounts the loss loudly) when the buffer is full."""
@@ -260,18 +270,22 @@ class BatchWriter:
             batch = self._buf[: self.batch_rows]
             del self._buf[: len(batch)]
             self._in_flight = len(batch)
+            self._in_flight_from = batch[0][self.spec.time_index]
             self._oldest = time.monotonic() if self._buf else None
             try:
                 await self._write_batch(batch)
                 backoff = 0.05
                 self._in_flight = 0
+                self._in_flight_from = None
             except asyncio.CancelledError:
                 self._buf[:0] = batch
                 self._in_flight = 0
+                self._in_flight_from = None
                 raise
             except Exception as exc:
                 self._buf[:0] = batch  # keep order; nothing is lost
                 self._in_flight = 0
+                self._in_flight_from = None
                 self._oldest = time.monotonic()
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
@@ -396,6 +410,10 @@ class WriterSet:
 
     def depth(self) -> dict[str, int]:
         return {name: len(w) for name, w in self.by_table.items()}
+
+    def committed_through_us(self, now: int) -> int:
+        """A time (µs) before which everything received has been committed, over all tables."""
+        return min((w.committed_through_us(now) for w in self.by_table.values()), default=now)
 
     def stats(self) -> dict[str, Any]:
         return {
