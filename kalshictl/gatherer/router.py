@@ -89,6 +89,8 @@ class Router:
         self._msg_counters: dict[str, Any] = {}
         self.snapshot_requested: dict[str, float] = {}
         self.dropped_resync = 0
+        # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
+        self._pending_snaps: dict[str, list[tuple[tuple, WsConnection, int, int]]] = {}
         self.parse_errors = 0
         self.duplicates = 0
         self.last_exchange_ts = 0
@@ -137,6 +139,8 @@ class Router:
             self.write_gap(gap, now_us())
         self.occ.forget(ticker)
         self.snapshot_requested.pop(ticker, None)
+        for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
+            self._store_snapshot(fields, rx)
 
     # ----- entry point ----------------------------------------------------------------------------------------
     def handle(self, conn: WsConnection, raw: str | bytes, rx: int) -> None:
@@ -221,6 +225,7 @@ class Router:
                 len(conn.markets),
             )
         from_ts = conn.last_exchange_ts or rx
+        self._anchor_pending(conn)
         for t in conn.markets:
             self.sync.invalidate(t, OpenGap(reason, sid, t, from_ts, rx, expected, seq))
         self.request_snapshots(conn, list(conn.markets))
@@ -244,6 +249,10 @@ class Router:
             conn.last_exchange_ts = ts
             if ts > self.last_exchange_ts:
                 self.last_exchange_ts = ts
+        pending = self._pending_snaps.pop(d.ticker, None)
+        if pending is not None:
+            for fields, _conn, _last, _rx in pending:
+                self._store_snapshot(fields, ts - 1)  # every delta after the snapshot is at or after ts
         occurrence = self.occ.next(d.ticker, ts, d.side, d.price, d.size_delta)
         if not self.sync.accept_delta(d.ticker, ts):
             self.dropped_resync += 1
@@ -258,7 +267,49 @@ class Router:
         self.snapshot_requested.pop(s.ticker, None)
         if gap is not None:
             self.write_gap(gap, cut)
-        self._snaps.add((rx, None, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq))
+        fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
+        self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, conn.last_exchange_ts, rx))
+
+    # A WebSocket snapshot carries no exchange time. Its exact place in the exchange's history is known from the
+    # stream: every later delta of the market comes after it. So the row is held until the market's next delta
+    # arrives and stored with exchange_ts = that delta's time - 1 µs (``book`` applies deltas with exchange_ts >
+    # anchor). If no delta follows within ``SNAPSHOT_ANCHOR_WAIT_S`` the receive time is a safe anchor (a later delta
+    # is generated after it). After a sequence gap the last exchange time seen before the snapshot is used.
+    SNAPSHOT_ANCHOR_WAIT_S = 2.0
+
+    def _store_snapshot(self, fields: tuple, anchor: int | None) -> None:
+        rx, ticker, source, *rest = fields
+        self._snaps.add((rx, anchor, ticker, source, *rest))
+
+    def _anchor_pending(self, conn: WsConnection) -> None:
+        for ticker in [t for t, items in self._pending_snaps.items() if any(c is conn for _, c, _, _ in items)]:
+            keep = []
+            for fields, c, last, rx in self._pending_snaps.pop(ticker):
+                if c is conn:
+                    self._store_snapshot(fields, min(last, rx) if last else None)
+                else:
+                    keep.append((fields, c, last, rx))
+            if keep:
+                self._pending_snaps[ticker] = keep
+
+    def flush_pending_snapshots(self, now: int, *, force: bool = False) -> int:
+        """Store snapshots no delta followed within the anchor wait (all of them with ``force``); returns how many."""
+        wait_us = int(self.SNAPSHOT_ANCHOR_WAIT_S * 1_000_000)
+        stored = 0
+        for ticker in list(self._pending_snaps):
+            items = self._pending_snaps[ticker]
+            due = [it for it in items if force or now - it[3] >= wait_us]
+            if not due:
+                continue
+            for fields, _c, _last, rx in due:
+                self._store_snapshot(fields, rx)
+                stored += 1
+            rest = [it for it in items if it not in due]
+            if rest:
+                self._pending_snaps[ticker] = rest
+            else:
+                del self._pending_snaps[ticker]
+        return stored
 
     # ----- global channels ------------------------------------------------------------------------------------
     def _trade(self, t: Trade, rx: int) -> None:
@@ -345,6 +396,7 @@ class Router:
 
     def on_disconnect(self, conn: WsConnection, old_sids: dict[str, int]) -> None:
         """A connection dropped: open coverage windows for everything it carried."""
+        self._anchor_pending(conn)
         rx = now_us()
         from_ts = conn.last_exchange_ts or rx
         if conn.kind == "orderbook":

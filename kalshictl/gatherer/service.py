@@ -279,6 +279,7 @@ class Gatherer:
                 with contextlib.suppress(Exception):
                     await self._db.execute(ENSURE_PARTITIONS_SQL)
                     last_partitions = now
+            self.router.flush_pending_snapshots(now_us())
             if now - last_snap_retry > 5:
                 last_snap_retry = now
                 self.router.retry_stale_snapshots()
@@ -383,6 +384,7 @@ class Gatherer:
             self.manager.stop_receiving()  # 1
         if self.poller is not None:
             await self.poller.stop()
+        self.router.flush_pending_snapshots(now_us(), force=True)
         for gap in self.router.open_gaps():
             self.router.write_gap(gap, None)
         remaining = max(1.0, deadline - time.monotonic() - 2.0)

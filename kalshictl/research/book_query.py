@@ -101,8 +101,10 @@ class BookAt:
 
 
 def book_at(conn: psycopg.Connection, ticker: str, at_us: int) -> BookAt:
-    """Rebuild ``ticker``'s book at ``at_us``: nearest earlier snapshot + deltas in (anchor, at_us]."""
-    base = nearest_snapshot(conn, ticker, at_us)
+    """Rebuild ``ticker``'s book at ``at_us``: nearest earlier WS snapshot (else REST) + deltas in (anchor, at_us]."""
+    # WebSocket snapshots have an exact place in the stream (the gatherer anchors them just before the next delta);
+    # a REST snapshot's instant is only known to within its request's round trip, so it is the fallback.
+    base = nearest_snapshot(conn, ticker, at_us, sources=("ws",)) or nearest_snapshot(conn, ticker, at_us)
     if base is None:
         raise KalshiCtlError(
             f"no order-book snapshot of {ticker} at or before that time",

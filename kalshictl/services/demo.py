@@ -159,20 +159,24 @@ class Demo:
         codes["deduplicator"] = self.supervisor["deduplicator"].terminate(30)
         with contextlib.suppress(Exception):
             self.book_check = self.check_book()
+        if self.check_every_book:
+            self.books_check = self.check_all_books()
         with contextlib.suppress(httpx.HTTPError):
             self._http.post(f"http://127.0.0.1:{self.sim_port}/_sim/flush")
         codes["exchange"] = self.supervisor["exchange"].terminate(30)
         return codes
 
     book_check: dict[str, Any] | None = None
+    books_check: dict[str, Any] | None = None
+    check_every_book = False  # tests: compare every market's rebuilt book with the exchange at stop
 
-    def check_book(self) -> dict[str, Any] | None:
-        """Rebuild the busiest market's book now from production and compare it with the exchange's book."""
+    def check_book(self, ticker: str | None = None) -> dict[str, Any] | None:
+        """Rebuild a market's book (default: the busiest) now from production; compare with the exchange's book."""
         import psycopg
 
         from kalshictl.research.book_query import book_at
 
-        ticker = self.busiest_market()
+        ticker = ticker or self.busiest_market()
         if ticker is None:
             return None
         _, exchange_book = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/book/{ticker}")
@@ -190,6 +194,23 @@ class Demo:
             "base": rebuilt.base.describe(),
             **view,
         }
+
+    def check_all_books(self) -> dict[str, Any]:
+        """Rebuild every market that has deltas and compare each with the exchange's own book."""
+        import psycopg
+
+        with psycopg.connect(self.pipeline.production_dsn()) as conn:
+            tickers = [r[0] for r in conn.execute("SELECT DISTINCT ticker FROM orderbook_deltas").fetchall()]
+        mismatched = []
+        for ticker in tickers:
+            try:
+                result = self.check_book(ticker)
+            except Exception as exc:  # no snapshot of a market: report it, do not hide it
+                mismatched.append({"ticker": ticker, "error": str(exc)})
+                continue
+            if result is None or not result["matches_exchange"]:
+                mismatched.append({"ticker": ticker, "base": result and result["base"]})
+        return {"checked": len(tickers), "mismatched": mismatched}
 
     def _drain(self, timeout: float = 30.0) -> None:
         """Wait until production stops growing (the deduplicator merged what the gatherers flushed)."""

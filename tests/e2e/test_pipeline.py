@@ -13,6 +13,7 @@ from kalshictl.services.demo import Demo, DemoOptions
 @pytest.mark.slow
 def test_clean_run_production_equals_ground_truth(tmp_path):
     demo = Demo(DemoOptions(markets=80, seed=21, rate=200, duration_s=15))
+    demo.check_every_book = True
     try:
         demo.setup()
         demo.start()
@@ -25,6 +26,8 @@ def test_clean_run_production_equals_ground_truth(tmp_path):
         # the busiest market's book rebuilt from production equals the exchange's own book
         assert demo.book_check is not None and demo.book_check["matches_exchange"], demo.book_check
         assert demo.book_check["deltas_applied"] > 0
+        # and so does every market's: snapshots (anchored in the stream) + deltas reproduce the exchange exactly
+        assert demo.books_check["checked"] > 20 and demo.books_check["mismatched"] == [], demo.books_check
         assert codes == {"gatherer-1": 0, "gatherer-2": 0, "gatherer-3": 0, "deduplicator": 0, "exchange": 0}
         pipe = demo.pipeline
         reports = compare(pipe.production_dsn(), demo.ground_truth, ["gatherer-1", "gatherer-2", "gatherer-3"])

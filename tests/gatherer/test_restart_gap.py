@@ -34,6 +34,16 @@ def _restart_gaps(dsn: str) -> list[tuple]:
         ).fetchall()
 
 
+def _wait_restart_gaps(dsn: str, n: int, timeout: float = 10.0) -> list[tuple]:
+    """The gap row is committed by the batch writer shortly after the gatherer reports healthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        gaps = _restart_gaps(dsn)
+        if len(gaps) >= n or time.monotonic() > deadline:
+            return gaps
+        time.sleep(0.1)
+
+
 def test_kill9_downtime_becomes_a_restart_gap(gatherer_dsn: str, tmp_path) -> None:
     port = free_port()
     sim = SimExchange.start_in_thread(SimConfig(markets=30, seed=17, rate=200))
@@ -53,7 +63,7 @@ def test_kill9_downtime_becomes_a_restart_gap(gatherer_dsn: str, tmp_path) -> No
         proc.start()
         _wait_healthy(port, proc)
         resumed_at = time.time_ns() // 1000
-        gaps = _restart_gaps(gatherer_dsn)
+        gaps = _wait_restart_gaps(gatherer_dsn, 1)
         assert len(gaps) == 1, gaps
         ticker, sid, from_ts, to_ts = gaps[0]
         assert ticker is None and sid is None  # the whole gatherer was blind
@@ -65,7 +75,7 @@ def test_kill9_downtime_becomes_a_restart_gap(gatherer_dsn: str, tmp_path) -> No
         # a graceful stop is remembered too: the next start records the window since receiving stopped
         proc.start()
         _wait_healthy(port, proc)
-        assert len(_restart_gaps(gatherer_dsn)) == 2
+        assert len(_wait_restart_gaps(gatherer_dsn, 2)) == 2
         proc.terminate()
     finally:
         proc.kill()
