@@ -40,6 +40,7 @@ def register(root: typer.Typer) -> None:
                 keep=keep or workdir is not None,
             )
         )
+        demo.check_every_book = True
         try:
             with output.err_console.status("starting embedded PostgreSQL, creating roles and schemas…"):
                 demo.setup()
@@ -75,15 +76,16 @@ def _dashboard(state, duration: float):
     from kalshictl.cli.output import styled_status
 
     services = Table(title=f"kalshictl demo — {state.elapsed_s:,.0f}s of {duration:,.0f}s", expand=False)
-    for col in ("service", "status", "pid", "markets", "ws", "msgs/s"):
+    for col in ("service", "status", "pid", "markets", "ws", "per s"):
         services.add_column(col)
+    services.caption = "per s: events the exchange emits / messages each gatherer receives"
     ex = state.exchange
     services.add_row(
         "exchange (sim)",
         styled_status("healthy" if ex else "down"),
         "-",
-        "-",
-        str(ex.get("connections", "-")),
+        _num(ex.get("markets")),
+        f"{ex.get('connections', '-')} clients",
         _num(ex.get("rate")),
     )
     for svc in state.services:
@@ -123,6 +125,7 @@ def _summary(demo, codes: dict) -> dict:
         "workdir": str(demo.base_dir) if demo.options.keep else None,
     }
     summary["book"] = demo.book_check
+    summary["books"] = demo.books_check
     return summary
 
 
@@ -155,7 +158,22 @@ def _print_summary(summary: dict, demo) -> None:
         )
         rows = [{"yes bid": format_price(p), "size": format_size(q)} for p, q in reversed(book["yes_bids"][-5:])]
         output.console.print(output.table(rows, ["yes bid", "size"], title="top YES bids"))
-        output.console.print(f"try: kalshictl book {book['ticker']} --at now --config <workdir>/deduplicator.yaml")
+        if summary["workdir"]:
+            cluster = demo.pipeline.production_cluster
+            prefix = f"runuser -u {cluster.os_user} -- " if cluster.os_user else ""
+            output.console.print(
+                "query it yourself:\n"
+                f"  {prefix}{cluster.bindir}/pg_ctl -D {cluster.data_dir} -l {cluster.log_file} start\n"
+                f"  kalshictl book {book['ticker']} --at now --config {summary['workdir']}/deduplicator.yaml",
+                markup=False,
+            )
+    books = summary.get("books")
+    if books:
+        ok = books["checked"] - len(books["mismatched"])
+        style = "green" if not books["mismatched"] else "red"
+        output.console.print(
+            f"[{style}]{ok} of {books['checked']} markets' books rebuilt from production equal the exchange's[/{style}]"
+        )
     output.console.print(f"\nservice exit codes: {summary['exit_codes']}")
     if summary["workdir"]:
         output.console.print(f"kept: {summary['workdir']} (configs, logs, ground truth)")

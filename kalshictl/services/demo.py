@@ -224,12 +224,16 @@ class Demo:
             time.sleep(1.0)
 
     def close(self) -> None:
-        """Kill anything left and remove the working directory unless asked to keep it."""
+        """Kill anything left; delete the clusters and working directory unless asked to keep them (then the
+        clusters are only stopped: `kalshictl` commands work on them again after `pg_ctl start`)."""
         self.supervisor.kill_all()
         self._http.close()
+        if self.options.keep:
+            for cluster in self.pipeline.clusters:
+                cluster.stop()
+            return
         self.pipeline.destroy()
-        if not self.options.keep:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
     # -- sampling -----------------------------------------------------------------------------------------------
     def production_counts(self) -> dict[str, int]:
@@ -254,11 +258,14 @@ class Demo:
         state = DemoState(elapsed_s=now - self.started_at)
         _, stats = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/stats")
         if isinstance(stats, dict):
-            sent = _total_messages(stats)
+            events = stats.get("events") or {}
+            emitted = float(sum(v for v in events.values() if isinstance(v, int | float)))
+            conns = stats.get("connections") or {}
             state.exchange = {
-                "messages": sent,
-                "rate": self._rate("exchange", sent, now),
-                "connections": stats.get("connections"),
+                "events": emitted,
+                "rate": self._rate("exchange", emitted, now),
+                "connections": conns.get("open") if isinstance(conns, dict) else conns,
+                "markets": stats.get("markets"),
             }
         ports = self.pipeline._ports_for()
         for i in range(self.pipeline.config.gatherers):
@@ -324,13 +331,6 @@ class Demo:
                 "SELECT ticker FROM orderbook_deltas GROUP BY ticker ORDER BY count(*) DESC LIMIT 1"
             ).fetchone()
         return row[0] if row else None
-
-
-def _total_messages(stats: dict) -> float:
-    sent = stats.get("messages_sent") or stats.get("messages") or {}
-    if isinstance(sent, dict):
-        return float(sum(v for v in sent.values() if isinstance(v, int | float)))
-    return float(sent) if isinstance(sent, int | float) else 0.0
 
 
 def _received(status: Any) -> float | None:
