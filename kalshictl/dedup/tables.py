@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kalshictl.schema import EVENT_COLUMNS, GAP_COLUMNS, PRODUCTION_KEYS
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -19,68 +21,18 @@ class TableSpec:
         return (*self.columns, "gatherer")
 
 
-TRADES = TableSpec(
-    "trades",
-    ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade"),
-    ("trade_id", "exchange_ts"),
-    "received_at",
-)
+TRADES = TableSpec("trades", EVENT_COLUMNS["trades"], PRODUCTION_KEYS["trades"], "received_at")
 DELTAS = TableSpec(
-    "orderbook_deltas",
-    ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence"),
-    ("ticker", "exchange_ts", "side", "price", "size_delta", "occurrence"),
-    "received_at",
+    "orderbook_deltas", EVENT_COLUMNS["orderbook_deltas"], PRODUCTION_KEYS["orderbook_deltas"], "received_at"
 )
 SNAPSHOTS = TableSpec(
-    "orderbook_snapshots",
-    (
-        "snapshot_ts",
-        "exchange_ts",
-        "ticker",
-        "source",
-        "yes_bids",
-        "yes_asks",
-        "no_bids",
-        "no_asks",
-        "best_yes_bid",
-        "best_yes_ask",
-        "spread",
-    ),
-    ("ticker", "snapshot_ts", "source", "gatherer"),
-    "snapshot_ts",
+    "orderbook_snapshots", EVENT_COLUMNS["orderbook_snapshots"], PRODUCTION_KEYS["orderbook_snapshots"], "snapshot_ts"
 )
-TICKERS = TableSpec(
-    "tickers",
-    (
-        "exchange_ts",
-        "received_at",
-        "ticker",
-        "yes_bid",
-        "yes_ask",
-        "last_price",
-        "volume",
-        "open_interest",
-        "dollar_volume",
-        "dollar_open_interest",
-        "yes_bid_size",
-        "yes_ask_size",
-        "last_trade_size",
-    ),
-    ("ticker", "exchange_ts"),
-    "received_at",
-)
+TICKERS = TableSpec("tickers", EVENT_COLUMNS["tickers"], PRODUCTION_KEYS["tickers"], "received_at")
 LIFECYCLE = TableSpec(
-    "lifecycle_events",
-    ("exchange_ts", "received_at", "ticker", "event_type", "payload"),
-    ("ticker", "event_type", "exchange_ts"),
-    "received_at",
+    "lifecycle_events", EVENT_COLUMNS["lifecycle_events"], PRODUCTION_KEYS["lifecycle_events"], "received_at"
 )
-GAPS = TableSpec(
-    "sequence_gaps",
-    ("gap_id", "sid", "ticker", "reason", "expected_seq", "received_seq", "from_ts", "to_ts", "detected_at"),
-    ("gatherer", "gap_id"),
-    "detected_at",
-)
+GAPS = TableSpec("sequence_gaps", ("gap_id", *GAP_COLUMNS), PRODUCTION_KEYS["sequence_gaps"], "detected_at")
 
 ALL_TABLES: tuple[TableSpec, ...] = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
 BY_NAME = {t.name: t for t in ALL_TABLES}

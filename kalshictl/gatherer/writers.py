@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.schema import EVENT_COLUMNS, GAP_COLUMNS
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -40,64 +42,13 @@ class TableSpec:
     time_index: int = 1  # index of the received-at style column (µs) used for commit lag and overflow windows
 
 
-TRADES = TableSpec(
-    "trades",
-    ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade", "sid"),
-    time_index=2,
-)
-DELTAS = TableSpec(
-    "orderbook_deltas",
-    ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence", "seq", "sid"),
-    time_index=1,
-)
-SNAPSHOTS = TableSpec(
-    "orderbook_snapshots",
-    (
-        "snapshot_ts",
-        "exchange_ts",
-        "ticker",
-        "source",
-        "yes_bids",
-        "yes_asks",
-        "no_bids",
-        "no_asks",
-        "best_yes_bid",
-        "best_yes_ask",
-        "spread",
-        "sid",
-        "seq",
-    ),
-    time_index=0,
-)
-TICKERS = TableSpec(
-    "tickers",
-    (
-        "exchange_ts",
-        "received_at",
-        "ticker",
-        "yes_bid",
-        "yes_ask",
-        "last_price",
-        "volume",
-        "open_interest",
-        "dollar_volume",
-        "dollar_open_interest",
-        "yes_bid_size",
-        "yes_ask_size",
-        "last_trade_size",
-        "sid",
-    ),
-    time_index=1,
-)
-LIFECYCLE = TableSpec(
-    "lifecycle_events", ("exchange_ts", "received_at", "ticker", "event_type", "payload", "sid"), time_index=1
-)
-GAPS = TableSpec(
-    "sequence_gaps",
-    ("gatherer", "sid", "ticker", "reason", "expected_seq", "received_seq", "from_ts", "to_ts", "detected_at"),
-    dedup=False,
-    time_index=8,
-)
+# Row tuples are the shared event columns followed by this gatherer's connection facts.
+TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2)
+DELTAS = TableSpec("orderbook_deltas", (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"), time_index=1)
+SNAPSHOTS = TableSpec("orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0)
+TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1)
+LIFECYCLE = TableSpec("lifecycle_events", (*EVENT_COLUMNS["lifecycle_events"], "sid"), time_index=1)
+GAPS = TableSpec("sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=8)
 ALL_TABLES = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
 
 

@@ -1,0 +1,53 @@
+"""The event tables' shared columns and dedup keys, in one place.
+
+Gatherer tables add their connection facts (``sid``, ``seq``) and ``txid``; production tables add ``gatherer``.
+Must match ``migrations/*/001_events.sql`` (``tests/test_schema.py`` checks it against a migrated database).
+"""
+
+from __future__ import annotations
+
+EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "trades": ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade"),
+    "orderbook_deltas": ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence"),
+    "orderbook_snapshots": (
+        "snapshot_ts",
+        "exchange_ts",
+        "ticker",
+        "source",
+        "yes_bids",
+        "yes_asks",
+        "no_bids",
+        "no_asks",
+        "best_yes_bid",
+        "best_yes_ask",
+        "spread",
+    ),
+    "tickers": (
+        "exchange_ts",
+        "received_at",
+        "ticker",
+        "yes_bid",
+        "yes_ask",
+        "last_price",
+        "volume",
+        "open_interest",
+        "dollar_volume",
+        "dollar_open_interest",
+        "yes_bid_size",
+        "yes_ask_size",
+        "last_trade_size",
+    ),
+    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload"),
+}
+
+# Production primary keys: exchange facts (ARCHITECTURE.md decision 3); snapshots are per-gatherer observations.
+PRODUCTION_KEYS: dict[str, tuple[str, ...]] = {
+    "trades": ("trade_id", "exchange_ts"),
+    "orderbook_deltas": ("ticker", "exchange_ts", "side", "price", "size_delta", "occurrence"),
+    "orderbook_snapshots": ("ticker", "snapshot_ts", "source", "gatherer"),
+    "tickers": ("ticker", "exchange_ts"),
+    "lifecycle_events": ("ticker", "event_type", "exchange_ts"),
+    "sequence_gaps": ("gatherer", "gap_id"),
+}
+
+GAP_COLUMNS = ("sid", "ticker", "reason", "expected_seq", "received_seq", "from_ts", "to_ts", "detected_at")
