@@ -58,6 +58,7 @@ class WsConnection:
         self.connected = False
         self.last_rx = time.monotonic()
         self.last_exchange_ts = 0
+        self.last_in_sequence_rx = 0  # receive time (µs) of the last frame whose seq was in order
         self.reconnects = 0
         self.frames = 0
         self.connected_since: float | None = None
@@ -123,6 +124,16 @@ class WsConnection:
             chunk = tickers[i : i + CHUNK]
             params = {"sids": [sid], "action": "get_snapshot", "market_tickers": chunk}
             await self.send("update_subscription", params, "get_snapshot", chunk)
+
+    async def probe_seq(self) -> None:
+        """Ask for the order-book sid's current seq: re-adding a market already in the subscription is a no-op whose
+        ``ok`` ack carries the sid's last seq, ordered after the data on the socket (see Router._ack_seq)."""
+        sid = self.sids.get(ORDERBOOK)
+        if sid is None or not self.markets:
+            return
+        ticker = next(iter(self.markets))
+        params = {"sids": [sid], "action": "add_markets", "market_tickers": [ticker]}
+        await self.send("update_subscription", params, "seq_probe", [ticker])
 
     async def unsubscribe_markets(self, tickers: list[str]) -> None:
         """Remove markets from this shard's subscription."""

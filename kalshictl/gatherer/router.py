@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from kalshictl.gatherer.metrics import GathererMetrics
     from kalshictl.gatherer.writers import WriterSet
 
+GAP_CLOCK_SLACK_US = 1_000_000  # exchange vs gatherer clock allowance when a gap's start is a receive time
+
 log = logging.getLogger("kalshictl.gatherer.router")
 
 LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
@@ -89,6 +91,7 @@ class Router:
         self._msg_counters: dict[str, Any] = {}
         self.snapshot_requested: dict[str, float] = {}
         self.dropped_resync = 0
+        self.tail_gaps = 0  # gaps revealed only by a seq probe's ack
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
         self._pending_snaps: dict[str, list[tuple[tuple, WsConnection, int, int]]] = {}
         self.parse_errors = 0
@@ -178,6 +181,8 @@ class Router:
                 self._count(rec.type)  # type: ignore[union-attr]
                 if rec.id is not None:  # type: ignore[union-attr]
                     conn.pending.pop(rec.id, None)  # type: ignore[union-attr]
+                if rec.type == "ok" and rec.sid is not None and rec.seq is not None:  # type: ignore[union-attr]
+                    self._ack_seq(conn, rec.sid, rec.seq, rx)  # type: ignore[union-attr]
         except Exception:  # a routing bug must not kill the connection's read loop
             log.exception("router: failed to handle a %s", t.__name__)
         n_unknown = sum(self.parser.unknown_fields.values())
@@ -207,13 +212,31 @@ class Router:
         prev = tracker.last
         verdict = tracker.check(seq)
         if verdict is OK:
+            conn.last_in_sequence_rx = rx
             return True
         if verdict is DUPLICATE:
             self.duplicates += 1
             self.metrics.duplicates.inc()
             return False
         reason = "seq_gap" if verdict is GAP else "seq_backwards"
-        expected = None if prev is None else prev + 1
+        self._sequence_broken(conn, sid, reason, None if prev is None else prev + 1, seq, rx)
+        return True
+
+    def _ack_seq(self, conn: WsConnection, sid: int, seq: int, rx: int) -> None:
+        """An ``ok`` ack carries the sid's last data seq and is ordered after that data on the socket: a higher seq
+        than we received means frames were lost with nothing after them to reveal it (a quiet market's last delta)."""
+        tracker = conn.trackers.get(sid)
+        if tracker is None or tracker.last is None or seq <= tracker.last:
+            return
+        expected = tracker.last + 1
+        tracker.last = seq
+        self.tail_gaps += 1
+        self._sequence_broken(conn, sid, "seq_gap", expected, seq, rx)
+
+    def _sequence_broken(
+        self, conn: WsConnection, sid: int, reason: str, expected: int | None, seq: int | None, rx: int
+    ) -> None:
+        """Every market of the subscription is untrusted until its fresh snapshot arrives."""
         if self._log.ok(f"gap:{conn.name}"):
             log.warning(
                 "%s sid %d: %s (expected %s, got %s): re-snapshotting %d markets",
@@ -224,12 +247,13 @@ class Router:
                 seq,
                 len(conn.markets),
             )
-        from_ts = conn.last_exchange_ts or rx
+        # Lost frames were sent after the last frame we received in sequence: the exchange time of the last delta
+        # seen, or (no delta yet on this connection) that frame's receive time less a clock slack.
+        from_ts = conn.last_exchange_ts or (conn.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
         self._anchor_pending(conn)
         for t in conn.markets:
             self.sync.invalidate(t, OpenGap(reason, sid, t, from_ts, rx, expected, seq))
         self.request_snapshots(conn, list(conn.markets))
-        return True
 
     def request_snapshots(self, conn: WsConnection, tickers: list[str]) -> None:
         """Ask the exchange for fresh snapshots of these markets."""
@@ -398,7 +422,7 @@ class Router:
         """A connection dropped: open coverage windows for everything it carried."""
         self._anchor_pending(conn)
         rx = now_us()
-        from_ts = conn.last_exchange_ts or rx
+        from_ts = conn.last_exchange_ts or (conn.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
         if conn.kind == "orderbook":
             sid = old_sids.get("orderbook_delta")
             for t in conn.markets:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from kalshictl.health.thresholds import HealthReport
     from kalshictl.kalshi.messages import Lifecycle
 
+# How often each order-book subscription's seq is probed, so a lost frame followed by silence (an idle market) is
+# detected within this time instead of at the market's next change.
+SEQ_PROBE_INTERVAL_S = 5.0
+
 log = logging.getLogger("kalshictl.gatherer")
 
 ENSURE_PARTITIONS_SQL = (
@@ -267,6 +271,7 @@ class Gatherer:
     async def _maintenance(self) -> None:
         last_partitions = time.monotonic()
         last_snap_retry = time.monotonic()
+        last_probe = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
@@ -280,6 +285,10 @@ class Gatherer:
                     await self._db.execute(ENSURE_PARTITIONS_SQL)
                     last_partitions = now
             self.router.flush_pending_snapshots(now_us())
+            if self.manager is not None and now - last_probe >= SEQ_PROBE_INTERVAL_S:
+                last_probe = now
+                for conn in self.manager.book_conns:
+                    self.router.spawn(conn.probe_seq())
             if now - last_snap_retry > 5:
                 last_snap_retry = now
                 self.router.retry_stale_snapshots()

@@ -142,3 +142,14 @@ def sim_factory() -> Iterator[Callable[..., Any]]:
         return SimExchange(SimConfig(**kw))
 
     yield make
+
+
+async def probe_all(g) -> None:
+    """Probe every order-book subscription's seq and wait for the acks."""
+    for conn in g.manager.book_conns:
+        await conn.probe_seq()
+
+    def acked() -> bool:
+        return not any(p[0] == "seq_probe" for c in g.manager.book_conns for p in c.pending.values())
+
+    await until(acked, 10, "seq probe acks")

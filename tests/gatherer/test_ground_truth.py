@@ -9,7 +9,7 @@ import pytest
 from kalshictl.gatherer.service import Gatherer
 from kalshictl.sim import SimConfig, SimExchange
 from kalshictl.sim.ground_truth import load
-from tests.gatherer.conftest import covered, db_gaps, db_keys, gt_keys, make_settings, until
+from tests.gatherer.conftest import covered, db_gaps, db_keys, gt_keys, make_settings, probe_all, until
 
 
 async def _run_and_compare(
@@ -49,6 +49,8 @@ async def _run_and_compare(
                     and sum(len(g.writers[t]) for t in g.writers.by_table) == 0
                 )
 
+            if faults or drops:
+                await probe_all(g)  # reveal lost frames that nothing followed (the exchange is paused now)
             await until(settled, 20, "stored rows to match the ground truth", interval=0.25)
             if faults or drops:
                 await until(lambda: not g.router.sync.awaiting, 15, "resync to finish")
@@ -88,3 +90,30 @@ async def test_faulted_run_never_wrong_and_gaps_cover_losses(gatherer_dsn: str, 
     assert g.router.parse_errors > 0 and g.router.duplicates > 0
     assert any(reason in ("seq_gap", "seq_backwards") for _, reason, _, _ in gaps)
     assert any(reason == "disconnect" for _, reason, _, _ in gaps)
+
+
+async def test_a_lost_last_delta_is_found_by_the_seq_probe(gatherer_dsn: str) -> None:
+    """A delta lost with nothing after it on its subscription (an idle market) is a gap found by the seq probe."""
+    async with SimExchange(SimConfig(markets=20, seed=8, rate=0, paused=True)) as ex:
+        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
+        task = asyncio.create_task(g.run())
+        try:
+            assert await g.wait_ready(30)
+            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
+            await probe_all(g)
+            assert g.router.tail_gaps == 0  # nothing lost yet: the probe's acks match what was received
+            ex.set_faults("skip_seq=1.0")  # every order-book frame from now on is lost in transit
+            ex.step(200)
+            ex.set_faults("")
+            ex.flush()
+            lost = [r for r in load(ex.ground_truth_path) if r["kind"] == "delta"]
+            assert lost
+            await probe_all(g)
+            await until(lambda: g.router.tail_gaps > 0, 10, "the probe to reveal the lost frames")
+            await until(lambda: not g.router.sync.awaiting, 15, "resnapshots")
+        finally:
+            g.request_stop()
+            await asyncio.wait_for(task, 30)
+    gaps = db_gaps(gatherer_dsn)
+    truth = gt_keys(lost)
+    assert all(covered("delta", k, gaps) for k in truth["delta"]), "lost deltas outside the recorded gap windows"
