@@ -76,17 +76,19 @@ def load_migrations(target: Target, root: Path | None = None) -> list[Migration]
     """Read and order the migration files of a target."""
     if target not in ("gatherer", "production"):
         raise ConfigError(f"--target: expected gatherer or production, got {target!r}")
-    folder = (root or migrations_root()) / target
+    base = root or migrations_root()
+    folder = base / target
     if not folder.is_dir():
         raise KalshiCtlError(f"migrations folder not found: {folder}")
     out = []
-    for path in sorted(folder.iterdir()):
+    # common/ holds what every database gets (helpers); versions are unique across common/ and the target's folder
+    for path in sorted([*(base / "common").glob("*.sql"), *folder.iterdir()], key=lambda p: p.name):
         match = _FILE_RE.match(path.name)
         if match:
             out.append(Migration(int(match.group(1)), match.group(2), path, path.read_text()))
     versions = [m.version for m in out]
     if len(set(versions)) != len(versions):
-        raise KalshiCtlError(f"duplicate migration versions in {folder}")
+        raise KalshiCtlError(f"duplicate migration versions in {base / 'common'} and {folder}")
     return out
 
 
