@@ -62,8 +62,8 @@ def test_kill9_downtime_becomes_a_restart_gap(gatherer_dsn: str, tmp_path) -> No
         time.sleep(2.0)  # the outage being measured
         proc.start()
         _wait_healthy(port, proc)
-        resumed_at = time.time_ns() // 1000
         gaps = _wait_restart_gaps(gatherer_dsn, 1)
+        resumed_at = time.time_ns() // 1000  # the gap row exists now, so its to_ts is at or before this
         assert len(gaps) == 1, gaps
         ticker, sid, from_ts, to_ts = gaps[0]
         assert ticker is None and sid is None  # the whole gatherer was blind
