@@ -380,7 +380,8 @@ class ConnectionManager:
         """Open every connection and subscribe (``initial`` markets sharded over the order-book connections)."""
         import aiohttp
 
-        self.session = aiohttp.ClientSession()
+        # aiohttp caps a session at 100 connections by default: the seed runs 150 (6 global + 144 order book)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         self.assign(initial)
         for conn in self.connections:
             conn.start()
