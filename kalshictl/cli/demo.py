@@ -34,7 +34,6 @@ def register(root: typer.Typer) -> None:
                 markets=markets,
                 seed=seed,
                 rate=rate,
-                duration_s=duration,
                 faults=faults,
                 workdir=workdir,
                 keep=keep or workdir is not None,

@@ -57,27 +57,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(
-    data: Any,
-    *,
-    as_json: bool,
-    rows: Iterable[Mapping[str, Any]] | None = None,
-    columns: Sequence[str] | None = None,
-    title: str | None = None,
-) -> None:
-    """Print ``data`` as JSON when ``as_json``; otherwise print ``rows`` (or ``data``) as a table."""
-    if as_json:
-        emit_json(data)
-        return
-    if rows is None:
-        if isinstance(data, Mapping):
-            rows = [{"key": k, "value": v} for k, v in data.items()]
-            columns = ["key", "value"]
-        else:
-            rows = data
-    console.print(table(rows, columns, title=title))
-
-
 STATUS_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "pass": "green", "fail": "red"}
 
 

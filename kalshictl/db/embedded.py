@@ -253,10 +253,6 @@ class PostgresCluster:
         self.stop()
         self.start()
 
-    def reload(self) -> None:
-        """Ask the server to re-read its configuration."""
-        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "reload")
-
     def is_running(self) -> bool:
         """True if pg_ctl reports the server running."""
         if not (self.data_dir / "PG_VERSION").exists():

@@ -73,7 +73,6 @@ class Chaos:
                 markets=options.markets,
                 seed=options.seed,
                 rate=options.rate,
-                duration_s=options.duration_s,
                 faults=options.frame_faults,
                 workdir=options.workdir,
                 keep=options.workdir is not None,
@@ -101,14 +100,14 @@ class Chaos:
             time.sleep(pause)
             sup[name].start()
             record["target"] = name
-            self.demo.wait_healthy(f"http://127.0.0.1:{pipe._ports_for()[i]}/health", name)
+            self.demo.wait_healthy(f"http://127.0.0.1:{pipe.http_ports()[i]}/health", name)
         elif kind == "stop_gatherer_db":
             i, name = self._gatherer()
             pipe.gatherer_clusters[i].stop("fast")
             time.sleep(pause)
             pipe.gatherer_clusters[i].start()
             record["target"] = name
-            self.demo.wait_healthy(f"http://127.0.0.1:{pipe._ports_for()[i]}/health", name, timeout=120)
+            self.demo.wait_healthy(f"http://127.0.0.1:{pipe.http_ports()[i]}/health", name, timeout=120)
         elif kind == "kill_dedup":
             sup["deduplicator"].kill()
             time.sleep(pause)

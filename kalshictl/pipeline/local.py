@@ -94,7 +94,8 @@ class LocalPipeline:
                 fh.write(secrets.token_urlsafe(24))
         return f"file:{path}"
 
-    def _ports_for(self) -> list[int]:
+    def http_ports(self) -> list[int]:
+        """The /health ports: one per gatherer, then the deduplicator's (chosen once, free ports for 0)."""
         if not self._ports:
             from kalshictl.db.embedded import free_port
 
@@ -129,7 +130,7 @@ class LocalPipeline:
                 },
                 "writer": {"flush_ms": cfg.flush_ms},
                 "snapshot_poller": {"interval_s": cfg.snapshot_interval_s},
-                "http": {"host": "127.0.0.1", "port": self._ports_for()[i]},
+                "http": {"host": "127.0.0.1", "port": self.http_ports()[i]},
             },
             "roles": {"gatherer": self._secret("gatherer"), "dedup_reader": self._secret("dedup_reader")},
         }
@@ -138,7 +139,7 @@ class LocalPipeline:
         """The YAML document of the deduplicator."""
         cfg = self.config
         assert self.production_cluster is not None
-        ports = self._ports_for()
+        ports = self.http_ports()
         gatherers = []
         for i in range(cfg.gatherers):
             cluster = self.gatherer_clusters[i]

@@ -74,10 +74,6 @@ class ManagedProcess:
                 self.proc.kill()
             self.proc.wait(10)
 
-    def restart(self) -> None:
-        self.terminate()
-        self.start()
-
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the log (for error messages)."""
         try:
@@ -100,11 +96,6 @@ class Supervisor:
 
     def __getitem__(self, name: str) -> ManagedProcess:
         return self.processes[name]
-
-    def stop_all(self, order: list[str] | None = None, timeout: float = 30.0) -> dict[str, int | None]:
-        """SIGTERM every process (in ``order`` first), waiting for each."""
-        names = list(order or []) + [n for n in self.processes if n not in (order or [])]
-        return {name: self.processes[name].terminate(timeout) for name in names if name in self.processes}
 
     def kill_all(self) -> None:
         for proc in self.processes.values():

@@ -25,12 +25,6 @@ from kalshictl.pipeline.local import LocalPipeline, LocalPipelineConfig
 from kalshictl.pipeline.processes import Supervisor, kalshictl_argv
 
 EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
-GROUND_TRUTH_KINDS = {
-    "trade": "trades",
-    "delta": "orderbook_deltas",
-    "ticker": "tickers",
-    "lifecycle": "lifecycle_events",
-}
 
 
 @dataclass
@@ -40,7 +34,6 @@ class DemoOptions:
     markets: int = 300
     seed: int = 7
     rate: float = 300.0
-    duration_s: float = 60.0
     faults: str | None = None
     workdir: Path | None = None
     keep: bool = False
@@ -102,14 +95,14 @@ class Demo:
         if opts.faults:
             argv += ["--faults", opts.faults]
         self.supervisor.add("exchange", kalshictl_argv(*argv)).start()
-        self._wait_http(f"{self.rest_url}/exchange/status", "exchange")
+        self._wait_answering(f"{self.rest_url}/exchange/status", "exchange")
         for i in range(self.pipeline.config.gatherers):
             name = self.pipeline.gatherer_name(i)
             config = str(self.pipeline.config_paths[name])
             self.supervisor.add(name, kalshictl_argv("gather", "run", "--config", config)).start()
         config = str(self.pipeline.config_paths["deduplicator"])
         self.supervisor.add("deduplicator", kalshictl_argv("dedup", "run", "--config", config)).start()
-        ports = self.pipeline._ports_for()
+        ports = self.pipeline.http_ports()
         for i in range(self.pipeline.config.gatherers):
             self.wait_healthy(f"http://127.0.0.1:{ports[i]}/health", self.pipeline.gatherer_name(i))
         self.wait_healthy(f"http://127.0.0.1:{ports[-1]}/health", "deduplicator", accept_degraded=True)
@@ -119,30 +112,28 @@ class Demo:
     def wait_healthy(self, url: str, name: str, timeout: float = 120.0, accept_degraded: bool = False) -> None:
         """Poll a /health URL until it reports healthy (or degraded when accepted); fail fast if the process died."""
         wanted = {"healthy", "degraded"} if accept_degraded else {"healthy"}
+
+        def ready(_code: int | None, body: Any) -> bool:
+            return isinstance(body, dict) and body.get("status") in wanted
+
+        self._wait_for(url, name, ready, timeout, "healthy")
+
+    def _wait_answering(self, url: str, name: str, timeout: float = 60.0) -> None:
+        """Poll until ``url`` answers below HTTP 500."""
+        self._wait_for(url, name, lambda code, _body: code is not None and code < 500, timeout, "answering")
+
+    def _wait_for(self, url: str, name: str, ready: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             proc = self.supervisor.processes.get(name)
             if proc is not None and proc.proc is not None and not proc.running:
                 raise KalshiCtlError(f"{name} exited during startup:\n{proc.log_tail()}")
-            _, body = self._get_json(url)
-            last = body
-            if isinstance(body, dict) and body.get("status") in wanted:
+            code, last = self._get_json(url)
+            if ready(code, last):
                 return
             time.sleep(0.25)
-        raise KalshiCtlError(f"{name} not healthy within {timeout:.0f}s (last /health: {last})")
-
-    def _wait_http(self, url: str, name: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = self.supervisor.processes.get(name)
-            if proc is not None and proc.proc is not None and not proc.running:
-                raise KalshiCtlError(f"{name} exited during startup:\n{proc.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if self._http.get(url).status_code < 500:
-                    return
-            time.sleep(0.2)
-        raise KalshiCtlError(f"{name} did not answer at {url} within {timeout:.0f}s")
+        raise KalshiCtlError(f"{name} not {what} at {url} within {timeout:.0f}s (last answer: {last})")
 
     def stop(self) -> dict[str, int | None]:
         """Graceful stop in the seed's order: gatherers flush, the deduplicator drains, then the exchange.
@@ -248,9 +239,12 @@ class Demo:
     def _get_json(self, url: str) -> tuple[int | None, Any]:
         try:
             resp = self._http.get(url)
-            return resp.status_code, orjson.loads(resp.content) if resp.content else None
-        except (httpx.HTTPError, orjson.JSONDecodeError):
+        except httpx.HTTPError:
             return None, None
+        try:
+            return resp.status_code, orjson.loads(resp.content) if resp.content else None
+        except orjson.JSONDecodeError:
+            return resp.status_code, None
 
     def sample(self) -> DemoState:
         """Health and progress of every service, production row counts, the exchange's message rate."""
@@ -267,14 +261,15 @@ class Demo:
                 "connections": conns.get("open") if isinstance(conns, dict) else conns,
                 "markets": stats.get("markets"),
             }
-        ports = self.pipeline._ports_for()
+        ports = self.pipeline.http_ports()
         for i in range(self.pipeline.config.gatherers):
             name = self.pipeline.gatherer_name(i)
             code, health = self._get_json(f"http://127.0.0.1:{ports[i]}/health")
             _, status = self._get_json(f"http://127.0.0.1:{ports[i]}/status")
             comps = (health or {}).get("components", {})
             ws = comps.get("websocket", {})
-            received = _received(status)
+            messages = (status or {}).get("messages") if isinstance(status, dict) else None
+            received = float(sum(messages.values())) if isinstance(messages, dict) else None
             state.services.append(
                 {
                     "service": name,
@@ -312,16 +307,11 @@ class Demo:
     # -- summary ------------------------------------------------------------------------------------------------
     def ground_truth_counts(self) -> dict[str, int]:
         """Exchange events emitted, per production table."""
-        counts = dict.fromkeys(GROUND_TRUTH_KINDS.values(), 0)
+        from kalshictl.pipeline.verify import KIND_TABLE, load_truth
+
         if not self.ground_truth.exists():
-            return counts
-        with open(self.ground_truth, "rb") as fh:
-            for line in fh:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    kind = orjson.loads(line).get("kind")
-                    if kind in GROUND_TRUTH_KINDS:
-                        counts[GROUND_TRUTH_KINDS[kind]] += 1
-        return counts
+            return dict.fromkeys(KIND_TABLE.values(), 0)
+        return {table: len(records) for table, records in load_truth(self.ground_truth).items()}
 
     def busiest_market(self) -> str | None:
         import psycopg
@@ -331,15 +321,3 @@ class Demo:
                 "SELECT ticker FROM orderbook_deltas GROUP BY ticker ORDER BY count(*) DESC LIMIT 1"
             ).fetchone()
         return row[0] if row else None
-
-
-def _received(status: Any) -> float | None:
-    if not isinstance(status, dict):
-        return None
-    for key in ("messages_received", "messages", "received"):
-        value = status.get(key)
-        if isinstance(value, dict):
-            return float(sum(v for v in value.values() if isinstance(v, int | float)))
-        if isinstance(value, int | float):
-            return float(value)
-    return None

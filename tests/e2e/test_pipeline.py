@@ -12,7 +12,7 @@ from kalshictl.services.demo import Demo, DemoOptions
 
 @pytest.mark.slow
 def test_clean_run_production_equals_ground_truth(tmp_path):
-    demo = Demo(DemoOptions(markets=80, seed=21, rate=200, duration_s=15))
+    demo = Demo(DemoOptions(markets=80, seed=21, rate=200))
     demo.check_every_book = True
     try:
         demo.setup()
