@@ -16,36 +16,30 @@ from typing import Any
 
 import orjson
 
+from kalshictl.schema import PRODUCTION_KEYS
+
 KIND_TABLE = {"trade": "trades", "delta": "orderbook_deltas", "ticker": "tickers", "lifecycle": "lifecycle_events"}
 
 
-def truth_key(rec: dict[str, Any]) -> tuple:
-    """Dedup key of a ground-truth record."""
-    kind = rec["kind"]
-    if kind == "trade":
-        return (str(rec["trade_id"]),)
-    if kind == "delta":
-        return (
-            rec["ticker"],
-            int(rec["exchange_ts"]),
-            rec["side"] == "yes",
-            int(rec["price"]),
-            int(rec["size_delta"]),
-            int(rec.get("occurrence", 0)),
-        )
-    if kind == "ticker":
-        return (rec["ticker"], int(rec["exchange_ts"]))
-    if kind == "lifecycle":
-        return (rec["ticker"], rec["event_type"], int(rec["exchange_ts"]))
-    raise ValueError(f"unknown ground-truth kind {kind!r}")
+def truth_key(table: str, rec: dict[str, Any]) -> tuple:
+    """A ground-truth record's production key (kalshictl.schema.PRODUCTION_KEYS, in that column order)."""
+    return tuple(_truth_value(rec, col) for col in PRODUCTION_KEYS[table])
 
 
-PRODUCTION_KEYS = {
-    "trades": "SELECT trade_id::text, ticker, exchange_ts FROM trades",
-    "orderbook_deltas": "SELECT ticker, exchange_ts, side, price, size_delta, occurrence FROM orderbook_deltas",
-    "tickers": "SELECT ticker, exchange_ts FROM tickers",
-    "lifecycle_events": "SELECT ticker, event_type, exchange_ts FROM lifecycle_events",
-}
+def _truth_value(rec: dict[str, Any], column: str) -> Any:
+    if column == "side":
+        return rec["side"] == "yes"
+    if column == "trade_id":
+        return str(rec["trade_id"])
+    if column == "occurrence":
+        return int(rec.get("occurrence", 0))
+    return rec[column]
+
+
+def _key_query(table: str) -> str:
+    """Production's key columns of ``table`` followed by its exchange time."""
+    cols = ", ".join("trade_id::text" if c == "trade_id" else c for c in PRODUCTION_KEYS[table])
+    return f"SELECT {cols}, exchange_ts FROM {table}"
 
 
 @dataclass
@@ -110,12 +104,6 @@ def load_truth(path: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _prod_key(table: str, row: tuple) -> tuple:
-    if table == "trades":
-        return (row[0],)
-    return tuple(row)
-
-
 def compare(
     production_dsn: str,
     truth_path: Path,
@@ -140,20 +128,19 @@ def compare(
                 "SELECT ticker, min(snapshot_ts) FROM orderbook_snapshots WHERE source = 'ws' GROUP BY ticker"
             ).fetchall()
         )
-        for table, sql in PRODUCTION_KEYS.items():
+        for table in KIND_TABLE.values():
             rep = TableReport(table)
             expected = Counter()
             ts_of: dict[tuple, tuple[str, int]] = {}
             for rec in truth[table]:
                 if until_us is not None and int(rec["exchange_ts"]) > until_us:
                     continue
-                key = truth_key(rec)
+                key = truth_key(table, rec)
                 expected[key] += 1
                 ts_of[key] = (rec["ticker"], int(rec["exchange_ts"]))
             stored = Counter()
-            for row in conn.execute(sql).fetchall():
-                key = _prod_key(table, row)
-                ts = row[2] if table == "trades" else row[1] if table != "lifecycle_events" else row[2]
+            for row in conn.execute(_key_query(table)).fetchall():
+                key, ts = tuple(row[:-1]), row[-1]
                 if until_us is not None and ts > until_us:
                     continue
                 stored[key] += 1
