@@ -74,8 +74,6 @@ def main() -> None:
 
         error(str(exc), exc.hint)
         sys.exit(int(exc.exit_code))
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
     except KeyboardInterrupt:

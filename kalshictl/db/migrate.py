@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -166,7 +167,7 @@ def migrate(
     dry_run: bool = False,
     root: Path | None = None,
     flavor: Flavor | None = None,
-    on_apply: object = None,
+    on_apply: Callable[[Migration], None] | None = None,
 ) -> MigrationStatus:
     """Apply pending migrations, each in its own transaction, under an advisory lock.
 
@@ -197,7 +198,7 @@ def migrate(
                     f"INSERT INTO {VERSION_TABLE} (version, name, checksum, flavor) VALUES (%s, %s, %s, %s)",
                     (mig.version, mig.name, mig.checksum, chosen),
                 )
-            if callable(on_apply):
+            if on_apply is not None:
                 on_apply(mig)
         conn.execute("SELECT kalshi_ensure_partitions()")
         before.flavor = chosen

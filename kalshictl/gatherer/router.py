@@ -321,14 +321,13 @@ class Router:
         wait_us = int(self.SNAPSHOT_ANCHOR_WAIT_S * 1_000_000)
         stored = 0
         for ticker in list(self._pending_snaps):
-            items = self._pending_snaps[ticker]
-            due = [it for it in items if force or now - it[3] >= wait_us]
-            if not due:
-                continue
+            due: list = []
+            rest: list = []
+            for item in self._pending_snaps[ticker]:
+                (due if force or now - item[3] >= wait_us else rest).append(item)
             for fields, _c, _last, rx in due:
                 self._store_snapshot(fields, rx)
                 stored += 1
-            rest = [it for it in items if it not in due]
             if rest:
                 self._pending_snaps[ticker] = rest
             else:
