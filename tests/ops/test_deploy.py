@@ -7,13 +7,16 @@ import configparser
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import kalshictl
 from kalshictl.db.roles import hba_lines
 from kalshictl.health import thresholds as th
 from tests.helpers import write_config
@@ -23,6 +26,20 @@ UNITS = {
     "gatherer": ("gather run", "/etc/kalshi/gatherer.yaml", "28G"),
     "deduplicator": ("dedup run", "/etc/kalshi/deduplicator.yaml", "14G"),
 }
+
+
+@pytest.fixture
+def kalshictl_exe(tmp_path: Path) -> str:
+    """An executable ``kalshictl`` that runs the code under test with the interpreter in use: never PATH's."""
+    source_root = Path(kalshictl.__file__).resolve().parents[1]
+    exe = tmp_path / "bin" / "kalshictl"
+    exe.parent.mkdir()
+    pythonpath = f"{shlex.quote(str(source_root))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    exe.write_text(f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {shlex.quote(sys.executable)} -m kalshictl "$@"\n')
+    exe.chmod(0o755)
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{sys.executable} -m kalshictl does not run: {proc.stderr}"
+    return str(exe)
 
 
 def _unit(name: str) -> configparser.ConfigParser:
@@ -62,12 +79,10 @@ def test_systemd_unit_has_the_seed_settings(name):
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_verify(tmp_path):
-    kalshictl = shutil.which("kalshictl")
-    assert kalshictl, "the kalshictl console script is not installed"
-    for name in UNITS:  # verify needs an executable ExecStart: point it at this machine's kalshictl
+def test_systemd_analyze_verify(tmp_path, kalshictl_exe):
+    for name in UNITS:  # verify needs an executable ExecStart: point it at the kalshictl under test
         text = (DEPLOY / "systemd" / f"{name}.service").read_text()
-        (tmp_path / f"{name}.service").write_text(text.replace("/opt/kalshi/venv/bin/kalshictl", kalshictl))
+        (tmp_path / f"{name}.service").write_text(text.replace("/opt/kalshi/venv/bin/kalshictl", kalshictl_exe))
     proc = subprocess.run(
         ["systemd-analyze", "verify", *(str(tmp_path / f"{n}.service") for n in UNITS)], capture_output=True, text=True
     )
@@ -96,7 +111,7 @@ def _stub_systemctl(tmp_path: Path) -> tuple[Path, Path]:
     return stub, log
 
 
-def test_init_scripts_run_end_to_end(pg_cluster_factory, health_service, tmp_path):
+def test_init_scripts_run_end_to_end(pg_cluster_factory, health_service, tmp_path, kalshictl_exe):
     cluster = pg_cluster_factory()
     gatherer, dedup = health_service("healthy"), health_service("degraded")
     pw = {"IT_G": "it-g-1", "IT_R": "it-r-1", "IT_D": "it-d-1", "IT_E": "it-e-1"}
@@ -129,7 +144,7 @@ def test_init_scripts_run_end_to_end(pg_cluster_factory, health_service, tmp_pat
     env = {
         **os.environ,
         **pw,
-        "KALSHICTL": shutil.which("kalshictl") or "kalshictl",
+        "KALSHICTL": kalshictl_exe,
         "KALSHI_DEPLOY_DIR": str(DEPLOY),
         "KALSHI_SYSTEMD_DIR": str(tmp_path / "units"),
         "SYSTEMCTL": str(stub),
