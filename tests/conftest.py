@@ -11,6 +11,7 @@ import pytest
 
 from kalshictl.db.embedded import PostgresCluster
 
+pytest_plugins = ["tests.tmpguard"]  # a private TMPDIR for the session; fails the run if a test leaves files behind
 _db_counter = itertools.count()
 
 
