@@ -1,5 +1,6 @@
 """The command tree: --help is fast and lists every group; exit codes propagate from typer.Exit and errors."""
 
+import re
 import subprocess
 import sys
 import time
@@ -68,3 +69,27 @@ def test_typer_exit_code_propagates(monkeypatch):
 def test_unknown_command_is_usage_error():
     proc = _run("no-such-command")
     assert proc.returncode == 2
+
+
+def _command_paths(command, path=()):
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _command_paths(sub, (*path, name))
+
+
+def test_help_shows_no_value_for_flags():
+    """Every --help of the tree: a flag (``--json``, ``--keep``, ``--help``) shows no ``<bool>`` placeholder as if it
+    took a value; options that take one still name its type."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    paths = list(_command_paths(get_command(app_module.app)))
+    assert len(paths) > 15
+    for path in paths:
+        result = runner.invoke(app_module.app, [*path, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help" in result.output, path
+        assert "<bool>" not in result.output and "BOOLEAN" not in result.output, (path, result.output)
+    demo = runner.invoke(app_module.app, ["demo", "--help"], env={"COLUMNS": "200"}, terminal_width=200).output
+    assert re.search(r"--markets\s+<int>", demo) and re.search(r"--keep\s+Do not delete", demo), demo

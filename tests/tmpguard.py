@@ -4,6 +4,8 @@ For the whole session ``TMPDIR`` (and :data:`tempfile.tempdir`) point at one pri
 ``mkstemp``/``mkdtemp`` of the tests, of the code under test and of the processes they start lands there. At the end
 of the session that directory must be empty — anything left in it is a leak, named in the failure — and it is
 removed; the machine's temp directory must not have gained any ``kalshictl-*`` entry either (a hard-coded ``/tmp``).
+That second check cannot tell this session's entries from those of another test run on the same machine, so it fails
+the run under CI (``CI`` set: one run per machine) and only warns elsewhere.
 
 The directory sits in the machine's temp directory rather than under pytest's basetemp: as root, the embedded
 PostgreSQL runs as an unprivileged user that must traverse every parent, and pytest keeps its basetemp root 0700.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,4 +52,8 @@ def session_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.rmtree(session_tmp, ignore_errors=True)
     assert not left, f"tests left {len(left)} file(s) in their temp directory (TMPDIR): {left[:20]}"
     leaked = sorted(_kalshictl_entries(system_tmp) - before)
-    assert not leaked, f"tests left {len(leaked)} kalshictl-* entries in {system_tmp}: {leaked[:20]}"
+    message = f"tests left {len(leaked)} kalshictl-* entries in {system_tmp}: {leaked[:20]}"
+    if leaked and os.environ.get("CI"):
+        raise AssertionError(message)
+    if leaked:
+        warnings.warn(f"{message} (or another test run on this machine did)", stacklevel=1)

@@ -30,6 +30,22 @@ COMMAND_MODULES = (
     "demo",
 )
 
+
+def _flags_show_no_type() -> None:
+    """Typer's rich help prints every option's type, flags included (``--json <bool>``), as if a flag took a value.
+    Show no type for flags, as click's plain help does; value options keep theirs (``--markets <int>``)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
+
 app = typer.Typer(
     name="kalshictl",
     help="Record every Kalshi market event redundantly, deduplicate it into production, export it.",

@@ -18,7 +18,7 @@ def register(root: typer.Typer) -> None:
         seed: int = typer.Option(7, help="Seed of the exchange's activity."),
         faults: str | None = typer.Option(None, help="Fault spec for the exchange, e.g. drop=0.001,skip_seq=0.002"),
         workdir: Path | None = typer.Option(None, help="Keep clusters, configs and logs here (default: a temp dir)."),
-        keep: bool = typer.Option(False, help="Do not delete the working directory at the end."),
+        keep: bool = typer.Option(False, "--keep", help="Do not delete the working directory at the end."),
         as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON (no live view)."),
     ) -> None:
         """Local exchange + embedded PostgreSQL + 3 gatherers + deduplicator, live status, then a summary."""
