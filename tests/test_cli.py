@@ -93,3 +93,33 @@ def test_help_shows_no_value_for_flags():
         assert "<bool>" not in result.output and "BOOLEAN" not in result.output, (path, result.output)
     demo = runner.invoke(app_module.app, ["demo", "--help"], env={"COLUMNS": "200"}, terminal_width=200).output
     assert re.search(r"--markets\s+<int>", demo) and re.search(r"--keep\s+Do not delete", demo), demo
+
+
+def test_demo_verdict_names_what_differs():
+    from kalshictl.services.demo import differences, explain_market_counts
+
+    tables = [
+        {"table": "trades", "exchange_emitted": 10, "production_rows": 10, "match": True},
+        {"table": "tickers", "exchange_emitted": 12, "production_rows": 9, "match": False},
+        {"table": "orderbook_snapshots", "exchange_emitted": None, "production_rows": 40, "match": None},
+    ]
+    book = {"ticker": "KXA-E1-T0", "matches_exchange": True}
+    ok = {"tables": tables[:1] + tables[2:], "book": book, "books": {"checked": 3, "mismatched": []},
+          "exit_codes": {"gatherer-1": 0, "exchange": 0}}  # fmt: skip
+    assert differences(ok) == []
+    bad = {**ok, "tables": tables, "books": {"checked": 3, "mismatched": [{"ticker": "X"}]},
+           "exit_codes": {"gatherer-1": 1, "exchange": 0}}  # fmt: skip
+    assert differences(bad) == [
+        "tickers: 3 missing from production (9 of 12)",
+        "1 of 3 rebuilt books differ from the exchange's",
+        "exit codes gatherer-1=1",
+    ]
+    text = explain_market_counts(
+        {
+            "exchange_listed": 386,
+            "gatherers_subscribed": {"g1": 351, "g2": 351},
+            "subscribed_statuses": ["open"],
+            "books_checked": 294,
+        }  # fmt: skip
+    )
+    assert "lists 386" in text and "subscribes to 351" in text and "294 books checked" in text

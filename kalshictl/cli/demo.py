@@ -59,13 +59,15 @@ def register(root: typer.Typer) -> None:
                         output.info("stopping early (Ctrl-C)…")
             with output.err_console.status("stopping: gatherers flush, the deduplicator drains…"):
                 codes = demo.stop()
-            summary = _summary(demo, codes)
+            summary = demo.summary(codes)
             if as_json:
                 output.emit_json(summary)
             else:
                 _print_summary(summary, demo)
         finally:
             demo.close()
+        if summary["differences"]:
+            raise typer.Exit(1)  # the verdict is not "all match"
 
 
 def _dashboard(state, duration: float):
@@ -112,67 +114,79 @@ def _num(value) -> str:
     return f"{value:,.0f}" if isinstance(value, int | float) else str(value)
 
 
-def _summary(demo, codes: dict) -> dict:
-    production = demo.production_counts()
-    truth = demo.ground_truth_counts()
-    summary = {
-        "exit_codes": codes,
-        "tables": [
-            {"table": t, "exchange_emitted": truth.get(t), "production_rows": production.get(t)}
-            for t in ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
-        ],
-        "workdir": str(demo.base_dir) if demo.options.keep else None,
-    }
-    summary["book"] = demo.book_check
-    summary["books"] = demo.books_check
-    return summary
-
-
 def _print_summary(summary: dict, demo) -> None:
+    """The busiest market's book, the market counts explained, exit codes; then the table and the verdict line."""
     from kalshictl.cli import output
+    from kalshictl.services.demo import explain_market_counts
 
-    output.console.print(
-        output.table(
-            summary["tables"],
-            ["table", "exchange_emitted", "production_rows"],
-            title="exchange ground truth vs production",
-        )
-    )
+    output.console.print()
     book = summary.get("book")
     if book:
-        from kalshictl.units import format_price, format_size
-
-        verdict = "[green]equals[/green]" if book["matches_exchange"] else "[red]DIFFERS FROM[/red]"
-        output.console.print(
-            f"\norder book of the busiest market [bold]{book['ticker']}[/bold], rebuilt from production "
-            f"(snapshot + {book['deltas_applied']} deltas), {verdict} the exchange's own book"
-        )
-
-        def px(v):
-            return "-" if v is None else format_price(v)
-
-        output.console.print(
-            f"best YES bid {px(book['best_yes_bid'])}  best YES ask {px(book['best_yes_ask'])}  "
-            f"spread {px(book['spread'])}"
-        )
-        rows = [{"yes bid": format_price(p), "size": format_size(q)} for p, q in reversed(book["yes_bids"][-5:])]
-        output.console.print(output.table(rows, ["yes bid", "size"], title="top YES bids"))
-        if summary["workdir"]:
-            cluster = demo.pipeline.production_cluster
-            prefix = f"runuser -u {cluster.os_user} -- " if cluster.os_user else ""
-            output.console.print(
-                "query it yourself:\n"
-                f"  {prefix}{cluster.bindir}/pg_ctl -D {cluster.data_dir} -l {cluster.log_file} start\n"
-                f"  kalshictl book {book['ticker']} --at now --config {summary['workdir']}/deduplicator.yaml",
-                markup=False,
-            )
-    books = summary.get("books")
-    if books:
-        ok = books["checked"] - len(books["mismatched"])
-        style = "green" if not books["mismatched"] else "red"
-        output.console.print(
-            f"[{style}]{ok} of {books['checked']} markets' books rebuilt from production equal the exchange's[/{style}]"
-        )
-    output.console.print(f"\nservice exit codes: {summary['exit_codes']}")
+        _print_book(book, summary["workdir"], demo)
+    output.console.print(explain_market_counts(summary["markets"]), highlight=False)
+    codes = ", ".join(f"{name} {code}" for name, code in summary["exit_codes"].items())
+    output.console.print(f"service exit codes: {codes}", highlight=False)
     if summary["workdir"]:
         output.console.print(f"kept: {summary['workdir']} (configs, logs, ground truth)")
+
+    def mark(match: bool | None) -> str:
+        return {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "n/a (REST polls)"}[match]
+
+    rows = [
+        {
+            "what": row["table"],
+            "exchange": row["exchange_emitted"],
+            "production": row["production_rows"],
+            "match": mark(row["match"]),
+        }
+        for row in summary["tables"]
+    ]
+    books = summary.get("books")
+    if books:
+        equal = books["checked"] - len(books["mismatched"])
+        rows.append(
+            {
+                "what": "order books rebuilt",
+                "exchange": books["checked"],
+                "production": equal,
+                "match": mark(not books["mismatched"]),
+            }
+        )
+    output.console.print(
+        output.table(
+            rows,
+            ["what", "exchange", "production", "match"],
+            title="exchange vs production (events emitted / rows stored; books compared / equal)",
+        )
+    )
+    style = "bold green" if not summary["differences"] else "bold red"
+    output.console.print(f"[{style}]verdict: {summary['verdict']}[/{style}]")
+
+
+def _print_book(book: dict, workdir: str | None, demo) -> None:
+    from kalshictl.cli import output
+    from kalshictl.units import format_price, format_size
+
+    verdict = "[green]equals[/green]" if book["matches_exchange"] else "[red]DIFFERS FROM[/red]"
+    output.console.print(
+        f"order book of the busiest market [bold]{book['ticker']}[/bold], rebuilt from production "
+        f"(snapshot + {book['deltas_applied']} deltas), {verdict} the exchange's own book"
+    )
+
+    def px(v):
+        return "-" if v is None else format_price(v)
+
+    output.console.print(
+        f"best YES bid {px(book['best_yes_bid'])}  best YES ask {px(book['best_yes_ask'])}  spread {px(book['spread'])}"
+    )
+    rows = [{"yes bid": format_price(p), "size": format_size(q)} for p, q in reversed(book["yes_bids"][-5:])]
+    output.console.print(output.table(rows, ["yes bid", "size"], title="top YES bids"))
+    if workdir:
+        cluster = demo.pipeline.production_cluster
+        prefix = f"runuser -u {cluster.os_user} -- " if cluster.os_user else ""
+        output.console.print(
+            "query it yourself:\n"
+            f"  {prefix}{cluster.bindir}/pg_ctl -D {cluster.data_dir} -l {cluster.log_file} start\n"
+            f"  kalshictl book {book['ticker']} --at now --config {workdir}/deduplicator.yaml",
+            markup=False,
+        )

@@ -25,6 +25,9 @@ from kalshictl.pipeline.local import LocalPipeline, LocalPipelineConfig
 from kalshictl.pipeline.processes import Supervisor, kalshictl_argv
 
 EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
+# tables whose every row is one exchange event the exchange's ground truth counts (snapshots are the gatherers' REST
+# polls: how many production holds depends on the poll interval, not on the exchange)
+TRUTH_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events")
 
 
 @dataclass
@@ -142,6 +145,7 @@ class Demo:
         exchange's own book (``self.book_check``)."""
         gatherers = [self.pipeline.gatherer_name(i) for i in range(self.pipeline.config.gatherers)]
         codes = {}
+        self.markets_at_stop = self.market_counts()
         with contextlib.suppress(httpx.HTTPError):
             self._http.post(f"http://127.0.0.1:{self.sim_port}/_sim/pause")
         for name in gatherers:
@@ -159,6 +163,7 @@ class Demo:
 
     book_check: dict[str, Any] | None = None
     books_check: dict[str, Any] | None = None
+    markets_at_stop: dict[str, Any] | None = None
     check_every_book = False  # tests: compare every market's rebuilt book with the exchange at stop
 
     def check_book(self, ticker: str | None = None) -> dict[str, Any] | None:
@@ -313,6 +318,57 @@ class Demo:
             return dict.fromkeys(KIND_TABLE.values(), 0)
         return {table: len(records) for table, records in load_truth(self.ground_truth).items()}
 
+    def market_counts(self) -> dict[str, Any]:
+        """Markets the exchange lists and markets each gatherer registered (and subscribed), asked while they run."""
+        from kalshictl.config import load_settings
+
+        _, stats = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/stats")
+        ports = self.pipeline.http_ports()
+        subscribed = {}
+        for i in range(self.pipeline.config.gatherers):
+            _, health = self._get_json(f"http://127.0.0.1:{ports[i]}/health")
+            registry = ((health or {}).get("components") or {}).get("market_registry") or {}
+            subscribed[self.pipeline.gatherer_name(i)] = registry.get("markets")
+        settings = load_settings(self.pipeline.config_paths[self.pipeline.gatherer_name(0)])
+        return {
+            "exchange_listed": stats.get("markets") if isinstance(stats, dict) else None,
+            "gatherers_subscribed": subscribed,
+            "subscribed_statuses": list(settings.require("gatherer").market_status),
+        }
+
+    def summary(self, codes: dict[str, int | None]) -> dict[str, Any]:
+        """What production holds against what the exchange emitted, the book checks, the market counts, and one
+        verdict: ``"all match"`` or what differs."""
+        production = self.production_counts()
+        truth = self.ground_truth_counts()
+        tables = []
+        for table in EVENT_TABLES:
+            emitted = truth.get(table) if table in TRUTH_TABLES else None
+            stored = production.get(table)
+            tables.append(
+                {
+                    "table": table,
+                    "exchange_emitted": emitted,
+                    "production_rows": stored,
+                    "match": None if emitted is None else emitted == stored,
+                }
+            )
+        markets = dict(self.markets_at_stop or {})
+        markets["books_checked"] = self.books_check["checked"] if self.books_check else None
+        summary = {
+            "exit_codes": codes,
+            "tables": tables,
+            "book": self.book_check,
+            "books": self.books_check,
+            "markets": markets,
+            "workdir": str(self.base_dir) if self.options.keep else None,
+        }
+        summary["differences"] = differences(summary)
+        summary["verdict"] = (
+            "all match" if not summary["differences"] else "differs: " + "; ".join(summary["differences"])
+        )
+        return summary
+
     def busiest_market(self) -> str | None:
         import psycopg
 
@@ -321,3 +377,44 @@ class Demo:
                 "SELECT ticker FROM orderbook_deltas GROUP BY ticker ORDER BY count(*) DESC LIMIT 1"
             ).fetchone()
         return row[0] if row else None
+
+
+def differences(summary: dict[str, Any]) -> list[str]:
+    """Every way a demo summary departs from "all match", one phrase each (empty when everything matches)."""
+    out = []
+    for row in summary["tables"]:
+        if row["match"] is False:
+            emitted, stored = row["exchange_emitted"] or 0, row["production_rows"] or 0
+            word = "missing from" if stored < emitted else "extra in"
+            out.append(f"{row['table']}: {abs(emitted - stored):,} {word} production ({stored:,} of {emitted:,})")
+    book = summary.get("book")
+    if book is None:
+        out.append("the busiest market's book was not rebuilt")
+    elif not book["matches_exchange"]:
+        out.append(f"the rebuilt book of {book['ticker']} differs from the exchange's")
+    books = summary.get("books")
+    if books and books["mismatched"]:
+        out.append(f"{len(books['mismatched'])} of {books['checked']} rebuilt books differ from the exchange's")
+    failed = {name: code for name, code in summary["exit_codes"].items() if code != 0}
+    if failed:
+        out.append("exit codes " + ", ".join(f"{name}={code}" for name, code in failed.items()))
+    return out
+
+
+def explain_market_counts(markets: dict[str, Any]) -> str:
+    """Why the exchange's, the gatherers' and the book check's market counts differ."""
+    subscribed = sorted({n for n in (markets.get("gatherers_subscribed") or {}).values() if n is not None})
+    statuses = "/".join(markets.get("subscribed_statuses") or [])
+    listed, checked = markets.get("exchange_listed"), markets.get("books_checked")
+
+    def num(value: Any) -> str:
+        return "?" if value is None else f"{value:,}"
+
+    return (
+        f"markets: the exchange lists {num(listed)} (every status: settled and closed ones too, and those created "
+        "during the run); "
+        f"each gatherer subscribes to {' / '.join(num(n) for n in subscribed) or '?'}, those in status {statuses} "
+        "(a closed or settled market sends nothing); "
+        f"{num(checked)} books checked: the markets with at least one order-book change in production "
+        "(an unchanged book has nothing to rebuild)"
+    )
