@@ -120,6 +120,6 @@ def test_demo_verdict_names_what_differs():
             "gatherers_subscribed": {"g1": 351, "g2": 351},
             "subscribed_statuses": ["open"],
             "books_checked": 294,
-        }  # fmt: skip
+        }
     )
     assert "lists 386" in text and "subscribes to 351" in text and "294 books checked" in text
