@@ -17,7 +17,7 @@ import httpx
 
 from kalshictl.config import parse_settings
 from kalshictl.db.embedded import PostgresCluster, free_port
-from kalshictl.pipeline.processes import ManagedProcess, kalshictl_argv
+from kalshictl.local.processes import ManagedProcess, kalshictl_argv
 
 
 def rss_mb() -> float:

@@ -1,6 +1,6 @@
 """Page every market of a 425,000-market sim through ``GET /markets`` (limit 1000) and print the figures.
 
-Runs the sim as a separate process (``python -m kalshictl.sim``) so its memory is measured alone. One line per figure.
+Runs the sim as a separate process (``python -m kalshictl sim``) so its memory is measured alone. One line per figure.
 Exit status is non-zero only if the run was invalid (wrong market count, duplicates, or an HTTP error).
 
     python bench/bench_sim_markets.py [--markets 425000] [--limit 1000] [--rate 0]
@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
-    cmd = [sys.executable, "-m", "kalshictl.sim", "--markets", str(args.markets), "--seed", str(args.seed)]
+    cmd = [sys.executable, "-m", "kalshictl", "sim", "--markets", str(args.markets), "--seed", str(args.seed)]
     cmd += ["--port", "0", "--rate", str(args.rate), "--rest-tier", "unlimited"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -96,7 +96,7 @@ def test_help_shows_no_value_for_flags():
 
 
 def test_demo_verdict_names_what_differs():
-    from kalshictl.services.demo import differences, explain_market_counts
+    from kalshictl.local.demo import differences, explain_market_counts
 
     tables = [
         {"table": "trades", "exchange_emitted": 10, "production_rows": 10, "match": True},

@@ -27,7 +27,7 @@ def register(root: typer.Typer) -> None:
         from rich.live import Live
 
         from kalshictl.cli import output
-        from kalshictl.services.demo import Demo, DemoOptions
+        from kalshictl.local.demo import Demo, DemoOptions
 
         demo = Demo(
             DemoOptions(
@@ -117,7 +117,7 @@ def _num(value) -> str:
 def _print_summary(summary: dict, demo) -> None:
     """The busiest market's book, the market counts explained, exit codes; then the table and the verdict line."""
     from kalshictl.cli import output
-    from kalshictl.services.demo import explain_market_counts
+    from kalshictl.local.demo import explain_market_counts
 
     output.console.print()
     book = summary.get("book")

@@ -46,7 +46,7 @@ def register(root: typer.Typer) -> None:
         """
         from kalshictl.cli import output
         from kalshictl.errors import ConfigError
-        from kalshictl.services import health_check as hc
+        from kalshictl.ops import health_check as hc
 
         settings = None
         if config is not None:

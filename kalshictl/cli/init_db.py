@@ -23,7 +23,7 @@ def register(root: typer.Typer) -> None:
         """Create the database (if missing) and its roles; print the pg_hba.conf lines. Idempotent."""
         from kalshictl.cli import output
         from kalshictl.cli.common import load, resolve_target
-        from kalshictl.services.init_db import init_database
+        from kalshictl.ops.init_db import init_database
 
         settings = load(config)
         tgt, db = resolve_target(settings, target)

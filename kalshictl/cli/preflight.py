@@ -21,7 +21,7 @@ def register(root: typer.Typer) -> None:
         """Config valid, secrets resolvable, databases reachable (TLS), migrations current, grants; exit 0 or 1."""
         from kalshictl.cli import output
         from kalshictl.errors import KalshiCtlError
-        from kalshictl.services.preflight import run
+        from kalshictl.ops.preflight import run
 
         result = run(config, check_health=health)
         if as_json:

@@ -38,7 +38,7 @@ def register(root: typer.Typer) -> None:
 
         from kalshictl.cli import output
         from kalshictl.errors import ConfigError
-        from kalshictl.services import rotation as rot
+        from kalshictl.ops import rotation as rot
 
         if (config is None) == (admin_dsn is None):
             raise ConfigError("give exactly one of --config or --admin-dsn")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kalshictl.pipeline.chaos import Chaos, ChaosOptions
+from kalshictl.local.chaos import Chaos, ChaosOptions
 
 
 @pytest.mark.chaos

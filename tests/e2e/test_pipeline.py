@@ -5,9 +5,9 @@ import time
 import psycopg
 import pytest
 
-from kalshictl.pipeline.chaos import Chaos, ChaosOptions
-from kalshictl.pipeline.verify import compare
-from kalshictl.services.demo import Demo, DemoOptions
+from kalshictl.local.chaos import Chaos, ChaosOptions
+from kalshictl.local.demo import Demo, DemoOptions
+from kalshictl.local.verify import compare
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import httpx
 import psycopg
 
 from kalshictl.db.embedded import free_port
-from kalshictl.pipeline.processes import ManagedProcess, kalshictl_argv
+from kalshictl.local.processes import ManagedProcess, kalshictl_argv
 from kalshictl.sim import SimConfig, SimExchange
 from tests.gatherer.conftest import make_settings
 from tests.helpers import write_config

@@ -9,7 +9,7 @@ import psycopg
 from kalshictl.config import load_settings
 from kalshictl.db import migrate as mig
 from kalshictl.db.connect import connect
-from kalshictl.services.init_db import init_database
+from kalshictl.ops.init_db import init_database
 from tests.helpers import write_config
 from tests.ops.util import kctl
 

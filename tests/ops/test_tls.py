@@ -11,7 +11,7 @@ import pytest
 
 from kalshictl.config import DatabaseSettings
 from kalshictl.db.embedded import PostgresCluster
-from kalshictl.services.preflight import check_reachable
+from kalshictl.ops.preflight import check_reachable
 from tests.ops.util import kctl
 
 

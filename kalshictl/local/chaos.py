@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from kalshictl.pipeline.verify import TableReport, compare
-from kalshictl.services.demo import Demo, DemoOptions
+from kalshictl.local.demo import Demo, DemoOptions
+from kalshictl.local.verify import TableReport, compare
 
 FRAME_FAULTS = "skip_seq=0.002,dup=0.002,malformed=0.001"
 

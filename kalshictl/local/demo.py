@@ -21,8 +21,8 @@ import orjson
 
 from kalshictl.db.embedded import free_port
 from kalshictl.errors import KalshiCtlError
-from kalshictl.pipeline.local import LocalPipeline, LocalPipelineConfig
-from kalshictl.pipeline.processes import Supervisor, kalshictl_argv
+from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
+from kalshictl.local.processes import Supervisor, kalshictl_argv
 
 EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
 # tables whose every row is one exchange event the exchange's ground truth counts (snapshots are the gatherers' REST
@@ -312,7 +312,7 @@ class Demo:
     # -- summary ------------------------------------------------------------------------------------------------
     def ground_truth_counts(self) -> dict[str, int]:
         """Exchange events emitted, per production table."""
-        from kalshictl.pipeline.verify import KIND_TABLE, load_truth
+        from kalshictl.local.verify import KIND_TABLE, load_truth
 
         if not self.ground_truth.exists():
             return dict.fromkeys(KIND_TABLE.values(), 0)

@@ -190,7 +190,7 @@ class LocalPipeline:
         from kalshictl.config import load_settings
         from kalshictl.db import migrate as mig
         from kalshictl.db.connect import connect
-        from kalshictl.services.init_db import init_database
+        from kalshictl.ops.init_db import init_database
 
         for i in range(self.config.gatherers):
             settings = load_settings(self.config_paths[self.gatherer_name(i)])

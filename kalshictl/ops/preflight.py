@@ -113,7 +113,7 @@ def check_health_urls(settings: Settings, timeout_s: float = 5.0) -> list[dict[s
     """Each configured gatherer /health endpoint answers (any seed status)."""
     import asyncio
 
-    from kalshictl.services import health_check as hc
+    from kalshictl.ops import health_check as hc
 
     if settings.deduplicator is None:
         return []

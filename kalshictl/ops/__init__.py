@@ -1,0 +1,1 @@
+"""Operations on a deployment, one module per runbook: database init, password rotation, preflight, health checks."""

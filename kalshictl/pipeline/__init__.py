@@ -1,1 +1,0 @@
-"""A complete local pipeline (embedded PostgreSQL, local exchange, gatherers, deduplicator) for demo, tests, chaos."""

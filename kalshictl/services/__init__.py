@@ -1,1 +1,0 @@
-"""Operation services called by the CLI (the CLI stays thin)."""
