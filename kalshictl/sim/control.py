@@ -22,6 +22,11 @@ class ControlApi:
     def routes(self) -> list[web.RouteDef]:
         """All control routes."""
         return [
+            web.get("/_sim", self.index),
+            web.get("/_sim/", self.index),
+            web.get("/_sim/options", self.get_options),
+            web.post("/_sim/options", self.set_options),
+            web.get("/_sim/subscriptions", self.subscriptions),
             web.get("/_sim/stats", self.stats),
             web.get("/_sim/config", self.config),
             web.get("/_sim/faults", self.get_faults),
@@ -35,6 +40,37 @@ class ControlApi:
             web.post("/_sim/flush", self.flush),
             web.get("/_sim/book/{ticker}", self.book),
         ]
+
+    async def index(self, request: web.Request) -> web.Response:
+        """Every control endpoint with what it does (the first line of its handler's docstring)."""
+        endpoints = []
+        for route in self.routes():
+            if route.path in ("/_sim", "/_sim/"):
+                continue
+            doc = (route.handler.__doc__ or "").strip().splitlines()[0]
+            endpoints.append({"method": route.method, "path": route.path, "does": doc})
+        return json_response({"endpoints": endpoints, "rest_url": self.ex.rest_url, "ws_url": self.ex.ws_url})
+
+    async def get_options(self, request: web.Request) -> web.Response:
+        """The protocol options (ack_seq, snapshot_seq, repeat_subscribe, delta_ts_ms, ...)."""
+        return json_response(self.ex.options())
+
+    async def set_options(self, request: web.Request) -> web.Response:
+        """Change protocol options now: JSON body ``{"ack_seq": "last", ...}`` (400 names a bad one)."""
+        try:
+            changes = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return error_response(400, "bad_request", "body must be a JSON object of options")
+        if not isinstance(changes, dict):
+            return error_response(400, "bad_request", "body must be a JSON object of options")
+        try:
+            return json_response(self.ex.set_options(**changes))
+        except (TypeError, ValueError) as exc:
+            return error_response(400, "bad_request", str(exc))
+
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        """Each open WS connection's subscriptions: sid, channel, tickers (null = all markets / global), seq."""
+        return json_response({"connections": self.ex.subscriptions()})
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counters: events emitted, messages sent by type, faults, connections, REST answers."""
@@ -56,6 +92,8 @@ class ControlApi:
                 "ground_truth": str(ex.ground_truth_path) if ex.ground_truth_path else None,
                 "auth": ex.public_key is not None,
                 "max_markets_per_sub": ex.cfg.max_markets_per_sub,
+                "mve_share": ex.cfg.mve_share,
+                "options": ex.options(),
             }
         )
 
@@ -79,7 +117,10 @@ class ControlApi:
         return json_response({"spec": str(parsed)})
 
     async def drop(self, request: web.Request) -> web.Response:
-        """Drop every WebSocket connection now."""
+        """Drop every WebSocket connection now (``?refuse=S``: and refuse new ones for S seconds, an outage)."""
+        refuse = float(request.query.get("refuse", "0"))
+        if refuse > 0:
+            self.ex.faults.refuse_now(refuse)
         return json_response({"dropped": self.ex.drop_connections()})
 
     async def refuse(self, request: web.Request) -> web.Response:
