@@ -74,7 +74,7 @@ class ControlApi:
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counters: events emitted, messages sent by type, faults, connections, REST answers."""
-        return json_response(self.ex.stats_dict())
+        return json_response(self.ex.stats())
 
     async def config(self, request: web.Request) -> web.Response:
         """Seed, market count, URLs and settings of this run."""

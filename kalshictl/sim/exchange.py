@@ -80,11 +80,11 @@ class SimExchange:
                 self.ground_truth_path = Path(name)
                 self._temp_truth = True
         self.gt = GroundTruth(self.ground_truth_path)
-        self.stats_ = Stats()
+        self.counters = Stats()
         self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.clock = Clock()
         self.trades = TradeLog(cfg.trade_history)
-        self.feed = Feed(self.universe, self.gt, self.faults, self.stats_, cfg)
+        self.feed = Feed(self.universe, self.gt, self.faults, self.counters, cfg)
         self.feed.drop_all = self.drop_connections
         self.activity = Activity(self.universe, self.feed, self.trades, cfg, self.clock)
 
@@ -174,19 +174,9 @@ class SimExchange:
         return self.base_url + "/_sim"
 
     # ----- control ----------------------------------------------------------------------------------------------
-    @property
-    def stats_obj(self) -> Stats:
-        """The raw counters."""
-        return self.stats_
-
-    @property
-    def stats(self) -> Any:
-        """Counters object (attribute access); call ``ex.stats()`` for a JSON-ready dict."""
-        return _StatsAccessor(self)
-
-    def stats_dict(self) -> dict:
-        """Events emitted, messages sent by type, faults injected, connections, REST answers."""
-        return self.stats_.as_dict(
+    def stats(self) -> dict:
+        """Events emitted, messages sent by type, faults injected, connections, REST answers (``self.counters``)."""
+        return self.counters.as_dict(
             self.faults.counts,
             {
                 "ground_truth_records": self.gt.records,
@@ -293,25 +283,6 @@ class SimExchange:
     def start_in_thread(cls, cfg: SimConfig | None = None, **overrides: Any) -> SimThread:
         """Run an exchange on its own event loop in a daemon thread (for synchronous code)."""
         return SimThread(cls(cfg, **overrides))
-
-
-class _StatsAccessor:
-    """``ex.stats()`` returns the dict; ``ex.stats.buffer_overflows`` etc. reach the counters."""
-
-    def __init__(self, ex: SimExchange) -> None:
-        self._ex = ex
-
-    def __call__(self) -> dict:
-        return self._ex.stats_dict()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ex.stats_, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_ex":
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._ex.stats_, name, value)
 
 
 class SimThread:

@@ -116,10 +116,10 @@ class RestApi:
         if not path.startswith(REST_PREFIX + "/"):
             return await handler(request)
         ex = self.ex
-        stats = ex.stats.rest
+        stats = ex.counters.rest
         problem = ex.check_auth(request, request.method, path)
         if problem is not None:
-            ex.stats.auth_rejected += 1
+            ex.counters.auth_rejected += 1
             stats["401"] += 1
             return error_response(401, "authentication_error", problem)
         client = request.headers.get("KALSHI-ACCESS-KEY") or request.remote or "anonymous"

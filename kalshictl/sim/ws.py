@@ -282,16 +282,16 @@ async def handle_ws(ex: SimExchange, request: Any) -> Any:
 
     problem = ex.check_auth(request, "GET", WS_PATH)
     if problem is not None:
-        ex.stats.auth_rejected += 1
+        ex.counters.auth_rejected += 1
         return error_response(401, "authentication_error", problem)
     if ex.faults.should_refuse():
-        ex.stats.connections_refused += 1
+        ex.counters.connections_refused += 1
         return error_response(503, "service_unavailable", "the exchange is refusing new connections")
     ws = web.WebSocketResponse(autoping=True, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
-    ex.stats.connections_open += 1
-    ex.stats.connections_total += 1
-    conn = Connection(ex.next_connection_id(), ws, request.transport, ex.cfg.ws_buffer_bytes, ex.stats)
+    ex.counters.connections_open += 1
+    ex.counters.connections_total += 1
+    conn = Connection(ex.next_connection_id(), ws, request.transport, ex.cfg.ws_buffer_bytes, ex.counters)
     ex.connections[conn.cid] = conn
     handler = CommandHandler(ex, conn, authenticated=ex.public_key is not None)
     writer = asyncio.create_task(conn.run_writer())
@@ -316,7 +316,7 @@ async def handle_ws(ex: SimExchange, request: Any) -> Any:
         conn.subs.clear()
         conn.by_channel.clear()
         ex.connections.pop(conn.cid, None)
-        ex.stats.connections_open -= 1
+        ex.counters.connections_open -= 1
         heartbeat.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(writer, 1.0)
