@@ -360,3 +360,40 @@ async def test_control_index_options_and_subscriptions(sim: SimExchange, ws_clie
         async with http.post(f"{base}/options", json=bad) as r:
             assert r.status == 400
     assert sim.options()["ack_seq"] == "last"
+
+
+def test_cli_flags_set_the_options_and_control_url_answers(tmp_path) -> None:
+    """``kalshictl sim --ack-seq last ...``: the printed CONTROL URL answers with its index and the options."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "kalshictl", "sim", "--port", "0", "--ack-seq", "mine"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--ack-seq" in bad.stderr + bad.stdout
+    argv = [sys.executable, "-m", "kalshictl.sim", "--port", "0", "--markets", "20", "--paused"]
+    argv += ["--ack-seq", "last", "--snapshot-seq", "none", "--repeat-subscribe", "new_sid"]
+    argv += ["--delta-ts-ms", "sometimes"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        lines = {}
+        while "CONTROL" not in lines:
+            line = proc.stdout.readline()
+            assert line, "the sim exited before printing its URLs"
+            key, _, value = line.strip().partition(" ")
+            lines[key] = value
+        with urllib.request.urlopen(lines["CONTROL"], timeout=5) as r:
+            index = json.loads(r.read())
+        assert any(e["path"] == "/_sim/subscriptions" for e in index["endpoints"])
+        with urllib.request.urlopen(lines["CONTROL"] + "/options", timeout=5) as r:
+            options = json.loads(r.read())
+        assert (options["ack_seq"], options["snapshot_seq"]) == ("last", "none")
+        assert (options["repeat_subscribe"], options["delta_ts_ms"]) == ("new_sid", "sometimes")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert list(tmp_path.iterdir()) == []
