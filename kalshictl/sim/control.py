@@ -70,7 +70,21 @@ class ControlApi:
 
     async def subscriptions(self, request: web.Request) -> web.Response:
         """Each open WS connection's subscriptions: sid, channel, tickers (null = all markets / global), seq."""
-        return json_response({"connections": self.ex.subscriptions()})
+        conns = self.ex.subscriptions()
+        by_channel: dict[str, dict] = {}
+        for conn in conns:
+            for sub in conn["subscriptions"]:
+                entry = by_channel.setdefault(sub["channel"], {"subscriptions": 0, "all_markets": 0, "tickers": set()})
+                entry["subscriptions"] += 1
+                if sub["tickers"] is None:
+                    entry["all_markets"] += 1
+                else:
+                    entry["tickers"].update(sub["tickers"])
+        summary = {
+            ch: {"subscriptions": e["subscriptions"], "all_markets": e["all_markets"], "markets": len(e["tickers"])}
+            for ch, e in sorted(by_channel.items())
+        }
+        return json_response({"connections": conns, "by_channel": summary})
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counters: events emitted, messages sent by type, faults, connections, REST answers."""

@@ -352,6 +352,7 @@ async def test_control_index_options_and_subscriptions(sim: SimExchange, ws_clie
     assert subs["connections"][0]["subscriptions"] == [
         {"sid": sid, "channel": "orderbook_delta", "tickers": [t], "seq": 1}
     ]
+    assert subs["by_channel"] == {"orderbook_delta": {"subscriptions": 1, "all_markets": 0, "markets": 1}}
     async with http.post(f"{base}/options", json={"ack_seq": "last"}) as r:
         assert r.status == 200 and (await r.json())["ack_seq"] == "last"
     cid = await ws_client.send("update_subscription", sid=sid, action="get_snapshot", market_tickers=[t])
