@@ -46,7 +46,7 @@ class SimExchange:
 
     def __init__(self, cfg: SimConfig | None = None, **overrides: Any) -> None:
         cfg = cfg or SimConfig()
-        self.cfg = replace(cfg, **overrides) if overrides else cfg
+        self.cfg = replace(cfg, **overrides)  # a copy: set_options() never changes the caller's config
         FaultSpec.parse(self.cfg.faults)  # fail early on a bad spec
         self.limiter = RateLimiter(self.cfg.rest_tier)
         self.public_key: PublicKey | None = None

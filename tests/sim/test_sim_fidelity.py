@@ -398,3 +398,18 @@ def test_cli_flags_set_the_options_and_control_url_answers(tmp_path) -> None:
         proc.wait(timeout=30)
     assert proc.returncode == 0
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_options_change_the_exchange_not_the_callers_config() -> None:
+    from .conftest import config
+
+    cfg = config()
+    async with SimExchange(cfg) as ex:
+        ex.set_options(ack_seq="last", repeat_subscribe="new_sid")
+        assert (ex.cfg.ack_seq, ex.cfg.repeat_subscribe) == ("last", "new_sid")
+        with pytest.raises(ValueError, match="snapshot_seq"):
+            ex.set_options(ack_seq="own", snapshot_seq="sometimes")
+        assert ex.cfg.ack_seq == "last", "a bad option changes nothing"
+    assert (cfg.ack_seq, cfg.repeat_subscribe) == ("own", "merge")
+    with pytest.raises(ValueError, match="delta_ts_ms"):
+        config(delta_ts_ms="never")
