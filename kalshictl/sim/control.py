@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from kalshictl.sim.rest import error_response, json_response
+from kalshictl.sim.rest import BadRequest, error_response, json_response, status_filter
 
 if TYPE_CHECKING:
     from kalshictl.sim.exchange import SimExchange
@@ -69,7 +69,10 @@ class ControlApi:
             return error_response(400, "bad_request", str(exc))
 
     async def subscriptions(self, request: web.Request) -> web.Response:
-        """Each open WS connection's subscriptions: sid, channel, tickers (null = all markets / global), seq."""
+        """Each open WS connection's subscriptions: sid, channel, tickers (null = all markets / global), seq.
+
+        ``?missing=orderbook_delta[&status=open,paused]``: also the markets no subscription of that channel covers.
+        """
         conns = self.ex.subscriptions()
         by_channel: dict[str, dict] = {}
         for conn in conns:
@@ -84,7 +87,26 @@ class ControlApi:
             ch: {"subscriptions": e["subscriptions"], "all_markets": e["all_markets"], "markets": len(e["tickers"])}
             for ch, e in sorted(by_channel.items())
         }
-        return json_response({"connections": conns, "by_channel": summary})
+        out: dict = {"connections": conns, "by_channel": summary}
+        channel = request.query.get("missing")
+        if channel:  # markets (of ?status=, Kalshi's filter values) that no subscription of this channel covers
+            try:
+                statuses = status_filter(request)
+            except BadRequest as exc:
+                return error_response(400, "bad_request", str(exc))
+            entry = by_channel.get(channel)
+            u = self.ex.universe
+            missing: list[str] = []
+            if entry is None or not entry["all_markets"]:
+                covered = entry["tickers"] if entry is not None else set()
+                for idx in range(u.n_markets):
+                    if statuses is not None and u.status(idx) not in statuses:
+                        continue
+                    t = u.ticker(idx)
+                    if t not in covered:
+                        missing.append(t)
+            out["missing"] = {"channel": channel, "count": len(missing), "tickers": missing[:1000]}
+        return json_response(out)
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counters: events emitted, messages sent by type, faults, connections, REST answers."""

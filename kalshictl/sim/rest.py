@@ -74,7 +74,7 @@ def _cursor(request: web.Request, prefix: str) -> int:
         raise BadRequest("invalid cursor") from None
 
 
-def _statuses(request: web.Request) -> frozenset[str] | None:
+def status_filter(request: web.Request) -> frozenset[str] | None:
     raw = request.query.get("status")
     if not raw:
         return None
@@ -166,7 +166,7 @@ class RestApi:
         u = self.u
         limit = _int(request, "limit", 100, 1, 1000)
         start = _cursor(request, "m")
-        statuses = _statuses(request)
+        statuses = status_filter(request)
         mve_filter = request.query.get("mve_filter") or None
         if mve_filter not in (None, "only", "exclude"):
             raise BadRequest("mve_filter must be 'only' or 'exclude'")
@@ -258,7 +258,7 @@ class RestApi:
         u = self.u
         limit = _int(request, "limit", 200, 1, 200)
         start = _cursor(request, "e")
-        statuses = _statuses(request)
+        statuses = status_filter(request)
         nested = request.query.get("with_nested_markets", "false").lower() == "true"
         series = request.query.get("series_ticker")
         tickers = _list(request, "tickers")

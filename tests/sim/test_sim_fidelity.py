@@ -353,6 +353,13 @@ async def test_control_index_options_and_subscriptions(sim: SimExchange, ws_clie
         {"sid": sid, "channel": "orderbook_delta", "tickers": [t], "seq": 1}
     ]
     assert subs["by_channel"] == {"orderbook_delta": {"subscriptions": 1, "all_markets": 0, "markets": 1}}
+    _, subs = await get_json(http, f"{base}/subscriptions", missing="orderbook_delta", status="open")
+    active = [sim.universe.ticker(i) for i in range(sim.universe.n_markets) if sim.universe.status(i) == "active"]
+    assert subs["missing"]["tickers"] == [x for x in active if x != t] and subs["missing"]["count"] == len(active) - 1
+    _, subs = await get_json(http, f"{base}/subscriptions", missing="ticker")
+    assert subs["missing"]["count"] == sim.universe.n_markets, "no ticker subscription covers anything"
+    status, _ = await get_json(http, f"{base}/subscriptions", missing="ticker", status="bogus")
+    assert status == 400
     async with http.post(f"{base}/options", json={"ack_seq": "last"}) as r:
         assert r.status == 200 and (await r.json())["ack_seq"] == "last"
     cid = await ws_client.send("update_subscription", sid=sid, action="get_snapshot", market_tickers=[t])
