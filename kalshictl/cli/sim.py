@@ -26,6 +26,11 @@ def register(root: typer.Typer) -> None:
             10_000, "--max-markets-per-sub", min=1, help="Per-subscription market cap (error 26 beyond)."
         ),
         paused: bool = typer.Option(False, "--paused", help="Start with activity paused (POST /_sim/resume)."),
+        ack_seq: str = typer.Option("own", "--ack-seq", help="own|last: ok/unsubscribed acks take a seq or not."),
+        snapshot_seq: str = typer.Option("consume", "--snapshot-seq", help="consume|none: get_snapshot takes a seq."),
+        repeat_subscribe: str = typer.Option("merge", "--repeat-subscribe", help="merge|new_sid: repeat subscribe."),
+        delta_ts_ms: str = typer.Option("always", "--delta-ts-ms", help="always|sometimes: deltas carry ts_ms."),
+        mve_share: float = typer.Option(0.1, "--mve-share", min=0, max=1, help="Share of multivariate series."),
     ) -> None:
         """Serve Kalshi's REST + WebSocket protocol with seeded activity, fault injection and a ground-truth log."""
         import asyncio
@@ -33,6 +38,7 @@ def register(root: typer.Typer) -> None:
 
         from kalshictl.errors import ConfigError
         from kalshictl.sim import SimConfig, SimExchange
+        from kalshictl.sim.config import check_option
         from kalshictl.sim.faults import FaultSpec
         from kalshictl.sim.ratelimit import TIER_NAMES
 
@@ -42,6 +48,17 @@ def register(root: typer.Typer) -> None:
             raise ConfigError(f"--faults: {exc}") from None
         if rest_tier.lower() not in TIER_NAMES:
             raise ConfigError(f"--rest-tier: expected one of {', '.join(TIER_NAMES)}, got {rest_tier!r}")
+        options = {
+            "ack_seq": ack_seq,
+            "snapshot_seq": snapshot_seq,
+            "repeat_subscribe": repeat_subscribe,
+            "delta_ts_ms": delta_ts_ms,
+        }
+        for name, value in options.items():
+            try:
+                check_option(name, value)
+            except ValueError as exc:
+                raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
         if public_key is not None and not public_key.is_file():
             raise ConfigError(f"--public-key: no such file: {public_key}")
         cfg = SimConfig(
@@ -58,6 +75,8 @@ def register(root: typer.Typer) -> None:
             heartbeat_s=heartbeat,
             max_markets_per_sub=max_markets_per_sub,
             paused=paused,
+            mve_share=mve_share,
+            **options,
         )
 
         async def serve() -> None:

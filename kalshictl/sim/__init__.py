@@ -3,9 +3,10 @@
 Usage::
 
     async with SimExchange(SimConfig(markets=50, seed=1, rate=200)) as ex:
-        ...  # ex.rest_url, ex.ws_url, ex.book(ticker), ex.set_faults(spec), ex.pause(), ex.stats()
+        ...  # ex.rest_url, ex.ws_url, ex.book(ticker), ex.set_faults(spec), ex.set_options(ack_seq="last"), ex.stats()
 
-    handle = SimExchange.start_in_thread(SimConfig(markets=50))  # from synchronous code; handle.stop()
+    handle = SimExchange.start_in_thread(SimConfig(markets=50))  # from synchronous code
+    handle.call(handle.ex.step, 100); handle.ex.rest_url; handle.stop()
 """
 
 from kalshictl.sim.config import SimConfig

@@ -1,4 +1,4 @@
-"""Seeded market activity: order-book deltas, trades, ticker updates and lifecycle transitions.
+"""Seeded market activity: order-book deltas, trades, ticker updates, lifecycle transitions and metadata changes.
 
 One RNG (seeded from the run's seed) drives every decision, so the same seed gives the same sequence of actions.
 Books stay valid: no level goes negative, a level reaching 0 is removed, and the yes and no bids never cross.
@@ -48,6 +48,8 @@ class Activity:
         self.pending: list[tuple[int, int]] = []  # (action count due, market index) awaiting activation
         self.actions = 0  # actions performed so far (the clock of deterministic activations)
         self.activation_delay = max(1, int(max(self.rate, 1.0) * cfg.activation_delay_s))
+        self.deactivated: list[int] = []  # markets deactivated during the run (candidates for a repeated deactivated)
+        self.fee_overrides: set[int] = set()  # events with a fee override set
 
     # ----- helpers ----------------------------------------------------------------------------------------------
     def _emitted(self) -> int:
@@ -157,9 +159,13 @@ class Activity:
             st.status = ACTIVE
             if status == INITIALIZED:
                 st.open_ts = now_s
-            feed.lifecycle(ticker, "activated", ts_ms, {"is_deactivated": False, "open_ts": st.open_ts})
+            st.close_ts = max(st.close_ts, now_s + 3600)  # an active market closes in the future
+            feed.lifecycle(
+                ticker, "activated", ts_ms, {"is_deactivated": False, "open_ts": st.open_ts, "close_ts": st.close_ts}
+            )
         elif status == ACTIVE and rng.random() < 0.35:
             st.status = INACTIVE
+            self.deactivated.append(idx)
             feed.lifecycle(ticker, "deactivated", ts_ms, {"is_deactivated": True})
         elif status == ACTIVE and rng.random() < 0.5:
             st.close_ts = max(now_s + 60, st.close_ts + 3600 * rng.randint(-24, 72))
@@ -170,6 +176,45 @@ class Activity:
             st.status = FINALIZED
             st.settled_ts = now_s
             feed.lifecycle(ticker, "settled", ts_ms, {"settled_ts": now_s})
+
+    def metadata_action(self, ts_ms: int) -> None:
+        """A change that is no status transition: ``metadata_updated`` (sometimes sent twice, identically), a
+        repeated ``deactivated`` of an already inactive market, or an ``event_fee_update`` (set or cleared).
+
+        The real exchange repeats ``deactivated`` and ``metadata_updated`` for one market; neither carries a time.
+        Multivariate markets get none of these (their channel has no metadata_updated or fee updates).
+        """
+        u, rng, feed = self.u, self.rng, self.feed
+        r = rng.random()
+        if r < 0.3:
+            live = [i for i in self.deactivated if u.status(i) == INACTIVE]
+            self.deactivated = live
+            if live:
+                idx = rng.choice(live)
+                feed.lifecycle(u.ticker(idx), "deactivated", ts_ms, {"is_deactivated": True})
+                return
+        if r < 0.7:
+            idx = rng.randrange(u.n_markets)
+            if u.is_mve(idx) or u.status(idx) == FINALIZED:
+                return
+            st = u.state(idx)
+            st.updated_ts = ts_ms // 1000
+            k = idx - u.ev_first[u.mk_event[idx]]
+            msg = {"yes_sub_title": f"Above {k}", "strike_type": "greater", "floor_strike": k}
+            ticker = u.ticker(idx)
+            for _ in range(2 if rng.random() < 0.3 else 1):
+                feed.lifecycle(ticker, "metadata_updated", ts_ms, msg)
+            return
+        e = rng.randrange(u.n_events)
+        if u.is_mve_event(e):
+            return
+        if e in self.fee_overrides:
+            self.fee_overrides.discard(e)
+            fee: dict = {"fee_type_override": None, "fee_multiplier_override": None}
+        else:
+            self.fee_overrides.add(e)
+            fee = {"fee_type_override": "quadratic", "fee_multiplier_override": rng.choice((0.5, 1, 2))}
+        feed.fee_update({"event_ticker": u.event_ticker(e), **fee}, ts_ms)
 
     def _determine(self, idx: int, ticker: str, st: MarketState, ts_ms: int) -> None:
         book = st.book
@@ -219,6 +264,7 @@ class Activity:
                 "created",
                 ts_ms,
                 {
+                    "exchange_index": 0,
                     "open_ts": st.open_ts,
                     "close_ts": st.close_ts,
                     "price_level_structure": structure,
@@ -252,7 +298,13 @@ class Activity:
                 ts_ms = self.clock.now_ms()
                 st.status = ACTIVE
                 st.open_ts = st.updated_ts = ts_ms // 1000
-                self.feed.lifecycle(self.u.ticker(idx), "activated", ts_ms, {"is_deactivated": False})
+                st.close_ts = max(st.close_ts, st.open_ts + 3600)
+                self.feed.lifecycle(
+                    self.u.ticker(idx),
+                    "activated",
+                    ts_ms,
+                    {"is_deactivated": False, "open_ts": st.open_ts, "close_ts": st.close_ts},
+                )
         self.pending = keep
 
     # ----- driving ----------------------------------------------------------------------------------------------
@@ -263,6 +315,7 @@ class Activity:
         t_trade = cfg.trade_share
         t_life = t_trade + cfg.lifecycle_share
         t_create = t_life + cfg.create_share
+        t_meta = t_create + cfg.metadata_share
         guard = 0
         while self._emitted() - start < n and guard < 20 * n + 100:
             guard += 1
@@ -278,6 +331,8 @@ class Activity:
                 self.lifecycle_action(ts_ms)
             elif r < t_create:
                 self.create_action(ts_ms)
+            elif r < t_meta:
+                self.metadata_action(ts_ms)
             else:
                 idx = self._pick_active()
                 if idx is not None:

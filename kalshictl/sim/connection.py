@@ -30,7 +30,7 @@ class Connection:
         self.closed = False
         self.next_sid = 1
         self.subs: dict[int, Sub] = {}  # sid -> subscription
-        self.by_channel: dict[str, Sub] = {}
+        self.by_channel: dict[str, list[Sub]] = {}  # one sid per channel unless repeat_subscribe=new_sid
 
     def send(self, frame: bytes) -> None:
         """Queue one text frame (dropped silently once the connection is closed)."""

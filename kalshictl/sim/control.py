@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from kalshictl.sim.rest import error_response, json_response
+from kalshictl.sim.rest import BadRequest, error_response, json_response, status_filter
 
 if TYPE_CHECKING:
     from kalshictl.sim.exchange import SimExchange
@@ -22,6 +22,11 @@ class ControlApi:
     def routes(self) -> list[web.RouteDef]:
         """All control routes."""
         return [
+            web.get("/_sim", self.index),
+            web.get("/_sim/", self.index),
+            web.get("/_sim/options", self.get_options),
+            web.post("/_sim/options", self.set_options),
+            web.get("/_sim/subscriptions", self.subscriptions),
             web.get("/_sim/stats", self.stats),
             web.get("/_sim/config", self.config),
             web.get("/_sim/faults", self.get_faults),
@@ -36,9 +41,76 @@ class ControlApi:
             web.get("/_sim/book/{ticker}", self.book),
         ]
 
+    async def index(self, request: web.Request) -> web.Response:
+        """Every control endpoint with what it does (the first line of its handler's docstring)."""
+        endpoints = []
+        for route in self.routes():
+            if route.path in ("/_sim", "/_sim/"):
+                continue
+            doc = (route.handler.__doc__ or "").strip().splitlines()[0]
+            endpoints.append({"method": route.method, "path": route.path, "does": doc})
+        return json_response({"endpoints": endpoints, "rest_url": self.ex.rest_url, "ws_url": self.ex.ws_url})
+
+    async def get_options(self, request: web.Request) -> web.Response:
+        """The protocol options (ack_seq, snapshot_seq, repeat_subscribe, delta_ts_ms, ...)."""
+        return json_response(self.ex.options())
+
+    async def set_options(self, request: web.Request) -> web.Response:
+        """Change protocol options now: JSON body ``{"ack_seq": "last", ...}`` (400 names a bad one)."""
+        try:
+            changes = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return error_response(400, "bad_request", "body must be a JSON object of options")
+        if not isinstance(changes, dict):
+            return error_response(400, "bad_request", "body must be a JSON object of options")
+        try:
+            return json_response(self.ex.set_options(**changes))
+        except (TypeError, ValueError) as exc:
+            return error_response(400, "bad_request", str(exc))
+
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        """Each open WS connection's subscriptions: sid, channel, tickers (null = all markets / global), seq.
+
+        ``?missing=orderbook_delta[&status=open,paused]``: also the markets no subscription of that channel covers.
+        """
+        conns = self.ex.subscriptions()
+        by_channel: dict[str, dict] = {}
+        for conn in conns:
+            for sub in conn["subscriptions"]:
+                entry = by_channel.setdefault(sub["channel"], {"subscriptions": 0, "all_markets": 0, "tickers": set()})
+                entry["subscriptions"] += 1
+                if sub["tickers"] is None:
+                    entry["all_markets"] += 1
+                else:
+                    entry["tickers"].update(sub["tickers"])
+        summary = {
+            ch: {"subscriptions": e["subscriptions"], "all_markets": e["all_markets"], "markets": len(e["tickers"])}
+            for ch, e in sorted(by_channel.items())
+        }
+        out: dict = {"connections": conns, "by_channel": summary}
+        channel = request.query.get("missing")
+        if channel:  # markets (of ?status=, Kalshi's filter values) that no subscription of this channel covers
+            try:
+                statuses = status_filter(request)
+            except BadRequest as exc:
+                return error_response(400, "bad_request", str(exc))
+            entry = by_channel.get(channel)
+            u = self.ex.universe
+            missing: list[str] = []
+            if entry is None or not entry["all_markets"]:
+                covered = entry["tickers"] if entry is not None else set()
+                for idx in range(u.n_markets):
+                    if statuses is not None and u.status(idx) not in statuses:
+                        continue
+                    t = u.ticker(idx)
+                    if t not in covered:
+                        missing.append(t)
+            out["missing"] = {"channel": channel, "count": len(missing), "tickers": missing[:1000]}
+        return json_response(out)
+
     async def stats(self, request: web.Request) -> web.Response:
         """Counters: events emitted, messages sent by type, faults, connections, REST answers."""
-        return json_response(self.ex.stats_dict())
+        return json_response(self.ex.stats())
 
     async def config(self, request: web.Request) -> web.Response:
         """Seed, market count, URLs and settings of this run."""
@@ -56,6 +128,8 @@ class ControlApi:
                 "ground_truth": str(ex.ground_truth_path) if ex.ground_truth_path else None,
                 "auth": ex.public_key is not None,
                 "max_markets_per_sub": ex.cfg.max_markets_per_sub,
+                "mve_share": ex.cfg.mve_share,
+                "options": ex.options(),
             }
         )
 
@@ -79,7 +153,10 @@ class ControlApi:
         return json_response({"spec": str(parsed)})
 
     async def drop(self, request: web.Request) -> web.Response:
-        """Drop every WebSocket connection now."""
+        """Drop every WebSocket connection now (``?refuse=S``: and refuse new ones for S seconds, an outage)."""
+        refuse = float(request.query.get("refuse", "0"))
+        if refuse > 0:
+            self.ex.faults.refuse_now(refuse)
         return json_response({"dropped": self.ex.drop_connections()})
 
     async def refuse(self, request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ from kalshictl.kalshi.auth import (
 )  # fmt: skip
 from kalshictl.sim.activity import Activity
 from kalshictl.sim.book import NO, YES
-from kalshictl.sim.config import REST_PREFIX, WS_PATH, SimConfig
+from kalshictl.sim.config import OPTIONS, REST_PREFIX, WS_PATH, SimConfig, check_option
 from kalshictl.sim.connection import Connection
 from kalshictl.sim.control import ControlApi
 from kalshictl.sim.faults import FaultInjector, FaultSpec
@@ -46,7 +46,7 @@ class SimExchange:
 
     def __init__(self, cfg: SimConfig | None = None, **overrides: Any) -> None:
         cfg = cfg or SimConfig()
-        self.cfg = replace(cfg, **overrides) if overrides else cfg
+        self.cfg = replace(cfg, **overrides)  # a copy: set_options() never changes the caller's config
         FaultSpec.parse(self.cfg.faults)  # fail early on a bad spec
         self.limiter = RateLimiter(self.cfg.rest_tier)
         self.public_key: PublicKey | None = None
@@ -67,22 +67,25 @@ class SimExchange:
     async def start(self) -> SimExchange:
         """Build the markets, bind the port and start serving and generating activity."""
         cfg = self.cfg
-        self.universe = Universe(cfg.markets, cfg.seed, cfg.anchor_ts)
+        self.universe = Universe(cfg.markets, cfg.seed, cfg.anchor_ts, cfg.mve_share)
+        self._temp_truth = False
         if cfg.record_ground_truth:
             if cfg.ground_truth is not None:
                 self.ground_truth_path = Path(cfg.ground_truth)
                 self.ground_truth_path.parent.mkdir(parents=True, exist_ok=True)
                 self.ground_truth_path.write_bytes(b"")
-            else:
+            else:  # readable while the exchange runs, removed by stop()
                 fd, name = tempfile.mkstemp(prefix="kalshictl-sim-gt-", suffix=".jsonl")
                 os.close(fd)
                 self.ground_truth_path = Path(name)
+                self._temp_truth = True
         self.gt = GroundTruth(self.ground_truth_path)
-        self.stats_ = Stats()
+        self.counters = Stats()
         self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.clock = Clock()
         self.trades = TradeLog(cfg.trade_history)
-        self.feed = Feed(self.universe, self.gt, self.faults, self.stats_)
+        self.feed = Feed(self.universe, self.gt, self.faults, self.counters, cfg)
+        self.feed.drop_all = self.drop_connections
         self.activity = Activity(self.universe, self.feed, self.trades, cfg, self.clock)
 
         rest = RestApi(self)
@@ -117,6 +120,8 @@ class SimExchange:
         if self._runner is not None:
             await self._runner.cleanup()
         self.gt.close()
+        if self._temp_truth and self.ground_truth_path is not None:
+            self.ground_truth_path.unlink(missing_ok=True)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         conns = list(self.connections.values())
@@ -169,19 +174,9 @@ class SimExchange:
         return self.base_url + "/_sim"
 
     # ----- control ----------------------------------------------------------------------------------------------
-    @property
-    def stats_obj(self) -> Stats:
-        """The raw counters."""
-        return self.stats_
-
-    @property
-    def stats(self) -> Any:
-        """Counters object (attribute access); call ``ex.stats()`` for a JSON-ready dict."""
-        return _StatsAccessor(self)
-
-    def stats_dict(self) -> dict:
-        """Events emitted, messages sent by type, faults injected, connections, REST answers."""
-        return self.stats_.as_dict(
+    def stats(self) -> dict:
+        """Events emitted, messages sent by type, faults injected, connections, REST answers (``self.counters``)."""
+        return self.counters.as_dict(
             self.faults.counts,
             {
                 "ground_truth_records": self.gt.records,
@@ -202,6 +197,36 @@ class SimExchange:
             "yes": [list(lv) for lv in book.levels(YES)],
             "no": [list(lv) for lv in book.levels(NO)],
         }
+
+    def options(self) -> dict[str, Any]:
+        """The runtime-changeable protocol options (``SimConfig`` fields named in ``config.OPTIONS``)."""
+        return {name: getattr(self.cfg, name) for name in OPTIONS}
+
+    def set_options(self, **changes: Any) -> dict[str, Any]:
+        """Change protocol options now (ValueError naming a bad one; nothing changes then); returns all options."""
+        checked = {name: check_option(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self.cfg, name, value)
+        return self.options()
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every open WS connection with its subscriptions: ``[{"connection", "subscriptions": [{"sid", "channel",
+        "tickers" (sorted; None = all markets / global), "seq"}]}]``."""
+        out = []
+        for cid, conn in sorted(self.connections.items()):
+            if conn.closed:
+                continue
+            subs = [
+                {
+                    "sid": sub.sid,
+                    "channel": sub.channel,
+                    "tickers": None if sub.tickers is None else sorted(sub.tickers),
+                    "seq": sub.seq,
+                }
+                for sub in sorted(conn.subs.values(), key=lambda s: s.sid)
+            ]
+            out.append({"connection": cid, "subscriptions": subs})
+        return out
 
     def set_faults(self, spec: str | FaultSpec) -> FaultSpec:
         """Replace the active fault spec (raises ValueError on a bad spec)."""
@@ -260,27 +285,12 @@ class SimExchange:
         return SimThread(cls(cfg, **overrides))
 
 
-class _StatsAccessor:
-    """``ex.stats()`` returns the dict; ``ex.stats.buffer_overflows`` etc. reach the counters."""
-
-    def __init__(self, ex: SimExchange) -> None:
-        self._ex = ex
-
-    def __call__(self) -> dict:
-        return self._ex.stats_dict()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ex.stats_, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_ex":
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._ex.stats_, name, value)
-
-
 class SimThread:
-    """Handle of an exchange running in a background thread; every method is thread-safe."""
+    """Handle of an exchange running in a background thread.
+
+    ``handle.ex`` is the exchange: read its plain attributes (``rest_url``, ``ws_url``, ``ground_truth_path``...)
+    directly, and run anything that touches its state on its loop with ``handle.call(handle.ex.step, 100)``.
+    """
 
     def __init__(self, ex: SimExchange) -> None:
         self.ex = ex
@@ -302,70 +312,13 @@ class SimThread:
         self.loop.run_until_complete(self.ex.stop())
         self.loop.close()
 
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the exchange's loop and return its result."""
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the exchange's loop and return its result."""
 
         async def _call() -> Any:
-            return fn(*args)
+            return fn(*args, **kwargs)
 
         return asyncio.run_coroutine_threadsafe(_call(), self.loop).result(timeout=30)
-
-    @property
-    def rest_url(self) -> str:
-        """REST base URL."""
-        return self.ex.rest_url
-
-    @property
-    def ws_url(self) -> str:
-        """WebSocket URL."""
-        return self.ex.ws_url
-
-    @property
-    def port(self) -> int:
-        """Bound port."""
-        return self.ex.port
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port``."""
-        return self.ex.base_url
-
-    @property
-    def ground_truth_path(self) -> Path | None:
-        """Path of the ground-truth log."""
-        return self.ex.ground_truth_path
-
-    def book(self, ticker: str) -> dict | None:
-        """See :meth:`SimExchange.book`."""
-        return self.call(self.ex.book, ticker)
-
-    def set_faults(self, spec: str) -> FaultSpec:
-        """See :meth:`SimExchange.set_faults`."""
-        return self.call(self.ex.set_faults, spec)
-
-    def drop_connections(self) -> int:
-        """See :meth:`SimExchange.drop_connections`."""
-        return self.call(self.ex.drop_connections)
-
-    def pause(self) -> None:
-        """See :meth:`SimExchange.pause`."""
-        self.call(self.ex.pause)
-
-    def resume(self) -> None:
-        """See :meth:`SimExchange.resume`."""
-        self.call(self.ex.resume)
-
-    def step(self, n: int = 1) -> int:
-        """See :meth:`SimExchange.step`."""
-        return self.call(self.ex.step, n)
-
-    def stats(self) -> dict:
-        """See :meth:`SimExchange.stats_dict`."""
-        return self.call(self.ex.stats_dict)
-
-    def flush(self) -> int:
-        """See :meth:`SimExchange.flush`."""
-        return self.call(self.ex.flush)
 
     def stop(self) -> None:
         """Stop the exchange (flushing ground truth) and join the thread."""

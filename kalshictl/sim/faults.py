@@ -9,6 +9,10 @@ Spec syntax: comma-separated ``name=value`` items, e.g. ``drop=0.001,skip_seq=0.
 * ``rest_429=P``   per REST request: answer 429 ``{"error": "too many requests"}``.
 * ``rest_slow=P[:S]`` per REST request: delay the answer by S seconds (default 1.0).
 * ``refuse=P[:S]`` per WS upgrade: start refusing upgrades (HTTP 503) for S seconds (default 5.0).
+* ``drop_all=P[:S]`` per outgoing WS data frame of any channel (order books, ticker, trade, lifecycle): an
+  exchange-side outage: abort **every** connection and refuse upgrades for S seconds (default 1.0).
+* ``cmd_timeout=P`` per ``subscribe`` / ``update_subscription`` command: answer error 18 (command timeout) without
+  executing it.
 
 ``P`` is a probability in [0, 1]. An empty spec (or ``none``) disables every fault.
 """
@@ -19,13 +23,13 @@ import random
 import time
 from dataclasses import dataclass, field
 
-WS_FAULTS = ("drop", "skip_seq", "dup", "malformed")
+WS_FAULTS = ("drop", "skip_seq", "dup", "malformed", "drop_all")
 REST_FAULTS = ("rest_429", "rest_slow")
-ALL_FAULTS = (*WS_FAULTS, *REST_FAULTS, "refuse")
-_DEFAULT_SECONDS = {"rest_slow": 1.0, "refuse": 5.0}
+ALL_FAULTS = (*WS_FAULTS, *REST_FAULTS, "refuse", "cmd_timeout")
+_DEFAULT_SECONDS = {"rest_slow": 1.0, "refuse": 5.0, "drop_all": 1.0}
 
 # Outcomes of FaultInjector.roll_frame
-NONE, DROP, SKIP, DUP, MALFORMED = 0, 1, 2, 3, 4
+NONE, DROP, SKIP, DUP, MALFORMED, DROP_ALL = 0, 1, 2, 3, 4, 5
 GARBAGE = b'{"type":"orderbook_delta","sid":\x7f garbage <<not json>>'
 
 
@@ -61,7 +65,7 @@ class FaultSpec:
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"fault spec item {item!r}: probability must be within [0, 1]")
             if secs_s and name not in _DEFAULT_SECONDS:
-                raise ValueError(f"fault spec item {item!r}: only rest_slow and refuse take :SECONDS")
+                raise ValueError(f"fault spec item {item!r}: only {', '.join(_DEFAULT_SECONDS)} take :SECONDS")
             if secs < 0:
                 raise ValueError(f"fault spec item {item!r}: seconds must be >= 0")
             probs[name] = prob
@@ -96,14 +100,19 @@ class FaultInjector:
         self._skip = self._drop + p.get("skip_seq", 0.0)
         self._dup = self._skip + p.get("dup", 0.0)
         self._mal = self._dup + p.get("malformed", 0.0)
-        self.ws_active = self._mal > 0.0
+        self._all = self._mal + p.get("drop_all", 0.0)
+        self.ws_active = self._all > 0.0
         return self.spec
 
     def roll_frame(self, skippable: bool) -> int:
         """Decide the fate of one WS data frame (NONE, DROP, SKIP, DUP, MALFORMED) and count it."""
         r = self.rng.random()
-        if r >= self._mal:
+        if r >= self._all:
             return NONE
+        if r >= self._mal:
+            self.counts["drop_all"] += 1
+            self.refuse_now(self.spec.seconds.get("drop_all", 1.0))
+            return DROP_ALL
         if r < self._drop:
             self.counts["drop"] += 1
             return DROP
@@ -128,6 +137,14 @@ class FaultInjector:
             self.counts["rest_slow"] += 1
             return False, self.spec.seconds.get("rest_slow", 1.0)
         return False, 0.0
+
+    def roll_cmd_timeout(self) -> bool:
+        """For one subscribe/update_subscription command: answer error 18 instead?"""
+        p = self.spec.probs.get("cmd_timeout", 0.0)
+        if p and self.rng.random() < p:
+            self.counts["cmd_timeout"] += 1
+            return True
+        return False
 
     def refuse_now(self, seconds: float) -> None:
         """Refuse new WS connections for ``seconds`` from now."""

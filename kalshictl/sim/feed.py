@@ -1,25 +1,35 @@
 """Subscriptions and the emission of exchange events: ground truth first, then fan-out to subscribers.
 
 Frames are serialised once per event; only the envelope (``sid``/``seq``) differs per subscriber. Faults are rolled
-per subscriber frame. ``seq`` exists only on orderbook_snapshot/orderbook_delta frames.
+per subscriber frame. ``seq`` exists only on orderbook_snapshot/orderbook_delta frames (and acks, see ws.py).
+
+Lifecycle messages are sent as Kalshi sends them: no ``ts``/``ts_ms``; multivariate (``KXMVE...``) markets' lifecycle
+and event creations go only to ``multivariate_market_lifecycle``, everything else (and ``event_fee_update``) to
+``market_lifecycle_v2``.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 import orjson
 
 from kalshictl.sim.book import NO, YES, Book
+from kalshictl.sim.config import SimConfig
 from kalshictl.sim.connection import Connection
-from kalshictl.sim.faults import DROP, DUP, GARBAGE, MALFORMED, SKIP, FaultInjector
+from kalshictl.sim.faults import DROP, DROP_ALL, DUP, GARBAGE, MALFORMED, SKIP, FaultInjector
 from kalshictl.sim.fmt import PRICE_STR, iso, size_str
 from kalshictl.sim.ground_truth import GroundTruth
 from kalshictl.sim.markets import MarketState, Universe
 from kalshictl.sim.stats import Stats
 
 ORDERBOOK, TICKER, TRADE, LIFECYCLE = "orderbook_delta", "ticker", "trade", "market_lifecycle_v2"
+MVE_LIFECYCLE = "multivariate_market_lifecycle"
+MVE_PREFIX = "KXMVE"  # tickers of multivariate (combo) markets, events and series start with this
 # channels that take market tickers (orderbook_delta requires them; the others default to all markets)
 TICKERED = (ORDERBOOK, TICKER, TRADE, "fill", "market_positions", "user_orders")
-GLOBAL = (LIFECYCLE, "order_group_updates", "communications", "multivariate_market_lifecycle")
+GLOBAL = (LIFECYCLE, "order_group_updates", "communications", MVE_LIFECYCLE)
 INDEXED = ("cfbenchmarks_value", "pyth_value")
 PRIVATE = frozenset(("fill", "market_positions", "user_orders", "order_group_updates", "communications"))
 CHANNELS = frozenset((*TICKERED, *GLOBAL, *INDEXED))
@@ -42,11 +52,16 @@ class Sub:
 class Feed:
     """Routes every emitted event to the ground truth and to the subscribers of its channel."""
 
-    def __init__(self, universe: Universe, gt: GroundTruth, faults: FaultInjector, stats: Stats) -> None:
+    def __init__(
+        self, universe: Universe, gt: GroundTruth, faults: FaultInjector, stats: Stats, cfg: SimConfig | None = None
+    ) -> None:
         self.u = universe
         self.gt = gt
         self.faults = faults
         self.stats = stats
+        self.cfg = cfg or SimConfig()
+        self.drop_all: Callable[[], int] = lambda: 0  # set by the exchange: abort every connection
+        self._ts_rng = random.Random(self.cfg.seed * 31 + 0x75)  # which deltas go without ts (never perturbs activity)
         self.by_ticker: dict[str, dict[str, set[Sub]]] = {ch: {} for ch in TICKERED}
         self.all: dict[str, set[Sub]] = {ch: set() for ch in CHANNELS}
 
@@ -93,6 +108,9 @@ class Feed:
             if action == DROP:
                 conn.abort()
                 return
+            if action == DROP_ALL:
+                self.drop_all()
+                return
             if action == SKIP:
                 return
             if action == DUP:
@@ -103,8 +121,8 @@ class Feed:
         conn.send(frame)
         self.stats.messages[mtype] += 1
 
-    def snapshot(self, sub: Sub, idx: int) -> None:
-        """Send an orderbook_snapshot of market ``idx`` to ``sub`` (consumes one seq)."""
+    def snapshot(self, sub: Sub, idx: int, consume: bool = True) -> None:
+        """Send an orderbook_snapshot of market ``idx`` to ``sub`` (consuming one seq unless ``consume`` is False)."""
         book: Book = self.u.peek(idx).book
         msg: dict = {"market_ticker": self.u.ticker(idx), "market_id": self.u.market_id(idx)}
         yes = book.levels(YES)
@@ -113,7 +131,8 @@ class Feed:
         if book.no:
             no = sorted((10_000 - p, s) for p, s in book.no.items()) if sub.yes_price else book.levels(NO)
             msg["no_dollars_fp"] = [[PRICE_STR[p], size_str(s)] for p, s in no]
-        sub.seq += 1
+        if consume or sub.seq == 0:
+            sub.seq += 1
         frame = b'{"type":"orderbook_snapshot","sid":%d,"seq":%d,"msg":%b}' % (sub.sid, sub.seq, orjson.dumps(msg))
         self._send(sub.conn, frame, "orderbook_snapshot")
 
@@ -126,8 +145,14 @@ class Feed:
 
     # ----- events -----------------------------------------------------------------------------------------------
     def delta(self, idx: int, ticker: str, side: str, price: int, size_delta: int, ts_ms: int) -> None:
-        """Emit an order-book delta (the book must already be updated)."""
-        self.gt.delta(ticker, ts_ms, side, price, size_delta)
+        """Emit an order-book delta (the book must already be updated).
+
+        With ``delta_ts_ms="sometimes"`` a share of deltas goes out without ``ts_ms``/``ts`` (optional in Kalshi's
+        AsyncAPI); the ground truth keeps the true time and marks the record ``"untimed": true``.
+        """
+        cfg = self.cfg
+        untimed = cfg.delta_ts_ms == "sometimes" and self._ts_rng.random() < cfg.untimed_delta_share
+        self.gt.delta(ticker, ts_ms, side, price, size_delta, untimed)
         self.stats.events["delta"] += 1
         subs = self.by_ticker[ORDERBOOK].get(ticker)
         if not subs:
@@ -138,9 +163,10 @@ class Feed:
             "price_dollars": PRICE_STR[price],
             "delta_fp": size_str(size_delta),
             "side": side,
-            "ts": iso(ts_ms // 1000),
-            "ts_ms": ts_ms,
         }
+        if not untimed:
+            msg["ts"] = iso(ts_ms // 1000)
+            msg["ts_ms"] = ts_ms
         body = orjson.dumps(msg)
         body_yes = None
         for sub in list(subs):
@@ -218,34 +244,42 @@ class Feed:
                 self._send(sub.conn, b'{"type":"ticker","sid":%d,"msg":%b}' % (sub.sid, body), "ticker")
         return True
 
-    def lifecycle(self, ticker: str, event_type: str, ts_ms: int, extra: dict | None = None) -> None:
-        """Emit a market_lifecycle_v2 event (``ts_ms`` included; the real API may not send it)."""
-        self.gt.lifecycle(ticker, event_type, ts_ms)
-        self.stats.events["lifecycle"] += 1
-        subs = self.all[LIFECYCLE]
+    def _global(self, channel: str, mtype: str, body: bytes) -> None:
+        subs = self.all[channel]
         if not subs:
             return
-        msg = {"market_ticker": ticker, "event_type": event_type, "ts_ms": ts_ms}
-        if extra:
-            msg.update(extra)
-        body = orjson.dumps(msg)
+        prefix = b'{"type":"%b","sid":' % mtype.encode()
         for sub in list(subs):
             if not sub.conn.closed:
-                self._send(sub.conn, b'{"type":"market_lifecycle_v2","sid":%d,"msg":%b}' % (sub.sid, body), LIFECYCLE)
+                self._send(sub.conn, prefix + b'%d,"msg":%b}' % (sub.sid, body), mtype)
+
+    def lifecycle(self, ticker: str, event_type: str, ts_ms: int, extra: dict | None = None) -> None:
+        """Emit a market lifecycle event as Kalshi sends it (no time of its own; ``ts_ms`` is only the truth's).
+
+        ``KXMVE...`` markets go to ``multivariate_market_lifecycle`` (type of the same name), the others to
+        ``market_lifecycle_v2``.
+        """
+        msg = {"market_ticker": ticker, "event_type": event_type}
+        if extra:
+            msg.update(extra)
+        channel = MVE_LIFECYCLE if ticker.startswith(MVE_PREFIX) else LIFECYCLE
+        self.gt.lifecycle(ticker, event_type, ts_ms, channel, msg)
+        self.stats.events["lifecycle"] += 1
+        self._global(channel, channel, orjson.dumps(msg))
 
     def event_lifecycle(self, msg: dict, ts_ms: int) -> None:
-        """Emit an event_lifecycle message on the market_lifecycle_v2 channel (``ts_ms`` included, as on lifecycle).
+        """Emit an ``event_lifecycle`` (event created) on the lifecycle channel of its markets.
 
         Ground truth records it as a lifecycle event of the event ticker with event_type ``event_lifecycle``.
         """
-        self.gt.lifecycle(msg["event_ticker"], "event_lifecycle", ts_ms)
+        ticker = msg["event_ticker"]
+        channel = MVE_LIFECYCLE if ticker.startswith(MVE_PREFIX) else LIFECYCLE
+        self.gt.lifecycle(ticker, "event_lifecycle", ts_ms, channel, msg)
         self.stats.events["event_lifecycle"] += 1
-        subs = self.all[LIFECYCLE]
-        if not subs:
-            return
-        body = orjson.dumps({**msg, "ts_ms": ts_ms})
-        for sub in list(subs):
-            if not sub.conn.closed:
-                self._send(
-                    sub.conn, b'{"type":"event_lifecycle","sid":%d,"msg":%b}' % (sub.sid, body), "event_lifecycle"
-                )
+        self._global(channel, "event_lifecycle", orjson.dumps(msg))
+
+    def fee_update(self, msg: dict, ts_ms: int) -> None:
+        """Emit an ``event_fee_update`` on ``market_lifecycle_v2`` (ground truth: ticker = event ticker)."""
+        self.gt.lifecycle(msg["event_ticker"], "event_fee_update", ts_ms, LIFECYCLE, msg)
+        self.stats.events["event_fee_update"] += 1
+        self._global(LIFECYCLE, "event_fee_update", orjson.dumps(msg))

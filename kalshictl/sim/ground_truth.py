@@ -4,12 +4,21 @@ Records (one JSON object per line):
 
 * ``{"kind":"trade","trade_id","ticker","exchange_ts","price" (yes),"no_price","size","taker_side"}``
 * ``{"kind":"delta","ticker","exchange_ts","side","price" (as sent: no-leg for "no"),"size_delta","occurrence"}``
+  plus ``"untimed": true`` when the frame carried no ``ts_ms``/``ts`` (``delta_ts_ms="sometimes"``)
 * ``{"kind":"ticker","ticker","exchange_ts","yes_bid","yes_ask","last_price","volume","open_interest"}``
-* ``{"kind":"lifecycle","ticker","event_type","exchange_ts"}``
+* ``{"kind":"lifecycle","ticker","event_type","exchange_ts","channel","payload","occurrence"}``
 
 Prices are ten-thousandths of a dollar, sizes hundredths of a contract, ``exchange_ts`` microseconds
 (``ts_ms * 1000``). ``occurrence`` numbers identical (ticker, exchange_ts, side, price, size_delta) deltas 0, 1, 2...
 in emission order. An event is logged when the exchange emits it, even if a fault kept it from a subscriber.
+
+Lifecycle records: ``ticker`` is the market ticker (the event ticker for ``event_lifecycle`` / ``event_fee_update``,
+which are also ``event_type``), ``exchange_ts`` the time the exchange emitted it (Kalshi's message carries no time of
+its own, so a recorder can only know it approximately), ``channel`` the WS channel it went to
+(``market_lifecycle_v2`` | ``multivariate_market_lifecycle``), ``payload`` the ``msg`` object exactly as sent, and
+``occurrence`` numbers records with identical (ticker, event_type, payload) 0, 1, 2... over the run (the exchange
+repeats e.g. ``deactivated`` with the same payload). A recorder's row matches the record with the same ticker,
+event_type and payload whose ``exchange_ts`` is nearest within a tolerance, one-to-one in time order.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ class GroundTruth:
         self._file = open(self.path, "ab") if self.path is not None else None  # noqa: SIM115
         self._occ: dict[tuple[str, str, int, int], int] = {}
         self._occ_ms = -1
+        self._life_occ: dict[tuple[str, str, bytes], int] = {}
         self.records = 0
 
     def _add(self, record: dict) -> None:
@@ -51,7 +61,7 @@ class GroundTruth:
             }
         )
 
-    def delta(self, ticker: str, ts_ms: int, side: str, price: int, size_delta: int) -> int:
+    def delta(self, ticker: str, ts_ms: int, side: str, price: int, size_delta: int, untimed: bool = False) -> int:
         """Log an order-book delta; returns its occurrence number. ``ts_ms`` must be non-decreasing."""
         if ts_ms != self._occ_ms:
             self._occ.clear()
@@ -59,17 +69,18 @@ class GroundTruth:
         key = (ticker, side, price, size_delta)
         occurrence = self._occ.get(key, 0)
         self._occ[key] = occurrence + 1
-        self._add(
-            {
-                "kind": "delta",
-                "ticker": ticker,
-                "exchange_ts": ts_ms * 1000,
-                "side": side,
-                "price": price,
-                "size_delta": size_delta,
-                "occurrence": occurrence,
-            }
-        )
+        record = {
+            "kind": "delta",
+            "ticker": ticker,
+            "exchange_ts": ts_ms * 1000,
+            "side": side,
+            "price": price,
+            "size_delta": size_delta,
+            "occurrence": occurrence,
+        }
+        if untimed:
+            record["untimed"] = True
+        self._add(record)
         return occurrence
 
     def ticker(self, ticker: str, ts_ms: int, yes_bid: int, yes_ask: int, last: int, volume: int, oi: int) -> None:
@@ -87,9 +98,23 @@ class GroundTruth:
             }
         )
 
-    def lifecycle(self, ticker: str, event_type: str, ts_ms: int) -> None:
-        """Log a market lifecycle event."""
-        self._add({"kind": "lifecycle", "ticker": ticker, "event_type": event_type, "exchange_ts": ts_ms * 1000})
+    def lifecycle(self, ticker: str, event_type: str, ts_ms: int, channel: str, payload: dict) -> int:
+        """Log a lifecycle message (``payload`` = its ``msg`` as sent); returns its occurrence number."""
+        key = (ticker, event_type, orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+        occurrence = self._life_occ.get(key, 0)
+        self._life_occ[key] = occurrence + 1
+        self._add(
+            {
+                "kind": "lifecycle",
+                "ticker": ticker,
+                "event_type": event_type,
+                "exchange_ts": ts_ms * 1000,
+                "channel": channel,
+                "payload": payload,
+                "occurrence": occurrence,
+            }
+        )
+        return occurrence
 
     def flush(self) -> int:
         """Append buffered records to the file; returns how many were written."""

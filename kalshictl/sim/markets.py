@@ -2,7 +2,9 @@
 
 Static attributes of market ``i`` derive from a 64-bit hash of (seed, i), so 425,000 markets cost a few arrays, not
 425,000 objects. A :class:`MarketState` (status, book, volume...) is created only when a market first changes.
-Tickers: series ``KX{WORD}{s}``, event ``{series}-E{e}``, market ``{event}-T{k}``.
+Tickers: series ``KX{WORD}{s}``, event ``{series}-E{e}``, market ``{event}-T{k}``. A share (``mve_share``) of the
+series are multivariate (combo) collections named ``KXMVE{WORD}{s}``: their markets trade like any other but their
+lifecycle goes only to the ``multivariate_market_lifecycle`` channel.
 """
 
 from __future__ import annotations
@@ -77,10 +79,11 @@ class MarketState:
 class Universe:
     """All series, events and markets of one run; market ``i`` is addressed by its index."""
 
-    def __init__(self, n_markets: int, seed: int, anchor_ts: int | None = None) -> None:
+    def __init__(self, n_markets: int, seed: int, anchor_ts: int | None = None, mve_share: float = 0.0) -> None:
         if n_markets < 1:
             raise ValueError("markets must be >= 1")
         self.seed = seed
+        self.mve_share = mve_share
         self.anchor_ts = anchor_ts if anchor_ts is not None else int(time.time()) // 86400 * 86400
         self._key = mix64(seed * 0x100000001B3 + 0x51D)
         self.series_names: list[str] = []
@@ -99,7 +102,8 @@ class Universe:
         sizes = (1, 1, 1, 2, 2, 3, 4, 5, 6, 8, 10, 12)
         while len(self.mk_event) < n:
             s = len(self.series_names)
-            name = f"KX{rng.choice(WORDS)}{s}"
+            word = rng.choice(WORDS)
+            name = f"KXMVE{word}{s}" if self._mve_series(s) else f"KX{word}{s}"
             self.series_names.append(name)
             self.series_index[name] = s
             self.series_events.append([])
@@ -113,6 +117,18 @@ class Universe:
         self.busy = active[: max(1, int(2 * n**0.5))]
         self.busy_set = frozenset(self.busy)
         self.busy_cum = list(accumulate(1.0 / (r + 1) ** 1.1 for r in range(len(self.busy))))
+
+    def _mve_series(self, s: int) -> bool:
+        """Whether series ``s`` is a multivariate collection (hash of (seed, s); never perturbs the RNG)."""
+        return mix64(self._key ^ (s << 40) ^ 0x3E7) % 10_000 < self.mve_share * 10_000
+
+    def is_mve(self, idx: int) -> bool:
+        """Whether market ``idx`` is multivariate (``KXMVE...``)."""
+        return self.series_names[self.ev_series[self.mk_event[idx]]].startswith("KXMVE")
+
+    def is_mve_event(self, e: int) -> bool:
+        """Whether event ``e`` is multivariate."""
+        return self.series_names[self.ev_series[e]].startswith("KXMVE")
 
     def _append_event(self, s: int, m: int) -> int:
         e = len(self.ev_first)

@@ -14,7 +14,7 @@ _SOURCES = [{"name": "Simulated Source", "url": "https://example.invalid/source"
 
 
 def _word(u: Universe, s: int) -> str:
-    name = u.series_names[s][2:]
+    name = u.series_names[s].removeprefix("KXMVE").removeprefix("KX")
     return name.rstrip("0123456789") or name
 
 
@@ -82,6 +82,9 @@ def market_dict(u: Universe, idx: int) -> dict:
         d["expiration_value"] = "above" if st.result == "yes" else "below"
     if st.settled_ts:
         d["settlement_ts"] = iso(st.settled_ts)
+    if u.is_mve(idx):
+        d["mve_collection_ticker"] = u.series_names[u.ev_series[e]]
+        d["mve_selected_legs"] = []
     return d
 
 

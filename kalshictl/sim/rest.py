@@ -74,7 +74,7 @@ def _cursor(request: web.Request, prefix: str) -> int:
         raise BadRequest("invalid cursor") from None
 
 
-def _statuses(request: web.Request) -> frozenset[str] | None:
+def status_filter(request: web.Request) -> frozenset[str] | None:
     raw = request.query.get("status")
     if not raw:
         return None
@@ -116,10 +116,10 @@ class RestApi:
         if not path.startswith(REST_PREFIX + "/"):
             return await handler(request)
         ex = self.ex
-        stats = ex.stats.rest
+        stats = ex.counters.rest
         problem = ex.check_auth(request, request.method, path)
         if problem is not None:
-            ex.stats.auth_rejected += 1
+            ex.counters.auth_rejected += 1
             stats["401"] += 1
             return error_response(401, "authentication_error", problem)
         client = request.headers.get("KALSHI-ACCESS-KEY") or request.remote or "anonymous"
@@ -166,9 +166,10 @@ class RestApi:
         u = self.u
         limit = _int(request, "limit", 100, 1, 1000)
         start = _cursor(request, "m")
-        statuses = _statuses(request)
-        if request.query.get("mve_filter") == "only":
-            return json_response({"markets": [], "cursor": ""})
+        statuses = status_filter(request)
+        mve_filter = request.query.get("mve_filter") or None
+        if mve_filter not in (None, "only", "exclude"):
+            raise BadRequest("mve_filter must be 'only' or 'exclude'")
         times = {k: _int(request, k, None) for k in TIME_FILTERS}
         times = {k: v for k, v in times.items() if v is not None}
         tickers = _list(request, "tickers")
@@ -191,6 +192,8 @@ class RestApi:
             if statuses is not None and u.status(idx) not in statuses:
                 continue
             if times and not self._time_match(idx, times):
+                continue
+            if mve_filter is not None and u.is_mve(idx) != (mve_filter == "only"):
                 continue
             if len(out) == limit:
                 next_cursor = f"m{idx:x}"
@@ -215,10 +218,17 @@ class RestApi:
         return json_response({"orderbook_fp": orderbook_fp(self.u.peek(idx).book, depth)})
 
     async def orderbooks(self, request: web.Request) -> web.Response:
-        """``GET /markets/orderbooks?tickers=A&tickers=B`` (1-100 tickers)."""
-        tickers = _list(request, "tickers")
+        """``GET /markets/orderbooks?tickers=A&tickers=B``: 1-100 *repeated* values of <= 200 characters each.
+
+        As in Kalshi's OpenAPI (``style: form, explode: true``) a comma-joined value is one ticker, not a list: an
+        unknown market (no book returned), or HTTP 400 when it is longer than 200 characters.
+        """
+        tickers = request.query.getall("tickers", [])
         if not 1 <= len(tickers) <= 100:
-            raise BadRequest("tickers: between 1 and 100 required")
+            raise BadRequest("tickers: between 1 and 100 values required")
+        for t in tickers:
+            if not t or len(t) > 200:
+                raise BadRequest("tickers: each value must be 1-200 characters")
         books = []
         for t in tickers:
             idx = self.u.index_of(t)
@@ -227,8 +237,9 @@ class RestApi:
         return json_response({"orderbooks": books})
 
     async def trades(self, request: web.Request) -> web.Response:
-        """``GET /markets/trades`` newest first, with limit/cursor/ticker/min_ts/max_ts."""
-        limit = _int(request, "limit", 100, 1, 1000)
+        """``GET /markets/trades`` newest first: ``limit`` (1-1000, 0 or absent = 100), ``cursor``, ``ticker``,
+        ``min_ts``/``max_ts`` (Unix **seconds**, both inclusive), ``is_block_trade`` (the sim has no block trades)."""
+        limit = _int(request, "limit", 100, 0, 1000) or 100
         raw = request.query.get("cursor") or ""
         before = _cursor(request, "t") if raw else None
         if request.query.get("is_block_trade") == "true":
@@ -247,7 +258,7 @@ class RestApi:
         u = self.u
         limit = _int(request, "limit", 200, 1, 200)
         start = _cursor(request, "e")
-        statuses = _statuses(request)
+        statuses = status_filter(request)
         nested = request.query.get("with_nested_markets", "false").lower() == "true"
         series = request.query.get("series_ticker")
         tickers = _list(request, "tickers")
@@ -264,6 +275,8 @@ class RestApi:
         for e in candidates:
             if e < start:
                 continue
+            if u.is_mve_event(e):
+                continue  # multivariate events are served by /events/multivariate, not here
             if statuses is not None and not any(u.status(i) in statuses for i in u.event_markets(e)):
                 continue
             if min_close is not None and u.event_times(e)[2] < min_close:

@@ -1,8 +1,17 @@
-"""The WebSocket API at ``/trade-api/ws/v2``: commands, acks and Kalshi's error codes.
+"""The WebSocket API at ``/trade-api/ws/v2``: commands, acks and Kalshi's error codes (``kalshictl.kalshi.ws_codes``).
 
-Subscribing again to a channel the connection already has merges the new tickers into that subscription (same sid),
-as Kalshi does since 2025-10-01. Acks of ``unsubscribe`` / ``update_subscription`` carry ``seq`` equal to the last
-data seq of that sid (they do not consume one); each orderbook snapshot (including ``get_snapshot``) consumes one.
+Seq numbering follows the run's options (``SimConfig``; docs/sim.md "Kalshi fidelity"):
+
+* every orderbook snapshot sent for a subscribe or ``add_markets`` consumes one seq of its sid;
+* ``ack_seq="own"`` (default): an ``ok`` or ``unsubscribed`` ack consumes a seq of its sid, so the next data frame
+  carries ack.seq + 1 (as a capture of Kalshi's demo exchange shows); ``"last"``: the ack carries the sid's last
+  data seq and consumes none;
+* ``snapshot_seq="consume"`` (default): a ``get_snapshot`` reply consumes a seq; ``"none"``: it carries the sid's
+  current seq without advancing it.
+
+Subscribing again to a channel the connection already has (``repeat_subscribe="merge"``, Kalshi since 2025-10-01)
+joins the existing sid: the reply is an ``ok`` ack with the full ticker list and snapshots follow only for markets
+that were not subscribed yet. ``repeat_subscribe="new_sid"`` opens a fresh sid per subscribe instead.
 """
 
 from __future__ import annotations
@@ -11,32 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kalshictl.kalshi.ws_codes import MESSAGES, WsError
 from kalshictl.sim.feed import CHANNELS, GLOBAL, INDEXED, ORDERBOOK, PRIVATE, TICKERED, Sub
 
 if TYPE_CHECKING:
     from kalshictl.sim.connection import Connection
     from kalshictl.sim.exchange import SimExchange
-
-ERRORS = {
-    1: "Unable to process message",
-    2: "Params required",
-    3: "Channels required",
-    4: "Subscription IDs required",
-    5: "Unknown command",
-    6: "Already subscribed",
-    7: "Unknown subscription ID",
-    8: "Unknown channel name",
-    9: "Authentication required",
-    10: "Channel error",
-    11: "Invalid parameter",
-    12: "Exactly one subscription ID is required",
-    13: "Unsupported action",
-    14: "Market Ticker required",
-    15: "Action required",
-    16: "Market not found",
-    17: "Internal error",
-    26: "Too many markets in subscription",
-}
 
 
 class CommandError(Exception):
@@ -55,7 +44,7 @@ def _reply(conn: Connection, obj: dict) -> None:
 
 def error_frame(cmd_id: Any, code: int, market_ticker: str | None = None, detail: str | None = None) -> bytes:
     """A Kalshi error frame."""
-    msg: dict[str, Any] = {"code": code, "msg": detail or ERRORS.get(code, "Error")}
+    msg: dict[str, Any] = {"code": int(code), "msg": detail or MESSAGES.get(code, "Error")}
     if market_ticker is not None:
         msg["market_ticker"] = market_ticker
     return orjson.dumps({"id": cmd_id, "type": "error", "msg": msg})
@@ -75,10 +64,10 @@ class CommandHandler:
         try:
             cmd = orjson.loads(data)
         except orjson.JSONDecodeError:
-            self.conn.send(error_frame(0, 1))
+            self.conn.send(error_frame(0, WsError.BAD_MESSAGE))
             return
         if not isinstance(cmd, dict):
-            self.conn.send(error_frame(0, 1))
+            self.conn.send(error_frame(0, WsError.BAD_MESSAGE))
             return
         cmd_id = cmd.get("id", 0)
         name = cmd.get("cmd")
@@ -90,12 +79,14 @@ class CommandHandler:
         }.get(name if isinstance(name, str) else "")
         try:
             if handler is None:
-                raise CommandError(5)
+                raise CommandError(WsError.UNKNOWN_COMMAND)
             params = cmd.get("params")
             if params is None:
                 params = {}
             if not isinstance(params, dict):
-                raise CommandError(1)
+                raise CommandError(WsError.BAD_MESSAGE)
+            if name in ("subscribe", "update_subscription") and self.ex.faults.roll_cmd_timeout():
+                raise CommandError(WsError.COMMAND_TIMEOUT)  # the command was not executed
             handler(cmd_id, params)
         except CommandError as exc:
             self.conn.send(error_frame(cmd_id, exc.code, exc.market_ticker, exc.detail))
@@ -106,11 +97,11 @@ class CommandHandler:
         if "market_tickers" in params and params["market_tickers"] is not None:
             tickers = params["market_tickers"]
             if not isinstance(tickers, list) or not all(isinstance(t, str) for t in tickers):
-                raise CommandError(11, detail="market_tickers must be a list of strings")
+                raise CommandError(WsError.INVALID_PARAMETER, detail="market_tickers must be a list of strings")
             return list(dict.fromkeys(tickers))
         if "market_ticker" in params and params["market_ticker"] is not None:
             if not isinstance(params["market_ticker"], str):
-                raise CommandError(11, detail="market_ticker must be a string")
+                raise CommandError(WsError.INVALID_PARAMETER, detail="market_ticker must be a string")
             return [params["market_ticker"]]
         return None
 
@@ -119,7 +110,7 @@ class CommandHandler:
         for t in tickers:
             idx = self.ex.universe.index_of(t)
             if idx is None:
-                raise CommandError(16, market_ticker=t)
+                raise CommandError(WsError.MARKET_NOT_FOUND, market_ticker=t)
             idxs.append(idx)
         return idxs
 
@@ -127,124 +118,150 @@ class CommandHandler:
         sids = params.get("sids")
         if sids is not None:
             if not isinstance(sids, list) or len(sids) != 1:
-                raise CommandError(12)
+                raise CommandError(WsError.EXACTLY_ONE_SID)
             sid = sids[0]
         elif "sid" in params:
             sid = params["sid"]
         else:
-            raise CommandError(12)
+            raise CommandError(WsError.EXACTLY_ONE_SID)
         sub = self.conn.subs.get(sid) if isinstance(sid, int) else None
         if sub is None:
-            raise CommandError(7)
+            raise CommandError(WsError.UNKNOWN_SID)
         return sub
+
+    def _ack_seq(self, sub: Sub) -> int:
+        """The seq an ``ok``/``unsubscribed`` ack carries (consuming one under ``ack_seq="own"``)."""
+        if self.ex.cfg.ack_seq == "own":
+            sub.seq += 1
+        return sub.seq
+
+    def _ok(self, cmd_id: Any, sub: Sub, tickers: list[str]) -> None:
+        seq = self._ack_seq(sub)
+        _reply(self.conn, {"id": cmd_id, "sid": sub.sid, "seq": seq, "type": "ok", "msg": {"market_tickers": tickers}})
 
     # ----- commands ---------------------------------------------------------------------------------------------
     def subscribe(self, cmd_id: Any, params: dict) -> None:
-        """``subscribe``: one ``subscribed`` ack per channel, then snapshots for orderbook_delta."""
+        """``subscribe``: per channel a ``subscribed`` ack (new sid) or an ``ok`` ack (merged), then snapshots."""
         if not params:
-            raise CommandError(2)
+            raise CommandError(WsError.PARAMS_REQUIRED)
         channels = params.get("channels")
         if not channels or not isinstance(channels, list):
-            raise CommandError(3)
+            raise CommandError(WsError.CHANNELS_REQUIRED)
         if ("market_id" in params or "market_ids" in params) and ORDERBOOK in channels:
-            raise CommandError(14)
+            raise CommandError(WsError.MARKET_TICKER_REQUIRED)
         tickers = self._tickers(params)
         yes_price = bool(params.get("use_yes_price", False))
         idxs = self._resolve(tickers) if tickers else []
-        cap = self.ex.cfg.max_markets_per_sub
+        cfg = self.ex.cfg
+        merge = cfg.repeat_subscribe == "merge"
+        plan: list[tuple[str, Sub | None]] = []
         for channel in channels:  # validate everything before changing anything
             if channel not in CHANNELS:
-                raise CommandError(8, detail=f"Unknown channel name: {channel}")
+                raise CommandError(WsError.UNKNOWN_CHANNEL, detail=f"Unknown channel name: {channel}")
             if channel in PRIVATE and not self.authenticated:
-                raise CommandError(9)
+                raise CommandError(WsError.AUTH_REQUIRED)
             if channel == ORDERBOOK and not tickers:
-                raise CommandError(14)
+                raise CommandError(WsError.MARKET_TICKER_REQUIRED)
+            per_market = bool(tickers) and channel in TICKERED
             existing = self.conn.by_channel.get(channel)
-            if existing is not None and (existing.tickers is None or not tickers or channel not in TICKERED):
-                raise CommandError(6)
-            if tickers and channel in TICKERED:
-                total = len(set(tickers) | (existing.tickers if existing is not None and existing.tickers else set()))
-                if total > cap:
-                    raise CommandError(26)
-        for channel in channels:
-            existing = self.conn.by_channel.get(channel)
-            if existing is not None:
-                new = [(t, i) for t, i in zip(tickers or [], idxs, strict=True) if t not in existing.tickers]
-                self.feed.add_tickers(existing, [t for t, _ in new])
-                _reply(
-                    self.conn, {"id": cmd_id, "type": "subscribed", "msg": {"channel": channel, "sid": existing.sid}}
-                )
+            target: Sub | None = None
+            if existing:
+                if (existing[0].tickers is None) != (not per_market):
+                    raise CommandError(WsError.ALREADY_SUBSCRIBED)  # all-markets and per-market on one channel
+                if merge:
+                    target = existing[0]
+                elif not per_market:
+                    raise CommandError(WsError.ALREADY_SUBSCRIBED)  # a second global subscription
+            if per_market:
+                total = len(set(tickers or ()) | (target.tickers or set() if target is not None else set()))
+                if total > cfg.max_markets_per_sub:
+                    raise CommandError(WsError.TOO_MANY_MARKETS)
+            plan.append((channel, target))
+        for channel, target in plan:
+            per_market = bool(tickers) and channel in TICKERED
+            if target is not None:
+                new = []
+                if per_market:
+                    assert target.tickers is not None
+                    new = [(t, i) for t, i in zip(tickers or [], idxs, strict=True) if t not in target.tickers]
+                    self.feed.add_tickers(target, [t for t, _ in new])
+                self._ok(cmd_id, target, sorted(target.tickers) if target.tickers is not None else [])
                 if channel == ORDERBOOK:
                     for _, idx in new:
-                        self.feed.snapshot(existing, idx)
+                        self.feed.snapshot(target, idx)
                 continue
             sid = self.conn.next_sid
             self.conn.next_sid += 1
-            sub_tickers = set(tickers) if tickers and channel in TICKERED else None
+            sub_tickers = set(tickers) if per_market else None
             if channel in GLOBAL or channel in INDEXED:
                 sub_tickers = None
             sub = Sub(self.conn, sid, channel, sub_tickers, yes_price)
             self.conn.subs[sid] = sub
-            self.conn.by_channel[channel] = sub
+            self.conn.by_channel.setdefault(channel, []).append(sub)
             self.feed.register(sub)
             _reply(self.conn, {"id": cmd_id, "type": "subscribed", "msg": {"channel": channel, "sid": sid}})
             if channel == ORDERBOOK:
                 for idx in idxs:
                     self.feed.snapshot(sub, idx)
 
+    def _drop_sub(self, sub: Sub) -> None:
+        self.conn.subs.pop(sub.sid, None)
+        subs = self.conn.by_channel.get(sub.channel, [])
+        if sub in subs:
+            subs.remove(sub)
+        if not subs:
+            self.conn.by_channel.pop(sub.channel, None)
+        self.feed.unregister(sub)
+
     def unsubscribe(self, cmd_id: Any, params: dict) -> None:
         """``unsubscribe {sids}``: one ``unsubscribed`` ack per sid."""
         sids = params.get("sids")
         if not sids or not isinstance(sids, list):
-            raise CommandError(4)
+            raise CommandError(WsError.SIDS_REQUIRED)
         for sid in sids:
             if not isinstance(sid, int) or sid not in self.conn.subs:
-                raise CommandError(7)
+                raise CommandError(WsError.UNKNOWN_SID)
         for sid in sids:
-            sub = self.conn.subs.pop(sid)
-            self.conn.by_channel.pop(sub.channel, None)
-            self.feed.unregister(sub)
-            _reply(self.conn, {"id": cmd_id, "sid": sid, "seq": sub.seq, "type": "unsubscribed"})
+            sub = self.conn.subs[sid]
+            self._drop_sub(sub)
+            _reply(self.conn, {"id": cmd_id, "sid": sid, "seq": self._ack_seq(sub), "type": "unsubscribed"})
 
     def update_subscription(self, cmd_id: Any, params: dict) -> None:
         """``update_subscription``: add_markets | delete_markets | get_snapshot on exactly one sid."""
         if not params:
-            raise CommandError(2)
+            raise CommandError(WsError.PARAMS_REQUIRED)
         sub = self._sub(params)
         action = params.get("action")
         if not action:
-            raise CommandError(15)
+            raise CommandError(WsError.ACTION_REQUIRED)
         if action not in ("add_markets", "delete_markets", "get_snapshot"):
-            raise CommandError(13)
+            raise CommandError(WsError.UNSUPPORTED_ACTION)
         tickers = self._tickers(params)
         if not tickers:
-            raise CommandError(14)
+            raise CommandError(WsError.MARKET_TICKER_REQUIRED)
         if sub.tickers is None:
-            raise CommandError(11, detail="subscription is not per market")
+            raise CommandError(WsError.INVALID_PARAMETER, detail="subscription is not per market")
         idxs = self._resolve(tickers)
         if action == "get_snapshot":
             if sub.channel != ORDERBOOK:
-                raise CommandError(13)
+                raise CommandError(WsError.UNSUPPORTED_ACTION)
             for t in tickers:
                 if t not in sub.tickers:
-                    raise CommandError(11, market_ticker=t, detail="market is not in this subscription")
+                    raise CommandError(WsError.INVALID_PARAMETER, market_ticker=t, detail="market not in subscription")
         elif action == "add_markets":
             if len(sub.tickers | set(tickers)) > self.ex.cfg.max_markets_per_sub:
-                raise CommandError(26)
+                raise CommandError(WsError.TOO_MANY_MARKETS)
             new = [(t, i) for t, i in zip(tickers, idxs, strict=True) if t not in sub.tickers]
             self.feed.add_tickers(sub, [t for t, _ in new])
             idxs = [i for _, i in new]
         else:
             self.feed.remove_tickers(sub, tickers)
             idxs = []
-        ack_tickers = sorted(sub.tickers) if action != "get_snapshot" else tickers
-        _reply(
-            self.conn,
-            {"id": cmd_id, "sid": sub.sid, "seq": sub.seq, "type": "ok", "msg": {"market_tickers": ack_tickers}},
-        )
+        self._ok(cmd_id, sub, sorted(sub.tickers) if action != "get_snapshot" else tickers)
         if sub.channel == ORDERBOOK:
+            consume = action != "get_snapshot" or self.ex.cfg.snapshot_seq == "consume"
             for idx in idxs:
-                self.feed.snapshot(sub, idx)
+                self.feed.snapshot(sub, idx, consume)
 
     def list_subscriptions(self, cmd_id: Any, params: dict) -> None:
         """``list_subscriptions``: ``{"type":"ok","msg":[{"channel","sid"}...]}``."""
@@ -265,16 +282,16 @@ async def handle_ws(ex: SimExchange, request: Any) -> Any:
 
     problem = ex.check_auth(request, "GET", WS_PATH)
     if problem is not None:
-        ex.stats.auth_rejected += 1
+        ex.counters.auth_rejected += 1
         return error_response(401, "authentication_error", problem)
     if ex.faults.should_refuse():
-        ex.stats.connections_refused += 1
+        ex.counters.connections_refused += 1
         return error_response(503, "service_unavailable", "the exchange is refusing new connections")
     ws = web.WebSocketResponse(autoping=True, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
-    ex.stats.connections_open += 1
-    ex.stats.connections_total += 1
-    conn = Connection(ex.next_connection_id(), ws, request.transport, ex.cfg.ws_buffer_bytes, ex.stats)
+    ex.counters.connections_open += 1
+    ex.counters.connections_total += 1
+    conn = Connection(ex.next_connection_id(), ws, request.transport, ex.cfg.ws_buffer_bytes, ex.counters)
     ex.connections[conn.cid] = conn
     handler = CommandHandler(ex, conn, authenticated=ex.public_key is not None)
     writer = asyncio.create_task(conn.run_writer())
@@ -286,7 +303,7 @@ async def handle_ws(ex: SimExchange, request: Any) -> Any:
             if msg.type == WSMsgType.TEXT:
                 handler.handle_text(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                conn.send(error_frame(0, 1))
+                conn.send(error_frame(0, WsError.BAD_MESSAGE))
             elif msg.type == WSMsgType.ERROR:
                 break
     except (ConnectionError, asyncio.CancelledError):
@@ -299,7 +316,7 @@ async def handle_ws(ex: SimExchange, request: Any) -> Any:
         conn.subs.clear()
         conn.by_channel.clear()
         ex.connections.pop(conn.cid, None)
-        ex.stats.connections_open -= 1
+        ex.counters.connections_open -= 1
         heartbeat.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(writer, 1.0)

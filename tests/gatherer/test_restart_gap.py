@@ -48,7 +48,7 @@ def test_kill9_downtime_becomes_a_restart_gap(gatherer_dsn: str, tmp_path) -> No
     port = free_port()
     sim = SimExchange.start_in_thread(SimConfig(markets=30, seed=17, rate=200))
     try:
-        s = make_settings(gatherer_dsn, sim.rest_url, sim.ws_url)
+        s = make_settings(gatherer_dsn, sim.ex.rest_url, sim.ex.ws_url)
         data = {"gatherer": s.model_dump(mode="json")}
         data["gatherer"]["http"]["port"] = port
         cfg = write_config(tmp_path / "g.yaml", data)

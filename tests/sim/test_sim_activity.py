@@ -21,7 +21,7 @@ GT_KEYS = {
     "trade": {"kind", "trade_id", "ticker", "exchange_ts", "price", "no_price", "size", "taker_side"},
     "delta": {"kind", "ticker", "exchange_ts", "side", "price", "size_delta", "occurrence"},
     "ticker": {"kind", "ticker", "exchange_ts", "yes_bid", "yes_ask", "last_price", "volume", "open_interest"},
-    "lifecycle": {"kind", "ticker", "event_type", "exchange_ts"},
+    "lifecycle": {"kind", "ticker", "event_type", "exchange_ts", "channel", "payload", "occurrence"},
 }
 
 
@@ -44,19 +44,21 @@ def _signature(records: list[dict]) -> list[tuple]:
     return out
 
 
-async def test_same_seed_same_activity() -> None:
+async def test_same_seed_same_activity(tmp_path) -> None:
     runs = []
-    for _ in range(2):
-        async with SimExchange(config(seed=3, lifecycle_share=0.05, create_share=0.02)) as ex:
+    for i in range(2):
+        gt = tmp_path / f"gt{i}.jsonl"
+        async with SimExchange(config(seed=3, lifecycle_share=0.05, create_share=0.02, ground_truth=gt)) as ex:
             ex.step(3000)
-        runs.append(_signature(load(ex.ground_truth_path)))
+        runs.append(_signature(load(gt)))
     n = min(map(len, runs))  # how many actions step() took depends on same-millisecond ticker suppression
     assert n > 2000 and runs[0][:n] == runs[1][:n]
     assert {s[0] for s in runs[0]} == {"delta", "trade", "lifecycle"}
 
 
-async def test_books_stay_valid_and_ground_truth_is_well_formed() -> None:
-    async with SimExchange(config(markets=200, seed=5, duplicate_delta_share=0.05, lifecycle_share=0.03)) as ex:
+async def test_books_stay_valid_and_ground_truth_is_well_formed(tmp_path) -> None:
+    cfg = config(markets=200, seed=5, duplicate_delta_share=0.05, lifecycle_share=0.03, ground_truth=tmp_path / "gt")
+    async with SimExchange(cfg) as ex:
         ex.step(20_000)
         u = ex.universe
         for idx, st in u.states.items():
@@ -73,7 +75,7 @@ async def test_books_stay_valid_and_ground_truth_is_well_formed() -> None:
     kinds = Counter(r["kind"] for r in records)
     assert kinds["delta"] > 10_000 and kinds["trade"] > 1000 and kinds["ticker"] > 1000 and kinds["lifecycle"] > 50
     for r in records:
-        assert set(r) == GT_KEYS[r["kind"]]
+        assert set(r) - {"untimed"} == GT_KEYS[r["kind"]]
     deltas = [r for r in records if r["kind"] == "delta"]
     assert any(r["occurrence"] > 0 for r in deltas), "identical deltas in one millisecond happen"
     # occurrence numbers identical deltas 0, 1, 2 ... in emission order
@@ -92,6 +94,7 @@ async def test_books_stay_valid_and_ground_truth_is_well_formed() -> None:
             assert r["price"] + r["no_price"] == 10_000 and r["size"] > 0 and r["taker_side"] in ("yes", "no")
     events = {r["event_type"] for r in records if r["kind"] == "lifecycle"}
     assert {"created", "activated", "deactivated", "close_date_updated", "determined", "settled"} <= events
+    assert {"metadata_updated", "event_fee_update", "event_lifecycle"} <= events
 
 
 async def test_rate_is_respected() -> None:
@@ -117,21 +120,37 @@ def test_scale_425k_markets() -> None:
 
 def test_thread_mode() -> None:
     handle = SimExchange.start_in_thread(SimConfig(markets=30, seed=2, paused=True))
+    ex = handle.ex
     try:
-        with urllib.request.urlopen(f"{handle.rest_url}/markets?limit=1000", timeout=5) as r:
+        with urllib.request.urlopen(f"{ex.rest_url}/markets?limit=1000", timeout=5) as r:
             body = orjson.loads(r.read())
         assert len(body["markets"]) == 30 and body["cursor"] == ""
-        assert handle.step(100) >= 100
+        assert handle.call(ex.step, 100) >= 100
         ticker = body["markets"][0]["ticker"]
-        assert handle.book(ticker)["ticker"] == ticker
-        assert handle.stats()["events"]["delta"] > 0
-        handle.set_faults("dup=0.1")
-        handle.pause()
-        handle.resume()
-        assert handle.ws_url.endswith("/trade-api/ws/v2") and handle.port > 0
+        assert handle.call(ex.book, ticker)["ticker"] == ticker
+        assert handle.call(ex.stats)["events"]["delta"] > 0
+        handle.call(ex.set_faults, "dup=0.1")
+        assert handle.call(ex.set_options, ack_seq="last")["ack_seq"] == "last"
+        assert ex.ws_url.endswith("/trade-api/ws/v2") and ex.port > 0
+        handle.call(ex.flush)
+        path = ex.ground_truth_path
+        assert path is not None and len(load(path)) == ex.gt.records
     finally:
         handle.stop()
-    assert len(load(handle.ground_truth_path)) == handle.ex.gt.records
+    assert not path.exists(), "the temporary ground truth is removed at stop"
+
+
+async def test_ground_truth_files(tmp_path) -> None:
+    """A temporary ground truth does not outlive the exchange; a given path is kept; none at all is possible."""
+    async with SimExchange(config()) as ex:
+        temp = ex.ground_truth_path
+        assert temp is not None and temp.exists()
+    assert not temp.exists()
+    async with SimExchange(config(ground_truth=tmp_path / "kept.jsonl")) as ex:
+        ex.step(50)
+    assert len(load(tmp_path / "kept.jsonl")) == ex.gt.records >= 50
+    async with SimExchange(config(record_ground_truth=False)) as ex:
+        assert ex.ground_truth_path is None and ex.step(50) >= 50
 
 
 def test_cli_registers_sim() -> None:

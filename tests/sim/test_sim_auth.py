@@ -97,3 +97,21 @@ async def test_anonymous_without_key(sim: SimExchange, http: aiohttp.ClientSessi
     assert status == 200
     async with websockets.connect(sim.ws_url):
         pass
+
+
+async def test_a_wrong_or_missing_key_is_401_on_rest_and_ws(rsa_pem: tuple[bytes, bytes], http) -> None:
+    """A key the exchange does not know (signed by another private key) or no key at all: 401, not a silent close."""
+    _, public = rsa_pem
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    async with SimExchange(config(public_key=public)) as ex:
+        for path in ("/markets", "/markets/orderbooks", "/markets/trades", "/exchange/status"):
+            wrong = sign_headers("kid", other, "GET", "/trade-api/v2" + path)
+            async with http.get(ex.rest_url + path, headers=wrong) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "authentication_error"
+            async with http.get(ex.rest_url + path) as r:
+                assert r.status == 401
+        for headers in (sign_headers("kid", other, "GET", "/trade-api/ws/v2"), {}):
+            with pytest.raises(InvalidStatus) as exc:
+                await websockets.connect(ex.ws_url, additional_headers=headers)
+            assert exc.value.response.status_code == 401
+        assert ex.stats()["rest"]["401"] == 8

@@ -91,7 +91,8 @@ async def test_sdk_models_validate_every_endpoint(sim: SimExchange, http: aiohtt
     assert "orderbook" not in body
 
     tickers = [sim.universe.ticker(i) for i in range(5)]
-    status, body = await get_json(http, f"{base}/markets/orderbooks", tickers=",".join(tickers))
+    async with http.get(f"{base}/markets/orderbooks", params=[("tickers", t) for t in tickers]) as r:
+        status, body = r.status, await r.json()
     assert status == 200
     validate(GetMarketOrderbooksResponse, body)
     assert [b["ticker"] for b in body["orderbooks"]] == tickers

@@ -175,6 +175,7 @@ async def test_market_cap_error_26(sim: SimExchange, ws_client: WsClient) -> Non
 
 
 async def test_update_subscription_merge_and_unsubscribe(sim: SimExchange, ws_client: WsClient) -> None:
+    """Default options: acks consume a seq of their sid, get_snapshot consumes one, a repeat subscribe merges."""
     u = sim.universe
     a, b, c = (u.ticker(i) for i in u.busy[:3])
     await ws_client.send("subscribe", channels=["orderbook_delta"], market_ticker=a)
@@ -184,37 +185,46 @@ async def test_update_subscription_merge_and_unsubscribe(sim: SimExchange, ws_cl
     assert (
         ack["type"] == "ok"
         and ack["sid"] == sid
-        and ack["seq"] == 1
+        and ack["seq"] == 2  # snapshot of a was 1; the ack takes 2
         and sorted(ack["msg"]["market_tickers"]) == sorted([a, b])
     )
     snap = await ws_client.until(lambda m: m.get("type") == "orderbook_snapshot" and m["msg"]["market_ticker"] == b)
-    assert snap["seq"] == 2
+    assert snap["seq"] == 3
     cid = await ws_client.send("update_subscription", sid=sid, action="get_snapshot", market_tickers=[a])
-    assert (await ws_client.reply(cid))["type"] == "ok"
+    assert (await ws_client.reply(cid))["seq"] == 4
     snap = await ws_client.until(lambda m: m.get("type") == "orderbook_snapshot")
-    assert snap["seq"] == 3 and snap["msg"]["market_ticker"] == a
-    # a repeat subscribe merges into the same sid
-    cid = await ws_client.send("subscribe", channels=["orderbook_delta"], market_tickers=[c])
+    assert snap["seq"] == 5 and snap["msg"]["market_ticker"] == a
+    # a repeat subscribe merges into the same sid: an ok ack with the full list, a snapshot only for the new market
+    cid = await ws_client.send("subscribe", channels=["orderbook_delta"], market_tickers=[a, c])
     ack = await ws_client.reply(cid)
-    assert ack == {"id": cid, "type": "subscribed", "msg": {"channel": "orderbook_delta", "sid": sid}}
-    assert (await ws_client.until(lambda m: m.get("type") == "orderbook_snapshot"))["seq"] == 4
+    assert ack == {"id": cid, "sid": sid, "seq": 6, "type": "ok", "msg": {"market_tickers": sorted([a, b, c])}}
+    snap = await ws_client.until(lambda m: m.get("type") == "orderbook_snapshot")
+    assert snap["seq"] == 7 and snap["msg"]["market_ticker"] == c
     cid = await ws_client.send("update_subscription", sids=[sid], action="delete_markets", market_tickers=[a, b])
     assert (await ws_client.reply(cid))["msg"]["market_tickers"] == [c]
     cid = await ws_client.send("subscribe", channels=["market_lifecycle_v2"])
     lsid = (await ws_client.reply(cid))["msg"]["sid"]
-    cid = await ws_client.send("subscribe", channels=["market_lifecycle_v2"])
+    cid = await ws_client.send("subscribe", channels=["market_lifecycle_v2"])  # idempotent since 2025-10-01
+    again = await ws_client.reply(cid)
+    assert again["type"] == "ok" and again["sid"] == lsid
+    cid = await ws_client.send("subscribe", channels=["ticker"], market_tickers=[a])
+    tsid = (await ws_client.reply(cid))["msg"]["sid"]
+    cid = await ws_client.send("subscribe", channels=["ticker"])  # all markets on top of a per-market sid
     assert (await ws_client.reply(cid))["msg"]["code"] == 6
     listed = await ws_client.reply(await ws_client.send("list_subscriptions"))
     assert listed["type"] == "ok" and listed["msg"] == [
         {"channel": "orderbook_delta", "sid": sid},
         {"channel": "market_lifecycle_v2", "sid": lsid},
+        {"channel": "ticker", "sid": tsid},
     ]
     cid = await ws_client.send("unsubscribe", sids=[sid])
-    assert await ws_client.reply(cid) == {"id": cid, "sid": sid, "seq": 4, "type": "unsubscribed"}
+    assert await ws_client.reply(cid) == {"id": cid, "sid": sid, "seq": 9, "type": "unsubscribed"}
     assert sim.feed.by_ticker["orderbook_delta"] == {}
 
 
-@pytest.mark.parametrize("sim", [{"lifecycle_share": 0.25, "create_share": 0.1, "rate": 2000}], indirect=True)
+@pytest.mark.parametrize(
+    "sim", [{"lifecycle_share": 0.25, "create_share": 0.1, "rate": 2000, "mve_share": 0.0}], indirect=True
+)
 async def test_lifecycle_ticker_trade_all_markets(sim: SimExchange, ws_client: WsClient, http) -> None:
     await ws_client.send("subscribe", channels=["ticker", "trade", "market_lifecycle_v2"])
     await ws_client.barrier()
@@ -232,8 +242,8 @@ async def test_lifecycle_ticker_trade_all_markets(sim: SimExchange, ws_client: W
     created = [m["msg"] for m in ws_client.of_type("market_lifecycle_v2") if m["msg"]["event_type"] == "created"]
     for m in ws_client.of_type("market_lifecycle_v2", "ticker", "trade", "event_lifecycle"):
         assert "seq" not in m and isinstance(m["sid"], int)
-    for m in ws_client.of_type("market_lifecycle_v2"):
-        assert isinstance(m["msg"]["ts_ms"], int) and m["msg"]["market_ticker"]
+    for m in ws_client.of_type("market_lifecycle_v2", "event_lifecycle"):
+        assert not {"ts", "ts_ms"} & set(m["msg"]), "Kalshi's lifecycle messages carry no time of their own"
     assert {"close_ts", "open_ts", "price_level_structure", "price_ranges"} <= set(created[0])
     status, body = await get_json(http, f"{sim.rest_url}/markets/{created[0]['market_ticker']}")
     assert status == 200 and body["market"]["status"] in (
@@ -250,15 +260,13 @@ async def test_lifecycle_ticker_trade_all_markets(sim: SimExchange, ws_client: W
     ticker_keys |= {"open_interest_fp", "dollar_volume", "dollar_open_interest", "yes_bid_size_fp", "yes_ask_size_fp"}
     ticker_keys |= {"last_trade_size_fp", "ts_ms", "ts", "time"}
     assert set(ws_client.of_type("ticker")[0]["msg"]) == ticker_keys
-    # lifecycle in the ground truth matches what was received
+    # every lifecycle message received is in the ground truth with its exact payload
     sim.flush()
-    gt = {
-        (r["ticker"], r["event_type"], r["exchange_ts"])
-        for r in load(sim.ground_truth_path)
-        if r["kind"] == "lifecycle"
-    }
-    for m in ws_client.of_type("market_lifecycle_v2"):
-        assert (m["msg"]["market_ticker"], m["msg"]["event_type"], ms_to_us(m["msg"]["ts_ms"])) in gt
+    gt = [r for r in load(sim.ground_truth_path) if r["kind"] == "lifecycle"]
+    sent = [(r["ticker"], r["event_type"], r["payload"]) for r in gt if r["channel"] == "market_lifecycle_v2"]
+    msgs = [f["msg"] for f in ws_client.of_type("market_lifecycle_v2")]
+    got = [(m["market_ticker"], m["event_type"], m) for m in msgs]
+    assert got and all(g in sent for g in got)
 
 
 @pytest.mark.parametrize("sim", [{"heartbeat_s": 0.05}], indirect=True)
