@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from enum import IntEnum
+from types import ModuleType
 
 
 class ExitCode(IntEnum):
@@ -57,3 +59,19 @@ class WaitTimeout(KalshiCtlError):
     """A wait for a condition ran out of time."""
 
     exit_code = ExitCode.TIMEOUT
+
+
+class MissingExtra(KalshiCtlError):
+    """An optional dependency is not installed: the message names the extra that provides it."""
+
+
+def import_extra(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency (``pyarrow``, ``boto3``), or fail naming the ``kalshictl[extra]`` to install."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != module.split(".")[0]:
+            raise  # the module is there but one of its own imports is broken: show that, not a hint
+        raise MissingExtra(
+            f"{module} is not installed; it comes with the {extra!r} extra", hint=f"pip install 'kalshictl[{extra}]'"
+        ) from None

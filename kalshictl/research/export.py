@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import orjson
 
-from kalshictl.errors import ConfigError, KalshiCtlError
+from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
 from kalshictl.research.times import day_bounds, now_us
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def parse_dest(dest: str) -> tuple[str, str]:
 
 def s3_client(s3: S3Settings, endpoint_url: str | None = None) -> Any:
     """A boto3 S3 client for AWS or any S3-compatible endpoint (credentials: config secrets or the boto3 chain)."""
-    import boto3
+    boto3 = import_extra("boto3", "export")
     from botocore.config import Config
 
     kwargs: dict[str, Any] = {
@@ -179,7 +179,7 @@ def _unit(name: str) -> str | None:
 
 def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Schema:
     """The Parquet schema: exact integer types with unit metadata."""
-    import pyarrow as pa
+    pa = import_extra("pyarrow", "export")
 
     level = pa.list_(pa.struct([pa.field("price", pa.int32()), pa.field("size", pa.int64())]))
     base = {
@@ -228,7 +228,7 @@ def _select(table: str, columns: list[Column], by_series: bool) -> str:
 
 
 def _to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    import pyarrow as pa
+    pa = import_extra("pyarrow", "export")
 
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = []
@@ -324,7 +324,7 @@ def export_partition(
     hooks: ExportHooks,
 ) -> PartitionResult:
     """Export one (table, day); see the module docs for the crash-safety order."""
-    import pyarrow.parquet as pq
+    pq = import_extra("pyarrow.parquet", "export")
 
     part_prefix = partition_prefix(job.prefix, table, day)
     manifest_key = _key(part_prefix, MANIFEST)
