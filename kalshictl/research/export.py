@@ -312,6 +312,102 @@ def _batches(cur: Any, size: int) -> Iterator[list[tuple]]:
         yield rows
 
 
+class PartWriter:
+    """Write a partition's rows into Parquet part files of at most ``rows_per_file`` rows (one series per file when
+    partitioned by series); each finished file is uploaded as a complete object, then deleted locally."""
+
+    def __init__(self, client: Any, job: ExportJob, settings: ExportSettings, part_prefix: str, schema: pa.Schema,
+                 local_stem: Path, after_part: Callable[[PartFile], None] | None = None) -> None:  # fmt: skip
+        self._pq = import_extra("pyarrow.parquet", "export")
+        self.client, self.job, self.part_prefix, self.schema = client, job, part_prefix, schema
+        self.rows_per_file = settings.rows_per_file
+        self.compression = None if settings.compression == "none" else settings.compression
+        self.local_stem = local_stem
+        self.after_part = after_part
+        self.files: list[PartFile] = []
+        self._counters: dict[str | None, int] = {}  # next part number per series
+        self._writer: Any = None
+        self._local: Path | None = None
+        self._series: str | None = None
+        self._rows = 0
+
+    def write(self, series: str | None, rows: list[tuple]) -> None:
+        """Append rows of one series (``None`` when not partitioned by series)."""
+        while rows:
+            if self._writer is not None and (series != self._series or self._rows >= self.rows_per_file):
+                self.close()
+            if self._writer is None:
+                self._series = series
+                self._local = self.local_stem.with_name(f"{self.local_stem.name}-{len(self.files)}.parquet")
+                self._writer = self._pq.ParquetWriter(str(self._local), self.schema, compression=self.compression)
+            piece, rows = rows[: self.rows_per_file - self._rows], rows[self.rows_per_file - self._rows :]
+            self._writer.write_table(_to_table(piece, self.schema))
+            self._rows += len(piece)
+
+    def close(self) -> None:
+        """Finish the open part file (if any): upload it, record it, delete the local copy."""
+        if self._writer is None or self._local is None:
+            return
+        self._writer.close()
+        self._writer = None
+        n = self._counters.get(self._series, 0)
+        self._counters[self._series] = n + 1
+        sub = f"series={quote(self._series, safe='')}" if self.job.by_series and self._series is not None else ""
+        key = _key(self.part_prefix, sub, f"part-{n:04d}.parquet")
+        size = self._local.stat().st_size
+        self.client.upload_file(str(self._local), self.job.bucket, key)  # a complete object or nothing
+        part = PartFile(key, self._rows, size, _sha256(self._local), self._series if self.job.by_series else None)
+        self._local.unlink()
+        self.files.append(part)
+        self._rows = 0
+        if self.after_part:
+            self.after_part(part)
+
+
+def _series_groups(rows: list[tuple], by_series: bool) -> list[tuple[str | None, list[tuple]]]:
+    """Consecutive runs of one series (the query orders by series; the series is the last column)."""
+    if not by_series:
+        return [(None, rows)]
+    groups: list[tuple[str | None, list[tuple]]] = []
+    for row in rows:
+        if not groups or groups[-1][0] != row[-1]:
+            groups.append((row[-1], []))
+        groups[-1][1].append(row)
+    return groups
+
+
+def build_manifest(
+    table: str, day: date, schema: pa.Schema, files: list[PartFile], *, by_series: bool, settle_s: float
+) -> dict[str, Any]:
+    """A partition's commit record: its files (key, rows, bytes, sha256), schema with unit metadata, time range, and
+    whether the day is final (ended ``settle_s`` ago, so no late row can still arrive)."""
+    start, end = day_bounds(day)
+    schema_desc = [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "metadata": {k.decode(): v.decode() for k, v in (f.metadata or {}).items()},
+        }
+        for f in schema
+    ]
+    return {
+        "format_version": FORMAT_VERSION,
+        "table": table,
+        "date": day.isoformat(),
+        "time_column": TIME_COLUMNS[table],
+        "from_us": start,
+        "to_us": end,
+        "by_series": by_series,
+        "rows": sum(f.rows for f in files),
+        "bytes": sum(f.bytes for f in files),
+        "files": [{**f.as_dict(), "schema": schema_desc} for f in files],
+        "schema": schema_desc,
+        "complete": True,
+        "final": end + int(settle_s * 1_000_000) <= now_us(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def export_partition(
     conn: psycopg.Connection,
     client: Any,
@@ -324,107 +420,34 @@ def export_partition(
     hooks: ExportHooks,
 ) -> PartitionResult:
     """Export one (table, day); see the module docs for the crash-safety order."""
-    pq = import_extra("pyarrow.parquet", "export")
-
     part_prefix = partition_prefix(job.prefix, table, day)
     manifest_key = _key(part_prefix, MANIFEST)
-    if not job.force and manifest_is_complete(
-        client, job.bucket, _get_json(client, job.bucket, manifest_key), by_series=job.by_series
-    ):
-        old = _get_json(client, job.bucket, manifest_key) or {}
-        return PartitionResult(
-            table, day, "skipped", old.get("rows", 0), old.get("bytes", 0), len(old.get("files", [])), manifest_key
-        )
+    old = _get_json(client, job.bucket, manifest_key)
+    if not job.force and manifest_is_complete(client, job.bucket, old, by_series=job.by_series):
+        assert old is not None
+        files = len(old.get("files", []))
+        return PartitionResult(table, day, "skipped", old.get("rows", 0), old.get("bytes", 0), files, manifest_key)
     client.delete_object(Bucket=job.bucket, Key=manifest_key)  # from here on the partition is incomplete
     schema = arrow_schema(table, columns, by_series=job.by_series)
-    start, end = day_bounds(day)
-    compression = None if settings.compression == "none" else settings.compression
-    files: list[PartFile] = []
-    counters: dict[str | None, int] = {}
-    writer: Any = None
-    local: Path | None = None
-    cur_series: str | None = None
-    cur_rows = 0
-
-    def close_part() -> None:
-        nonlocal writer, cur_rows
-        if writer is None or local is None:
-            return
-        writer.close()
-        writer = None
-        n = counters.get(cur_series, 0)
-        counters[cur_series] = n + 1
-        sub = f"series={quote(cur_series, safe='')}" if job.by_series and cur_series is not None else ""
-        key = _key(part_prefix, sub, f"part-{n:04d}.parquet")
-        size = local.stat().st_size
-        client.upload_file(str(local), job.bucket, key)  # a complete object or nothing
-        part = PartFile(key, cur_rows, size, _sha256(local), cur_series if job.by_series else None)
-        local.unlink()
-        files.append(part)
-        cur_rows = 0
-        if hooks.after_part:
-            hooks.after_part(part)
-
+    parts = PartWriter(client, job, settings, part_prefix, schema, workdir / f"{table}-{day}", hooks.after_part)
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         with conn.cursor(name=f"kalshictl_export_{table}") as cur:
             cur.itersize = settings.batch_rows
-            cur.execute(_select(table, columns, job.by_series), (start, end))
+            cur.execute(_select(table, columns, job.by_series), day_bounds(day))
             for rows in _batches(cur, settings.batch_rows):
                 if hooks.on_rows:
                     hooks.on_rows(len(rows))
-                if job.by_series:
-                    groups: list[tuple[str | None, list[tuple]]] = []
-                    for row in rows:
-                        if not groups or groups[-1][0] != row[-1]:
-                            groups.append((row[-1], []))
-                        groups[-1][1].append(row)
-                else:
-                    groups = [(None, rows)]
-                for series, chunk in groups:
-                    while chunk:
-                        if writer is not None and (series != cur_series or cur_rows >= settings.rows_per_file):
-                            close_part()
-                        if writer is None:
-                            cur_series = series
-                            local = workdir / f"{table}-{day.isoformat()}-{len(files)}.parquet"
-                            writer = pq.ParquetWriter(str(local), schema, compression=compression)
-                        room = settings.rows_per_file - cur_rows
-                        piece, chunk = chunk[:room], chunk[room:]
-                        writer.write_table(_to_table(piece, schema))
-                        cur_rows += len(piece)
-            close_part()
-    keep = {f.key for f in files}
+                for series, chunk in _series_groups(rows, job.by_series):
+                    parts.write(series, chunk)
+            parts.close()
+    keep = {f.key for f in parts.files}
     for stray in _list_keys(client, job.bucket, part_prefix):
         if stray not in keep and not stray.endswith(MANIFEST):
             client.delete_object(Bucket=job.bucket, Key=stray)
-    rows_total, bytes_total = sum(f.rows for f in files), sum(f.bytes for f in files)
-    schema_desc = [
-        {
-            "name": f.name,
-            "type": str(f.type),
-            "metadata": {k.decode(): v.decode() for k, v in (f.metadata or {}).items()},
-        }
-        for f in schema
-    ]
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "table": table,
-        "date": day.isoformat(),
-        "time_column": TIME_COLUMNS[table],
-        "from_us": start,
-        "to_us": end,
-        "by_series": job.by_series,
-        "rows": rows_total,
-        "bytes": bytes_total,
-        "files": [{**f.as_dict(), "schema": schema_desc} for f in files],
-        "schema": schema_desc,
-        "complete": True,
-        "final": end + int(settings.settle_s * 1_000_000) <= now_us(),
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    manifest = build_manifest(table, day, schema, parts.files, by_series=job.by_series, settle_s=settings.settle_s)
     _put_json(client, job.bucket, manifest_key, manifest)
-    return PartitionResult(table, day, "exported", rows_total, bytes_total, len(files), manifest_key)
+    return PartitionResult(table, day, "exported", manifest["rows"], manifest["bytes"], len(parts.files), manifest_key)
 
 
 def run_export(
