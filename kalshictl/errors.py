@@ -15,7 +15,6 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad usage or bad configuration
     UNHEALTHY = 3  # a health requirement does not hold
     DB_UNREACHABLE = 4  # a database could not be reached or refused our credentials
-    NOT_IMPLEMENTED = 5  # the command exists but is not built yet
     TIMEOUT = 6  # a --wait ran out of time
 
 
@@ -75,3 +74,9 @@ def import_extra(module: str, extra: str) -> ModuleType:
         raise MissingExtra(
             f"{module} is not installed; it comes with the {extra!r} extra", hint=f"pip install 'kalshictl[{extra}]'"
         ) from None
+
+
+def summarize(exc: BaseException) -> str:
+    """One line for logs and status pages: the exception's type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

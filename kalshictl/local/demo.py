@@ -20,9 +20,10 @@ import httpx
 import orjson
 
 from kalshictl.db.embedded import free_port
-from kalshictl.errors import KalshiCtlError
+from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
+from kalshictl.units import now_us
 
 EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
 # tables whose every row is one exchange event the exchange's ground truth counts (snapshots are the gatherers' REST
@@ -152,8 +153,10 @@ class Demo:
             codes[name] = self.supervisor[name].terminate(30)
         self._drain()
         codes["deduplicator"] = self.supervisor["deduplicator"].terminate(30)
-        with contextlib.suppress(Exception):
+        try:
             self.book_check = self.check_book()
+        except Exception as exc:  # reported in the verdict, not hidden: the stop goes on
+            self.book_error = summarize(exc)
         if self.check_every_book:
             self.books_check = self.check_all_books()
         with contextlib.suppress(httpx.HTTPError):
@@ -162,6 +165,7 @@ class Demo:
         return codes
 
     book_check: dict[str, Any] | None = None
+    book_error: str | None = None
     books_check: dict[str, Any] | None = None
     markets_at_stop: dict[str, Any] | None = None
     check_every_book = False  # tests: compare every market's rebuilt book with the exchange at stop
@@ -177,7 +181,7 @@ class Demo:
             return None
         _, exchange_book = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/book/{ticker}")
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
-            rebuilt = book_at(conn, ticker, int(time.time() * 1_000_000))
+            rebuilt = book_at(conn, ticker, now_us())
         view = rebuilt.book.as_dict()
         same = isinstance(exchange_book, dict) and (
             [list(x) for x in exchange_book.get("yes", [])] == view["yes_bids"]
@@ -202,7 +206,7 @@ class Demo:
             try:
                 result = self.check_book(ticker)
             except Exception as exc:  # no snapshot of a market: report it, do not hide it
-                mismatched.append({"ticker": ticker, "error": str(exc)})
+                mismatched.append({"ticker": ticker, "error": summarize(exc)})
                 continue
             if result is None or not result["matches_exchange"]:
                 mismatched.append({"ticker": ticker, "base": result and result["base"]})
@@ -359,6 +363,7 @@ class Demo:
             "exit_codes": codes,
             "tables": tables,
             "book": self.book_check,
+            "book_error": self.book_error,
             "books": self.books_check,
             "markets": markets,
             "workdir": str(self.base_dir) if self.options.keep else None,
@@ -388,8 +393,10 @@ def differences(summary: dict[str, Any]) -> list[str]:
             word = "missing from" if stored < emitted else "extra in"
             out.append(f"{row['table']}: {abs(emitted - stored):,} {word} production ({stored:,} of {emitted:,})")
     book = summary.get("book")
-    if book is None:
-        out.append("the busiest market's book was not rebuilt")
+    if summary.get("book_error"):
+        out.append(f"the busiest market's book could not be rebuilt ({summary['book_error']})")
+    elif book is None:
+        out.append("no market's book changed: nothing was rebuilt")
     elif not book["matches_exchange"]:
         out.append(f"the rebuilt book of {book['ticker']} differs from the exchange's")
     books = summary.get("books")

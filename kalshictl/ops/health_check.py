@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from kalshictl.errors import ConfigError, DatabaseUnreachable, Unhealthy, WaitTimeout
+from kalshictl.errors import ConfigError, DatabaseUnreachable, Unhealthy, WaitTimeout, summarize
 
 if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, Settings
@@ -167,7 +167,7 @@ async def probe_db(db: DbTarget, timeout_s: float = 5.0) -> dict[str, Any]:
         ping_ms = await ping_async(conn)
         ssl = bool(conn.pgconn.ssl_in_use)
     except Exception as exc:
-        return {**out, "status": "unreachable", "latency_ms": None, "detail": str(exc).splitlines()[0]}
+        return {**out, "status": "unreachable", "latency_ms": None, "detail": summarize(exc)}
     finally:
         await conn.close()
     fn = th.gatherer_db_status if db.thresholds == "gatherer" else th.production_db_status

@@ -34,7 +34,8 @@ from urllib.parse import quote
 import orjson
 
 from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
-from kalshictl.research.times import day_bounds, now_us
+from kalshictl.research.times import day_bounds
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -247,12 +248,12 @@ def _key(*parts: str) -> str:
 
 
 def _get_json(client: Any, bucket: str, key: str) -> dict | None:
+    from botocore.exceptions import ClientError
+
     try:
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except client.exceptions.NoSuchKey:
-        return None
-    except Exception as exc:  # botocore ClientError 404 on some endpoints
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+    except ClientError as exc:  # NoSuchKey, or a bare 404 on some endpoints
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
             return None
         raise
     return orjson.loads(body)
@@ -265,10 +266,12 @@ def _put_json(client: Any, bucket: str, key: str, data: dict) -> None:
 
 
 def _object_size(client: Any, bucket: str, key: str) -> int | None:
+    from botocore.exceptions import ClientError
+
     try:
         return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
-    except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
 
@@ -458,9 +461,11 @@ def run_export(
     for table in job.tables:
         if table not in TIME_COLUMNS:
             raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMNS)})")
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         client.head_bucket(Bucket=job.bucket)
-    except Exception as exc:
+    except (BotoCoreError, ClientError) as exc:
         raise KalshiCtlError(
             f"cannot reach bucket {job.bucket}: {exc}", hint="check --endpoint-url and credentials"
         ) from None
