@@ -23,12 +23,14 @@ from kalshictl.db.embedded import free_port
 from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
+from kalshictl.local.verify import KIND_TABLE, load_truth
+from kalshictl.schema import EVENT_COLUMNS
 from kalshictl.units import now_us
 
-EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
-# tables whose every row is one exchange event the exchange's ground truth counts (snapshots are the gatherers' REST
-# polls: how many production holds depends on the poll interval, not on the exchange)
-TRUTH_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events")
+# tables whose every row is one exchange event the exchange's ground truth counts, then the snapshots (the gatherers'
+# REST polls: how many production holds depends on the poll interval, not on the exchange)
+TRUTH_TABLES = tuple(KIND_TABLE.values())
+EVENT_TABLES = (*TRUTH_TABLES, *(t for t in EVENT_COLUMNS if t not in TRUTH_TABLES))
 
 
 @dataclass
@@ -316,8 +318,6 @@ class Demo:
     # -- summary ------------------------------------------------------------------------------------------------
     def ground_truth_counts(self) -> dict[str, int]:
         """Exchange events emitted, per production table."""
-        from kalshictl.local.verify import KIND_TABLE, load_truth
-
         if not self.ground_truth.exists():
             return dict.fromkeys(KIND_TABLE.values(), 0)
         return {table: len(records) for table, records in load_truth(self.ground_truth).items()}

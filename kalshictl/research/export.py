@@ -35,6 +35,7 @@ import orjson
 
 from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
 from kalshictl.research.times import day_bounds
+from kalshictl.schema import COLUMN_UNITS, LEVEL_COLUMNS, PRICE_UNIT, SIZE_UNIT, TIME_COLUMN
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -43,19 +44,6 @@ if TYPE_CHECKING:
 
     from kalshictl.config import ExportSettings, S3Settings
 
-TIME_COLUMNS = {
-    "trades": "exchange_ts",
-    "orderbook_deltas": "exchange_ts",
-    "orderbook_snapshots": "snapshot_ts",
-    "tickers": "exchange_ts",
-    "lifecycle_events": "exchange_ts",
-    "sequence_gaps": "from_ts",
-}
-PRICE_UNIT, SIZE_UNIT, TIME_UNIT = "1e-4 USD", "1e-2 contracts", "us since epoch"
-PRICE_COLS = {"price", "yes_bid", "yes_ask", "last_price", "best_yes_bid", "best_yes_ask", "spread"}
-SIZE_COLS = {"size", "size_delta", "volume", "open_interest", "yes_bid_size", "yes_ask_size", "last_trade_size"}
-TIME_COLS = {"exchange_ts", "received_at", "snapshot_ts", "from_ts", "to_ts", "detected_at"}
-LEVEL_COLS = {"yes_bids", "yes_asks", "no_bids", "no_asks"}
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 
@@ -168,16 +156,6 @@ def table_columns(conn: psycopg.Connection, table: str) -> list[Column]:
     return [Column(n, t) for n, t in rows]
 
 
-def _unit(name: str) -> str | None:
-    if name in PRICE_COLS:
-        return PRICE_UNIT
-    if name in SIZE_COLS:
-        return SIZE_UNIT
-    if name in TIME_COLS:
-        return TIME_UNIT
-    return None
-
-
 def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Schema:
     """The Parquet schema: exact integer types with unit metadata."""
     pa = import_extra("pyarrow", "export")
@@ -193,29 +171,29 @@ def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Sc
     }
     fields = []
     for col in columns:
-        typ = level if col.name in LEVEL_COLS else base.get(col.pg_type, pa.string())
+        typ = level if col.name in LEVEL_COLUMNS else base.get(col.pg_type, pa.string())
         meta = {"kalshictl.pg_type": col.pg_type}
-        if unit := _unit(col.name):
+        if unit := COLUMN_UNITS.get(col.name):
             meta["kalshictl.unit"] = unit
-        if col.name in LEVEL_COLS:
+        if col.name in LEVEL_COLUMNS:
             meta["kalshictl.unit"] = f"price {PRICE_UNIT}, size {SIZE_UNIT}; ascending by price"
         fields.append(pa.field(col.name, typ, metadata=meta))
     if by_series:
         fields.append(pa.field("series", pa.string(), metadata={"kalshictl.derived": "series of the market ticker"}))
-    info = {"table": table, "time_column": TIME_COLUMNS[table], "format_version": FORMAT_VERSION}
+    info = {"table": table, "time_column": TIME_COLUMN[table], "format_version": FORMAT_VERSION}
     return pa.schema(fields, metadata={"kalshictl": orjson.dumps(info)})
 
 
 def _select(table: str, columns: list[Column], by_series: bool) -> str:
     exprs = []
     for col in columns:
-        if col.name in LEVEL_COLS:
+        if col.name in LEVEL_COLUMNS:
             exprs.append(f"t.{col.name}")
         elif col.pg_type in ("uuid", "jsonb", "json", "numeric"):
             exprs.append(f"t.{col.name}::text")
         else:
             exprs.append(f"t.{col.name}")
-    tcol = TIME_COLUMNS[table]
+    tcol = TIME_COLUMN[table]
     sql = f"SELECT {', '.join(exprs)}"
     order = f"t.ticker, t.{tcol}" if any(c.name == "ticker" for c in columns) else f"t.{tcol}"
     if by_series:
@@ -234,7 +212,7 @@ def _to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = []
     for f, values in zip(schema, cols, strict=True):
-        if f.name in LEVEL_COLS:
+        if f.name in LEVEL_COLUMNS:
             values = [None if v is None else [(int(p), int(s)) for p, s in v] for v in values]
         arrays.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -397,7 +375,7 @@ def build_manifest(
         "format_version": FORMAT_VERSION,
         "table": table,
         "date": day.isoformat(),
-        "time_column": TIME_COLUMNS[table],
+        "time_column": TIME_COLUMN[table],
         "from_us": start,
         "to_us": end,
         "by_series": by_series,
@@ -459,8 +437,8 @@ def run_export(
     """Export every (table, day) of ``job``; returns the partition results (also in ``job.results``)."""
     hooks = hooks or ExportHooks()
     for table in job.tables:
-        if table not in TIME_COLUMNS:
-            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMNS)})")
+        if table not in TIME_COLUMN:
+            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMN)})")
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
