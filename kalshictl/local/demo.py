@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 
+from kalshictl.config import load_settings
 from kalshictl.db.embedded import free_port
 from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
 from kalshictl.local.verify import KIND_TABLE, load_truth
+from kalshictl.research.book_query import book_at
 from kalshictl.schema import EVENT_COLUMNS
 from kalshictl.units import now_us
 
@@ -174,10 +177,6 @@ class Demo:
 
     def check_book(self, ticker: str | None = None) -> dict[str, Any] | None:
         """Rebuild a market's book (default: the busiest) now from production; compare with the exchange's book."""
-        import psycopg
-
-        from kalshictl.research.book_query import book_at
-
         ticker = ticker or self.busiest_market()
         if ticker is None:
             return None
@@ -199,8 +198,6 @@ class Demo:
 
     def check_all_books(self) -> dict[str, Any]:
         """Rebuild every market that has deltas and compare each with the exchange's own book."""
-        import psycopg
-
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
             tickers = [r[0] for r in conn.execute("SELECT DISTINCT ticker FROM orderbook_deltas").fetchall()]
         mismatched = []
@@ -239,8 +236,6 @@ class Demo:
 
     # -- sampling -----------------------------------------------------------------------------------------------
     def production_counts(self) -> dict[str, int]:
-        import psycopg
-
         try:
             with psycopg.connect(self.pipeline.production_dsn(), connect_timeout=3) as conn:
                 return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES}
@@ -324,8 +319,6 @@ class Demo:
 
     def market_counts(self) -> dict[str, Any]:
         """Markets the exchange lists and markets each gatherer registered (and subscribed), asked while they run."""
-        from kalshictl.config import load_settings
-
         _, stats = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/stats")
         ports = self.pipeline.http_ports()
         subscribed = {}
@@ -375,8 +368,6 @@ class Demo:
         return summary
 
     def busiest_market(self) -> str | None:
-        import psycopg
-
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
             row = conn.execute(
                 "SELECT ticker FROM orderbook_deltas GROUP BY ticker ORDER BY count(*) DESC LIMIT 1"
