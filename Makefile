@@ -3,20 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 KCTL   := $(VENV)/bin/kalshictl
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | cksum | cut -d' ' -f1)
+# every extra: tests and the demo use all of them (a gatherer host installs plain `kalshictl`)
+EXTRAS := test,embedded,export,aws
+PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install test test-fast lint format demo bench chaos clean
+.PHONY: install lock test test-fast lint format demo bench chaos clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,embedded]'
+	$(PIP) install -q -U pip
+	$(PIP) install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	# Kalshi's own SDK (declares Python >= 3.13, works on 3.11): the simulator's faithfulness tests parse with it.
-	$(PY) -m pip install -q --disable-pip-version-check --ignore-requires-python kalshi-python-sync==3.34.0
+	$(PIP) install -q -c constraints.txt --ignore-requires-python kalshi-python-sync==3.34.0
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP) ## create .venv and install kalshictl with test dependencies
+install: $(STAMP) ## create .venv and install kalshictl with every extra, at the versions in constraints.txt
+
+lock: install ## rewrite constraints.txt from the working .venv (after changing dependencies in pyproject.toml)
+	{ sed -n '/^#/p' constraints.txt; $(PIP) freeze --exclude kalshictl; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check kalshictl tests bench

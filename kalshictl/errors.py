@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from enum import IntEnum
+from types import ModuleType
 
 
 class ExitCode(IntEnum):
@@ -13,7 +15,6 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad usage or bad configuration
     UNHEALTHY = 3  # a health requirement does not hold
     DB_UNREACHABLE = 4  # a database could not be reached or refused our credentials
-    NOT_IMPLEMENTED = 5  # the command exists but is not built yet
     TIMEOUT = 6  # a --wait ran out of time
 
 
@@ -57,3 +58,25 @@ class WaitTimeout(KalshiCtlError):
     """A wait for a condition ran out of time."""
 
     exit_code = ExitCode.TIMEOUT
+
+
+class MissingExtra(KalshiCtlError):
+    """An optional dependency is not installed: the message names the extra that provides it."""
+
+
+def import_extra(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency (``pyarrow``, ``boto3``), or fail naming the ``kalshictl[extra]`` to install."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != module.split(".")[0]:
+            raise  # the module is there but one of its own imports is broken: show that, not a hint
+        raise MissingExtra(
+            f"{module} is not installed; it comes with the {extra!r} extra", hint=f"pip install 'kalshictl[{extra}]'"
+        ) from None
+
+
+def summarize(exc: BaseException) -> str:
+    """One line for logs and status pages: the exception's type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

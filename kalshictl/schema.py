@@ -6,6 +6,28 @@ Must match ``migrations/*/001_events.sql`` (``tests/test_schema.py`` checks it a
 
 from __future__ import annotations
 
+# The column that places a row of each table in time (export partitions by its UTC day).
+TIME_COLUMN: dict[str, str] = {
+    "trades": "exchange_ts",
+    "orderbook_deltas": "exchange_ts",
+    "orderbook_snapshots": "snapshot_ts",
+    "tickers": "exchange_ts",
+    "lifecycle_events": "exchange_ts",
+    "sequence_gaps": "from_ts",
+}
+
+# What each number means, by column name in every table (kalshictl/units.py converts Kalshi's strings to these).
+PRICE_UNIT, SIZE_UNIT, TIME_UNIT = "1e-4 USD", "1e-2 contracts", "us since epoch"
+PRICE_COLUMNS = ("price", "yes_bid", "yes_ask", "last_price", "best_yes_bid", "best_yes_ask", "spread")
+SIZE_COLUMNS = ("size", "size_delta", "volume", "open_interest", "yes_bid_size", "yes_ask_size", "last_trade_size")
+TIME_US_COLUMNS = ("exchange_ts", "received_at", "snapshot_ts", "from_ts", "to_ts", "detected_at")
+COLUMN_UNITS: dict[str, str] = {
+    **dict.fromkeys(PRICE_COLUMNS, PRICE_UNIT),
+    **dict.fromkeys(SIZE_COLUMNS, SIZE_UNIT),
+    **dict.fromkeys(TIME_US_COLUMNS, TIME_UNIT),
+}
+LEVEL_COLUMNS = frozenset({"yes_bids", "yes_asks", "no_bids", "no_asks"})  # [[price, size], ...] in those units
+
 EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "trades": ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade"),
     "orderbook_deltas": ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence"),

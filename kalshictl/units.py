@@ -12,6 +12,7 @@ Parsing goes through :class:`decimal.Decimal`, never float, and rejects values t
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal, InvalidOperation
 
 PRICE_SCALE = 10_000  # units per dollar
@@ -92,3 +93,8 @@ def ms_to_us(ts_ms: int) -> int:
 def complement(price: int) -> int:
     """The other leg's price: a YES bid at p is a NO ask at 1 - p."""
     return PRICE_MAX - price
+
+
+def now_us() -> int:
+    """The current time in the pipeline's time unit: µs since the epoch."""
+    return time.time_ns() // 1_000

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import typer
 
 from kalshictl.cli import app as app_module
@@ -123,3 +124,31 @@ def test_demo_verdict_names_what_differs():
         }
     )
     assert "lists 386" in text and "subscribes to 351" in text and "294 books checked" in text
+
+
+def test_optional_dependencies_fail_naming_their_extra(monkeypatch):
+    """pyarrow and boto3 are extras: without them, export and aws-sm fail with the extra to install."""
+    from kalshictl.errors import MissingExtra
+    from kalshictl.research.export import arrow_schema
+    from kalshictl.secrets.aws import AwsSecretStore
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # None in sys.modules: `import pyarrow` raises, as if absent
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(MissingExtra, match="pyarrow is not installed; it comes with the 'export' extra") as err:
+        arrow_schema("trades", [], by_series=False)
+    assert err.value.hint == "pip install 'kalshictl[export]'"
+    with pytest.raises(MissingExtra, match="boto3 is not installed; it comes with the 'aws' extra"):
+        AwsSecretStore()
+
+
+def test_services_run_without_the_extras():
+    """A gatherer or deduplicator host installs kalshictl without extras: nothing it runs imports pyarrow or boto3."""
+    blocked = ("pyarrow", "boto3", "botocore")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r}))\n"
+        "import kalshictl.gatherer.service, kalshictl.dedup.service, kalshictl.secrets, kalshictl.config\n"
+        "import kalshictl.cli.app\n"
+        "print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

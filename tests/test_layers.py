@@ -152,12 +152,13 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_every_room_has_a_layer():
     modules, _ = _graph()
     rooms = {room(m) for m in modules}
-    assert rooms - set(LAYER_OF) == set(), "place these rooms in LAYERS and docs/architecture.md"
-    assert set(LAYER_OF) - rooms == set(), "LAYERS names rooms that no longer exist"
+    assert sorted(rooms - set(LAYER_OF)) == [], "place these rooms in LAYERS and docs/architecture.md"
+    assert sorted(set(LAYER_OF) - rooms) == [], "LAYERS names rooms that no longer exist"
 
 
 def test_no_import_from_a_lower_layer_into_a_higher_one():
     _, imports = _graph()
+    imports = [i for i in imports if room(i.source) in LAYER_OF and room(i.target) in LAYER_OF]  # others: see above
     upward = [
         f"{imp.where()}: {room(imp.source)} ({LAYERS[LAYER_OF[room(imp.source)]][0]}) may not import "
         f"{room(imp.target)} ({LAYERS[LAYER_OF[room(imp.target)]][0]})"

@@ -46,3 +46,16 @@ def test_schema_module_matches_migrations(pg_cluster, fresh_db, target):
         else:
             for spec in GATHERER_TABLES:
                 assert set(spec.columns) <= _columns(conn, spec.name), spec.name
+
+
+def test_time_and_unit_columns_exist_in_production(pg_cluster, fresh_db):
+    """Every table's time column, and every column a unit is declared for, is a real production column."""
+    from kalshictl.schema import COLUMN_UNITS, LEVEL_COLUMNS, TIME_COLUMN
+
+    with psycopg.connect(pg_cluster.dsn(fresh_db), autocommit=True) as conn:
+        mig.migrate(conn, "production")
+        columns = {table: _columns(conn, table) for table in TIME_COLUMN}
+    for table, column in TIME_COLUMN.items():
+        assert column in columns[table], (table, column)
+    every = set().union(*columns.values())
+    assert set(COLUMN_UNITS) | LEVEL_COLUMNS <= every, (set(COLUMN_UNITS) | LEVEL_COLUMNS) - every

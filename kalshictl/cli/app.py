@@ -69,13 +69,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"kalshictl.cli.{_name}")
-    except ModuleNotFoundError as exc:  # a command group not written yet
-        if exc.name != f"kalshictl.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"kalshictl.cli.{_name}").register(app)
 
 
 def main() -> None:

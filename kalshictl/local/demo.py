@@ -18,16 +18,22 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 
+from kalshictl.config import load_settings
 from kalshictl.db.embedded import free_port
-from kalshictl.errors import KalshiCtlError
+from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
+from kalshictl.local.verify import KIND_TABLE, load_truth
+from kalshictl.research.book_query import book_at
+from kalshictl.schema import EVENT_COLUMNS
+from kalshictl.units import now_us
 
-EVENT_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events", "orderbook_snapshots")
-# tables whose every row is one exchange event the exchange's ground truth counts (snapshots are the gatherers' REST
-# polls: how many production holds depends on the poll interval, not on the exchange)
-TRUTH_TABLES = ("trades", "orderbook_deltas", "tickers", "lifecycle_events")
+# tables whose every row is one exchange event the exchange's ground truth counts, then the snapshots (the gatherers'
+# REST polls: how many production holds depends on the poll interval, not on the exchange)
+TRUTH_TABLES = tuple(KIND_TABLE.values())
+EVENT_TABLES = (*TRUTH_TABLES, *(t for t in EVENT_COLUMNS if t not in TRUTH_TABLES))
 
 
 @dataclass
@@ -152,8 +158,10 @@ class Demo:
             codes[name] = self.supervisor[name].terminate(30)
         self._drain()
         codes["deduplicator"] = self.supervisor["deduplicator"].terminate(30)
-        with contextlib.suppress(Exception):
+        try:
             self.book_check = self.check_book()
+        except Exception as exc:  # reported in the verdict, not hidden: the stop goes on
+            self.book_error = summarize(exc)
         if self.check_every_book:
             self.books_check = self.check_all_books()
         with contextlib.suppress(httpx.HTTPError):
@@ -162,22 +170,19 @@ class Demo:
         return codes
 
     book_check: dict[str, Any] | None = None
+    book_error: str | None = None
     books_check: dict[str, Any] | None = None
     markets_at_stop: dict[str, Any] | None = None
     check_every_book = False  # tests: compare every market's rebuilt book with the exchange at stop
 
     def check_book(self, ticker: str | None = None) -> dict[str, Any] | None:
         """Rebuild a market's book (default: the busiest) now from production; compare with the exchange's book."""
-        import psycopg
-
-        from kalshictl.research.book_query import book_at
-
         ticker = ticker or self.busiest_market()
         if ticker is None:
             return None
         _, exchange_book = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/book/{ticker}")
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
-            rebuilt = book_at(conn, ticker, int(time.time() * 1_000_000))
+            rebuilt = book_at(conn, ticker, now_us())
         view = rebuilt.book.as_dict()
         same = isinstance(exchange_book, dict) and (
             [list(x) for x in exchange_book.get("yes", [])] == view["yes_bids"]
@@ -193,8 +198,6 @@ class Demo:
 
     def check_all_books(self) -> dict[str, Any]:
         """Rebuild every market that has deltas and compare each with the exchange's own book."""
-        import psycopg
-
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
             tickers = [r[0] for r in conn.execute("SELECT DISTINCT ticker FROM orderbook_deltas").fetchall()]
         mismatched = []
@@ -202,7 +205,7 @@ class Demo:
             try:
                 result = self.check_book(ticker)
             except Exception as exc:  # no snapshot of a market: report it, do not hide it
-                mismatched.append({"ticker": ticker, "error": str(exc)})
+                mismatched.append({"ticker": ticker, "error": summarize(exc)})
                 continue
             if result is None or not result["matches_exchange"]:
                 mismatched.append({"ticker": ticker, "base": result and result["base"]})
@@ -233,8 +236,6 @@ class Demo:
 
     # -- sampling -----------------------------------------------------------------------------------------------
     def production_counts(self) -> dict[str, int]:
-        import psycopg
-
         try:
             with psycopg.connect(self.pipeline.production_dsn(), connect_timeout=3) as conn:
                 return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES}
@@ -312,16 +313,12 @@ class Demo:
     # -- summary ------------------------------------------------------------------------------------------------
     def ground_truth_counts(self) -> dict[str, int]:
         """Exchange events emitted, per production table."""
-        from kalshictl.local.verify import KIND_TABLE, load_truth
-
         if not self.ground_truth.exists():
             return dict.fromkeys(KIND_TABLE.values(), 0)
         return {table: len(records) for table, records in load_truth(self.ground_truth).items()}
 
     def market_counts(self) -> dict[str, Any]:
         """Markets the exchange lists and markets each gatherer registered (and subscribed), asked while they run."""
-        from kalshictl.config import load_settings
-
         _, stats = self._get_json(f"http://127.0.0.1:{self.sim_port}/_sim/stats")
         ports = self.pipeline.http_ports()
         subscribed = {}
@@ -359,6 +356,7 @@ class Demo:
             "exit_codes": codes,
             "tables": tables,
             "book": self.book_check,
+            "book_error": self.book_error,
             "books": self.books_check,
             "markets": markets,
             "workdir": str(self.base_dir) if self.options.keep else None,
@@ -370,8 +368,6 @@ class Demo:
         return summary
 
     def busiest_market(self) -> str | None:
-        import psycopg
-
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
             row = conn.execute(
                 "SELECT ticker FROM orderbook_deltas GROUP BY ticker ORDER BY count(*) DESC LIMIT 1"
@@ -388,8 +384,10 @@ def differences(summary: dict[str, Any]) -> list[str]:
             word = "missing from" if stored < emitted else "extra in"
             out.append(f"{row['table']}: {abs(emitted - stored):,} {word} production ({stored:,} of {emitted:,})")
     book = summary.get("book")
-    if book is None:
-        out.append("the busiest market's book was not rebuilt")
+    if summary.get("book_error"):
+        out.append(f"the busiest market's book could not be rebuilt ({summary['book_error']})")
+    elif book is None:
+        out.append("no market's book changed: nothing was rebuilt")
     elif not book["matches_exchange"]:
         out.append(f"the rebuilt book of {book['ticker']} differs from the exchange's")
     books = summary.get("books")

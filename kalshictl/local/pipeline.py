@@ -17,9 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kalshictl.config import load_settings
+from kalshictl.db import migrate as mig
+from kalshictl.db.connect import connect
+from kalshictl.db.embedded import PostgresCluster, free_port
+from kalshictl.ops.init_db import init_database
+
 if TYPE_CHECKING:
     from kalshictl.config import DedupSettings, GathererSettings, Settings
-    from kalshictl.db.embedded import PostgresCluster
 
 PROD_DB = "kalshi_prod"
 
@@ -70,8 +75,6 @@ class LocalPipeline:
     # -- setup -----------------------------------------------------------------------------------------------
     def start_clusters(self) -> None:
         """Create and start the embedded PostgreSQL cluster(s)."""
-        from kalshictl.db.embedded import PostgresCluster
-
         n = self.config.gatherers
         if self.config.separate_clusters:
             self.gatherer_clusters = [PostgresCluster(self.base_dir / f"pg-{self.gatherer_name(i)}") for i in range(n)]
@@ -97,8 +100,6 @@ class LocalPipeline:
     def http_ports(self) -> list[int]:
         """The /health ports: one per gatherer, then the deduplicator's (chosen once, free ports for 0)."""
         if not self._ports:
-            from kalshictl.db.embedded import free_port
-
             wanted = list(self.config.http_ports) or []
             need = self.config.gatherers + 1
             wanted += [0] * (need - len(wanted))
@@ -187,11 +188,6 @@ class LocalPipeline:
 
     def init_databases(self) -> None:
         """init-db + migrate every database, exactly as an operator would with the CLI."""
-        from kalshictl.config import load_settings
-        from kalshictl.db import migrate as mig
-        from kalshictl.db.connect import connect
-        from kalshictl.ops.init_db import init_database
-
         for i in range(self.config.gatherers):
             settings = load_settings(self.config_paths[self.gatherer_name(i)])
             db = settings.gatherer.database
@@ -214,8 +210,6 @@ class LocalPipeline:
     # -- settings for in-process services ------------------------------------------------------------------------
     def settings(self, name: str) -> Settings:
         """Parsed settings of one service (``gatherer-1``… or ``deduplicator``)."""
-        from kalshictl.config import load_settings
-
         return load_settings(self.config_paths[name])
 
     def gatherer_settings(self, i: int) -> GathererSettings:

@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from kalshictl.errors import ConfigError, DatabaseUnreachable, Unhealthy, WaitTimeout
+import httpx
+
+from kalshictl.config import DatabaseSettings, SecretRef
+from kalshictl.db.connect import connect_async, ping_async
+from kalshictl.db.dsn import describe, dsn_has_password, with_params
+from kalshictl.errors import ConfigError, DatabaseUnreachable, Unhealthy, WaitTimeout, summarize
+from kalshictl.health import thresholds as th
 
 if TYPE_CHECKING:
-    from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.config import Settings
 
 Require = Literal["healthy", "degraded"]
 _OK: dict[str, set[str]] = {"healthy": {"healthy"}, "degraded": {"healthy", "degraded"}}
@@ -32,8 +38,6 @@ class DbTarget:
 
     @property
     def label(self) -> str:
-        from kalshictl.db.dsn import describe
-
         return describe(self.settings.dsn)
 
 
@@ -76,9 +80,6 @@ def db_from_dsn(dsn: str, *, password_env: str | None, settings: Settings | None
     deduplicator gatherer source's name; ``NAME:admin`` uses its admin_dsn/admin_password on the maintenance
     database ``postgres``). The password comes from
     ``--password-env`` or the matching config DB."""
-    from kalshictl.config import DatabaseSettings, SecretRef
-    from kalshictl.db.dsn import describe, dsn_has_password, with_params
-
     if "://" not in dsn and "=" not in dsn:
         if settings is None:
             raise ConfigError(f"--check-db {dsn}: not a DSN; a database name needs --config")
@@ -125,8 +126,6 @@ def config_databases(settings: Settings, *, named: bool = False) -> list[Any]:
 
 async def probe_http(client: Any, url: str) -> dict[str, Any]:
     """GET a /health URL: the body's ``status`` (seed JSON), else 200 = healthy, 503 = unhealthy."""
-    import httpx
-
     start = time.perf_counter()
     try:
         resp = await client.get(url)
@@ -154,9 +153,6 @@ async def probe_http(client: Any, url: str) -> dict[str, Any]:
 
 async def probe_db(db: DbTarget, timeout_s: float = 5.0) -> dict[str, Any]:
     """Connect and ping (``SELECT 1``); status from the seed's latency thresholds for that database kind."""
-    from kalshictl.db.connect import connect_async, ping_async
-    from kalshictl.health import thresholds as th
-
     out: dict[str, Any] = {"target": db.label, "kind": "db", "thresholds": db.thresholds}
     settings = db.settings.model_copy(update={"connect_timeout_s": min(db.settings.connect_timeout_s, timeout_s)})
     try:
@@ -167,7 +163,7 @@ async def probe_db(db: DbTarget, timeout_s: float = 5.0) -> dict[str, Any]:
         ping_ms = await ping_async(conn)
         ssl = bool(conn.pgconn.ssl_in_use)
     except Exception as exc:
-        return {**out, "status": "unreachable", "latency_ms": None, "detail": str(exc).splitlines()[0]}
+        return {**out, "status": "unreachable", "latency_ms": None, "detail": summarize(exc)}
     finally:
         await conn.close()
     fn = th.gatherer_db_status if db.thresholds == "gatherer" else th.production_db_status
@@ -184,8 +180,6 @@ def _auth(exc: Exception) -> bool:
 
 async def probe_all(targets: Targets, timeout_s: float) -> list[dict[str, Any]]:
     """Probe every target concurrently."""
-    import httpx
-
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         jobs = [probe_http(client, u) for u in targets.urls] + [probe_db(d, timeout_s) for d in targets.dbs]
         return list(await asyncio.gather(*jobs))

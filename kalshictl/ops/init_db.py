@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kalshictl.db import roles as r
+from kalshictl.db.connect import connect
 from kalshictl.db.dsn import parse_dsn, with_params
 from kalshictl.errors import ConfigError
 
@@ -19,9 +21,6 @@ def init_database(
     Connects with ``admin_dsn`` (falling back to ``dsn``) first to the ``postgres`` maintenance database, then to
     the target database. Each role's password comes from ``roles.<name>`` in the config (a secret reference).
     """
-    from kalshictl.db import roles as r
-    from kalshictl.db.connect import connect
-
     admin_dsn = db.admin_dsn or db.dsn
     dbname = parse_dsn(db.dsn).get("dbname")
     if not dbname:

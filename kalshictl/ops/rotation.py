@@ -19,16 +19,25 @@ restarts or run ``--rollback``. The password is held only in memory: never in ar
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import psycopg
+
+from kalshictl.config import DatabaseSettings, SecretRef
+from kalshictl.db.connect import connect, connect_kwargs, explain_connect_error
+from kalshictl.db.dsn import dsn_has_password, parse_dsn, with_params
+from kalshictl.db.roles import ROLES, role_exists, set_password
 from kalshictl.errors import ConfigError, DatabaseUnreachable, KalshiCtlError
+from kalshictl.secrets.aws import CURRENT, PENDING, PREVIOUS, AwsSecretStore
+from kalshictl.secrets.filestore import FileSecretStore
 
 if TYPE_CHECKING:
-    from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.config import Settings
 
 StepFn = Callable[[str, str, str], None]
 
@@ -55,25 +64,17 @@ class AwsStore:
     """A Secrets Manager secret bound to its id."""
 
     def __init__(self, secret_id: str) -> None:
-        from kalshictl.secrets.aws import AwsSecretStore
-
         self.secret_id = secret_id
         self.label = f"aws-sm:{secret_id}"
         self._sm = AwsSecretStore()
 
     def current(self) -> tuple[str | None, str]:
-        from kalshictl.secrets.aws import CURRENT
-
         return self._sm.version_with(self.secret_id, CURRENT), self._sm.get(self.secret_id, stage=CURRENT)
 
     def previous(self) -> str | None:
-        from kalshictl.secrets.aws import PREVIOUS
-
         return self._sm.version_with(self.secret_id, PREVIOUS)
 
     def pending(self) -> str | None:
-        from kalshictl.secrets.aws import CURRENT, PENDING
-
         for version_id, labels in self._sm.stages(self.secret_id).items():
             if PENDING in labels and CURRENT not in labels:
                 return version_id
@@ -97,8 +98,6 @@ class FileStore:
     """A local versioned store file (mode 0600)."""
 
     def __init__(self, path: str) -> None:
-        from kalshictl.secrets.filestore import FileSecretStore
-
         self.label = f"file:{path}"
         self._fs = FileSecretStore(path)
 
@@ -158,9 +157,6 @@ class RotationTarget:
 
 def target_from_config(settings: Settings, user: str) -> tuple[DatabaseSettings, DatabaseSettings, str | None]:
     """(admin settings, login settings, secret reference) of a role from a config file."""
-    from kalshictl.db.dsn import parse_dsn, with_params
-    from kalshictl.db.roles import ROLES
-
     spec = next((r for r in ROLES if r.name == user), None)
     if spec is None:
         raise ConfigError(f"--user: {user!r} is not one of the seed's roles ({', '.join(r.name for r in ROLES)})")
@@ -181,9 +177,6 @@ def target_from_config(settings: Settings, user: str) -> tuple[DatabaseSettings,
 
 def target_from_dsn(admin_dsn: str, password_env: str | None, user: str) -> tuple[DatabaseSettings, DatabaseSettings]:
     """(admin settings, login settings) from ``--admin-dsn`` and ``--admin-password-env``."""
-    from kalshictl.config import DatabaseSettings, SecretRef
-    from kalshictl.db.dsn import dsn_has_password, with_params
-
     if dsn_has_password(admin_dsn):
         raise ConfigError("--admin-dsn must not contain a password; use --admin-password-env NAME")
     secret = SecretRef(f"env:{password_env}") if password_env else None
@@ -196,10 +189,6 @@ def target_from_dsn(admin_dsn: str, password_env: str | None, user: str) -> tupl
 
 def logs_in(login: DatabaseSettings, password: str) -> bool:
     """True if the role logs in with this password, False if the server rejects it; raise if unreachable."""
-    import psycopg
-
-    from kalshictl.db.connect import connect_kwargs, explain_connect_error
-
     kwargs = connect_kwargs(login.model_copy(update={"password": None}))
     kwargs["password"] = password
     kwargs["passfile"] = os.devnull
@@ -215,9 +204,6 @@ def logs_in(login: DatabaseSettings, password: str) -> bool:
 
 
 def _set_db_password(admin: DatabaseSettings, user: str, password: str) -> None:
-    from kalshictl.db.connect import connect
-    from kalshictl.db.roles import role_exists, set_password
-
     with connect(admin, admin=True, autocommit=True) as conn:
         if not role_exists(conn, user):
             raise KalshiCtlError(f"role {user!r} does not exist (run `kalshictl init-db` first)")
@@ -225,8 +211,6 @@ def _set_db_password(admin: DatabaseSettings, user: str, password: str) -> None:
 
 
 def _generate() -> str:
-    import secrets
-
     return secrets.token_urlsafe(32)  # 256 bits, URL/shell/libpq safe
 
 

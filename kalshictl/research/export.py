@@ -33,8 +33,10 @@ from urllib.parse import quote
 
 import orjson
 
-from kalshictl.errors import ConfigError, KalshiCtlError
-from kalshictl.research.times import day_bounds, now_us
+from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
+from kalshictl.research.times import day_bounds
+from kalshictl.schema import COLUMN_UNITS, LEVEL_COLUMNS, PRICE_UNIT, SIZE_UNIT, TIME_COLUMN
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -42,19 +44,6 @@ if TYPE_CHECKING:
 
     from kalshictl.config import ExportSettings, S3Settings
 
-TIME_COLUMNS = {
-    "trades": "exchange_ts",
-    "orderbook_deltas": "exchange_ts",
-    "orderbook_snapshots": "snapshot_ts",
-    "tickers": "exchange_ts",
-    "lifecycle_events": "exchange_ts",
-    "sequence_gaps": "from_ts",
-}
-PRICE_UNIT, SIZE_UNIT, TIME_UNIT = "1e-4 USD", "1e-2 contracts", "us since epoch"
-PRICE_COLS = {"price", "yes_bid", "yes_ask", "last_price", "best_yes_bid", "best_yes_ask", "spread"}
-SIZE_COLS = {"size", "size_delta", "volume", "open_interest", "yes_bid_size", "yes_ask_size", "last_trade_size"}
-TIME_COLS = {"exchange_ts", "received_at", "snapshot_ts", "from_ts", "to_ts", "detected_at"}
-LEVEL_COLS = {"yes_bids", "yes_asks", "no_bids", "no_asks"}
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 
@@ -137,7 +126,7 @@ def parse_dest(dest: str) -> tuple[str, str]:
 
 def s3_client(s3: S3Settings, endpoint_url: str | None = None) -> Any:
     """A boto3 S3 client for AWS or any S3-compatible endpoint (credentials: config secrets or the boto3 chain)."""
-    import boto3
+    boto3 = import_extra("boto3", "export")
     from botocore.config import Config
 
     kwargs: dict[str, Any] = {
@@ -167,19 +156,9 @@ def table_columns(conn: psycopg.Connection, table: str) -> list[Column]:
     return [Column(n, t) for n, t in rows]
 
 
-def _unit(name: str) -> str | None:
-    if name in PRICE_COLS:
-        return PRICE_UNIT
-    if name in SIZE_COLS:
-        return SIZE_UNIT
-    if name in TIME_COLS:
-        return TIME_UNIT
-    return None
-
-
 def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Schema:
     """The Parquet schema: exact integer types with unit metadata."""
-    import pyarrow as pa
+    pa = import_extra("pyarrow", "export")
 
     level = pa.list_(pa.struct([pa.field("price", pa.int32()), pa.field("size", pa.int64())]))
     base = {
@@ -192,29 +171,29 @@ def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Sc
     }
     fields = []
     for col in columns:
-        typ = level if col.name in LEVEL_COLS else base.get(col.pg_type, pa.string())
+        typ = level if col.name in LEVEL_COLUMNS else base.get(col.pg_type, pa.string())
         meta = {"kalshictl.pg_type": col.pg_type}
-        if unit := _unit(col.name):
+        if unit := COLUMN_UNITS.get(col.name):
             meta["kalshictl.unit"] = unit
-        if col.name in LEVEL_COLS:
+        if col.name in LEVEL_COLUMNS:
             meta["kalshictl.unit"] = f"price {PRICE_UNIT}, size {SIZE_UNIT}; ascending by price"
         fields.append(pa.field(col.name, typ, metadata=meta))
     if by_series:
         fields.append(pa.field("series", pa.string(), metadata={"kalshictl.derived": "series of the market ticker"}))
-    info = {"table": table, "time_column": TIME_COLUMNS[table], "format_version": FORMAT_VERSION}
+    info = {"table": table, "time_column": TIME_COLUMN[table], "format_version": FORMAT_VERSION}
     return pa.schema(fields, metadata={"kalshictl": orjson.dumps(info)})
 
 
 def _select(table: str, columns: list[Column], by_series: bool) -> str:
     exprs = []
     for col in columns:
-        if col.name in LEVEL_COLS:
+        if col.name in LEVEL_COLUMNS:
             exprs.append(f"t.{col.name}")
         elif col.pg_type in ("uuid", "jsonb", "json", "numeric"):
             exprs.append(f"t.{col.name}::text")
         else:
             exprs.append(f"t.{col.name}")
-    tcol = TIME_COLUMNS[table]
+    tcol = TIME_COLUMN[table]
     sql = f"SELECT {', '.join(exprs)}"
     order = f"t.ticker, t.{tcol}" if any(c.name == "ticker" for c in columns) else f"t.{tcol}"
     if by_series:
@@ -228,12 +207,12 @@ def _select(table: str, columns: list[Column], by_series: bool) -> str:
 
 
 def _to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    import pyarrow as pa
+    pa = import_extra("pyarrow", "export")
 
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = []
     for f, values in zip(schema, cols, strict=True):
-        if f.name in LEVEL_COLS:
+        if f.name in LEVEL_COLUMNS:
             values = [None if v is None else [(int(p), int(s)) for p, s in v] for v in values]
         arrays.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -247,12 +226,12 @@ def _key(*parts: str) -> str:
 
 
 def _get_json(client: Any, bucket: str, key: str) -> dict | None:
+    from botocore.exceptions import ClientError
+
     try:
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except client.exceptions.NoSuchKey:
-        return None
-    except Exception as exc:  # botocore ClientError 404 on some endpoints
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+    except ClientError as exc:  # NoSuchKey, or a bare 404 on some endpoints
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
             return None
         raise
     return orjson.loads(body)
@@ -265,10 +244,12 @@ def _put_json(client: Any, bucket: str, key: str, data: dict) -> None:
 
 
 def _object_size(client: Any, bucket: str, key: str) -> int | None:
+    from botocore.exceptions import ClientError
+
     try:
         return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
-    except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
 
@@ -312,6 +293,102 @@ def _batches(cur: Any, size: int) -> Iterator[list[tuple]]:
         yield rows
 
 
+class PartWriter:
+    """Write a partition's rows into Parquet part files of at most ``rows_per_file`` rows (one series per file when
+    partitioned by series); each finished file is uploaded as a complete object, then deleted locally."""
+
+    def __init__(self, client: Any, job: ExportJob, settings: ExportSettings, part_prefix: str, schema: pa.Schema,
+                 local_stem: Path, after_part: Callable[[PartFile], None] | None = None) -> None:  # fmt: skip
+        self._pq = import_extra("pyarrow.parquet", "export")
+        self.client, self.job, self.part_prefix, self.schema = client, job, part_prefix, schema
+        self.rows_per_file = settings.rows_per_file
+        self.compression = None if settings.compression == "none" else settings.compression
+        self.local_stem = local_stem
+        self.after_part = after_part
+        self.files: list[PartFile] = []
+        self._counters: dict[str | None, int] = {}  # next part number per series
+        self._writer: Any = None
+        self._local: Path | None = None
+        self._series: str | None = None
+        self._rows = 0
+
+    def write(self, series: str | None, rows: list[tuple]) -> None:
+        """Append rows of one series (``None`` when not partitioned by series)."""
+        while rows:
+            if self._writer is not None and (series != self._series or self._rows >= self.rows_per_file):
+                self.close()
+            if self._writer is None:
+                self._series = series
+                self._local = self.local_stem.with_name(f"{self.local_stem.name}-{len(self.files)}.parquet")
+                self._writer = self._pq.ParquetWriter(str(self._local), self.schema, compression=self.compression)
+            piece, rows = rows[: self.rows_per_file - self._rows], rows[self.rows_per_file - self._rows :]
+            self._writer.write_table(_to_table(piece, self.schema))
+            self._rows += len(piece)
+
+    def close(self) -> None:
+        """Finish the open part file (if any): upload it, record it, delete the local copy."""
+        if self._writer is None or self._local is None:
+            return
+        self._writer.close()
+        self._writer = None
+        n = self._counters.get(self._series, 0)
+        self._counters[self._series] = n + 1
+        sub = f"series={quote(self._series, safe='')}" if self.job.by_series and self._series is not None else ""
+        key = _key(self.part_prefix, sub, f"part-{n:04d}.parquet")
+        size = self._local.stat().st_size
+        self.client.upload_file(str(self._local), self.job.bucket, key)  # a complete object or nothing
+        part = PartFile(key, self._rows, size, _sha256(self._local), self._series if self.job.by_series else None)
+        self._local.unlink()
+        self.files.append(part)
+        self._rows = 0
+        if self.after_part:
+            self.after_part(part)
+
+
+def _series_groups(rows: list[tuple], by_series: bool) -> list[tuple[str | None, list[tuple]]]:
+    """Consecutive runs of one series (the query orders by series; the series is the last column)."""
+    if not by_series:
+        return [(None, rows)]
+    groups: list[tuple[str | None, list[tuple]]] = []
+    for row in rows:
+        if not groups or groups[-1][0] != row[-1]:
+            groups.append((row[-1], []))
+        groups[-1][1].append(row)
+    return groups
+
+
+def build_manifest(
+    table: str, day: date, schema: pa.Schema, files: list[PartFile], *, by_series: bool, settle_s: float
+) -> dict[str, Any]:
+    """A partition's commit record: its files (key, rows, bytes, sha256), schema with unit metadata, time range, and
+    whether the day is final (ended ``settle_s`` ago, so no late row can still arrive)."""
+    start, end = day_bounds(day)
+    schema_desc = [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "metadata": {k.decode(): v.decode() for k, v in (f.metadata or {}).items()},
+        }
+        for f in schema
+    ]
+    return {
+        "format_version": FORMAT_VERSION,
+        "table": table,
+        "date": day.isoformat(),
+        "time_column": TIME_COLUMN[table],
+        "from_us": start,
+        "to_us": end,
+        "by_series": by_series,
+        "rows": sum(f.rows for f in files),
+        "bytes": sum(f.bytes for f in files),
+        "files": [{**f.as_dict(), "schema": schema_desc} for f in files],
+        "schema": schema_desc,
+        "complete": True,
+        "final": end + int(settle_s * 1_000_000) <= now_us(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def export_partition(
     conn: psycopg.Connection,
     client: Any,
@@ -324,107 +401,34 @@ def export_partition(
     hooks: ExportHooks,
 ) -> PartitionResult:
     """Export one (table, day); see the module docs for the crash-safety order."""
-    import pyarrow.parquet as pq
-
     part_prefix = partition_prefix(job.prefix, table, day)
     manifest_key = _key(part_prefix, MANIFEST)
-    if not job.force and manifest_is_complete(
-        client, job.bucket, _get_json(client, job.bucket, manifest_key), by_series=job.by_series
-    ):
-        old = _get_json(client, job.bucket, manifest_key) or {}
-        return PartitionResult(
-            table, day, "skipped", old.get("rows", 0), old.get("bytes", 0), len(old.get("files", [])), manifest_key
-        )
+    old = _get_json(client, job.bucket, manifest_key)
+    if not job.force and manifest_is_complete(client, job.bucket, old, by_series=job.by_series):
+        assert old is not None
+        files = len(old.get("files", []))
+        return PartitionResult(table, day, "skipped", old.get("rows", 0), old.get("bytes", 0), files, manifest_key)
     client.delete_object(Bucket=job.bucket, Key=manifest_key)  # from here on the partition is incomplete
     schema = arrow_schema(table, columns, by_series=job.by_series)
-    start, end = day_bounds(day)
-    compression = None if settings.compression == "none" else settings.compression
-    files: list[PartFile] = []
-    counters: dict[str | None, int] = {}
-    writer: Any = None
-    local: Path | None = None
-    cur_series: str | None = None
-    cur_rows = 0
-
-    def close_part() -> None:
-        nonlocal writer, cur_rows
-        if writer is None or local is None:
-            return
-        writer.close()
-        writer = None
-        n = counters.get(cur_series, 0)
-        counters[cur_series] = n + 1
-        sub = f"series={quote(cur_series, safe='')}" if job.by_series and cur_series is not None else ""
-        key = _key(part_prefix, sub, f"part-{n:04d}.parquet")
-        size = local.stat().st_size
-        client.upload_file(str(local), job.bucket, key)  # a complete object or nothing
-        part = PartFile(key, cur_rows, size, _sha256(local), cur_series if job.by_series else None)
-        local.unlink()
-        files.append(part)
-        cur_rows = 0
-        if hooks.after_part:
-            hooks.after_part(part)
-
+    parts = PartWriter(client, job, settings, part_prefix, schema, workdir / f"{table}-{day}", hooks.after_part)
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         with conn.cursor(name=f"kalshictl_export_{table}") as cur:
             cur.itersize = settings.batch_rows
-            cur.execute(_select(table, columns, job.by_series), (start, end))
+            cur.execute(_select(table, columns, job.by_series), day_bounds(day))
             for rows in _batches(cur, settings.batch_rows):
                 if hooks.on_rows:
                     hooks.on_rows(len(rows))
-                if job.by_series:
-                    groups: list[tuple[str | None, list[tuple]]] = []
-                    for row in rows:
-                        if not groups or groups[-1][0] != row[-1]:
-                            groups.append((row[-1], []))
-                        groups[-1][1].append(row)
-                else:
-                    groups = [(None, rows)]
-                for series, chunk in groups:
-                    while chunk:
-                        if writer is not None and (series != cur_series or cur_rows >= settings.rows_per_file):
-                            close_part()
-                        if writer is None:
-                            cur_series = series
-                            local = workdir / f"{table}-{day.isoformat()}-{len(files)}.parquet"
-                            writer = pq.ParquetWriter(str(local), schema, compression=compression)
-                        room = settings.rows_per_file - cur_rows
-                        piece, chunk = chunk[:room], chunk[room:]
-                        writer.write_table(_to_table(piece, schema))
-                        cur_rows += len(piece)
-            close_part()
-    keep = {f.key for f in files}
+                for series, chunk in _series_groups(rows, job.by_series):
+                    parts.write(series, chunk)
+            parts.close()
+    keep = {f.key for f in parts.files}
     for stray in _list_keys(client, job.bucket, part_prefix):
         if stray not in keep and not stray.endswith(MANIFEST):
             client.delete_object(Bucket=job.bucket, Key=stray)
-    rows_total, bytes_total = sum(f.rows for f in files), sum(f.bytes for f in files)
-    schema_desc = [
-        {
-            "name": f.name,
-            "type": str(f.type),
-            "metadata": {k.decode(): v.decode() for k, v in (f.metadata or {}).items()},
-        }
-        for f in schema
-    ]
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "table": table,
-        "date": day.isoformat(),
-        "time_column": TIME_COLUMNS[table],
-        "from_us": start,
-        "to_us": end,
-        "by_series": job.by_series,
-        "rows": rows_total,
-        "bytes": bytes_total,
-        "files": [{**f.as_dict(), "schema": schema_desc} for f in files],
-        "schema": schema_desc,
-        "complete": True,
-        "final": end + int(settings.settle_s * 1_000_000) <= now_us(),
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    manifest = build_manifest(table, day, schema, parts.files, by_series=job.by_series, settle_s=settings.settle_s)
     _put_json(client, job.bucket, manifest_key, manifest)
-    return PartitionResult(table, day, "exported", rows_total, bytes_total, len(files), manifest_key)
+    return PartitionResult(table, day, "exported", manifest["rows"], manifest["bytes"], len(parts.files), manifest_key)
 
 
 def run_export(
@@ -433,11 +437,13 @@ def run_export(
     """Export every (table, day) of ``job``; returns the partition results (also in ``job.results``)."""
     hooks = hooks or ExportHooks()
     for table in job.tables:
-        if table not in TIME_COLUMNS:
-            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMNS)})")
+        if table not in TIME_COLUMN:
+            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMN)})")
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         client.head_bucket(Bucket=job.bucket)
-    except Exception as exc:
+    except (BotoCoreError, ClientError) as exc:
         raise KalshiCtlError(
             f"cannot reach bucket {job.bucket}: {exc}", hint="check --endpoint-url and credentials"
         ) from None

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from kalshictl.errors import ConfigError
+from kalshictl.units import now_us
 
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 US_PER_DAY = 86_400_000_000
@@ -38,13 +39,6 @@ def parse_instant(text: str, *, what: str = "time") -> int:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def now_us() -> int:
-    """The current time in µs."""
-    import time
-
-    return time.time_ns() // 1_000
 
 
 def iso(us: int | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kalshictl.errors import SecretError
+from kalshictl.errors import SecretError, import_extra
 
 CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
 
@@ -13,7 +13,7 @@ class AwsSecretStore:
     """Read and write secrets in AWS Secrets Manager, keeping previous versions (AWSPREVIOUS) for rollback."""
 
     def __init__(self, endpoint_url: str | None = None, region: str | None = None) -> None:
-        import boto3
+        boto3 = import_extra("boto3", "aws")
 
         self.client = boto3.client(
             "secretsmanager",

@@ -211,6 +211,8 @@ def test_export_crash_leaves_no_partial_partition_and_rerun_completes(prod, buck
     client = _s3(bucket)
     days = ["--from", "2026-11-20", "--to", "2026-11-21"]
     # trades day 1 (~75 rows, 2 parts) completes; deltas day 1 (230 rows, 6 parts) dies after its 2nd part: 4 uploads
+    crash_tmp = tmp_path / "crash-tmp"  # a killed export cannot remove its local work directory: keep it here
+    crash_tmp.mkdir()
     crash = _export(
         cfg,
         "--table",
@@ -219,7 +221,7 @@ def test_export_crash_leaves_no_partial_partition_and_rerun_completes(prod, buck
         "orderbook_deltas",
         *days,
         "--json",
-        env={"KALSHICTL_EXPORT_CRASH_AFTER_PARTS": "5"},
+        env={"KALSHICTL_EXPORT_CRASH_AFTER_PARTS": "5", "TMPDIR": str(crash_tmp)},
     )
     assert crash.returncode == 70, crash.stderr
     deltas_day = "kalshi/table=orderbook_deltas/date=2026-11-20/"
