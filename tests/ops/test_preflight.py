@@ -32,12 +32,17 @@ def _config(tmp_path, cluster, health_url):
                     "dsn": cluster.dsn("pf_prod", "deduplicator"),
                     "password": "env:PF_DEDUP_PW",
                     "admin_dsn": cluster.dsn("pf_prod", "postgres"),
+                    "allow_insecure": True,
                 },
                 "gatherers": [
                     {
                         "name": "gatherer-1",
                         "health_url": health_url,
-                        "database": {"dsn": cluster.dsn("pf_ts", "dedup_reader"), "password": "env:PF_READER_PW"},
+                        "database": {
+                            "dsn": cluster.dsn("pf_ts", "dedup_reader"),
+                            "password": "env:PF_READER_PW",
+                            "allow_insecure": True,
+                        },
                     }
                 ],
             },

@@ -107,8 +107,11 @@ def test_rotate_with_file_store_failed_restart_then_rollback(logged_cluster, tmp
                     "dsn": logged_cluster.dsn("postgres", "deduplicator"),
                     "password": f"file:{secret_path}",
                     "admin_dsn": logged_cluster.dsn(),
+                    "allow_insecure": True,
                 },
-                "gatherers": [{"name": "g1", "database": {"dsn": "host=127.0.0.1 dbname=kalshi_ts"}}],
+                "gatherers": [
+                    {"name": "g1", "database": {"dsn": "host=127.0.0.1 dbname=kalshi_ts", "allow_insecure": True}}
+                ],
             },
             "roles": {"deduplicator": f"file:{secret_path}"},
         },
