@@ -16,7 +16,11 @@ from aiohttp import web
 
 @asynccontextmanager
 async def hostile_api(pages: dict[str, Any]) -> AsyncIterator[str]:
-    """Serve ``pages[path]`` (a JSON-able body) at ``/trade-api/v2<path>``; yields the base REST URL."""
+    """Serve ``pages[path]`` at ``/trade-api/v2<path>``; yields the base REST URL.
+
+    A page is a JSON-able body, or a callable taking the path's request count (1, 2, ...) and returning
+    ``(http status, body)``.
+    """
     hits: dict[str, int] = {}
 
     async def handle(request: web.Request) -> web.Response:
@@ -24,7 +28,11 @@ async def hostile_api(pages: dict[str, Any]) -> AsyncIterator[str]:
         hits[path] = hits.get(path, 0) + 1
         if path not in pages:
             return web.Response(status=404, text='{"error": "not found"}', content_type="application/json")
-        return web.Response(body=orjson.dumps(pages[path]), content_type="application/json")
+        page = pages[path]
+        status = 200
+        if callable(page):  # a callable decides per request: (status, body)
+            status, page = page(hits[path])
+        return web.Response(status=status, body=orjson.dumps(page), content_type="application/json")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
