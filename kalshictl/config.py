@@ -80,8 +80,13 @@ class DatabaseSettings(_Section):
     def _no_password_in_dsn(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from kalshictl.db.dsn import dsn_has_password
+        from kalshictl.db.dsn import dsn_has_password, parse_dsn
+        from kalshictl.errors import ConfigError as _ConfigError
 
+        try:
+            parse_dsn(value)
+        except _ConfigError:  # never echo it: an unparseable DSN may hold a password
+            raise ValueError("not a valid libpq URI or key=value string") from None
         if dsn_has_password(value):
             raise ValueError("must not contain a password; put a secret reference in the password key")
         return value
@@ -180,10 +185,14 @@ class SnapshotPollerSettings(_Section):
     depth: int = Field(0, ge=0, le=100)
 
 
+# A gatherer name: stored in varchar(64) columns and used in metric labels; "_rest" and other "_" names are reserved.
+GATHERER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class GathererSettings(_Section):
     """Settings of one gatherer (``gatherer:`` section)."""
 
-    name: str = "gatherer-1"
+    name: str = Field("gatherer-1", pattern=GATHERER_NAME, description="1-64 of A-Z a-z 0-9 _ . -")
     database: DatabaseSettings
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
@@ -197,7 +206,7 @@ class GathererSettings(_Section):
 class GathererSource(_Section):
     """One gatherer as the deduplicator sees it: its database (as dedup_reader) and its /health URL."""
 
-    name: str
+    name: str = Field(pattern=GATHERER_NAME)
     database: RemoteDatabaseSettings
     health_url: str | None = None
 
@@ -301,6 +310,8 @@ def _format_validation_error(exc: ValidationError) -> str:
             msg = "expected number"
         elif kind in ("bool_type", "bool_parsing"):
             msg = "expected true or false"
+        elif kind == "string_pattern_mismatch" and str(err["loc"][-1]) == "name":
+            msg = "expected 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
         elif kind == "missing":
             msg = "required key missing"
         elif kind == "value_error":

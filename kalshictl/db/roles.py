@@ -1,8 +1,11 @@
 """The seed's database roles with least privilege (see docs/security.md), and SCRAM password handling.
 
 Passwords are never sent to the server in plaintext: the SCRAM-SHA-256 verifier is computed on the client with
-libpq's ``PQencryptPasswordConn`` and ``ALTER ROLE ... PASSWORD '<verifier>'`` carries only the verifier, so a
-statement log shows nothing reusable.
+libpq's ``PQencryptPasswordConn`` and ``ALTER ROLE ... PASSWORD '<verifier>'`` carries only the verifier. A verifier
+still allows an offline guessing attack, so the statement runs with ``log_statement``/``log_min_duration_statement``/
+``log_min_error_statement`` switched off for its transaction when the admin may change them (a superuser; on
+PostgreSQL 15+ also a role granted SET on them). Where it may not (e.g. RDS without those grants), keep
+``log_statement`` below ``ddl`` on that server during rotation (docs/security.md).
 """
 
 from __future__ import annotations
@@ -135,8 +138,26 @@ def set_password(conn: psycopg.Connection, role: str, password: str) -> None:
     from psycopg import sql
 
     verifier = scram_verifier(conn, role, password)
-    # Keep the statement itself out of the server log even at log_statement=all (it holds only a verifier anyway).
-    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+    # A verifier is not the password but allows an offline guessing attack: keep the statement out of the server
+    # log (log_statement=ddl/all, log_min_duration_statement, log_min_error_statement) for this transaction only.
+    with conn.transaction():
+        if _can_silence_logging(conn):
+            for setting, value in _QUIET.items():
+                conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+
+
+_QUIET = {"log_statement": "none", "log_min_duration_statement": "-1", "log_min_error_statement": "panic"}
+
+
+def _can_silence_logging(conn: psycopg.Connection) -> bool:
+    """True if this session may change the logging settings (superuser, or SET granted on them: PostgreSQL 15+)."""
+    if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+        return True
+    if conn.info.server_version < 150000:
+        return False
+    sql = "SELECT bool_and(has_parameter_privilege(p, 'SET')) FROM unnest(%s::text[]) p"
+    return bool(conn.execute(sql, (list(_QUIET),)).fetchone()[0])
 
 
 def role_exists(conn: psycopg.Connection, role: str) -> bool:
@@ -174,8 +195,30 @@ def ensure_role(conn: psycopg.Connection, spec: RoleSpec, password: str | None, 
     return {"role": spec.name, "created": created, "password_set": password is not None, "read_only": spec.read_only}
 
 
+def check_cidr(remote_cidr: str) -> str:
+    """A validated network for a pg_hba ADDRESS field (``10.0.0.0/8``); ConfigError for anything else."""
+    import ipaddress
+
+    from kalshictl.errors import ConfigError
+
+    text = remote_cidr.strip() if isinstance(remote_cidr, str) else ""
+    try:
+        if not text or text != remote_cidr or "/" not in text:
+            raise ValueError
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise ConfigError(f"--remote-cidr: expected a network like 10.0.0.0/8, got {remote_cidr!r}") from None
+
+
 def hba_lines(target: Target, dbname: str, remote_cidr: str = "10.0.0.0/8") -> list[str]:
-    """The pg_hba.conf lines of the seed for a target."""
+    """The pg_hba.conf lines of the seed for a target (the CIDR and database name validated first)."""
+    import re
+
+    from kalshictl.errors import ConfigError
+
+    remote_cidr = check_cidr(remote_cidr)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}", dbname):
+        raise ConfigError(f"database name {dbname!r} cannot be written into pg_hba.conf as is")
     if target == "gatherer":
         return [
             "# Local connections (gatherer service)",

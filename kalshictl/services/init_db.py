@@ -22,6 +22,7 @@ def init_database(
     from kalshictl.db import roles as r
     from kalshictl.db.connect import connect
 
+    r.check_cidr(remote_cidr)  # before anything changes: it is pasted into pg_hba lines
     admin_dsn = db.admin_dsn or db.dsn
     dbname = parse_dsn(db.dsn).get("dbname")
     if not dbname:

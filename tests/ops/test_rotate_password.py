@@ -56,7 +56,8 @@ def restart_probe(path) -> str:
 
 def assert_no_plaintext(cluster, *texts: str, passwords: tuple[str, ...]) -> None:
     log = cluster.log_file.read_text(errors="replace")
-    assert "ALTER ROLE" in log, "log_statement=all is not in effect"
+    assert "statement: " in log, "log_statement=all is not in effect"
+    assert "ALTER ROLE" not in log and "SCRAM-SHA-256$" not in log  # not even the verifier (#15)
     for pw in passwords:
         assert pw not in log
         for text in texts:
