@@ -56,6 +56,23 @@ def test_only_writers_create_partitions_and_only_so_far_ahead(cluster):
         assert not c.execute(
             "SELECT has_function_privilege('public', 'kalshi_ensure_partitions(bigint)', 'EXECUTE')"
         ).fetchone()[0]
+    # the function trusts kalshi_timeseries: no service role may register a table or a tiny chunk there
+    for target, role in (("production", "deduplicator"), ("gatherer", "gatherer")):
+        with as_role(cluster, target, role) as c:
+            for stmt in (
+                "INSERT INTO kalshi_timeseries VALUES ('trades', 'exchange_ts', 1, 'partitioned')",
+                "UPDATE kalshi_timeseries SET chunk_us = 1",
+                "DELETE FROM kalshi_schema_version",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(stmt)
+    with admin(cluster, "gatherer") as c:  # even the owner's mistake cannot make it loop without end
+        c.execute("UPDATE kalshi_timeseries SET chunk_us = 1000 WHERE table_name = 'tickers'")
+        try:
+            with as_role(cluster, "gatherer", "gatherer") as g:
+                assert g.execute("SELECT kalshi_ensure_partitions()").fetchone()[0] == 0
+        finally:
+            c.execute("UPDATE kalshi_timeseries SET chunk_us = 3600000000 WHERE table_name = 'tickers'")
 
 
 def test_gatherer_appends_and_keeps_its_books_but_cannot_rewrite_history(cluster):
@@ -100,7 +117,7 @@ def test_check_grants_reports_every_extra_privilege_and_init_db_tightens(cluster
     with admin(cluster, "gatherer") as c:
         c.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO gatherer")  # what the old init-db granted
         bad = {r["role"]: r for r in check_grants(c, DBS["gatherer"], "gatherer")}
-        assert not bad["gatherer"]["ok"] and "has UPDATE on" in bad["gatherer"]["problem"]
+        assert not bad["gatherer"]["ok"] and "has DELETE on" in bad["gatherer"]["problem"]
         # re-running init-db's role step revokes what is not needed
         ensure_role(c, next(r for r in ROLES if r.name == "gatherer"), None, DBS["gatherer"])
         assert all(r["ok"] for r in check_grants(c, DBS["gatherer"], "gatherer"))

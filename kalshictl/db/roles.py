@@ -57,6 +57,8 @@ BASE_PRIVILEGES: dict[str, frozenset[str]] = {
 EXTRA_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     "gatherer": {"gatherer_meta": frozenset({"UPDATE"}), "sequence_gaps": frozenset({"UPDATE"})},
 }
+# Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these.
+OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries")
 # Sequence privileges (bigserial ids): the gatherer only draws values.
 SEQUENCE_PRIVILEGES: dict[str, str] = {"gatherer": "USAGE", "deduplicator": "ALL"}
 # The SECURITY DEFINER partition maintenance function: only the writing role of each database may call it.
@@ -66,6 +68,8 @@ EXECUTE_ROLES = frozenset({"gatherer", "deduplicator"})
 
 def expected_privileges(role: str, table: str) -> frozenset[str]:
     """The table privileges a role must have on a table (and, by omission, must not have)."""
+    if table in OWNER_WRITES_ONLY:
+        return BASE_PRIVILEGES[role] & {"SELECT"}
     return BASE_PRIVILEGES[role] | EXTRA_PRIVILEGES.get(role, {}).get(table, frozenset())
 
 
@@ -100,7 +104,8 @@ def grant_statements(role: RoleSpec, dbname: str) -> list[str]:
 
 
 def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[str]:
-    """Grants on named objects that exist now: per-table extras and EXECUTE on the partition function."""
+    """Grants on named objects that exist now: per-table extras, no writes on the migration bookkeeping tables, and
+    EXECUTE on the partition function."""
     from psycopg import sql
 
     r = sql.Identifier(role.name).as_string(None)
@@ -109,6 +114,10 @@ def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[st
         if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()[0]:
             names = ", ".join(sorted(privileges, key=TABLE_PRIVILEGES.index))
             out.append(f"GRANT {names} ON {sql.Identifier(table).as_string(None)} TO {r}")
+    for table in OWNER_WRITES_ONLY:
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()[0]:
+            writes = ", ".join(p for p in TABLE_PRIVILEGES if p != "SELECT")
+            out.append(f"REVOKE {writes} ON {sql.Identifier(table).as_string(None)} FROM {r}")
     if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]:
         verb = "GRANT" if role.name in EXECUTE_ROLES else "REVOKE"
         prep = "TO" if verb == "GRANT" else "FROM"

@@ -1,6 +1,8 @@
 -- kalshi_ensure_partitions is SECURITY DEFINER (it creates partitions as the schema owner), so who may call it and
 -- how far ahead it may reach are bounded: EXECUTE is revoked from PUBLIC (kalshictl grants it to the writing role of
--- each database, see kalshictl/db/roles.py) and ahead_us must lie in [0, 7 days].
+-- each database, see kalshictl/db/roles.py), ahead_us must lie in [0, 7 days], a registered table with chunks under
+-- a minute is skipped and one call creates at most 1000 partitions. Only the owner may write kalshi_timeseries
+-- (roles.py revokes writes on it from the service roles), since this function trusts its rows.
 CREATE OR REPLACE FUNCTION kalshi_ensure_partitions(ahead_us bigint DEFAULT 172800000000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -21,8 +23,12 @@ BEGIN
     END IF;
     PERFORM set_config('lock_timeout', '2s', true);
     FOR r IN SELECT * FROM kalshi_timeseries WHERE flavor = 'partitioned' ORDER BY table_name LOOP
+        IF r.chunk_us < 60000000 THEN  -- a registry row asking for sub-minute chunks would create tables without end
+            RAISE WARNING 'kalshi_ensure_partitions: % skipped: chunk_us % is below one minute', r.table_name, r.chunk_us;
+            CONTINUE;
+        END IF;
         chunk_no := now_us / r.chunk_us - 1;
-        WHILE chunk_no * r.chunk_us <= now_us + ahead_us LOOP
+        WHILE chunk_no * r.chunk_us <= now_us + ahead_us AND created < 1000 LOOP
             lo := chunk_no * r.chunk_us;
             pname := format('%s_p%s', r.table_name, chunk_no);
             IF to_regclass(pname) IS NULL THEN
