@@ -46,9 +46,16 @@ def make_db(cluster: PostgresCluster, name: str, target: str) -> str:
 def settings(cluster: PostgresCluster, prod: str, gdbs: list[str], **sync) -> DedupSettings:
     return DedupSettings.model_validate(
         {
-            "production": {"dsn": cluster.dsn(prod, "deduplicator"), "password": "env:KB_PW"},
+            "production": {"dsn": cluster.dsn(prod, "deduplicator"), "password": "env:KB_PW", "allow_insecure": True},
             "gatherers": [
-                {"name": f"g{i + 1}", "database": {"dsn": cluster.dsn(db, "dedup_reader"), "password": "env:KB_PW"}}
+                {
+                    "name": f"g{i + 1}",
+                    "database": {
+                        "dsn": cluster.dsn(db, "dedup_reader"),
+                        "password": "env:KB_PW",
+                        "allow_insecure": True,
+                    },
+                }
                 for i, db in enumerate(gdbs)
             ],
             "sync": {"market_sync_enabled": False, "interval_ms": 50, "wait_for_gatherer_s": 10, **sync},

@@ -68,6 +68,9 @@ class DatabaseSettings(_Section):
     admin_password: SecretRef | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
     sslrootcert: str | None = None
+    allow_insecure: bool = Field(
+        False, description="permit a TLS mode that does not verify the server (local tests and demos only)"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     pool_min: int = Field(1, ge=0)
     pool_max: int = Field(8, ge=1)
@@ -77,11 +80,57 @@ class DatabaseSettings(_Section):
     def _no_password_in_dsn(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from kalshictl.db.dsn import dsn_has_password
+        from kalshictl.db.dsn import dsn_has_password, parse_dsn
+        from kalshictl.errors import ConfigError as _ConfigError
 
+        try:
+            parse_dsn(value)
+        except _ConfigError:  # never echo it: an unparseable DSN may hold a password
+            raise ValueError("not a valid libpq URI or key=value string") from None
         if dsn_has_password(value):
             raise ValueError("must not contain a password; put a secret reference in the password key")
         return value
+
+
+WEAK_SSLMODES = ("disable", "allow", "prefer", "require")
+
+
+def _dsn_param(dsn: str | None, key: str) -> str | None:
+    if not dsn:
+        return None
+    from kalshictl.db.dsn import parse_dsn
+
+    return parse_dsn(dsn).get(key)
+
+
+class RemoteDatabaseSettings(DatabaseSettings):
+    """A database reached over the network (production, a gatherer from the deduplicator): TLS that verifies the
+    server is the default and the only mode allowed, unless ``allow_insecure: true``.
+
+    With no ``sslmode`` (here or in the DSN) the connection uses ``verify-full``; ``verify-ca``/``verify-full`` need
+    the CA in ``sslrootcert`` (a file, or ``system`` for the OS store). ``disable``/``allow``/``prefer``/``require``
+    (no certificate check) are refused unless ``allow_insecure: true``.
+    """
+
+    @model_validator(mode="after")
+    def _verified_tls(self) -> RemoteDatabaseSettings:
+        modes = {m for m in (self.sslmode, _dsn_param(self.dsn, "sslmode"), _dsn_param(self.admin_dsn, "sslmode")) if m}
+        if self.allow_insecure:
+            return self
+        weak = sorted(modes & set(WEAK_SSLMODES))
+        if weak:
+            raise ValueError(
+                f"sslmode {weak[0]} does not verify the server; use verify-full (or verify-ca) with sslrootcert, "
+                "or set allow_insecure: true (tests and demos only)"
+            )
+        if not modes:
+            self.__dict__["sslmode"] = "verify-full"  # no re-validation on this assignment
+        if not (self.sslrootcert or _dsn_param(self.dsn, "sslrootcert")):
+            raise ValueError(
+                "sslrootcert: required to verify the server (the CA bundle file, or 'system'); "
+                "or set allow_insecure: true (tests and demos only)"
+            )
+        return self
 
 
 class ExchangeSettings(_Section):
@@ -136,10 +185,14 @@ class SnapshotPollerSettings(_Section):
     depth: int = Field(0, ge=0, le=100)
 
 
+# A gatherer name: stored in varchar(64) columns and used in metric labels; "_rest" and other "_" names are reserved.
+GATHERER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class GathererSettings(_Section):
     """Settings of one gatherer (``gatherer:`` section)."""
 
-    name: str = "gatherer-1"
+    name: str = Field("gatherer-1", pattern=GATHERER_NAME, description="1-64 of A-Z a-z 0-9 _ . -")
     database: DatabaseSettings
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
@@ -153,8 +206,8 @@ class GathererSettings(_Section):
 class GathererSource(_Section):
     """One gatherer as the deduplicator sees it: its database (as dedup_reader) and its /health URL."""
 
-    name: str
-    database: DatabaseSettings
+    name: str = Field(pattern=GATHERER_NAME)
+    database: RemoteDatabaseSettings
     health_url: str | None = None
 
 
@@ -176,7 +229,7 @@ class SyncSettings(_Section):
 class DedupSettings(_Section):
     """Settings of the deduplicator (``deduplicator:`` section)."""
 
-    production: DatabaseSettings
+    production: RemoteDatabaseSettings
     gatherers: list[GathererSource] = Field(min_length=1)
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
@@ -204,7 +257,7 @@ class S3Settings(_Section):
 class ExportSettings(_Section):
     """Settings of the exporter (``exporter:`` section): production read as the read-only exporter role."""
 
-    production: DatabaseSettings
+    production: RemoteDatabaseSettings
     s3: S3Settings = Field(default_factory=S3Settings)
     rows_per_file: int = Field(2_000_000, ge=1, description="a partition splits into part files of at most this")
     batch_rows: int = Field(50_000, ge=1, description="rows fetched per server-side cursor round trip")
@@ -257,6 +310,8 @@ def _format_validation_error(exc: ValidationError) -> str:
             msg = "expected number"
         elif kind in ("bool_type", "bool_parsing"):
             msg = "expected true or false"
+        elif kind == "string_pattern_mismatch" and str(err["loc"][-1]) == "name":
+            msg = "expected 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
         elif kind == "missing":
             msg = "required key missing"
         elif kind == "value_error":

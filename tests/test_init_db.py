@@ -39,11 +39,16 @@ def _config(tmp_path, cluster, dbg, dbp):
                     "dsn": cluster.dsn(dbp, "deduplicator"),
                     "password": "env:KT_DEDUP_PW",
                     "admin_dsn": cluster.dsn(dbp, "postgres"),
+                    "allow_insecure": True,
                 },
                 "gatherers": [
                     {
                         "name": "gatherer-1",
-                        "database": {"dsn": cluster.dsn(dbg, "dedup_reader"), "password": "env:KT_READER_PW"},
+                        "database": {
+                            "dsn": cluster.dsn(dbg, "dedup_reader"),
+                            "password": "env:KT_READER_PW",
+                            "allow_insecure": True,
+                        },
                     }
                 ],
             },

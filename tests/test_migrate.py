@@ -46,7 +46,7 @@ def _tables(dsn):
 
 @pytest.mark.parametrize(("target", "tables"), [("gatherer", GATHERER_TABLES), ("production", PRODUCTION_TABLES)])
 def test_migrate_builds_and_is_idempotent(pg_cluster, fresh_db, tmp_path, target, tables):
-    section = {"dsn": pg_cluster.dsn(fresh_db, "postgres")}
+    section = {"dsn": pg_cluster.dsn(fresh_db, "postgres"), "allow_insecure": True}
     if target == "gatherer":
         cfg = {"gatherer": {"database": section}}
     else:

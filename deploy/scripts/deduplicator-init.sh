@@ -12,7 +12,7 @@
 #   KALSHI_DEPLOY_DIR      this repository's deploy/ folder (/opt/kalshi/deploy)
 #   KALSHI_RDS_WAIT        seconds to wait for RDS          (300)
 #   KALSHI_GATHERER_WAIT   seconds to wait for a gatherer   (300, the seed's 60 x 5 s)
-#   KALSHI_HEALTH_URL      the deduplicator's own /health   (http://127.0.0.1:8080/health)
+#   KALSHI_HEALTH_URL      the deduplicator's own /health   (http://10.0.4.10:8080/health: its config's http address)
 #   KALSHI_HEALTH_WAIT     seconds to wait for it           (120)
 #   KALSHI_MIGRATE         0 = skip init-db and migrate     (1)
 #   KALSHI_SYSTEMD_DIR     where the unit is installed      (/etc/systemd/system)
@@ -26,7 +26,7 @@ SYSTEMCTL="${SYSTEMCTL:-systemctl}"
 SYSTEMD_DIR="${KALSHI_SYSTEMD_DIR:-/etc/systemd/system}"
 RDS_WAIT="${KALSHI_RDS_WAIT:-300}"
 GATHERER_WAIT="${KALSHI_GATHERER_WAIT:-300}"
-HEALTH_URL="${KALSHI_HEALTH_URL:-http://127.0.0.1:8080/health}"
+HEALTH_URL="${KALSHI_HEALTH_URL:-http://10.0.4.10:8080/health}"
 HEALTH_WAIT="${KALSHI_HEALTH_WAIT:-120}"
 
 log() { printf '%s deduplicator-init: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }

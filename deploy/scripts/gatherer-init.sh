@@ -11,7 +11,10 @@
 #   KALSHICTL                kalshictl executable             (/opt/kalshi/venv/bin/kalshictl)
 #   KALSHI_DEPLOY_DIR        this repository's deploy/ folder (/opt/kalshi/deploy)
 #   KALSHI_INSTALL_PACKAGES  1 = install PostgreSQL + TimescaleDB with dnf (0)
-#   KALSHI_SETUP_POSTGRES    0 = skip cluster init, pg_hba install and postgresql start (1)
+#   KALSHI_SETUP_POSTGRES    0 = skip cluster init, pg_hba/TLS install and postgresql start (1)
+#   KALSHI_TLS_CERT          this host's server certificate (/etc/kalshi/tls/server.crt): signed by the CA in the
+#                            deduplicator's sslrootcert, with this host's private IP in subjectAltName
+#   KALSHI_TLS_KEY           its private key                  (/etc/kalshi/tls/server.key)
 #   KALSHI_HEALTH_WAIT       seconds to wait for the gatherer to report healthy (300)
 #   KALSHI_HEALTH_REQUIRE    healthy or degraded (healthy)
 #   KALSHI_SYSTEMD_DIR       where the unit is installed      (/etc/systemd/system)
@@ -43,9 +46,28 @@ if [ "${KALSHI_SETUP_POSTGRES:-1}" = 1 ]; then
   "$SYSTEMCTL" start postgresql
   hba_file="$(runuser -u postgres -- psql -tAc 'SHOW hba_file')"
   ident_file="$(runuser -u postgres -- psql -tAc 'SHOW ident_file')"
+  # The pg_hba below admits dedup_reader only over hostssl: the server must speak TLS with a certificate the
+  # deduplicator verifies (verify-full), so install it and turn ssl on before the pg_hba that needs it.
+  tls_cert="${KALSHI_TLS_CERT:-/etc/kalshi/tls/server.crt}"
+  tls_key="${KALSHI_TLS_KEY:-/etc/kalshi/tls/server.key}"
+  if [ ! -s "$tls_cert" ] || [ ! -s "$tls_key" ]; then
+    log "ERROR: $tls_cert or $tls_key missing: the hostssl pg_hba line for dedup_reader needs TLS on the server"
+    exit 1
+  fi
+  data_dir="$(runuser -u postgres -- psql -tAc 'SHOW data_directory')"
+  install -m 0644 -o postgres -g postgres "$tls_cert" "$data_dir/server.crt"
+  install -m 0600 -o postgres -g postgres "$tls_key" "$data_dir/server.key"
+  runuser -u postgres -- psql -v ON_ERROR_STOP=1 -tAc "ALTER SYSTEM SET ssl_cert_file = 'server.crt'"
+  runuser -u postgres -- psql -v ON_ERROR_STOP=1 -tAc "ALTER SYSTEM SET ssl_key_file = 'server.key'"
+  runuser -u postgres -- psql -v ON_ERROR_STOP=1 -tAc "ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1.2'"
+  runuser -u postgres -- psql -v ON_ERROR_STOP=1 -tAc "ALTER SYSTEM SET ssl = on"
   install -m 0640 -o postgres -g postgres "$DEPLOY_DIR/pg_hba/gatherer.pg_hba.conf" "$hba_file"
   install -m 0640 -o postgres -g postgres "$DEPLOY_DIR/pg_hba/pg_ident.conf" "$ident_file"
   "$SYSTEMCTL" reload postgresql
+  if [ "$(runuser -u postgres -- psql -tAc 'SHOW ssl')" != on ]; then
+    log "ERROR: ssl is not on after the reload; see the PostgreSQL log (certificate/key readable by postgres?)"
+    exit 1
+  fi
 fi
 
 # Step 3: database kalshi_ts, the timescaledb extension, roles gatherer and dedup_reader with the seed's grants.

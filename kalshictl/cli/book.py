@@ -123,10 +123,10 @@ def register(root: typer.Typer) -> None:
         from kalshictl.cli.common import load
         from kalshictl.db.connect import connect
         from kalshictl.research import research_db
-        from kalshictl.research.times import parse_instant
+        from kalshictl.research.times import parse_window
         from kalshictl.research.verify import verify
 
-        from_us, to_us = parse_instant(from_, what="--from"), parse_instant(to, what="--to")
+        from_us, to_us = parse_window(from_, to)
         sources = ("rest", "ws") if include_ws else ("rest",)
         with connect(research_db(load(config))) as conn:
             report = verify(conn, ticker, from_us, to_us, tolerance_us=int(tolerance_ms * 1000), sources=sources)

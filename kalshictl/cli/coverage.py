@@ -28,9 +28,9 @@ def register(root: typer.Typer) -> None:
         from kalshictl.db.connect import connect
         from kalshictl.research import research_db
         from kalshictl.research.coverage import coverage
-        from kalshictl.research.times import parse_instant
+        from kalshictl.research.times import parse_window
 
-        from_us, to_us = parse_instant(from_, what="--from"), parse_instant(to, what="--to")
+        from_us, to_us = parse_window(from_, to)
         names = [g.strip() for g in gatherers.split(",") if g.strip()] if gatherers else None
         with connect(research_db(load(config))) as conn:
             data = coverage(conn, from_us, to_us, gatherers=names)

@@ -18,14 +18,14 @@ def register(root: typer.Typer) -> None:
     def run_cmd(config: Path = CONFIG_OPTION) -> None:
         """Run the deduplicator until SIGTERM/SIGINT (graceful shutdown)."""
         import asyncio
-        import logging
 
         from kalshictl.cli.common import load
         from kalshictl.dedup.service import Deduplicator, install_signal_handlers
+        from kalshictl.logs import setup_logging
 
         settings = load(config)
         dedup = settings.require("deduplicator")
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        setup_logging(settings.log_level)
 
         async def main() -> None:
             service = Deduplicator(dedup)

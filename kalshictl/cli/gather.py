@@ -17,17 +17,15 @@ def register(root: typer.Typer) -> None:
     def run_cmd(config: Path = CONFIG_OPTION) -> None:
         """Run the gatherer until SIGTERM/SIGINT (graceful: stop receiving, flush, close sockets, close DB)."""
         import asyncio
-        import logging
         import signal
 
         from kalshictl.cli.common import load
         from kalshictl.gatherer.service import Gatherer
+        from kalshictl.logs import setup_logging
 
         settings = load(config)
         gs = settings.require("gatherer")
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-        )
+        setup_logging(settings.log_level)
 
         async def main() -> None:
             g = Gatherer(gs)

@@ -18,11 +18,11 @@ def parse_dsn(dsn: str) -> dict[str, str]:
 
 
 def dsn_has_password(dsn: str) -> bool:
-    """True if the DSN embeds a password."""
+    """True if the DSN embeds a password, or cannot be parsed (fail closed: it might hide one)."""
     try:
         return "password" in parse_dsn(dsn)
     except ConfigError:
-        return False
+        return True
 
 
 def redact_dsn(dsn: str) -> str:

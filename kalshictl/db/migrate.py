@@ -201,6 +201,9 @@ def migrate(
             if on_apply is not None:
                 on_apply(mig)
         conn.execute("SELECT kalshi_ensure_partitions()")
+        from kalshictl.db.roles import apply_object_grants
+
+        apply_object_grants(conn, target)  # roles created before this migration get grants on its new objects
         before.flavor = chosen
         return before
     finally:

@@ -1,8 +1,11 @@
-"""The seed's database roles, created with exactly the seed's privileges, and SCRAM password handling.
+"""The seed's database roles with least privilege (see docs/security.md), and SCRAM password handling.
 
 Passwords are never sent to the server in plaintext: the SCRAM-SHA-256 verifier is computed on the client with
-libpq's ``PQencryptPasswordConn`` and ``ALTER ROLE ... PASSWORD '<verifier>'`` carries only the verifier, so a
-statement log shows nothing reusable.
+libpq's ``PQencryptPasswordConn`` and ``ALTER ROLE ... PASSWORD '<verifier>'`` carries only the verifier. A verifier
+still allows an offline guessing attack, so the statement runs with ``log_statement``/``log_min_duration_statement``/
+``log_min_error_statement`` switched off for its transaction when the admin may change them (a superuser; on
+PostgreSQL 15+ also a role granted SET on them). Where it may not (e.g. RDS without those grants), keep
+``log_statement`` below ``ddl`` on that server during rotation (docs/security.md).
 """
 
 from __future__ import annotations
@@ -41,25 +44,96 @@ def roles_for(target: Target) -> list[RoleSpec]:
     return [r for r in ROLES if r.target == target]
 
 
+# Every table privilege PostgreSQL has; preflight checks each one, both ways (missing and extra).
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+# What each role may do on every table of its database ...
+BASE_PRIVILEGES: dict[str, frozenset[str]] = {
+    "gatherer": frozenset({"SELECT", "INSERT"}),
+    "dedup_reader": frozenset({"SELECT"}),
+    "deduplicator": frozenset(TABLE_PRIVILEGES),  # the seed's GRANT ALL: it upserts, resets cursors, closes gaps
+    "exporter": frozenset({"SELECT"}),
+}
+# ... plus its own bookkeeping: the gatherer's coverage heartbeat (gatherer_meta) and gap windows it closes.
+EXTRA_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
+    "gatherer": {"gatherer_meta": frozenset({"UPDATE"}), "sequence_gaps": frozenset({"UPDATE"})},
+}
+# Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these.
+OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries")
+# Sequence privileges (bigserial ids): the gatherer only draws values.
+SEQUENCE_PRIVILEGES: dict[str, str] = {"gatherer": "USAGE", "deduplicator": "ALL"}
+# The SECURITY DEFINER partition maintenance function: only the writing role of each database may call it.
+ENSURE_PARTITIONS_FN = "kalshi_ensure_partitions(bigint)"
+EXECUTE_ROLES = frozenset({"gatherer", "deduplicator"})
+
+
+def expected_privileges(role: str, table: str) -> frozenset[str]:
+    """The table privileges a role must have on a table (and, by omission, must not have)."""
+    if table in OWNER_WRITES_ONLY:
+        return BASE_PRIVILEGES[role] & {"SELECT"}
+    return BASE_PRIVILEGES[role] | EXTRA_PRIVILEGES.get(role, {}).get(table, frozenset())
+
+
 def grant_statements(role: RoleSpec, dbname: str) -> list[str]:
-    """The seed's GRANT statements for a role, verbatim in meaning."""
+    """GRANT/REVOKE statements giving a role exactly :func:`expected_privileges` on current and future tables.
+
+    Everything is revoked first, so re-running ``init-db`` tightens a role that an older version granted ``ALL``.
+    Per-table extras and EXECUTE on the partition function are applied by :func:`object_grant_statements` (those
+    objects may not exist yet: ``migrate`` applies them again after creating them).
+    """
     from psycopg import sql
 
     db = sql.Identifier(dbname).as_string(None)
     r = sql.Identifier(role.name).as_string(None)
-    if role.read_only:
-        return [
-            f"GRANT CONNECT ON DATABASE {db} TO {r}",
-            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {r}",
-            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {r}",
-        ]
-    return [
+    base = ", ".join(sorted(BASE_PRIVILEGES[role.name], key=TABLE_PRIVILEGES.index))
+    out = [
         f"GRANT CONNECT ON DATABASE {db} TO {r}",
-        f"GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO {r}",
-        f"GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public TO {r}",
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {r}",
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {r}",
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {r}",
+        f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {r}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {r}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {r}",
+        f"GRANT {base} ON ALL TABLES IN SCHEMA public TO {r}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {base} ON TABLES TO {r}",
     ]
+    seq = SEQUENCE_PRIVILEGES.get(role.name)
+    if seq:
+        out += [
+            f"GRANT {seq} ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {seq} ON SEQUENCES TO {r}",
+        ]
+    return out
+
+
+def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[str]:
+    """Grants on named objects that exist now: per-table extras, no writes on the migration bookkeeping tables, and
+    EXECUTE on the partition function."""
+    from psycopg import sql
+
+    r = sql.Identifier(role.name).as_string(None)
+    out = []
+    for table, privileges in EXTRA_PRIVILEGES.get(role.name, {}).items():
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()[0]:
+            names = ", ".join(sorted(privileges, key=TABLE_PRIVILEGES.index))
+            out.append(f"GRANT {names} ON {sql.Identifier(table).as_string(None)} TO {r}")
+    for table in OWNER_WRITES_ONLY:
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()[0]:
+            writes = ", ".join(p for p in TABLE_PRIVILEGES if p != "SELECT")
+            out.append(f"REVOKE {writes} ON {sql.Identifier(table).as_string(None)} FROM {r}")
+    if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]:
+        verb = "GRANT" if role.name in EXECUTE_ROLES else "REVOKE"
+        prep = "TO" if verb == "GRANT" else "FROM"
+        out.append(f"{verb} EXECUTE ON FUNCTION {ENSURE_PARTITIONS_FN} {prep} {r}")
+    return out
+
+
+def apply_object_grants(conn: psycopg.Connection, target: Target) -> list[str]:
+    """After a migration: give the target's existing roles their per-object grants; returns the roles done."""
+    done = []
+    for spec in roles_for(target):
+        if role_exists(conn, spec.name):
+            for stmt in object_grant_statements(conn, spec):
+                conn.execute(stmt)
+            done.append(spec.name)
+    return done
 
 
 def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
@@ -73,8 +147,26 @@ def set_password(conn: psycopg.Connection, role: str, password: str) -> None:
     from psycopg import sql
 
     verifier = scram_verifier(conn, role, password)
-    # Keep the statement itself out of the server log even at log_statement=all (it holds only a verifier anyway).
-    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+    # A verifier is not the password but allows an offline guessing attack: keep the statement out of the server
+    # log (log_statement=ddl/all, log_min_duration_statement, log_min_error_statement) for this transaction only.
+    with conn.transaction():
+        if _can_silence_logging(conn):
+            for setting, value in _QUIET.items():
+                conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+
+
+_QUIET = {"log_statement": "none", "log_min_duration_statement": "-1", "log_min_error_statement": "panic"}
+
+
+def _can_silence_logging(conn: psycopg.Connection) -> bool:
+    """True if this session may change the logging settings (superuser, or SET granted on them: PostgreSQL 15+)."""
+    if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+        return True
+    if conn.info.server_version < 150000:
+        return False
+    sql = "SELECT bool_and(has_parameter_privilege(p, 'SET')) FROM unnest(%s::text[]) p"
+    return bool(conn.execute(sql, (list(_QUIET),)).fetchone()[0])
 
 
 def role_exists(conn: psycopg.Connection, role: str) -> bool:
@@ -107,13 +199,35 @@ def ensure_role(conn: psycopg.Connection, spec: RoleSpec, password: str | None, 
     )
     if password is not None:
         set_password(conn, spec.name, password)
-    for stmt in grant_statements(spec, dbname):
+    for stmt in grant_statements(spec, dbname) + object_grant_statements(conn, spec):
         conn.execute(stmt)
     return {"role": spec.name, "created": created, "password_set": password is not None, "read_only": spec.read_only}
 
 
+def check_cidr(remote_cidr: str) -> str:
+    """A validated network for a pg_hba ADDRESS field (``10.0.0.0/8``); ConfigError for anything else."""
+    import ipaddress
+
+    from kalshictl.errors import ConfigError
+
+    text = remote_cidr.strip() if isinstance(remote_cidr, str) else ""
+    try:
+        if not text or text != remote_cidr or "/" not in text:
+            raise ValueError
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise ConfigError(f"--remote-cidr: expected a network like 10.0.0.0/8, got {remote_cidr!r}") from None
+
+
 def hba_lines(target: Target, dbname: str, remote_cidr: str = "10.0.0.0/8") -> list[str]:
-    """The pg_hba.conf lines of the seed for a target."""
+    """The pg_hba.conf lines of the seed for a target (the CIDR and database name validated first)."""
+    import re
+
+    from kalshictl.errors import ConfigError
+
+    remote_cidr = check_cidr(remote_cidr)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}", dbname):
+        raise ConfigError(f"database name {dbname!r} cannot be written into pg_hba.conf as is")
     if target == "gatherer":
         return [
             "# Local connections (gatherer service)",
@@ -132,7 +246,11 @@ def hba_lines(target: Target, dbname: str, remote_cidr: str = "10.0.0.0/8") -> l
 
 
 def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[dict]:
-    """Compare each role's actual table privileges with the seed (for preflight). One row per role."""
+    """Compare each role's actual privileges with :func:`expected_privileges` (for preflight). One row per role.
+
+    Every table privilege is checked both ways: one missing (``no INSERT on trades``) or one too many
+    (``has DELETE on trades``) is a problem, and so is EXECUTE on the partition function for a role without it.
+    """
     rows = []
     tables = [
         r[0]
@@ -141,6 +259,7 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
         ).fetchall()
     ]
+    has_fn = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]
     for spec in roles_for(target):
         if not role_exists(conn, spec.name):
             rows.append({"role": spec.name, "ok": False, "problem": "role missing"})
@@ -148,18 +267,25 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
         problems = []
         if not conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (spec.name, dbname)).fetchone()[0]:
             problems.append("no CONNECT")
-        for table in tables:
-            can_select, can_insert = conn.execute(
-                "SELECT has_table_privilege(%s, %s, 'SELECT'), has_table_privilege(%s, %s, 'INSERT')",
-                (spec.name, f"public.{table}", spec.name, f"public.{table}"),
-            ).fetchone()
-            if not can_select:
-                problems.append(f"no SELECT on {table}")
-            if spec.read_only and can_insert:
-                problems.append(f"can write {table}")
-            if not spec.read_only and not can_insert:
-                problems.append(f"no INSERT on {table}")
-        rows.append({"role": spec.name, "ok": not problems, "problem": "; ".join(problems[:5]) or None})
+        actual = conn.execute(
+            "SELECT t, p, has_table_privilege(%s, format('public.%%I', t), p)"
+            " FROM unnest(%s::text[]) t CROSS JOIN unnest(%s::text[]) p",
+            (spec.name, tables, list(TABLE_PRIVILEGES)),
+        ).fetchall()
+        for table, privilege, granted in sorted(actual, key=lambda x: (x[0], TABLE_PRIVILEGES.index(x[1]))):
+            wanted = privilege in expected_privileges(spec.name, table)
+            if wanted and not granted:
+                problems.append(f"no {privilege} on {table}")
+            elif granted and not wanted:
+                problems.append(f"has {privilege} on {table}")
+        if has_fn:
+            can_run = conn.execute(
+                "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, ENSURE_PARTITIONS_FN)
+            ).fetchone()[0]
+            if can_run != (spec.name in EXECUTE_ROLES):
+                problems.append(f"{'can' if can_run else 'cannot'} EXECUTE {ENSURE_PARTITIONS_FN}")
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        rows.append({"role": spec.name, "ok": not problems, "problem": "; ".join(problems[:5]) + more or None})
     return rows
 
 

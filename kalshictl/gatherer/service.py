@@ -183,7 +183,7 @@ class Gatherer:
             backoff = min(60.0, backoff * 2)
         # 3. market registry
         self.phase = "load_markets"
-        await self._load_registry()
+        await self.registry.load_with_retry(self._load_registry, self._stop)  # never exits on a failed load
         if self._stop.is_set():
             return
         self.metrics.markets.set(len(self.registry))
@@ -331,7 +331,7 @@ class Gatherer:
 
         mgr = self.manager
         target = mgr.target if mgr else self.settings.websocket.connections
-        return gatherer_health(
+        report = gatherer_health(
             db_connected=self.db_connected,
             db_ping_ms=self.db_ping_ms,
             ws_connections=mgr.connected_count() if mgr else 0,
@@ -340,6 +340,7 @@ class Gatherer:
             markets=len(self.registry),
             buffer_full=self.writers.full,
         )
+        return self.registry.annotate(report)  # a failed registry load: 503 with the reason
 
     async def status(self) -> dict[str, Any]:
         """Operator view for ``kalshictl gather status``."""

@@ -151,6 +151,7 @@ class LocalPipeline:
                     "database": {
                         "dsn": cluster.dsn(self.gatherer_db(i), "dedup_reader"),
                         "password": self._secret("dedup_reader"),
+                        "allow_insecure": True,  # loopback clusters without TLS
                     },
                 }
             )
@@ -160,6 +161,7 @@ class LocalPipeline:
                     "dsn": self.production_cluster.dsn(PROD_DB, "deduplicator"),
                     "password": self._secret("deduplicator"),
                     "admin_dsn": self.production_cluster.dsn(PROD_DB, "postgres"),
+                    "allow_insecure": True,
                 },
                 "gatherers": gatherers,
                 "exchange": {"rest_url": cfg.rest_url, "requests_per_second": cfg.requests_per_second},
@@ -170,6 +172,7 @@ class LocalPipeline:
                 "production": {
                     "dsn": self.production_cluster.dsn(PROD_DB, "exporter"),
                     "password": self._secret("exporter"),
+                    "allow_insecure": True,
                 },
             },
             "roles": {"deduplicator": self._secret("deduplicator"), "exporter": self._secret("exporter")},

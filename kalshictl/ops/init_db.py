@@ -21,6 +21,7 @@ def init_database(
     Connects with ``admin_dsn`` (falling back to ``dsn``) first to the ``postgres`` maintenance database, then to
     the target database. Each role's password comes from ``roles.<name>`` in the config (a secret reference).
     """
+    r.check_cidr(remote_cidr)  # before anything changes: it is pasted into pg_hba lines
     admin_dsn = db.admin_dsn or db.dsn
     dbname = parse_dsn(db.dsn).get("dbname")
     if not dbname:

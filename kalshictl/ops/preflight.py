@@ -73,9 +73,14 @@ def check_reachable(label: str, db: DatabaseSettings) -> dict[str, Any]:
             ssl = bool(conn.pgconn.ssl_in_use)
     except KalshiCtlError as exc:
         return _row("database reachable", target, False, str(exc))
-    if db.sslmode in _TLS_MODES and not ssl:
-        return _row("database reachable", target, False, f"sslmode={db.sslmode} but the connection is not TLS")
-    tls = f"TLS ({db.sslmode})" if ssl else "no TLS"
+    from kalshictl.db.dsn import parse_dsn
+
+    mode = db.sslmode or parse_dsn(db.dsn).get("sslmode")
+    if mode in _TLS_MODES and not ssl:
+        return _row("database reachable", target, False, f"sslmode={mode} but the connection is not TLS")
+    tls = f"TLS ({mode or 'prefer'})" if ssl else "no TLS"
+    if db.allow_insecure and mode not in ("verify-ca", "verify-full"):
+        tls += ", server not verified (allow_insecure)"
     return _row("database reachable", target, True, f"ping {latency:.1f} ms, {tls}")
 
 

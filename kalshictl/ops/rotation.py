@@ -214,9 +214,13 @@ def _generate() -> str:
     return secrets.token_urlsafe(32)  # 256 bits, URL/shell/libpq safe
 
 
+# The only variables a restart command inherits (no credentials, no KALSHI_* overrides, no AWS_* keys).
+RESTART_ENV = frozenset(("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "XDG_RUNTIME_DIR"))
+
+
 def run_restarts(t: RotationTarget, step: StepFn) -> list[dict]:
-    """Run each restart command in order (no shell, scrubbed env); stop at the first failure."""
-    env = {k: v for k, v in os.environ.items() if k not in t.scrub_env}
+    """Run each restart command in order (no shell, a minimal env: :data:`RESTART_ENV`); stop at the first failure."""
+    env = {k: v for k, v in os.environ.items() if k in RESTART_ENV and k not in t.scrub_env}
     done: list[dict] = []
     for i, cmd in enumerate(t.restarts, 1):
         try:

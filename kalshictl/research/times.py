@@ -41,6 +41,14 @@ def parse_instant(text: str, *, what: str = "time") -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def parse_window(from_text: str, to_text: str) -> tuple[int, int]:
+    """``--from``/``--to`` -> (from µs, to µs); a window that ends before it starts is a ConfigError (exit 2)."""
+    from_us, to_us = parse_instant(from_text, what="--from"), parse_instant(to_text, what="--to")
+    if from_us > to_us:
+        raise ConfigError(f"--from {from_text} is after --to {to_text}")
+    return from_us, to_us
+
+
 def iso(us: int | None) -> str | None:
     """µs -> ``2026-11-27T12:00:00.123456Z`` (None stays None)."""
     if us is None:

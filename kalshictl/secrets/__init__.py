@@ -17,8 +17,17 @@ def resolve_secret(ref: str) -> str:
       version, see :mod:`kalshictl.secrets.filestore`);
     * ``aws-sm:secret-id`` or ``aws-sm:secret-id#json-key`` — AWS Secrets Manager (endpoint from ``AWS_ENDPOINT_URL``).
 
-    Errors name the reference, never the value.
+    Errors name the reference, never the value. Every value returned is registered with
+    :func:`kalshictl.logs.register_secret`, so no later log line can print it.
     """
+    from kalshictl.logs import register_secret
+
+    value = _resolve(ref)
+    register_secret(value)
+    return value
+
+
+def _resolve(ref: str) -> str:
     scheme, _, rest = ref.partition(":")
     if not rest:
         raise SecretError(f"secret reference {ref!r} is empty")
@@ -35,7 +44,7 @@ def resolve_secret(ref: str) -> str:
         secret_id, _, json_key = rest.partition("#")
         from kalshictl.secrets.aws import AwsSecretStore
 
-        value = AwsSecretStore().get(secret_id)
+        value = AwsSecretStore().get(secret_id)  # registers the whole document for redaction
         if json_key:
             try:
                 return str(json.loads(value)[json_key])

@@ -35,12 +35,16 @@ class AwsSecretStore:
         if stage:
             kwargs["VersionStage"] = stage
         try:
-            return self.client.get_secret_value(**kwargs)["SecretString"]
+            value = self.client.get_secret_value(**kwargs)["SecretString"]
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
             raise SecretError(f"secret aws-sm:{secret_id}: {code}") from None
         except BotoCoreError as exc:
             raise SecretError(f"secret aws-sm:{secret_id}: {type(exc).__name__}") from None
+        from kalshictl.logs import register_secret
+
+        register_secret(value)
+        return value
 
     def _call(self, secret_id: str, method: str, **kwargs: object) -> dict:
         from botocore.exceptions import BotoCoreError, ClientError

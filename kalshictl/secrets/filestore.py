@@ -3,13 +3,16 @@
 A plain file holds the secret as text. A *store* file is JSON
 ``{"current": "<version-id>", "previous": ..., "pending": ..., "versions": [{"id", "value", "created_at"}...]}`` so that
 rotation can stage a pending version and keep the previous one for rollback (the same protocol as Secrets Manager's
-AWSPENDING/AWSCURRENT/AWSPREVIOUS labels); ``file:`` references read its current version.
+AWSPENDING/AWSCURRENT/AWSPREVIOUS labels); ``file:`` references read its current version. Only the versions still
+named current, previous or pending are kept (older passwords are pruned on every write), and each write goes to a
+fresh temp file opened ``O_EXCL|O_NOFOLLOW`` (mode 0600) renamed over the store, so a planted symlink is never followed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as _secrets
 import time
 from pathlib import Path
@@ -36,6 +39,20 @@ def read_file_secret(path: Path) -> str:
     return text.rstrip("\n")
 
 
+def _next_number(doc: dict) -> int:
+    numbers = [int(m.group(1)) for v in doc.get("versions", []) if (m := re.match(r"v(\d+)", str(v.get("id"))))]
+    return max(numbers, default=0) + 1
+
+
+def _pruned(doc: dict) -> dict:
+    """Keep only the versions still named: current, previous and pending (old passwords are not kept forever)."""
+    keep = {doc.get("current"), doc.get("previous"), doc.get("pending")} - {None}
+    versions = doc.get("versions") or []
+    if keep:
+        doc = {**doc, "versions": [v for v in versions if v.get("id") in keep]}
+    return doc
+
+
 class FileSecretStore:
     """A versioned secret kept in one JSON file with mode 0600."""
 
@@ -55,14 +72,20 @@ class FileSecretStore:
             raise SecretError(f"secret store {self.path}: not valid JSON") from None
 
     def _save(self, doc: dict) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        """Prune, then write atomically: a new temp file (O_EXCL|O_NOFOLLOW, 0600, random name) renamed over."""
+        doc = _pruned(doc)
+        tmp = self.path.with_name(f".{self.path.name}.{_secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(doc, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def current_value(self) -> str:
         """The value of the current version."""
@@ -83,7 +106,7 @@ class FileSecretStore:
     def put(self, value: str) -> str:
         """Store a new version, make it current, keep the previous ones; return the new version id."""
         doc = self._load()
-        version_id = f"v{len(doc['versions']) + 1}-{_secrets.token_hex(4)}"
+        version_id = f"v{_next_number(doc)}-{_secrets.token_hex(4)}"
         doc["versions"].append({"id": version_id, "value": value, "created_at": time.time()})
         doc["previous"] = doc.get("current")
         doc["current"] = version_id
@@ -97,7 +120,7 @@ class FileSecretStore:
     def put_pending(self, value: str) -> str:
         """Store a new version marked pending; readers still get the current one. Return its version id."""
         doc = self._load()
-        version_id = f"v{len(doc['versions']) + 1}-{_secrets.token_hex(4)}"
+        version_id = f"v{_next_number(doc)}-{_secrets.token_hex(4)}"
         doc["versions"].append({"id": version_id, "value": value, "created_at": time.time()})
         doc["pending"] = version_id
         self._save(doc)

@@ -87,6 +87,7 @@ class GDB:
                 "dsn": self.cluster.dsn(self.db, "dedup_reader"),
                 "password": "env:KT_DEDUP_READER_PW",
                 "connect_timeout_s": 2,
+                "allow_insecure": True,  # test clusters have no TLS
             },
         }
 
@@ -109,6 +110,7 @@ class DedupEnv:
                 "dsn": self.prod_cluster.dsn(self.prod_db, "deduplicator"),
                 "password": "env:KT_DEDUP_PW",
                 "connect_timeout_s": 2,
+                "allow_insecure": True,
             },
             "gatherers": [g.source() for g in self.gatherers],
             "sync": {

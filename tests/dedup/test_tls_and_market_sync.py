@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kalshictl.config import DatabaseSettings
+from kalshictl.config import DatabaseSettings, RemoteDatabaseSettings
 from kalshictl.db.connect import connect, connect_async
 from kalshictl.errors import DatabaseUnreachable
 from tests.dedup.conftest import DEDUP_PW, DedupEnv, make_db
@@ -106,6 +106,18 @@ async def test_production_verify_full(tls_cluster, monkeypatch) -> None:
     assert DEDUP_PW not in str(info.value)
     with pytest.raises(DatabaseUnreachable):
         await connect_async(settings("wrong-ca.pem"))
+    # a production section that names only the CA gets verify-full by default (#15 item 3)
+    default = RemoteDatabaseSettings(
+        dsn=f"postgresql://deduplicator@127.0.0.1:{cluster.port}/{db}",
+        password="env:KT_DEDUP_PW",
+        sslrootcert=str(tmp / "ca.pem"),
+        connect_timeout_s=3,
+    )
+    assert default.sslmode == "verify-full"
+    with connect(default) as conn:
+        assert conn.pgconn.ssl_in_use
+    with pytest.raises(DatabaseUnreachable):
+        connect(default.model_copy(update={"sslrootcert": str(tmp / "wrong-ca.pem")}))
 
 
 async def test_market_sync_from_local_exchange(dedup_env: DedupEnv) -> None:

@@ -132,9 +132,10 @@ def test_init_scripts_run_end_to_end(pg_cluster_factory, health_service, tmp_pat
         {
             "deduplicator": {
                 "production": {"dsn": cluster.dsn("kalshi_prod", "deduplicator"), "password": "env:IT_D",
-                               "admin_dsn": cluster.dsn("kalshi_prod", "postgres")},
+                               "admin_dsn": cluster.dsn("kalshi_prod", "postgres"), "allow_insecure": True},
                 "gatherers": [{"name": "gatherer-1", "health_url": gatherer.url + "/health",
-                               "database": {"dsn": cluster.dsn("kalshi_ts", "dedup_reader"), "password": "env:IT_R"}}],
+                               "database": {"dsn": cluster.dsn("kalshi_ts", "dedup_reader"), "password": "env:IT_R",
+                                            "allow_insecure": True}}],
             },
             "roles": roles,
         },

@@ -53,9 +53,13 @@ def test_requirements_and_exit_codes(health_service, tmp_path):
         tmp_path / "dedup.yaml",
         {
             "deduplicator": {
-                "production": {"dsn": "postgresql://deduplicator@127.0.0.1:5432/kalshi_prod"},
+                "production": {"dsn": "postgresql://deduplicator@127.0.0.1:5432/kalshi_prod", "allow_insecure": True},
                 "gatherers": [
-                    {"name": f"g{i}", "health_url": svc.url + "/health", "database": {"dsn": "host=x dbname=y"}}
+                    {
+                        "name": f"g{i}",
+                        "health_url": svc.url + "/health",
+                        "database": {"dsn": "host=x dbname=y", "allow_insecure": True},
+                    }
                     for i, svc in enumerate((good, meh))
                 ],
             }

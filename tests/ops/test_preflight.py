@@ -32,12 +32,17 @@ def _config(tmp_path, cluster, health_url):
                     "dsn": cluster.dsn("pf_prod", "deduplicator"),
                     "password": "env:PF_DEDUP_PW",
                     "admin_dsn": cluster.dsn("pf_prod", "postgres"),
+                    "allow_insecure": True,
                 },
                 "gatherers": [
                     {
                         "name": "gatherer-1",
                         "health_url": health_url,
-                        "database": {"dsn": cluster.dsn("pf_ts", "dedup_reader"), "password": "env:PF_READER_PW"},
+                        "database": {
+                            "dsn": cluster.dsn("pf_ts", "dedup_reader"),
+                            "password": "env:PF_READER_PW",
+                            "allow_insecure": True,
+                        },
                     }
                 ],
             },
@@ -78,11 +83,22 @@ def test_preflight_passes_then_reports_a_missing_grant(pg_cluster_factory, healt
     assert "no INSERT on sync_cursors" in bad.stdout and "fail" in bad.stdout
     assert "1 check(s) failed" in bad.stderr
 
+    # a privilege too many fails too (not only a missing SELECT/INSERT)
+    with psycopg.connect(cluster.dsn("pf_prod"), autocommit=True) as conn:
+        conn.execute("GRANT INSERT ON sync_cursors TO deduplicator")
+        conn.execute("GRANT DELETE, UPDATE, TRUNCATE ON trades TO exporter")
+    extra = kctl("preflight", "--config", str(cfg), "--json", env=ENV)
+    failed = {c["target"]: c["detail"] for c in json.loads(extra.stdout)["checks"] if not c["ok"]}
+    assert extra.returncode == 1 and list(failed) == ["deduplicator.production: exporter"], failed
+    assert all(f"has {p} on trades" in failed["deduplicator.production: exporter"] for p in ("DELETE", "TRUNCATE"))
+    with psycopg.connect(cluster.dsn("pf_prod"), autocommit=True) as conn:
+        conn.execute("REVOKE DELETE, UPDATE, TRUNCATE ON trades FROM exporter")
+
     # a secret that does not resolve and an unreachable gatherer are failures too, named by key path
     monkeypatch.delenv("PF_READER_PW")
     gone = kctl("preflight", "--config", str(cfg), "--json", env={k: v for k, v in ENV.items() if k != "PF_READER_PW"})
     failed = {c["target"]: c["detail"] for c in json.loads(gone.stdout)["checks"] if not c["ok"]}
     assert gone.returncode == 1
     assert "PF_READER_PW is not set" in failed["deduplicator.gatherers[0].database.password"]
-    assert "roles.dedup_reader" in failed and "deduplicator.production: deduplicator" in failed
+    assert "roles.dedup_reader" in failed
     assert kctl("preflight", "--config", str(tmp_path / "missing.yaml")).returncode == 1

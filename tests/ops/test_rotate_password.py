@@ -56,7 +56,8 @@ def restart_probe(path) -> str:
 
 def assert_no_plaintext(cluster, *texts: str, passwords: tuple[str, ...]) -> None:
     log = cluster.log_file.read_text(errors="replace")
-    assert "ALTER ROLE" in log, "log_statement=all is not in effect"
+    assert "statement: " in log, "log_statement=all is not in effect"
+    assert "ALTER ROLE" not in log and "SCRAM-SHA-256$" not in log  # not even the verifier (#15)
     for pw in passwords:
         assert pw not in log
         for text in texts:
@@ -107,8 +108,11 @@ def test_rotate_with_file_store_failed_restart_then_rollback(logged_cluster, tmp
                     "dsn": logged_cluster.dsn("postgres", "deduplicator"),
                     "password": f"file:{secret_path}",
                     "admin_dsn": logged_cluster.dsn(),
+                    "allow_insecure": True,
                 },
-                "gatherers": [{"name": "g1", "database": {"dsn": "host=127.0.0.1 dbname=kalshi_ts"}}],
+                "gatherers": [
+                    {"name": "g1", "database": {"dsn": "host=127.0.0.1 dbname=kalshi_ts", "allow_insecure": True}}
+                ],
             },
             "roles": {"deduplicator": f"file:{secret_path}"},
         },

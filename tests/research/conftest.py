@@ -43,7 +43,11 @@ def prod(pg_cluster, fresh_db, tmp_path, monkeypatch) -> Iterator[Prod]:
         tmp_path / "exporter.yaml",
         {
             "exporter": {
-                "production": {"dsn": pg_cluster.dsn(fresh_db, "exporter"), "password": f"env:{EXPORTER_PW_ENV}"}
+                "production": {
+                    "dsn": pg_cluster.dsn(fresh_db, "exporter"),
+                    "password": f"env:{EXPORTER_PW_ENV}",
+                    "allow_insecure": True,
+                }
             }
         },
     )
