@@ -25,7 +25,8 @@ from kalshictl.kalshi.messages import OrderbookDelta, Parser
 
 
 def frames(n: int) -> list[bytes]:
-    """80 % deltas, 10 % ticker, 10 % trades, in the exchange's current shapes (deltas carry ``ts`` and ``ts_ms``)."""
+    """80 % deltas, 10 % ticker, 10 % trades, in the exchange's current shapes (deltas carry ``ts`` and ``ts_ms``);
+    one order-book sid with consecutive seqs, distinct trade ids."""
     rng = random.Random(1)
     out = []
     seq = 0
@@ -59,7 +60,7 @@ def frames(n: int) -> list[bytes]:
             out.append(json.dumps({"type": "ticker", "sid": 3, "msg": msg}).encode())
         else:
             msg = {
-                "trade_id": "5afb8367-8c52-4c23-a7dd-48cfbaa65d5a",
+                "trade_id": f"5afb8367-8c52-4c23-a7dd-{i:012x}",
                 "market_ticker": f"KX-{i % 500}",
                 "yes_price_dollars": "0.4100",
                 "no_price_dollars": "0.5900",

@@ -110,3 +110,28 @@ async def test_buffer_is_bounded_in_bytes_and_rows_while_the_database_is_down(bo
         assert accepted == 50 and len(w) == 50
     assert w.failures >= 1 and not overflow  # reported once the buffer drains below the bound
     await w.stop(timeout=0.2)
+
+
+async def test_deltas_direct_copy_falls_back_to_staging_on_a_duplicate(gatherer_dsn: str) -> None:
+    """Deltas go straight into the keyed table; a batch holding an already-stored row (a retried commit) is written
+    through staging + ON CONFLICT instead, losing nothing and duplicating nothing."""
+    from kalshictl.gatherer.writers import DELTAS
+
+    async def connect() -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(gatherer_dsn)
+
+    w = BatchWriter(DELTAS, connect, batch_rows=1000, flush_ms=10)
+    w.start()
+    t = 1_795_795_829_474_000
+    first = [(t + i, t + i, "KX-A", True, 5000, 100, 0, i + 1, 2) for i in range(10)]
+    for r in first:
+        w.add(r)
+    assert await w.flush(timeout=20)
+    assert w._direct_cooldown == 0  # the direct path took it
+    for r in [*first[5:], (t + 10, t + 10, "KX-A", True, 5000, 100, 0, 11, 2)]:  # a retried tail plus one new row
+        w.add(r)
+    assert await w.flush(timeout=20)
+    await w.stop()
+    assert w._direct_cooldown > 0 and w.rejected == 0
+    with psycopg.connect(gatherer_dsn) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT seq) FROM orderbook_deltas").fetchone() == (11, 11)
