@@ -2,9 +2,8 @@
 NOTHING`` (tables without duplicates: binary COPY straight in).
 
 * A batch is flushed when it reaches ``batch_rows`` or when its oldest row is ``flush_ms`` old, whichever first.
-* Order-book deltas (where a duplicate key only comes from re-writing a batch whose commit outcome was unknown) are
-  COPYed straight into their keyed table; a batch that meets a duplicate is redone through staging, and the next
-  batches too for a while.
+* Deltas, trades, tickers and snapshots (where a duplicate key is rare) are COPYed straight into their keyed table;
+  a batch that meets a duplicate is redone through staging, and the next batches too for a while.
 * Rows are sent in PostgreSQL's binary COPY format, typed from the table's catalog on connect (no text rendering
   and parsing of every integer); ``uuid`` columns take the parser's canonical strings, ``jsonb`` columns take
   already-serialised JSON text (both through small binary dumpers registered on the writer's connection).
@@ -68,17 +67,20 @@ class TableSpec:
 
 
 # Row tuples are the shared event columns followed by this gatherer's connection facts.
-TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2).with_text("trade_id", "ticker")
-# Deltas: one connection carries each market, occurrence numbers identical deltas, so a duplicate key only comes from
-# re-writing a batch whose commit outcome was unknown: COPY straight into the keyed table (about twice the rate of
-# staging + INSERT ... ON CONFLICT), falling back to the staging path for a while when a duplicate shows up.
+TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2, direct_first=True).with_text(
+    "trade_id", "ticker"
+)
+# Event tables: a duplicate key is rare (a batch re-written after an unknown commit outcome, a channel carried by two
+# connections): COPY straight into the keyed table (about twice the rate of staging + INSERT ... ON CONFLICT); a batch
+# that meets a duplicate is redone through staging, and the next DIRECT_COOLDOWN_BATCHES batches too, so a table that
+# keeps seeing duplicates wastes one COPY in that many. Lifecycle rows always go through staging.
 DELTAS = TableSpec(
     "orderbook_deltas", (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"), time_index=1, direct_first=True
 ).with_text("ticker")
 SNAPSHOTS = TableSpec(
-    "orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0
+    "orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0, direct_first=True
 ).with_text("ticker", "yes_bids", "yes_asks", "no_bids", "no_asks")
-TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1).with_text("ticker")
+TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1, direct_first=True).with_text("ticker")
 LIFECYCLE = TableSpec("lifecycle_events", (*EVENT_COLUMNS["lifecycle_events"], "sid"), time_index=1).with_text(
     "ticker", "event_type", "payload"
 )
