@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import socket
 import subprocess
@@ -134,7 +135,15 @@ def ceilings(seconds: float = 1.5) -> dict[tuple[str, bool], float]:
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         url = f"ws://127.0.0.1:{port}/trade-api/ws/v2"
-        return {(name, uv): measure(name, uv, url, seconds) for name in CLIENTS for uv in (False, True)}
+        rates = {}
+        for name in CLIENTS:
+            for uv in (False, True):
+                missing = [m for m in (name, "uvloop" if uv else "") if m and importlib.util.find_spec(m) is None]
+                if missing:
+                    print(f"ws receive ceiling: {name} {'uvloop' if uv else 'asyncio'}: not installed ({missing[0]})")
+                    continue
+                rates[(name, uv)] = measure(name, uv, url, seconds)
+        return rates
     finally:
         server.terminate()
         server.wait(10)
@@ -151,7 +160,7 @@ def main() -> int:
         client_main(args.client, bool(args.uvloop), args.url, args.seconds)
         return 0
     rates = ceilings(args.seconds)
-    if min(rates.values()) <= 0:
+    if not rates or min(rates.values()) <= 0 or ("aiohttp", False) not in rates:
         print("invalid run: a client received nothing")
         return 1
     base = rates[("aiohttp", False)]
