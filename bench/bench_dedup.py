@@ -1,4 +1,7 @@
-"""Deduplicator benchmark: merge throughput (COPY+staging vs executemany), steady-state lag, outage catch-up.
+"""Deduplicator benchmark: merge throughput (binary COPY out + binary COPY into staging + one INSERT ... ON CONFLICT)
+next to its ceilings (binary COPY out of a gatherer; binary COPY of the same rows into an unindexed table and into
+production's keyed table) and the executemany baseline from the same run; steady-state lag; outage catch-up, with
+an estimate for a 10-minute outage at the assumed seed rates (``--live-rate``, see docs/performance.md).
 
 Prints one summary line per figure. Exits non-zero only if a run was invalid (production counts wrong).
 Usage: python bench/bench_dedup.py [--rows 60000] [--rate 2000] [--seconds 10] [--outage-rows 60000]
@@ -73,6 +76,36 @@ def write(cluster: PostgresCluster, db: str, ids: range, per_tx: int = 5000, rec
                     cp.write_row((uuid.UUID(int=i + 1), 1_700_000_000_000_000 + i, rec, f"M{i % 50}", 5000, 100, True))
 
 
+def ceilings(cluster: PostgresCluster, gdb: str, prod: str) -> tuple[float, float, float]:
+    """rows/s: binary COPY out of a gatherer's trades; binary COPY of those rows into an unindexed copy of production's
+    trades and into production's (keyed, partitioned) trades. ``prod`` is left empty."""
+    cols = f"{COLS}, gatherer"
+    with psycopg.connect(cluster.dsn(gdb)) as g:
+        t0 = time.perf_counter()
+        chunks = []
+        with g.cursor().copy(f"COPY (SELECT {COLS}, 'g1'::text FROM trades) TO STDOUT (FORMAT BINARY)") as cp:
+            for data in cp:
+                chunks.append(bytes(data))
+        n = g.execute("SELECT count(*) FROM trades").fetchone()[0]
+        out = n / (time.perf_counter() - t0)
+    rates = [out]
+    with psycopg.connect(cluster.dsn(prod), autocommit=True) as p:
+        p.execute("CREATE TABLE ceiling_plain (LIKE trades INCLUDING DEFAULTS)")
+        for table in ("ceiling_plain", "trades"):
+            t0 = time.perf_counter()
+            with (
+                p.transaction(),
+                p.cursor() as cur,
+                cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as cp,
+            ):
+                for c in chunks:
+                    cp.write(c)
+            rates.append(n / (time.perf_counter() - t0))
+        p.execute("DROP TABLE ceiling_plain")
+        p.execute("TRUNCATE trades")
+    return rates[0], rates[1], rates[2]
+
+
 def count(cluster: PostgresCluster, db: str) -> int:
     with psycopg.connect(cluster.dsn(db)) as conn:
         return conn.execute("SELECT count(*) FROM trades").fetchone()[0]
@@ -113,6 +146,9 @@ async def main() -> int:
     ap.add_argument("--rate", type=int, default=2000, help="steady-state insert rate, rows/s per gatherer")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--outage-rows", type=int, default=60_000, help="backlog of a scaled-down 10-minute outage")
+    ap.add_argument(
+        "--live-rate", type=int, default=2000, help="assumed seed rate: distinct rows/s each gatherer records"
+    )
     args = ap.parse_args()
     os.environ["KB_PW"] = PW
     ok = True
@@ -125,8 +161,11 @@ async def main() -> int:
             write(cluster, db, view)
         offered = sum(len(v) for v in views)
 
-        # 1. throughput: COPY+staging vs executemany, same data, same run
+        # 0. ceilings, same rows, same run
         prod = make_db(cluster, "prod_copy", "production")
+        c_out, c_plain, c_keyed = ceilings(cluster, gdbs[0], prod)
+
+        # 1. throughput: COPY+staging vs executemany, same data, same run
         t0 = time.perf_counter()
         await drain(settings(cluster, prod, gdbs, min_batch_rows=5000, max_batch_rows=50_000))
         t_copy = time.perf_counter() - t0
@@ -136,10 +175,13 @@ async def main() -> int:
         executemany_baseline(cluster, base, gdbs)
         t_base = time.perf_counter() - t0
         ok &= count(cluster, base) == n
+        merge_rate = offered / t_copy
         print(
-            f"merge throughput: {offered / t_copy:,.0f} rows/s offered from 3 gatherers"
-            f" ({offered:,} rows, {n:,} distinct); COPY+staging vs executemany"
-            f" {offered / t_base:,.0f} rows/s: ratio {t_base / t_copy:.1f}x"
+            f"merge throughput: {merge_rate:,.0f} rows/s offered from 3 gatherers"
+            f" ({offered:,} rows, {n:,} distinct; binary COPY + staging + ON CONFLICT) vs executemany"
+            f" {offered / t_base:,.0f} rows/s: x{t_base / t_copy:.1f}; ceilings (same rows): binary COPY out of a"
+            f" gatherer {c_out:,.0f} rows/s, binary COPY into an unindexed table {c_plain:,.0f} rows/s, into"
+            f" production's keyed trades {c_keyed:,.0f} rows/s (merge = x{merge_rate / c_keyed:.2f} of it)"
         )
 
         # 2. steady-state lag at a fixed insert rate (all three gatherers receive every row)
@@ -204,6 +246,15 @@ async def main() -> int:
         print(
             f"outage catch-up: {args.outage_rows:,} backlog rows merged in {t_catch:.2f} s"
             f" ({args.outage_rows / t_catch:,.0f} rows/s) while live sync continued"
+        )
+        # A 10-minute production/deduplicator outage at the assumed rate: every gatherer holds every row.
+        live_offered = 3 * args.live_rate
+        backlog = 600 * live_offered
+        spare = merge_rate - live_offered
+        est = backlog / spare if spare > 0 else float("inf")
+        print(
+            f"10-minute outage estimate at {args.live_rate:,} rows/s per gatherer x 3: backlog {backlog:,} offered"
+            f" rows, caught up in {est:,.0f} s at the measured merge rate less the live rate (goal <= 60 s)"
         )
         service.request_stop()
         await task

@@ -174,6 +174,11 @@ class WriterSettings(_Section):
     batch_rows: int = Field(5000, ge=1)
     flush_ms: int = Field(200, ge=1)
     max_buffer_rows: int = Field(2_000_000, ge=1, description="per table; beyond it the gatherer degrades loudly")
+    max_buffer_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="per table, estimated memory of the buffered rows; beyond it the gatherer degrades loudly",
+    )
 
 
 class SnapshotPollerSettings(_Section):

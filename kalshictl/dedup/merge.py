@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.dedup.reader import Batch
+from kalshictl.dedup.reader import Batch, copy_format
 from kalshictl.dedup.tables import GAPS, TableSpec
 
 if TYPE_CHECKING:
@@ -60,6 +60,22 @@ async def ensure_stage(pconn: psycopg.AsyncConnection, spec: TableSpec) -> None:
     )
 
 
+async def copy_into_stage(
+    pconn: psycopg.AsyncConnection, spec: TableSpec, batch: Batch, extra_rows: Sequence[Sequence[Any]] = ()
+) -> None:
+    """COPY the batch's raw rows (in the format they were read in) and ``extra_rows`` into the staging table."""
+    stage = stage_name(spec)
+    cols = ", ".join(spec.prod_columns)
+    if batch.chunks:
+        async with pconn.cursor().copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT {copy_format(spec)})") as copy:
+            for chunk in batch.chunks:
+                await copy.write(chunk)
+    if extra_rows:
+        async with pconn.cursor().copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+            for row in extra_rows:
+                await copy.write_row(row)
+
+
 async def merge_batch(
     pconn: psycopg.AsyncConnection,
     spec: TableSpec,
@@ -77,13 +93,8 @@ async def merge_batch(
         await ensure_stage(pconn, spec)
         stage = stage_name(spec)
         staged = 0
-        if batch.chunks or extra_rows:
-            async with pconn.cursor().copy(f"COPY {stage} ({', '.join(spec.prod_columns)}) FROM STDIN") as copy:
-                for chunk in batch.chunks:
-                    await copy.write(chunk)
-                for row in extra_rows:
-                    await copy.write_row(row)
-            staged = batch.rows + len(extra_rows)
+        await copy_into_stage(pconn, spec, batch, extra_rows)
+        staged = batch.rows + len(extra_rows)
         merged = 0
         max_clock = min_clock = None
         if staged:

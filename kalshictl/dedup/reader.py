@@ -8,8 +8,11 @@ In one REPEATABLE READ, READ ONLY transaction on the gatherer:
 * The batch is the rows with ``cursor <= txid < upper`` with ``upper <= xmin``. Many rows share one txid, so batches
   are txid *ranges*, never LIMIT: ``upper`` is the txid of the n-th row (exclusive), so a transaction is never split
   (one bigger than the batch is taken whole).
-* The rows are streamed out with ``COPY (SELECT ...) TO STDOUT`` in production's column order (text format), ready to
-  be COPYed into production's staging table without parsing.
+* The rows are streamed out with ``COPY (SELECT ...) TO STDOUT`` in production's column order, ready to be COPYed
+  into production's staging table without parsing: in PostgreSQL's binary format for the event tables whose
+  columns have the same types on both sides (trades, deltas, snapshots, tickers: no integer is rendered as text
+  and parsed back), in text format for the low-volume tables (lifecycle, gaps) whose gatherer and production
+  shapes may differ in type while they evolve.
 """
 
 from __future__ import annotations
@@ -17,12 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.dedup.tables import DELTAS, GAPS, TableSpec
+from kalshictl.dedup.tables import DELTAS, GAPS, SNAPSHOTS, TICKERS, TRADES, TableSpec
 
 if TYPE_CHECKING:
     import psycopg
 
 BIGINT_MAX = 9223372036854775807
+BINARY_TABLES = frozenset(t.name for t in (TRADES, DELTAS, SNAPSHOTS, TICKERS))
+
+
+def copy_format(spec: TableSpec) -> str:
+    """The COPY format used for a table's rows on both sides of the merge."""
+    return "BINARY" if spec.name in BINARY_TABLES else "TEXT"
 
 
 class InstanceChanged(Exception):
@@ -36,7 +45,7 @@ class Batch:
     cursor: int  # lower bound (inclusive)
     upper: int  # upper bound (exclusive): the new cursor
     xmin: int  # the snapshot's xmin
-    chunks: list[bytes] = field(default_factory=list)  # COPY text data, production column order
+    chunks: list[bytes] = field(default_factory=list)  # COPY data (format: ``copy_format``), production column order
     rows: int = 0  # rows in chunks
     full: bool = False  # the batch was capped (more committed rows wait beyond ``upper``)
     backlog_oldest: int | None = None  # oldest clock value (us) of visible rows at or beyond ``upper``
@@ -117,11 +126,17 @@ async def read_batch(
                 )
                 batch.suspects = list(await cur.fetchall())
                 where += f" AND NOT {cond}"
-            query = f"COPY (SELECT {_select_list(spec, gatherer, gap_offset)} FROM {t} d WHERE {where}) TO STDOUT"
-            async with gconn.cursor().copy(query) as copy:
+            query = (
+                f"COPY (SELECT {_select_list(spec, gatherer, gap_offset)} FROM {t} d WHERE {where})"
+                f" TO STDOUT (FORMAT {copy_format(spec)})"
+            )
+            cur = gconn.cursor()
+            async with cur.copy(query) as copy:
                 async for data in copy:
                     batch.chunks.append(bytes(data))
-            batch.rows = sum(c.count(b"\n") for c in batch.chunks)
+            batch.rows = max(cur.rowcount, 0)
+            if not batch.rows:
+                batch.chunks.clear()
         cur = await gconn.execute(
             f"SELECT min({spec.clock}) FROM (SELECT {spec.clock} FROM {t} WHERE txid >= %s::xid8"
             f" ORDER BY txid LIMIT 1000) s",

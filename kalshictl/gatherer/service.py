@@ -65,6 +65,7 @@ class Gatherer:
                 batch_rows=w.batch_rows,
                 flush_ms=w.flush_ms,
                 max_buffer_rows=w.max_buffer_rows,
+                max_buffer_bytes=w.max_buffer_bytes,
                 metrics=self.metrics,
                 on_overflow=self._on_overflow,
             )

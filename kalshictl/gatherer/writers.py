@@ -1,8 +1,16 @@
-"""Batch writers: one per table, COPY into a temp staging table then ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
+"""Batch writers: one per table, binary COPY into a temp staging table then ``INSERT … SELECT … ON CONFLICT DO
+NOTHING`` (tables without duplicates: binary COPY straight in).
 
 * A batch is flushed when it reaches ``batch_rows`` or when its oldest row is ``flush_ms`` old, whichever first.
-* The buffer is bounded (``max_buffer_rows``). While the database is down the writer keeps buffering within the
-  bound and retries with backoff; when it returns, everything buffered is written (duplicates from a retried commit
+* Deltas, trades, tickers and snapshots (where a duplicate key is rare) are COPYed straight into their keyed table;
+  a batch that meets a duplicate is redone through staging, and the next batches too for a while.
+* Rows are sent in PostgreSQL's binary COPY format, typed from the table's catalog on connect (no text rendering
+  and parsing of every integer); ``uuid`` columns take the parser's canonical strings, ``jsonb`` columns take
+  already-serialised JSON text (both through small binary dumpers registered on the writer's connection).
+* The buffer is bounded in rows (``max_buffer_rows``) *and* in bytes (``max_buffer_bytes``: the rows' estimated
+  memory, variable-size columns counted by their length, so a buffer of full order-book snapshots cannot grow to
+  GiBs). While the database is down the writer keeps buffering within the bounds and retries with backoff; when
+  it returns, everything buffered is written (duplicates from a retried commit
   are absorbed by ``ON CONFLICT``). Beyond the bound new rows are dropped *loudly*: counted, logged, ``full`` is set
   (health degrades), and the dropped time range is reported through ``on_overflow`` so it lands in ``sequence_gaps``.
 * A row the database refuses (a data error) never poisons its batch: the batch is bisected, the bad row is counted
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.schema import EVENT_COLUMNS, GAP_COLUMNS
+
+DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
+DIRECT_COOLDOWN_BATCHES = 50  # batches written through staging after a direct COPY met a duplicate
+ROW_OVERHEAD_BYTES = 64  # a row tuple's header; plus 8 per column (pointer) and each value's object below
 
 if TYPE_CHECKING:
     import psycopg
@@ -34,21 +47,46 @@ OverflowFn = Callable[[str, int, int, int], None]
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A target table: its columns (in row-tuple order), whether duplicates are possible, and its time column."""
+    """A target table: its columns (in row-tuple order), whether duplicates are possible, its time column, and the
+    indexes of its variable-size (text) columns, whose length counts towards the byte bound."""
 
     name: str
     columns: tuple[str, ...]
     dedup: bool = True
     time_index: int = 1  # index of the received-at style column (µs) used for commit lag and overflow windows
+    var_indexes: tuple[int, ...] = ()
+    direct_first: bool = False  # duplicates are rare: COPY straight in, staging + ON CONFLICT only when one occurs
+
+    def with_text(self, *names: str) -> TableSpec:
+        return dataclasses.replace(self, var_indexes=tuple(self.columns.index(n) for n in names))
+
+    @property
+    def fixed_row_bytes(self) -> int:
+        # tuple header + pointers + ~32 bytes per value object (ints, bools, and the str header of text values)
+        return ROW_OVERHEAD_BYTES + 40 * len(self.columns)
 
 
 # Row tuples are the shared event columns followed by this gatherer's connection facts.
-TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2)
-DELTAS = TableSpec("orderbook_deltas", (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"), time_index=1)
-SNAPSHOTS = TableSpec("orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0)
-TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1)
-LIFECYCLE = TableSpec("lifecycle_events", (*EVENT_COLUMNS["lifecycle_events"], "sid"), time_index=1)
-GAPS = TableSpec("sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=8)
+TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2, direct_first=True).with_text(
+    "trade_id", "ticker"
+)
+# Event tables: a duplicate key is rare (a batch re-written after an unknown commit outcome, a channel carried by two
+# connections): COPY straight into the keyed table (about twice the rate of staging + INSERT ... ON CONFLICT); a batch
+# that meets a duplicate is redone through staging, and the next DIRECT_COOLDOWN_BATCHES batches too, so a table that
+# keeps seeing duplicates wastes one COPY in that many. Lifecycle rows always go through staging.
+DELTAS = TableSpec(
+    "orderbook_deltas", (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"), time_index=1, direct_first=True
+).with_text("ticker")
+SNAPSHOTS = TableSpec(
+    "orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0, direct_first=True
+).with_text("ticker", "yes_bids", "yes_asks", "no_bids", "no_asks")
+TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1, direct_first=True).with_text("ticker")
+LIFECYCLE = TableSpec("lifecycle_events", (*EVENT_COLUMNS["lifecycle_events"], "sid"), time_index=1).with_text(
+    "ticker", "event_type", "payload"
+)
+GAPS = TableSpec("sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=8).with_text(
+    "gatherer", "ticker", "reason"
+)
 ALL_TABLES = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
 
 
@@ -74,6 +112,7 @@ class BatchWriter:
         batch_rows: int = 5000,
         flush_ms: int = 200,
         max_buffer_rows: int = 2_000_000,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         metrics: GathererMetrics | None = None,
         on_overflow: OverflowFn | None = None,
         retry_max_s: float = 5.0,
@@ -83,6 +122,12 @@ class BatchWriter:
         self.batch_rows = batch_rows
         self.flush_s = flush_ms / 1000.0
         self.max_buffer_rows = max_buffer_rows
+        self.max_buffer_bytes = max_buffer_bytes
+        self._fixed_bytes = spec.fixed_row_bytes
+        self._var = spec.var_indexes
+        self._var1 = spec.var_indexes[0] if len(spec.var_indexes) == 1 else None
+        self._bytes = 0  # estimated bytes of the rows in _buf
+        self._in_flight_bytes = 0
         self.metrics = metrics
         self.on_overflow = on_overflow
         self.retry_max_s = retry_max_s
@@ -114,18 +159,34 @@ class BatchWriter:
             f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} ON COMMIT DELETE ROWS AS "
             f"SELECT {cols} FROM {spec.name} WITH NO DATA"
         )
+        self._types: list[int] | None = None  # column type oids, read from the catalog on connect
+        self._direct_sql = f"COPY {spec.name} ({cols}) FROM STDIN (FORMAT BINARY)"
+        self._direct_cooldown = 0
         if spec.dedup:
-            self._copy_sql = f"COPY {self._stage} ({cols}) FROM STDIN"
+            self._copy_sql = f"COPY {self._stage} ({cols}) FROM STDIN (FORMAT BINARY)"
             self._insert_sql = (
                 f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {self._stage} ON CONFLICT DO NOTHING"
             )
         else:
-            self._copy_sql = f"COPY {spec.name} ({cols}) FROM STDIN"
+            self._copy_sql = f"COPY {spec.name} ({cols}) FROM STDIN (FORMAT BINARY)"
             self._insert_sql = ""
 
     # ----- producer side --------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._buf) + self._in_flight
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Estimated memory of the rows buffered or being written."""
+        return self._bytes + self._in_flight_bytes
+
+    def row_bytes(self, row: tuple) -> int:
+        """Estimated memory of one row (its text columns by length)."""
+        i = self._var1
+        if i is not None:
+            v = row[i]
+            return self._fixed_bytes + (len(v) if v is not None else 0)
+        return self._fixed_bytes + sum(len(row[i]) for i in self._var if row[i] is not None)
 
     def committed_through_us(self, now: int) -> int:
         """A time (µs) before which every row given to this writer is committed; ``now`` when nothing is pending."""
@@ -138,26 +199,48 @@ class BatchWriter:
 
     def add(self, row: tuple) -> bool:
         """Buffer one row; returns False (and accounts the loss loudly) when the buffer is full."""
-        if len(self._buf) + self._in_flight >= self.max_buffer_rows:
-            ts = row[self.spec.time_index] or 0
-            if self._ovf_rows == 0:
-                self._ovf_from = ts
-                log.error("%s: buffer full (%d rows): dropping new rows", self.spec.name, self.max_buffer_rows)
-            self._ovf_rows += 1
-            self._ovf_to = max(self._ovf_to, ts)
-            self.dropped += 1
-            self.full = True
-            if self.metrics is not None:
-                self.metrics.overflow.labels(table=self.spec.name).inc()
+        i = self._var1
+        if i is not None:
+            v = row[i]
+            size = self._fixed_bytes + (len(v) if v is not None else 0)
+        else:
+            size = self.row_bytes(row)
+        buf = self._buf
+        n = len(buf)
+        if (
+            n + self._in_flight >= self.max_buffer_rows
+            or self._bytes + self._in_flight_bytes + size > self.max_buffer_bytes
+        ):
+            self._overflow(row)
             return False
-        if not self._buf:
+        if not n:
             self._oldest = time.monotonic()
+            self._idle.clear()
             self._kick.set()
-        self._buf.append(row)
-        self._idle.clear()
-        if len(self._buf) >= self.batch_rows:
+        buf.append(row)
+        self._bytes += size
+        if n + 1 == self.batch_rows:
             self._kick.set()
         return True
+
+    def _overflow(self, row: tuple) -> None:
+        ts = row[self.spec.time_index] or 0
+        if self._ovf_rows == 0:
+            self._ovf_from = ts
+            log.error(
+                "%s: buffer full (%d rows, %.1f MiB; bounds %d rows, %.1f MiB): dropping new rows",
+                self.spec.name,
+                len(self),
+                self.buffered_bytes / 2**20,
+                self.max_buffer_rows,
+                self.max_buffer_bytes / 2**20,
+            )
+        self._ovf_rows += 1
+        self._ovf_to = max(self._ovf_to, ts)
+        self.dropped += 1
+        self.full = True
+        if self.metrics is not None:
+            self.metrics.overflow.labels(table=self.spec.name).inc()
 
     # ----- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -220,6 +303,10 @@ class BatchWriter:
                 continue
             batch = self._buf[: self.batch_rows]
             del self._buf[: len(batch)]
+            # the batch's share of the estimate (exact again whenever the buffer empties)
+            moved = self._bytes * len(batch) // (len(batch) + len(self._buf)) if self._buf else self._bytes
+            self._bytes -= moved
+            self._in_flight_bytes = moved
             self._in_flight = len(batch)
             self._in_flight_from = batch[0][self.spec.time_index]
             self._oldest = time.monotonic() if self._buf else None
@@ -227,15 +314,18 @@ class BatchWriter:
                 await self._write_batch(batch)
                 backoff = 0.05
                 self._in_flight = 0
+                self._in_flight_bytes = 0
                 self._in_flight_from = None
             except asyncio.CancelledError:
                 self._buf[:0] = batch
-                self._in_flight = 0
+                self._bytes += self._in_flight_bytes
+                self._in_flight = self._in_flight_bytes = 0
                 self._in_flight_from = None
                 raise
             except Exception as exc:
                 self._buf[:0] = batch  # keep order; nothing is lost
-                self._in_flight = 0
+                self._bytes += self._in_flight_bytes
+                self._in_flight = self._in_flight_bytes = 0
                 self._in_flight_from = None
                 self._oldest = time.monotonic()
                 self.failures += 1
@@ -258,7 +348,9 @@ class BatchWriter:
                 self.metrics.buffer_depth.labels(table=self.spec.name).set(len(self._buf))
 
     def _report_overflow(self) -> None:
-        if len(self._buf) < self.max_buffer_rows * 0.9:
+        if not self._buf:
+            self._bytes = 0
+        if len(self._buf) < self.max_buffer_rows * 0.9 and self._bytes < self.max_buffer_bytes * 0.9:
             self.full = False
             if self._ovf_rows:
                 rows, lo, hi = self._ovf_rows, self._ovf_from, self._ovf_to
@@ -272,9 +364,11 @@ class BatchWriter:
         if self._conn is None or self._conn.closed:
             self._conn = await asyncio.wait_for(self._connect(), 10)
             await self._conn.set_autocommit(False)
-            if self.spec.dedup:
-                async with self._conn.transaction():
+            register_binary_dumpers(self._conn)
+            async with self._conn.transaction():
+                if self.spec.dedup:
                     await self._conn.execute(self._create_stage)
+                self._types = await column_types(self._conn, self.spec.name, self.spec.columns)
             self.connected = True
         return self._conn
 
@@ -300,11 +394,28 @@ class BatchWriter:
 
     async def _copy(self, batch: Sequence[tuple]) -> None:
         conn = await self._ensure_conn()
+        if self.spec.direct_first and self._direct_cooldown <= 0:
+            import psycopg
+
+            try:
+                async with conn.transaction():
+                    async with conn.cursor() as cur:
+                        async with cur.copy(self._direct_sql) as copy:
+                            copy.set_types(self._types)  # type: ignore[arg-type]
+                            write = copy.write_row
+                            for row in batch:
+                                await write(row)
+                return
+            except psycopg.errors.UniqueViolation:
+                self._direct_cooldown = DIRECT_COOLDOWN_BATCHES  # duplicates around (a retried commit): stage
+        self._direct_cooldown -= 1
         async with conn.transaction():
             async with conn.cursor() as cur:
                 async with cur.copy(self._copy_sql) as copy:
+                    copy.set_types(self._types)  # type: ignore[arg-type]
+                    write = copy.write_row
                     for row in batch:
-                        await copy.write_row(row)
+                        await write(row)
                 if self._insert_sql:
                     await cur.execute(self._insert_sql)
 
@@ -331,6 +442,60 @@ class BatchWriter:
                 if _is_outage(exc):
                     raise
                 await self._bisect(part)
+
+
+async def column_types(conn: psycopg.AsyncConnection, table: str, columns: Sequence[str]) -> list[int]:
+    """The type oids of ``columns`` of ``table`` (for a binary COPY)."""
+    cur = await conn.execute(
+        "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+        " AND NOT attisdropped",
+        (table,),
+    )
+    types = dict(await cur.fetchall())
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise RuntimeError(f"{table}: no column(s) {missing}")
+    return [types[c] for c in columns]
+
+
+class _UuidText:
+    """Marker type: a ``uuid`` value given as its text (the dumper is looked up by the column's oid)."""
+
+
+class _JsonText:
+    """Marker type: a ``jsonb`` value given as serialised JSON text."""
+
+
+def register_binary_dumpers(conn: Any) -> None:
+    """Binary dumpers for values the router hands over as text: ``uuid`` from a UUID string (or a UUID) and
+    ``jsonb`` from serialised JSON (a str; other objects are serialised with orjson)."""
+    import orjson
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    types = conn.adapters.types
+
+    class UuidBinary(Dumper):
+        format = Format.BINARY
+        oid = types["uuid"].oid
+
+        def dump(self, obj: Any) -> bytes:
+            if isinstance(obj, str):
+                raw = bytes.fromhex(obj.replace("-", ""))
+                if len(raw) != 16:
+                    raise ValueError(f"not a UUID: {obj!r}")
+                return raw
+            return obj.bytes
+
+    class JsonbBinary(Dumper):
+        format = Format.BINARY
+        oid = types["jsonb"].oid
+
+        def dump(self, obj: Any) -> bytes:
+            return b"\x01" + (obj.encode() if isinstance(obj, str) else orjson.dumps(obj))
+
+    conn.adapters.register_dumper(_UuidText, UuidBinary)
+    conn.adapters.register_dumper(_JsonText, JsonbBinary)
 
 
 class WriterSet:
@@ -370,6 +535,7 @@ class WriterSet:
         return {
             name: {
                 "buffered": len(w),
+                "buffered_bytes": w.buffered_bytes,
                 "written": w.written,
                 "dropped": w.dropped,
                 "rejected": w.rejected,

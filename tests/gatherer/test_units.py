@@ -1,17 +1,16 @@
-"""Unit tests: parser (fuzzed with hypothesis), occurrence numbering, sequence tracking, resync windows."""
+"""Unit tests: parser (fuzzed in tests/test_parser_fuzz.py), occurrence numbering, sequence tracking, resync windows."""
 
 from __future__ import annotations
 
 import json
 
 import orjson
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import BACKWARDS, DUPLICATE, GAP, OK, MarketSync, OpenGap, SeqTracker
 from kalshictl.kalshi.messages import (
     ErrorMsg,
+    FeeUpdate,
     Lifecycle,
     OrderbookDelta,
     OrderbookSnapshot,
@@ -26,7 +25,7 @@ TID = "5afb8367-8c52-4c23-a7dd-48cfbaa65d5a"
 
 
 def p(obj: object) -> object:
-    return Parser().parse(orjson.dumps(obj))
+    return Parser().parse(json.dumps(obj).encode())
 
 
 def test_current_delta_and_snapshot_shapes() -> None:
@@ -157,42 +156,124 @@ def test_bad_input_is_a_typed_error() -> None:
     assert sum(parser.errors.values()) == 4
 
 
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
-    max_leaves=20,
-)
-_types = st.sampled_from(
-    [
-        "orderbook_delta",
-        "orderbook_snapshot",
-        "trade",
-        "ticker",
-        "market_lifecycle_v2",
-        "event_lifecycle",
-        "subscribed",
-        "ok",
-        "unsubscribed",
-        "error",
-        "zzz",
-    ]
-)
+def test_lifecycle_time_is_the_messages_own() -> None:
+    """No ts/ts_ms: exchange_ts is None (never open_ts/close_ts); settled/determined use their own time."""
+    for event_type, extra in (
+        ("deactivated", {"is_deactivated": True}),
+        ("metadata_updated", {"additional_metadata": {"name": "x"}}),
+        ("created", {"open_ts": 1700000000, "close_ts": 4100000000}),
+        ("activated", {"open_ts": 1700000000, "close_ts": 4100000000}),
+        ("close_date_updated", {"close_ts": 4100000000}),
+    ):
+        lc = p(
+            {"type": "market_lifecycle_v2", "sid": 5, "msg": {"market_ticker": "A", "event_type": event_type, **extra}}
+        )
+        assert isinstance(lc, Lifecycle) and lc.exchange_ts is None, (event_type, lc)
+    det = p(
+        {
+            "type": "market_lifecycle_v2",
+            "msg": {"market_ticker": "A", "event_type": "determined", "determination_ts": 1700000001, "close_ts": 9},
+        }
+    )
+    assert isinstance(det, Lifecycle) and det.exchange_ts == 1700000001000000
+    timed = p({"type": "market_lifecycle_v2", "msg": {"market_ticker": "A", "event_type": "created", "ts_ms": 5}})
+    assert isinstance(timed, Lifecycle) and timed.exchange_ts == 5000
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=200))
-def test_fuzz_bytes_never_raise(raw: bytes) -> None:
-    Parser().parse(raw)
+def test_multivariate_lifecycle_and_fee_update() -> None:
+    mve = p(
+        {
+            "type": "multivariate_market_lifecycle",
+            "sid": 9,
+            "msg": {"market_ticker": "KXMVE-1", "event_type": "deactivated"},
+        }
+    )
+    assert mve == Lifecycle(
+        9,
+        "KXMVE-1",
+        "deactivated",
+        None,
+        {"market_ticker": "KXMVE-1", "event_type": "deactivated"},
+        "multivariate_market_lifecycle",
+    )
+    fee = p(
+        {
+            "type": "event_fee_update",
+            "sid": 5,
+            "seq": 9,
+            "msg": {"event_ticker": "KXBTCD-26MAY2018", "fee_type_override": "quadratic", "fee_multiplier_override": 1},
+        }
+    )
+    assert isinstance(fee, FeeUpdate)
+    assert (fee.sid, fee.ticker, fee.exchange_ts, fee.fee_type_override, fee.fee_multiplier_override) == (
+        5,
+        "KXBTCD-26MAY2018",
+        None,
+        "quadratic",
+        1,
+    )
+    assert fee.event_type == "event_fee_update" and fee.payload["event_ticker"] == "KXBTCD-26MAY2018"
+    cleared = p(
+        {
+            "type": "event_fee_update",
+            "msg": {"event_ticker": "E", "fee_type_override": None, "fee_multiplier_override": None},
+        }
+    )
+    assert isinstance(cleared, FeeUpdate) and cleared.fee_type_override is None
+    bad = p({"type": "event_fee_update", "msg": {"event_ticker": "E", "fee_multiplier_override": [1]}})
+    assert isinstance(bad, ParseError) and bad.kind == "value"
 
 
-@settings(max_examples=600, deadline=None)
-@given(_types, st.one_of(st.none(), st.integers(), st.text(max_size=4)), _json)
-def test_fuzz_shapes_never_raise(mtype: str, sid: object, msg: object) -> None:
-    out = Parser().parse(json.dumps({"type": mtype, "sid": sid, "seq": sid, "msg": msg}))
-    assert out is not None
-    if isinstance(out, OrderbookDelta):
-        assert 0 <= out.price <= 10_000 and out.size_delta != 0
-    assert not isinstance(out, Exception) or isinstance(out, ParseError)
+def test_delta_without_time_is_not_an_error() -> None:
+    msg = {"market_ticker": "A", "price_dollars": "0.5", "delta_fp": "2.00", "side": "yes"}
+    d = p({"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": msg})
+    assert d == OrderbookDelta(1, 2, "A", True, 5000, 200, None)
+
+
+def test_bounds_on_ids_and_volumes() -> None:
+    base = {"market_ticker": "A", "price_dollars": "0.5", "delta_fp": "2.00", "side": "yes", "ts_ms": 1}
+    for sid, seq in ((-1, 1), (1, -1), (2**63, 1), (1, 2**63), ("-3", 1)):
+        out = p({"type": "orderbook_delta", "sid": sid, "seq": seq, "msg": base})
+        assert isinstance(out, ParseError) and out.kind == "value", (sid, seq, out)
+    assert isinstance(p({"type": "orderbook_delta", "sid": 2**63 - 1, "seq": 1, "msg": base}), OrderbookDelta)
+    for field, value in (("volume_fp", "1" * 25 + ".00"), ("open_interest_fp", 10**30), ("yes_bid_size_fp", "-1.00")):
+        out = p({"type": "ticker", "msg": {"market_ticker": "A", "ts_ms": 1, field: value}})
+        assert isinstance(out, ParseError) and out.kind == "value", (field, out)
+    huge = p(
+        {
+            "type": "trade",
+            "msg": {
+                "trade_id": TID,
+                "market_ticker": "A",
+                "yes_price_dollars": "0.5",
+                "count_fp": "9" * 20,
+                "taker_side": "yes",
+                "ts_ms": 1,
+            },
+        }
+    )
+    assert isinstance(huge, ParseError) and huge.kind == "value"
+
+
+def test_old_ts_without_zone_is_utc() -> None:
+    msg = {"market_ticker": "A", "price": 42, "delta": -3, "side": "yes", "ts": "2024-01-01T00:00:00"}
+    d = p({"type": "orderbook_delta", "sid": 1, "seq": 9, "msg": msg})
+    assert isinstance(d, OrderbookDelta) and d.exchange_ts == 1704067200000000
+    msg["ts"] = "2024-01-01T01:00:00+01:00"
+    d = p({"type": "orderbook_delta", "sid": 1, "seq": 9, "msg": msg})
+    assert isinstance(d, OrderbookDelta) and d.exchange_ts == 1704067200000000
+
+
+def test_unknown_fields_are_counted_and_the_frame_still_parses() -> None:
+    parser = Parser()
+    frame = {
+        "type": "orderbook_delta",
+        "sid": 1,
+        "seq": 1,
+        "msg": {"market_ticker": "A", "price_dollars": "0.5", "delta_fp": "1.00", "side": "no", "ts_ms": 1, "new": 1},
+    }
+    assert parser.parse(orjson.dumps(frame)) == OrderbookDelta(1, 1, "A", False, 5000, 100, 1000)
+    assert parser.unknown_fields["orderbook_delta.new"] == 1 and parser.slow == 1
 
 
 def test_occurrence_numbering() -> None:
