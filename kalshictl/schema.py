@@ -47,7 +47,23 @@ PRODUCTION_KEYS: dict[str, tuple[str, ...]] = {
     "orderbook_snapshots": ("ticker", "snapshot_ts", "source", "gatherer"),
     "tickers": ("ticker", "exchange_ts"),
     "lifecycle_events": ("ticker", "event_type", "exchange_ts"),
-    "sequence_gaps": ("gatherer", "gap_id"),
+    "sequence_gaps": ("gatherer", "instance_id", "window_id"),
 }
 
-GAP_COLUMNS = ("sid", "ticker", "reason", "expected_seq", "received_seq", "from_ts", "to_ts", "detected_at")
+# sequence_gaps (migrations/*/010_gap_windows.sql): one row per subscription window; production adds nothing but its
+# own gap_id, the gatherer table its own gap_id and ``gatherer``. ``tickers`` NULL = every market of the channel.
+GAP_COLUMNS = (
+    "instance_id",
+    "window_id",
+    "channel",
+    "subscription",
+    "sid",
+    "tickers",
+    "reason",
+    "expected_seq",
+    "received_seq",
+    "from_ts",
+    "to_ts",
+    "detected_at",
+    "recovery",
+)

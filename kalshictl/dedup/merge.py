@@ -45,8 +45,12 @@ def insert_sql(spec: TableSpec, source: str) -> str:
     cols = ", ".join(spec.prod_columns)
     conflict = ", ".join(spec.conflict)
     if spec is GAPS:
-        # a gap's to_ts is filled in when coverage resumes; take the closed version over the open one
-        action = "DO UPDATE SET to_ts = EXCLUDED.to_ts WHERE sequence_gaps.to_ts IS NULL AND EXCLUDED.to_ts IS NOT NULL"
+        # a gap window is upserted each time the gatherer's row changes (open, close, recovery: each bumps its txid,
+        # and the watermark reads the newest version); a closed window never reopens
+        action = (
+            "DO UPDATE SET to_ts = COALESCE(EXCLUDED.to_ts, sequence_gaps.to_ts), recovery = EXCLUDED.recovery,"
+            " tickers = EXCLUDED.tickers"
+        )
     else:
         action = "DO NOTHING"
     return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"

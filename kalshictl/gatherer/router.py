@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kalshictl.gatherer.gaps import GapLog, MarketWindows
 from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import DUPLICATE, GAP, OK, MarketSync, OpenGap, SeqTracker
 from kalshictl.gatherer.writers import now_us
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 GAP_CLOCK_SLACK_US = 1_000_000  # exchange vs gatherer clock allowance when a gap's start is a receive time
 
 log = logging.getLogger("kalshictl.gatherer.router")
+
+
+async def _no_database() -> Any:
+    raise RuntimeError("this router has no gap database")
+
 
 LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
 
@@ -77,7 +83,15 @@ class _LogLimiter:
 class Router:
     """Dispatches parsed records; owns sequence/resync state and occurrence numbering."""
 
-    def __init__(self, name: str, writers: WriterSet, metrics: GathererMetrics, *, use_yes_price: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        writers: WriterSet,
+        metrics: GathererMetrics,
+        *,
+        use_yes_price: bool = False,
+        gaplog: GapLog | None = None,
+    ) -> None:
         self.name = name
         self.writers = writers
         self.metrics = metrics
@@ -104,7 +118,12 @@ class Router:
         self._trades = w["trades"]
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
-        self._gaps = w["sequence_gaps"]
+        if gaplog is None:  # the service passes its log; a bare router (bench) keeps windows in memory only
+            found = w.get("sequence_gaps")
+            gaplog = found if isinstance(found, GapLog) else GapLog(name, _no_database, metrics=metrics)
+        self.gaplog = gaplog
+        self.windows = MarketWindows(gaplog)  # order-book windows: one per subscription event
+        self._global_windows: dict[tuple[str, str], int] = {}  # (connection, channel) -> open window
 
     # ----- helpers --------------------------------------------------------------------------------------------
     def _count(self, mtype: str) -> None:
@@ -119,27 +138,9 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def write_gap(self, gap: OpenGap, to_ts: int | None) -> None:
-        """Record a coverage window in ``sequence_gaps``."""
-        self.metrics.gaps.labels(reason=gap.reason).inc()
-        self._gaps.add(
-            (
-                self.name,
-                gap.sid,
-                gap.ticker,
-                gap.reason,
-                gap.expected_seq,
-                gap.received_seq,
-                gap.from_ts,
-                to_ts,
-                gap.detected_at,
-            )
-        )
-
     def forget_market(self, ticker: str) -> None:
-        gap = self.sync.forget(ticker)
-        if gap is not None:
-            self.write_gap(gap, now_us())
+        if self.sync.forget(ticker) is not None:
+            self.windows.resynced(ticker, now_us())  # a market that leaves its subscription counts as resynced
         self.occ.forget(ticker)
         self.snapshot_requested.pop(ticker, None)
         for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
@@ -251,8 +252,19 @@ class Router:
         # seen, or (no delta yet on this connection) that frame's receive time less a clock slack.
         from_ts = conn.last_exchange_ts or (conn.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
         self._anchor_pending(conn)
-        for t in conn.markets:
-            self.sync.invalidate(t, OpenGap(reason, sid, t, from_ts, rx, expected, seq))
+        gap = OpenGap(reason, sid, None, from_ts, rx, expected, seq)
+        newly = [t for t in conn.markets if self.sync.invalidate(t, gap)]
+        self.windows.open(
+            newly,
+            channel="orderbook_delta",
+            reason=reason,
+            from_ts=from_ts,
+            subscription=f"{conn.name}/{sid}",
+            sid=sid,
+            expected_seq=expected,
+            received_seq=seq,
+            detected_at=rx,
+        )
         self.request_snapshots(conn, list(conn.markets))
 
     def request_snapshots(self, conn: WsConnection, tickers: list[str]) -> None:
@@ -290,7 +302,7 @@ class Router:
         gap = self.sync.on_snapshot(s.ticker, cut)
         self.snapshot_requested.pop(s.ticker, None)
         if gap is not None:
-            self.write_gap(gap, cut)
+            self.windows.resynced(s.ticker, cut)
         fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, conn.last_exchange_ts, rx))
 
@@ -372,9 +384,10 @@ class Router:
             conn.trackers[s.sid] = SeqTracker(s.sid)
         if s.id is not None:
             conn.pending.pop(s.id, None)
-        gap = conn.global_gaps.pop(s.channel, None)
-        if gap is not None:
-            self.write_gap(gap, rx)
+        conn.global_gaps.pop(s.channel, None)
+        wid = self._global_windows.pop((conn.name, s.channel), None)
+        if wid is not None:
+            self.gaplog.close(wid, rx)
 
     def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
         purpose, tickers = conn.pending.pop(e.id, ("", [])) if e.id else ("", [])
@@ -424,15 +437,31 @@ class Router:
         from_ts = conn.last_exchange_ts or (conn.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
         if conn.kind == "orderbook":
             sid = old_sids.get("orderbook_delta")
-            for t in conn.markets:
-                self.sync.invalidate(t, OpenGap("disconnect", sid, t, from_ts, rx))
+            newly = [t for t in conn.markets if self.sync.invalidate(t, OpenGap("disconnect", sid, t, from_ts, rx))]
+            self.windows.open(
+                newly,
+                channel="orderbook_delta",
+                reason="disconnect",
+                from_ts=from_ts,
+                subscription=f"{conn.name}/{sid}",
+                sid=sid,
+                detected_at=rx,
+            )
         else:
             for ch in conn.channels:
                 if ch not in conn.global_gaps:
                     conn.global_gaps[ch] = OpenGap("disconnect", old_sids.get(ch), None, from_ts, rx)
+                    self._global_windows[(conn.name, ch)] = self.gaplog.open(
+                        channel=ch,
+                        reason="disconnect",
+                        from_ts=from_ts,
+                        subscription=f"{conn.name}/{ch}",
+                        sid=old_sids.get(ch),
+                        detected_at=rx,
+                    )
 
     def open_gaps(self) -> list[OpenGap]:
-        """Windows still open (written with ``to_ts`` NULL at shutdown)."""
+        """Markets and channels still untrusted (their windows are already in ``sequence_gaps``, ``to_ts`` NULL)."""
         out = list(self.sync.awaiting.values())
         if self.manager is not None:
             for c in self.manager.connections:

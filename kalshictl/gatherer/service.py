@@ -19,11 +19,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.gatherer.connections import ConnectionManager
+from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry
 from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.sequence import OpenGap
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 
 if TYPE_CHECKING:
@@ -58,7 +58,11 @@ class Gatherer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         w = settings.writer
         writers: dict[str, BatchWriter] = {}
+        self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
         for spec in ALL_TABLES:
+            if spec.name == "sequence_gaps":
+                writers[spec.name] = self.gaplog  # type: ignore[assignment]  # windows are written when they open
+                continue
             writers[spec.name] = BatchWriter(
                 spec,
                 self._connect,
@@ -69,7 +73,13 @@ class Gatherer:
                 on_overflow=self._on_overflow,
             )
         self.writers = WriterSet(writers)
-        self.router = Router(settings.name, self.writers, self.metrics, use_yes_price=settings.websocket.use_yes_price)
+        self.router = Router(
+            settings.name,
+            self.writers,
+            self.metrics,
+            use_yes_price=settings.websocket.use_yes_price,
+            gaplog=self.gaplog,
+        )
         self.router.on_lifecycle = self._on_lifecycle
         self.manager: ConnectionManager | None = None
         self.poller: SnapshotPoller | None = None
@@ -205,10 +215,10 @@ class Gatherer:
             ex.requests_per_second,
         )
         self.poller.start()
-        if self._down_since is not None:
-            # coverage resumed now: the time this gatherer was not recording is a gap like any other
-            self.router.write_gap(OpenGap("restart", None, None, self._down_since, now_us()), now_us())
-            self._down_since = None
+        # coverage resumed now: the time this gatherer was not recording is a gap like any other, and windows a
+        # previous instance left open (kill -9) end here
+        self.gaplog.restarted(self._down_since, now_us())
+        self._down_since = None
         self.phase = "running"
         self.ready.set()
         log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
@@ -322,7 +332,7 @@ class Gatherer:
         if table == "sequence_gaps":
             return
         log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
-        self.router.write_gap(OpenGap("overflow", None, None, from_ts, now_us()), to_ts)
+        self.gaplog.record(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts, to_ts=to_ts)
 
     # ----- health / status ------------------------------------------------------------------------------------
     async def health(self) -> HealthReport:
@@ -373,6 +383,7 @@ class Gatherer:
             "parse_errors": self.router.parse_errors,
             "duplicates_dropped": self.router.duplicates,
             "resyncing_markets": len(self.router.sync.awaiting),
+            "gap_windows_open": self.gaplog.open_windows(),
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
             "rest": {"requests": getattr(self.rest, "requests", 0), "throttled": getattr(self.rest, "throttled", 0)},
@@ -393,9 +404,7 @@ class Gatherer:
             self.manager.stop_receiving()  # 1
         if self.poller is not None:
             await self.poller.stop()
-        self.router.flush_pending_snapshots(now_us(), force=True)
-        for gap in self.router.open_gaps():
-            self.router.write_gap(gap, None)
+        self.router.flush_pending_snapshots(now_us(), force=True)  # open gap windows are already in the database
         remaining = max(1.0, deadline - time.monotonic() - 2.0)
         flushed = await self.writers.flush_all(remaining)  # 2
         if not flushed:

@@ -1,8 +1,15 @@
 """Compare production with the exchange's ground-truth log: nothing missing, nothing duplicated, nothing invented.
 
 Keys are the exchange facts of ARCHITECTURE.md decision 3. An emitted event may be missing from production only when
-*every* gatherer recorded a gap (``sequence_gaps``) covering its market and time — events emitted while at least one
-gatherer was connected must be stored exactly once.
+*every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events emitted while
+at least one gatherer was connected must be stored exactly once. Per table the report counts:
+
+* ``emitted`` (ground truth), ``stored`` (production rows), ``recovered`` (stored rows that came from a REST backfill,
+  ``source = 'rest'``),
+* ``lost_recorded``: missing, and every gatherer recorded a window that lost it (a trade window marked
+  ``recovered`` does not count: the backfill should have brought the trade back),
+* ``lost_unrecorded``: missing with no such record — must be 0,
+* ``duplicated`` (more copies than emitted) and ``extra`` (never emitted) — must be 0.
 """
 
 from __future__ import annotations
@@ -19,6 +26,14 @@ import orjson
 from kalshictl.schema import PRODUCTION_KEYS
 
 KIND_TABLE = {"trade": "trades", "delta": "orderbook_deltas", "ticker": "tickers", "lifecycle": "lifecycle_events"}
+# the WebSocket channel whose gap windows excuse a table's losses ('*' windows excuse every channel)
+TABLE_CHANNELS = {
+    "trades": ("trade",),
+    "orderbook_deltas": ("orderbook_delta",),
+    "tickers": ("ticker",),
+    "lifecycle_events": ("market_lifecycle_v2", "multivariate_market_lifecycle"),
+}
+RECOVERABLE = frozenset(("trades",))
 
 
 def truth_key(table: str, rec: dict[str, Any]) -> tuple:
@@ -49,44 +64,110 @@ class TableReport:
     table: str
     emitted: int = 0
     stored: int = 0
-    missing: int = 0
-    excused: int = 0
+    recovered: int = 0
+    lost_recorded: int = 0
+    lost_unrecorded: int = 0
     duplicated: int = 0
     extra: int = 0
     examples: list[Any] = field(default_factory=list)
 
+    # the older names
+    @property
+    def missing(self) -> int:
+        return self.lost_unrecorded
+
+    @property
+    def excused(self) -> int:
+        return self.lost_recorded
+
     @property
     def ok(self) -> bool:
-        return self.missing == 0 and self.duplicated == 0 and self.extra == 0
+        return self.lost_unrecorded == 0 and self.duplicated == 0 and self.extra == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "table": self.table,
             "emitted": self.emitted,
             "stored": self.stored,
-            "missing": self.missing,
-            "excused": self.excused,
+            "recovered": self.recovered,
+            "lost_recorded": self.lost_recorded,
+            "lost_unrecorded": self.lost_unrecorded,
             "duplicated": self.duplicated,
             "extra": self.extra,
+            "missing": self.missing,
+            "excused": self.excused,
             "ok": self.ok,
             "examples": self.examples[:5],
         }
 
 
+REPORT_COLUMNS = ("emitted", "stored", "recovered", "lost_recorded", "lost_unrecorded", "duplicated", "extra")
+
+
+def render_table(reports: Iterable[TableReport]) -> str:
+    """The per-table report as a fixed-width text table with one verdict line."""
+    reports = list(reports)
+    head = ["table", *REPORT_COLUMNS]
+    rows = [[r.table, *(str(getattr(r, c)) for c in REPORT_COLUMNS)] for r in reports]
+    total = ["TOTAL", *(str(sum(getattr(r, c) for r in reports)) for c in REPORT_COLUMNS)]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, total, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    sep = "  ".join("-" * w for w in widths)
+    out = [line(head), sep, *(line(r) for r in rows), sep, line(total)]
+    ok = all(r.ok for r in reports)
+    unrec = sum(r.lost_unrecorded for r in reports)
+    dup = sum(r.duplicated + r.extra for r in reports)
+    verdict = "PASS" if ok else "FAIL"
+    out.append(f"VERDICT: {verdict} ({unrec} lost without a record, {dup} duplicated or invented)")
+    return "\n".join(out)
+
+
+GAP_QUERY = "SELECT gatherer, channel, tickers, from_ts, to_ts, recovery FROM sequence_gaps"
+
+
 class GapIndex:
-    """Per-gatherer gap windows; ``all_blind(ticker, ts)`` is true when every gatherer had a gap covering it."""
+    """Per-gatherer gap windows; ``all_blind(table, ticker, ts)`` is true when every gatherer recorded a window that
+    lost that table's data of ``ticker`` at ``ts``."""
 
-    def __init__(self, gatherers: Iterable[str], rows: Iterable[tuple[str, str | None, int, int | None]]) -> None:
+    def __init__(
+        self,
+        gatherers: Iterable[str],
+        rows: Iterable[tuple[str, str, Iterable[str] | None, int, int | None, str]],
+    ) -> None:
         self.gatherers = sorted(set(gatherers))
-        self.windows: dict[str, list[tuple[str | None, int, float]]] = {g: [] for g in self.gatherers}
-        for gatherer, ticker, from_ts, to_ts in rows:
-            self.windows.setdefault(gatherer, []).append((ticker, from_ts, math.inf if to_ts is None else to_ts))
+        self.windows: dict[str, list[tuple[str, frozenset[str] | None, int, float, str]]] = {
+            g: [] for g in self.gatherers
+        }
+        for gatherer, channel, tickers, from_ts, to_ts, recovery in rows:
+            self.windows.setdefault(gatherer, []).append(
+                (
+                    channel,
+                    None if tickers is None else frozenset(tickers),
+                    from_ts,
+                    math.inf if to_ts is None else to_ts,
+                    recovery,
+                )
+            )
 
-    def blind(self, gatherer: str, ticker: str, ts: int) -> bool:
-        return any((t is None or t == ticker) and lo <= ts <= hi for t, lo, hi in self.windows.get(gatherer, ()))
+    def blind(self, gatherer: str, table: str, ticker: str, ts: int) -> bool:
+        channels = TABLE_CHANNELS[table]
+        for ch, tickers, lo, hi, recovery in self.windows.get(gatherer, ()):
+            if not (lo <= ts <= hi) or (ch != "*" and ch not in channels):
+                continue
+            if tickers is not None and ticker not in tickers:
+                continue
+            if table in RECOVERABLE and recovery == "recovered":
+                continue  # the backfill claims it brought these back
+            return True
+        return False
 
-    def all_blind(self, ticker: str, ts: int) -> bool:
-        return bool(self.gatherers) and all(self.blind(g, ticker, ts) for g in self.gatherers)
+    def all_blind(self, table: str, ticker: str, ts: int) -> bool:
+        return bool(self.gatherers) and all(self.blind(g, table, ticker, ts) for g in self.gatherers)
 
 
 def load_truth(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -118,9 +199,7 @@ def compare(
     truth = load_truth(truth_path)
     reports = []
     with psycopg.connect(production_dsn, password=password) as conn:
-        gaps = GapIndex(
-            gatherers, conn.execute("SELECT gatherer, ticker, from_ts, to_ts FROM sequence_gaps").fetchall()
-        )
+        gaps = GapIndex(gatherers, conn.execute(GAP_QUERY).fetchall())
         # A market's deltas before the first order-book snapshot any gatherer took are inside that snapshot
         # (subscribing to a market, e.g. one created mid-run, starts with a snapshot, as on Kalshi).
         first_snapshot = dict(
@@ -151,10 +230,10 @@ def compare(
                 if have < n:
                     ticker, ts = ts_of[key]
                     before_snapshot = table == "orderbook_deltas" and ts < first_snapshot.get(ticker, -1)
-                    if before_snapshot or gaps.all_blind(ticker, ts):
-                        rep.excused += n - have
+                    if before_snapshot or gaps.all_blind(table, ticker, ts):
+                        rep.lost_recorded += n - have
                     else:
-                        rep.missing += n - have
+                        rep.lost_unrecorded += n - have
                         rep.examples.append({"missing": list(key)})
                 elif have > n:
                     rep.duplicated += have - n

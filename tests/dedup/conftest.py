@@ -184,9 +184,12 @@ def write_deltas(conn: psycopg.Connection, rows: list[tuple], received_at: int |
 
 
 def write_gap(conn: psycopg.Connection, gatherer: str, ticker: str | None, from_ts: int, to_ts: int | None) -> None:
+    """One order-book gap window over ``ticker`` (None = every market)."""
     conn.execute(
-        "INSERT INTO sequence_gaps (gatherer, ticker, reason, from_ts, to_ts, detected_at) VALUES (%s,%s,%s,%s,%s,%s)",
-        (gatherer, ticker, "seq_gap", from_ts, to_ts, now_us()),
+        "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, tickers, reason, from_ts, to_ts,"
+        " detected_at) VALUES (%s, 'test', (SELECT coalesce(max(window_id), 0) + 1 FROM sequence_gaps),"
+        " 'orderbook_delta', %s, %s, %s, %s, %s)",
+        (gatherer, None if ticker is None else [ticker], "seq_gap", from_ts, to_ts, now_us()),
     )
 
 

@@ -109,9 +109,9 @@ def test_coverage_gatherer_and_production_gaps(prod):
     with prod.connect() as conn:
         for g, gid, sid, t, reason, f, e in rows:
             conn.execute(
-                "INSERT INTO sequence_gaps (gatherer, gap_id, sid, ticker, reason, from_ts, to_ts, detected_at) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                (g, gid, sid, t, reason, f, e, f),
+                "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, sid, tickers, reason, from_ts,"
+                " to_ts, detected_at) VALUES (%s,'i1',%s,'orderbook_delta',%s,%s,%s,%s,%s,%s)",
+                (g, gid, sid, None if t is None else [t], reason, f, e, f),
             )
     cfg = str(prod.config)
     two = _cli(

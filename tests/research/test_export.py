@@ -73,8 +73,8 @@ def _seed(prod) -> None:
             conn, [(tickers[i % 3], DAY1 + 1000 * (i // 2), i % 2 == 0, 4100, 1 - 2 * (i % 2), 0) for i in range(230)]
         )
         conn.execute(
-            "INSERT INTO sequence_gaps (gatherer, gap_id, sid, ticker, reason, from_ts, to_ts, detected_at)"
-            " VALUES ('g1', 1, 2, NULL, 'disconnect', %s, NULL, %s)",
+            "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, sid, tickers, reason, from_ts,"
+            " to_ts, detected_at) VALUES ('g1', 'i1', 1, 'trade', 2, NULL, 'disconnect', %s, NULL, %s)",
             (DAY1 + 5, DAY1 + 6),
         )
 
