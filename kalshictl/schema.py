@@ -7,7 +7,17 @@ Must match ``migrations/*/001_events.sql`` (``tests/test_schema.py`` checks it a
 from __future__ import annotations
 
 EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "trades": ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade"),
+    "trades": (
+        "trade_id",
+        "exchange_ts",
+        "received_at",
+        "ticker",
+        "price",
+        "size",
+        "taker_side",
+        "is_block_trade",
+        "source",  # 'ws' | 'rest' (a REST backfill of a gap window)
+    ),
     "orderbook_deltas": ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence"),
     "orderbook_snapshots": (
         "snapshot_ts",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.dedup.reader import Batch
-from kalshictl.dedup.tables import GAPS, TableSpec
+from kalshictl.dedup.tables import GAPS, TRADES, TableSpec
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,7 +53,21 @@ def insert_sql(spec: TableSpec, source: str) -> str:
         )
     else:
         action = "DO NOTHING"
+    if spec is TRADES:
+        return trade_insert_sql(cols, source)
     return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"
+
+
+def trade_insert_sql(cols: str, source: str) -> str:
+    """Trades are identified by ``trade_id`` alone (issue #13): a REST-backfilled copy may carry a coarser
+    ``created_time`` than the WebSocket's ``ts_ms``, so a trade already stored under any time is not stored again,
+    and within a batch the WebSocket copy is preferred."""
+    sel = ", ".join(f"s.{c.strip()}" for c in cols.split(","))
+    return (
+        f"INSERT INTO trades ({cols}) SELECT DISTINCT ON (s.trade_id) {sel} FROM {source} s"
+        " WHERE NOT EXISTS (SELECT 1 FROM trades p WHERE p.trade_id = s.trade_id)"
+        " ORDER BY s.trade_id, (s.source = 'rest'), s.exchange_ts ON CONFLICT DO NOTHING"
+    )
 
 
 async def ensure_stage(pconn: psycopg.AsyncConnection, spec: TableSpec) -> None:

@@ -82,6 +82,12 @@ _CLOSE_PREVIOUS = (
     " RETURNING instance_id, window_id, channel, tickers, reason, from_ts, to_ts, recovery"
 )
 
+_PENDING_PREVIOUS = (
+    "SELECT instance_id, window_id, channel, tickers, reason, from_ts, to_ts, recovery FROM sequence_gaps"
+    " WHERE gatherer = %(g)s AND instance_id <> %(i)s AND to_ts IS NOT NULL AND recovery = 'pending'"
+    " AND to_ts <> %(at)s"
+)
+
 
 def _now_us() -> int:
     return time.time_ns() // 1000
@@ -398,7 +404,10 @@ class GapLog:
                             "i": self.instance_id,
                         }
                         await cur.execute(_CLOSE_PREVIOUS, params)
-                        for inst, wid, ch, tickers, reason, f, t, rec in await cur.fetchall():
+                        found = await cur.fetchall()
+                        await cur.execute(_PENDING_PREVIOUS, params)  # recoveries a previous instance left undone
+                        found += await cur.fetchall()
+                        for inst, wid, ch, tickers, reason, f, t, rec in found:
                             previous.append(
                                 Window(
                                     inst,

@@ -349,7 +349,7 @@ class Router:
     # ----- global channels ------------------------------------------------------------------------------------
     def _trade(self, t: Trade, rx: int) -> None:
         self._trades.add(
-            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, t.sid)
+            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
         )
 
     def _ticker(self, u: TickerUpdate, rx: int) -> None:

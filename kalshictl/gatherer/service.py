@@ -18,6 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.gatherer.backfill import TradeBackfill
 from kalshictl.gatherer.connections import ConnectionManager
 from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
@@ -83,6 +84,7 @@ class Gatherer:
         self.router.on_lifecycle = self._on_lifecycle
         self.manager: ConnectionManager | None = None
         self.poller: SnapshotPoller | None = None
+        self.backfill: TradeBackfill | None = None
         self.rest: Any = None
         self.http: Any = None
         self.phase = "init"
@@ -179,6 +181,11 @@ class Gatherer:
             private_key=self._private_key,
             timeout=ex.timeout_s,
         )
+        self.backfill = TradeBackfill(
+            self.rest, self.gaplog, self.writers["trades"], self._connect, requests_per_second=ex.requests_per_second
+        )
+        self.gaplog.on_closed = self.backfill.on_closed
+        self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -384,6 +391,7 @@ class Gatherer:
             "duplicates_dropped": self.router.duplicates,
             "resyncing_markets": len(self.router.sync.awaiting),
             "gap_windows_open": self.gaplog.open_windows(),
+            "backfill": self.backfill.status() if self.backfill else None,
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
             "rest": {"requests": getattr(self.rest, "requests", 0), "throttled": getattr(self.rest, "throttled", 0)},
@@ -404,6 +412,8 @@ class Gatherer:
             self.manager.stop_receiving()  # 1
         if self.poller is not None:
             await self.poller.stop()
+        if self.backfill is not None:
+            await self.backfill.stop()  # an unfinished recovery stays 'pending'; the next start resumes it
         self.router.flush_pending_snapshots(now_us(), force=True)  # open gap windows are already in the database
         remaining = max(1.0, deadline - time.monotonic() - 2.0)
         flushed = await self.writers.flush_all(remaining)  # 2

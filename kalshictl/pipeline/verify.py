@@ -170,6 +170,19 @@ class GapIndex:
         return bool(self.gatherers) and all(self.blind(g, table, ticker, ts) for g in self.gatherers)
 
 
+def _count_rest(conn: Any, table: str, until_us: int | None) -> int:
+    """Stored rows that a REST backfill brought back (0 on a schema without ``source``)."""
+    has = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'source'", (table,)
+    ).fetchone()
+    if not has:
+        return 0
+    q = f"SELECT count(*) FROM {table} WHERE source = 'rest'"
+    return conn.execute(
+        q + (" AND exchange_ts <= %s" if until_us is not None else ""), (until_us,) if until_us is not None else ()
+    ).fetchone()[0]
+
+
 def load_truth(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Ground-truth records grouped by production table."""
     out: dict[str, list[dict[str, Any]]] = {t: [] for t in KIND_TABLE.values()}
@@ -225,6 +238,8 @@ def compare(
                 stored[key] += 1
             rep.emitted = sum(expected.values())
             rep.stored = sum(stored.values())
+            if table in RECOVERABLE:
+                rep.recovered = _count_rest(conn, table, until_us)
             for key, n in expected.items():
                 have = stored.get(key, 0)
                 if have < n:
