@@ -47,7 +47,7 @@ EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
         "yes_ask_size",
         "last_trade_size",
     ),
-    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload"),
+    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload", "digest"),
 }
 
 # Production primary keys: exchange facts (ARCHITECTURE.md decision 3); snapshots are per-gatherer observations.
@@ -56,7 +56,8 @@ PRODUCTION_KEYS: dict[str, tuple[str, ...]] = {
     "orderbook_deltas": ("ticker", "exchange_ts", "side", "price", "size_delta", "occurrence"),
     "orderbook_snapshots": ("ticker", "snapshot_ts", "source", "gatherer"),
     "tickers": ("ticker", "exchange_ts"),
-    "lifecycle_events": ("ticker", "event_type", "exchange_ts"),
+    # one event = same (ticker, event_type, digest) within a tolerance: the merge enforces it (lifecycle_key.py)
+    "lifecycle_events": ("ticker", "event_type", "digest", "exchange_ts"),
     "sequence_gaps": ("gatherer", "instance_id", "window_id"),
 }
 

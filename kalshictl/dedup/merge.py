@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.dedup.reader import Batch
-from kalshictl.dedup.tables import GAPS, TRADES, TableSpec
+from kalshictl.dedup.tables import GAPS, LIFECYCLE, TRADES, TableSpec
+from kalshictl.kalshi.lifecycle_key import DEFAULT_TOLERANCE_US
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,7 +56,27 @@ def insert_sql(spec: TableSpec, source: str) -> str:
         action = "DO NOTHING"
     if spec is TRADES:
         return trade_insert_sql(cols, source)
+    if spec is LIFECYCLE:
+        return lifecycle_insert_sql(cols, source)
     return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"
+
+
+def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOLERANCE_US) -> str:
+    """Lifecycle identity (issue #16 item 3): rows with the same ``(ticker, event_type, digest)`` whose
+    ``exchange_ts`` lie within ``tolerance_us`` are one event (each gatherer stamps a time-less message with its own
+    receive time). A row is stored unless production already holds such a row, or the batch holds one earlier."""
+    sel = ", ".join(f"s.{c.strip()}" for c in cols.split(","))
+    tol = int(tolerance_us)
+    same = "{a}.ticker = s.ticker AND {a}.event_type = s.event_type AND {a}.digest = s.digest"
+    return (
+        f"INSERT INTO lifecycle_events ({cols}) SELECT DISTINCT ON (s.ticker, s.event_type, s.digest, s.exchange_ts)"
+        f" {sel} FROM {source} s"
+        f" WHERE NOT EXISTS (SELECT 1 FROM lifecycle_events p WHERE {same.format(a='p')}"
+        f"   AND p.exchange_ts BETWEEN s.exchange_ts - {tol} AND s.exchange_ts + {tol})"
+        f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {same.format(a='e')}"
+        f"   AND e.exchange_ts < s.exchange_ts AND e.exchange_ts >= s.exchange_ts - {tol})"
+        " ON CONFLICT DO NOTHING"
+    )
 
 
 def trade_insert_sql(cols: str, source: str) -> str:

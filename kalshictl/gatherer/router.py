@@ -14,6 +14,7 @@ from kalshictl.gatherer.gaps import GapLog, MarketWindows
 from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import DUPLICATE, GAP, OK, MarketSync, OpenGap, SeqTracker
 from kalshictl.gatherer.writers import now_us
+from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import (
     TERMINAL_ERROR_CODES,
     Ack,
@@ -168,8 +169,7 @@ class Router:
                 self._snapshot(conn, rec, rx)  # type: ignore[arg-type]
             elif t is Lifecycle:
                 self._count(rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2")  # type: ignore[union-attr]
-                self._seen(conn, rec.exchange_ts)  # type: ignore[union-attr]
-                self._lifecycle(rec, rx)  # type: ignore[arg-type]
+                self._lifecycle(rec, rx)  # no _seen: a lifecycle time is not a message time (may be future/absent)  # type: ignore[arg-type]
             elif t is ParseError:
                 self._parse_error(rec)  # type: ignore[arg-type]
             elif t is Subscribed:
@@ -373,7 +373,8 @@ class Router:
         )
 
     def _lifecycle(self, ev: Lifecycle, rx: int) -> None:
-        self._life.add((ev.exchange_ts, rx, ev.ticker, ev.event_type, orjson.dumps(ev.payload).decode(), ev.sid))
+        ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
+        self._life.add((ts, rx, ev.ticker, ev.event_type, orjson.dumps(ev.payload).decode(), dig, ev.sid))
         if self.on_lifecycle is not None and ev.event_type != "event_lifecycle":
             self.spawn(self.on_lifecycle(ev))
 

@@ -221,6 +221,9 @@ def compare(
             ).fetchall()
         )
         for table in KIND_TABLE.values():
+            if table == "lifecycle_events":
+                reports.append(_compare_lifecycle(conn, truth[table], gaps, until_us))
+                continue
             rep = TableReport(table)
             expected = Counter()
             ts_of: dict[tuple, tuple[str, int]] = {}
@@ -258,3 +261,47 @@ def compare(
                     rep.examples.append({"extra": list(key)})
             reports.append(rep)
     return reports
+
+
+LIFECYCLE_MATCH_US = 60_000_000  # the production lifecycle tolerance (kalshictl.kalshi.lifecycle_key)
+
+
+def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex, until_us: int | None) -> TableReport:
+    """Lifecycle rows are stamped with the gatherer's receive time when the message has no time of its own, so an
+    emitted event matches a stored row of the same (ticker, event_type) at or after its time, within the lifecycle
+    tolerance; stored rows left over are duplicates (near a matched event) or invented."""
+    rep = TableReport("lifecycle_events")
+    want: dict[tuple[str, str], list[int]] = {}
+    for rec in records:
+        ts = int(rec["exchange_ts"])
+        if until_us is None or ts <= until_us:
+            want.setdefault((rec["ticker"], rec["event_type"]), []).append(ts)
+    have: dict[tuple[str, str], list[int]] = {}
+    for ticker, event_type, ts in conn.execute("SELECT ticker, event_type, exchange_ts FROM lifecycle_events"):
+        have.setdefault((ticker, event_type), []).append(ts)
+    rep.emitted = sum(len(v) for v in want.values())
+    rep.stored = sum(len(v) for v in have.values())
+    for key in sorted(set(want) | set(have)):
+        emitted, stored = sorted(want.get(key, [])), sorted(have.get(key, []))
+        used = [False] * len(stored)
+        for ts in emitted:
+            j = next(
+                (i for i, st in enumerate(stored) if not used[i] and ts - 1_000_000 <= st <= ts + LIFECYCLE_MATCH_US),
+                None,
+            )
+            if j is not None:
+                used[j] = True
+            elif gaps.all_blind("lifecycle_events", key[0], ts):
+                rep.lost_recorded += 1
+            else:
+                rep.lost_unrecorded += 1
+                rep.examples.append({"missing": [*key, ts]})
+        for i, st in enumerate(stored):
+            if used[i] or (until_us is not None and st > until_us + LIFECYCLE_MATCH_US):
+                continue
+            if any(abs(st - ts) <= LIFECYCLE_MATCH_US for ts in emitted):
+                rep.duplicated += 1
+            else:
+                rep.extra += 1
+            rep.examples.append({"unmatched": [*key, st]})
+    return rep
