@@ -36,9 +36,14 @@ TABLE_CHANNELS = {
 RECOVERABLE = frozenset(("trades",))
 
 
+# A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
+# the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
+IDENTITY = {**PRODUCTION_KEYS, "trades": ("trade_id",)}
+
+
 def truth_key(table: str, rec: dict[str, Any]) -> tuple:
-    """A ground-truth record's production key (kalshictl.schema.PRODUCTION_KEYS, in that column order)."""
-    return tuple(_truth_value(rec, col) for col in PRODUCTION_KEYS[table])
+    """A ground-truth record's identity (kalshictl.schema.PRODUCTION_KEYS, in that column order; trades: trade_id)."""
+    return tuple(_truth_value(rec, col) for col in IDENTITY[table])
 
 
 def _truth_value(rec: dict[str, Any], column: str) -> Any:
@@ -53,7 +58,7 @@ def _truth_value(rec: dict[str, Any], column: str) -> Any:
 
 def _key_query(table: str) -> str:
     """Production's key columns of ``table`` followed by its exchange time."""
-    cols = ", ".join("trade_id::text" if c == "trade_id" else c for c in PRODUCTION_KEYS[table])
+    cols = ", ".join("trade_id::text" if c == "trade_id" else c for c in IDENTITY[table])
     return f"SELECT {cols}, exchange_ts FROM {table}"
 
 
