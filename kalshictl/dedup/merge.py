@@ -61,6 +61,18 @@ def insert_sql(spec: TableSpec, source: str) -> str:
     return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"
 
 
+def merge_lock_sql(spec: TableSpec) -> str | None:
+    """Tables whose identity is not a unique key (trades by trade_id, lifecycle within a tolerance) are merged one
+    gatherer at a time: the NOT EXISTS check must see the other gatherers' committed rows, so concurrent merges of the
+    same table would each miss the other's copy. Transaction-scoped advisory lock per table."""
+    if spec is TRADES or spec is LIFECYCLE:
+        return f"SELECT pg_advisory_xact_lock({MERGE_LOCK_BASE}, hashtext('{spec.name}'))"
+    return None
+
+
+MERGE_LOCK_BASE = 0x6B61  # "ka": advisory-lock namespace of the merge
+
+
 def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOLERANCE_US) -> str:
     """Lifecycle identity (issue #16 item 3): rows with the same ``(ticker, event_type, digest)`` whose
     ``exchange_ts`` lie within ``tolerance_us`` are one event (each gatherer stamps a time-less message with its own
@@ -126,6 +138,9 @@ async def merge_batch(
         merged = 0
         max_clock = min_clock = None
         if staged:
+            lock = merge_lock_sql(spec)
+            if lock is not None:
+                await pconn.execute(lock)
             cur = await pconn.execute(insert_sql(spec, stage))
             merged = max(cur.rowcount, 0)
             cur = await pconn.execute(f"SELECT max({spec.clock}), min({spec.clock}) FROM {stage}")

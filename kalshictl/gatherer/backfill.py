@@ -143,8 +143,10 @@ class TradeBackfill:
             w = await self._queue.get()
             self.busy = True
             try:
-                # let the WebSocket rows around the window reach the database first (they are not re-added)
-                await asyncio.sleep(self.settle_s)
+                # let the WebSocket rows of the margin after the window arrive and reach the database first (they
+                # are not re-added)
+                ready_at = (w.to_ts or 0) + self.margin_us + int(self.settle_s * 1_000_000)
+                await asyncio.sleep(max(self.settle_s, (ready_at - time.time_ns() // 1000) / 1e6))
                 outcome = "failed"
                 for attempt in range(self.attempts):
                     try:
