@@ -46,6 +46,7 @@ EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
         "yes_bid_size",
         "yes_ask_size",
         "last_trade_size",
+        "source",  # 'ws' = a ticker update; 'rest' = a re-anchor from the REST market listing after a gap
     ),
     "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload", "digest"),
 }

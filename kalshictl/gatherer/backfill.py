@@ -8,6 +8,11 @@ instance left open) is, once closed, marked ``recovery = 'pending'`` and queued 
 budget, and hands every trade this gatherer has not stored yet to the same trades writer as the WebSocket path, with
 ``source = 'rest'``. When the rows are committed the window becomes ``recovered``; when the exchange keeps refusing,
 ``failed``. One gatherer succeeding is enough: the deduplicator stores each ``trade_id`` once.
+
+Ticker updates and lifecycle messages are not served again; a window on those channels (or on every channel) is
+re-anchored instead: one REST market listing of the affected markets (``GET /markets?tickers=…`` when the window
+names at most 100 markets, else ``min_updated_ts`` = the window's start) is stored as ticker *snapshot* rows
+(``source = 'rest'``, time = when the listing was received). The window stays a recorded loss for those channels.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kalshictl.gatherer.backfill")
 
 TRADE_CHANNELS = frozenset(("trade", "*"))
+ANCHOR_CHANNELS = frozenset(("ticker", "market_lifecycle_v2", "multivariate_market_lifecycle", "*"))
+MAX_LISTED_TICKERS = 100
 PAGE_LIMIT = 1000
 MAX_TICKER_FILTERS = 20  # a window over more markets is fetched without a ticker filter and filtered here
 
@@ -68,6 +75,31 @@ def trade_row(t: dict[str, Any], received_at: int) -> tuple:
     )
 
 
+def _opt(fn: Callable[[Any], int], value: Any) -> int | None:
+    return None if value is None or value == "" else fn(value)
+
+
+def ticker_snapshot_row(m: dict[str, Any], received_at: int) -> tuple:
+    """A REST ``Market`` as a tickers-writer snapshot row (``source = 'rest'``)."""
+    return (
+        received_at,
+        received_at,
+        m["ticker"],
+        _opt(parse_price, m.get("yes_bid_dollars")),
+        _opt(parse_price, m.get("yes_ask_dollars")),
+        _opt(parse_price, m.get("last_price_dollars")),
+        _opt(parse_size, m.get("volume_fp")),
+        _opt(parse_size, m.get("open_interest_fp")),
+        None,
+        None,
+        _opt(parse_size, m.get("yes_bid_size_fp")),
+        _opt(parse_size, m.get("yes_ask_size_fp")),
+        None,
+        "rest",
+        None,
+    )
+
+
 class TradeBackfill:
     """Queue of windows whose trades are to be fetched again; one worker, paced to its share of the REST budget."""
 
@@ -77,6 +109,7 @@ class TradeBackfill:
         gaplog: GapLog,
         trades_writer: Any,
         connect: Callable[[], Awaitable[psycopg.AsyncConnection]],
+        tickers_writer: Any = None,
         *,
         requests_per_second: float,
         share: float = 0.25,
@@ -87,6 +120,8 @@ class TradeBackfill:
         self.rest = rest
         self.gaplog = gaplog
         self.writer = trades_writer
+        self.tickers_writer = tickers_writer
+        self.anchored_markets = 0
         self._connect = connect
         self.min_gap_s = 1.0 / max(1e-6, requests_per_second * share)
         self.margin_us = int(margin_s * 1_000_000)
@@ -105,7 +140,8 @@ class TradeBackfill:
     # ----- scheduling -----------------------------------------------------------------------------------------
     def on_closed(self, w: Window) -> None:
         """GapLog callback: queue a closed window that lost trades (marks it ``pending``)."""
-        if w.channel not in TRADE_CHANNELS or w.to_ts is None or w.recovery in ("recovered", "failed"):
+        wanted = w.channel in TRADE_CHANNELS or (self.tickers_writer is not None and w.channel in ANCHOR_CHANNELS)
+        if not wanted or w.to_ts is None or w.recovery in ("recovered", "failed"):
             return
         if w.recovery != "pending":
             self.gaplog.set_recovery(w.key, "pending")
@@ -135,6 +171,7 @@ class TradeBackfill:
             "requests": self.requests,
             "trades_fetched": self.trades_fetched,
             "trades_stored": self.trades_stored,
+            "anchored_markets": self.anchored_markets,
         }
 
     # ----- the worker -----------------------------------------------------------------------------------------
@@ -150,7 +187,10 @@ class TradeBackfill:
                 outcome = "failed"
                 for attempt in range(self.attempts):
                     try:
-                        await self.backfill(w)
+                        if w.channel in TRADE_CHANNELS:
+                            await self.backfill(w)
+                        if self.tickers_writer is not None and w.channel in ANCHOR_CHANNELS:
+                            await self.reanchor(w)
                         outcome = "recovered"
                         break
                     except asyncio.CancelledError:
@@ -173,13 +213,45 @@ class TradeBackfill:
             finally:
                 self.busy = False
 
-    async def _get(self, params: dict[str, Any]) -> dict:
+    async def _get(self, params: dict[str, Any], path: str = "/markets/trades") -> dict:
         wait = self._last_request + self.min_gap_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         self._last_request = time.monotonic()
         self.requests += 1
-        return await self.rest.get("/markets/trades", params) or {}
+        return await self.rest.get(path, params) or {}
+
+    async def reanchor(self, w: Window) -> int:
+        """One REST market listing of the window's markets, stored as ticker snapshot rows; returns how many."""
+        params: dict[str, Any] = {"limit": PAGE_LIMIT}
+        if w.tickers is not None and len(w.tickers) <= MAX_LISTED_TICKERS:
+            params["tickers"] = ",".join(w.tickers)
+        else:
+            params["min_updated_ts"] = math.floor(w.from_ts / 1_000_000)
+        wanted = None if w.tickers is None else set(w.tickers)
+        markets: list[dict] = []
+        seen: set[str] = set()
+        while True:
+            body = await self._get(params, "/markets")
+            markets.extend(body.get("markets") or [])
+            cursor = body.get("cursor")
+            if not cursor or cursor in seen:
+                break
+            seen.add(cursor)
+            params["cursor"] = cursor
+        now = time.time_ns() // 1000
+        n = 0
+        for m in markets:
+            if wanted is not None and m.get("ticker") not in wanted:
+                continue
+            if not self.tickers_writer.add(ticker_snapshot_row(m, now + n)):  # distinct times: one row per market
+                raise RuntimeError("tickers buffer full")
+            n += 1
+        if n and not await self.tickers_writer.flush(30):
+            raise RuntimeError("ticker snapshots not committed within 30 s")
+        self.anchored_markets += n
+        log.info("re-anchored %d markets after window %s/%d (%s)", n, w.instance_id, w.window_id, w.channel)
+        return n
 
     async def fetch(self, lo_us: int, hi_us: int, ticker: str | None = None) -> list[dict]:
         """Every trade with created_time in [lo_us, hi_us] (second-granular request, exact filter here)."""

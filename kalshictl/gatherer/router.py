@@ -368,6 +368,7 @@ class Router:
                 u.yes_bid_size,
                 u.yes_ask_size,
                 u.last_trade_size,
+                "ws",
                 u.sid,
             )
         )

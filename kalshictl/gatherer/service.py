@@ -182,7 +182,12 @@ class Gatherer:
             timeout=ex.timeout_s,
         )
         self.backfill = TradeBackfill(
-            self.rest, self.gaplog, self.writers["trades"], self._connect, requests_per_second=ex.requests_per_second
+            self.rest,
+            self.gaplog,
+            self.writers["trades"],
+            self._connect,
+            tickers_writer=self.writers["tickers"],
+            requests_per_second=ex.requests_per_second,
         )
         self.gaplog.on_closed = self.backfill.on_closed
         self.backfill.start()

@@ -4,8 +4,8 @@ Keys are the exchange facts of ARCHITECTURE.md decision 3. An emitted event may 
 *every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events emitted while
 at least one gatherer was connected must be stored exactly once. Per table the report counts:
 
-* ``emitted`` (ground truth), ``stored`` (production rows), ``recovered`` (stored rows that came from a REST backfill,
-  ``source = 'rest'``),
+* ``emitted`` (ground truth), ``stored`` (production rows), ``recovered`` (trades: stored rows that came from a REST
+  backfill, ``source = 'rest'``; tickers: REST re-anchor snapshot rows, which are observations and are not compared),
 * ``lost_recorded``: missing, and every gatherer recorded a window that lost it (a trade window marked
   ``recovered`` does not count: the backfill should have brought the trade back),
 * ``lost_unrecorded``: missing with no such record — must be 0,
@@ -34,6 +34,8 @@ TABLE_CHANNELS = {
     "lifecycle_events": ("market_lifecycle_v2", "multivariate_market_lifecycle"),
 }
 RECOVERABLE = frozenset(("trades",))
+# tables whose 'rest' rows are re-anchor snapshots (counted as recovered, not compared with the event stream)
+OBSERVATIONS = frozenset(("tickers",))
 
 
 # A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
@@ -175,12 +177,17 @@ class GapIndex:
         return bool(self.gatherers) and all(self.blind(g, table, ticker, ts) for g in self.gatherers)
 
 
+def _has_source(conn: Any, table: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'source'", (table,)
+        ).fetchone()
+    )
+
+
 def _count_rest(conn: Any, table: str, until_us: int | None) -> int:
-    """Stored rows that a REST backfill brought back (0 on a schema without ``source``)."""
-    has = conn.execute(
-        "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'source'", (table,)
-    ).fetchone()
-    if not has:
+    """Stored rows a REST backfill brought back, or REST re-anchor snapshots (0 on a schema without ``source``)."""
+    if not _has_source(conn, table):
         return 0
     q = f"SELECT count(*) FROM {table} WHERE source = 'rest'"
     return conn.execute(
@@ -239,14 +246,17 @@ def compare(
                 expected[key] += 1
                 ts_of[key] = (rec["ticker"], int(rec["exchange_ts"]))
             stored = Counter()
-            for row in conn.execute(_key_query(table)).fetchall():
+            query = _key_query(table)
+            if table in OBSERVATIONS and _has_source(conn, table):
+                query += " WHERE source = 'ws'"  # REST re-anchors are observations, not exchange events
+            for row in conn.execute(query).fetchall():
                 key, ts = tuple(row[:-1]), row[-1]
                 if until_us is not None and ts > until_us:
                     continue
                 stored[key] += 1
             rep.emitted = sum(expected.values())
             rep.stored = sum(stored.values())
-            if table in RECOVERABLE:
+            if table in RECOVERABLE or table in OBSERVATIONS:
                 rep.recovered = _count_rest(conn, table, until_us)
             for key, n in expected.items():
                 have = stored.get(key, 0)

@@ -105,7 +105,8 @@ def gt_keys(records: list[dict]) -> dict[str, Counter]:
 DB_QUERIES = {
     "trade": "SELECT trade_id::text, ticker, exchange_ts, price, size, taker_side FROM trades",
     "delta": "SELECT ticker, exchange_ts, side, price, size_delta, occurrence FROM orderbook_deltas",
-    "ticker": "SELECT ticker, exchange_ts, yes_bid, yes_ask, last_price, volume, open_interest FROM tickers",
+    "ticker": "SELECT ticker, exchange_ts, yes_bid, yes_ask, last_price, volume, open_interest FROM tickers"
+    " WHERE source = 'ws'",  # 'rest' rows are re-anchor snapshots after a gap, not exchange events
     "lifecycle": "SELECT ticker, event_type, exchange_ts FROM lifecycle_events",
 }
 

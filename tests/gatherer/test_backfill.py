@@ -66,7 +66,7 @@ async def test_outage_trades_are_backfilled_and_window_recovered(gatherer_dsn: s
             truth = Counter(r["trade_id"] for r in load(ex.ground_truth_path) if r["kind"] == "trade")
 
             def trade_windows_settled() -> bool:
-                ws = [w for w in _windows(gatherer_dsn) if w[0] in ("trade", "*")]
+                ws = [w for w in _windows(gatherer_dsn) if w[0] in ("trade", "ticker", "market_lifecycle_v2", "*")]
                 return bool(ws) and all(w[4] in ("recovered", "failed") for w in ws)
 
             await until(trade_windows_settled, 30, "trade windows to be backfilled")
@@ -82,3 +82,8 @@ async def test_outage_trades_are_backfilled_and_window_recovered(gatherer_dsn: s
     assert trade_windows and all(w[1] == "disconnect" and w[4] == "recovered" for w in trade_windows), trade_windows
     assert sources["rest"] > 0  # the outage lost trades on the wire and REST brought them back
     assert set(stored) == set(truth) and max(stored.values()) == 1  # nothing missing, nothing twice
+    with psycopg.connect(gatherer_dsn) as conn:  # tickers are re-anchored from one REST market listing
+        anchors = conn.execute("SELECT count(*) FROM tickers WHERE source = 'rest'").fetchone()[0]
+    ticker_windows = [w for w in _windows(gatherer_dsn) if w[0] == "ticker"]
+    assert ticker_windows and all(w[4] == "recovered" for w in ticker_windows), ticker_windows
+    print(f"ticker snapshot rows from REST after the outage: {anchors}")
