@@ -121,6 +121,8 @@ class TradeBackfill:
         self.gaplog = gaplog
         self.writer = trades_writer
         self.tickers_writer = tickers_writer
+        # called with the markets of a re-anchor listing (the service subscribes those it did not know)
+        self.on_markets: Callable[[list[dict], Window], None] | None = None
         self.anchored_markets = 0
         self._connect = connect
         self.min_gap_s = 1.0 / max(1e-6, requests_per_second * share)
@@ -249,6 +251,8 @@ class TradeBackfill:
             n += 1
         if n and not await self.tickers_writer.flush(30):
             raise RuntimeError("ticker snapshots not committed within 30 s")
+        if self.on_markets is not None:
+            self.on_markets([m for m in markets if wanted is None or m.get("ticker") in wanted], w)
         self.anchored_markets += n
         log.info("re-anchored %d markets after window %s/%d (%s)", n, w.instance_id, w.window_id, w.channel)
         return n

@@ -169,6 +169,7 @@ class GapLog:
         self.last_error: str | None = None
         self.full = False
         self.commit_ms: list[float] = []  # last open->commit latencies (bounded), for tests and /status
+        self.last_from: dict[str, int] = {}  # channel -> start of the latest window opened on it
 
     # ----- the API the router and the service call ------------------------------------------------------------
     def open(
@@ -200,6 +201,7 @@ class GapLog:
         )
         self._windows[w.key] = w
         self._unwritten[w.key] = w
+        self.last_from[channel] = from_ts
         self._ops.append(("insert", w, time.monotonic()))
         if self.metrics is not None:
             self.metrics.gaps.labels(reason=reason).inc()

@@ -15,6 +15,7 @@ from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import DUPLICATE, GAP, OK, MarketSync, OpenGap, SeqTracker
 from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi import lifecycle_key
+from kalshictl.kalshi import messages as _messages
 from kalshictl.kalshi.messages import (
     TERMINAL_ERROR_CODES,
     Ack,
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 GAP_CLOCK_SLACK_US = 1_000_000  # exchange vs gatherer clock allowance when a gap's start is a receive time
 
 log = logging.getLogger("kalshictl.gatherer.router")
+# the parser's FeeUpdate record (kalshictl.kalshi.messages, parser work in progress): a never-matching type until then
+FeeUpdate: type = getattr(_messages, "FeeUpdate", type("NoFeeUpdate", (), {}))
 
 
 async def _no_database() -> Any:
@@ -170,6 +173,9 @@ class Router:
             elif t is Lifecycle:
                 self._count(rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2")  # type: ignore[union-attr]
                 self._lifecycle(rec, rx)  # no _seen: a lifecycle time is not a message time (may be future/absent)  # type: ignore[arg-type]
+            elif t is FeeUpdate:  # event_fee_update: stored as a lifecycle row (event_type 'event_fee_update')
+                self._count("event_fee_update")
+                self._lifecycle(rec, rx)  # type: ignore[arg-type]
             elif t is ParseError:
                 self._parse_error(rec)  # type: ignore[arg-type]
             elif t is Subscribed:
@@ -376,7 +382,7 @@ class Router:
     def _lifecycle(self, ev: Lifecycle, rx: int) -> None:
         ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
         self._life.add((ts, rx, ev.ticker, ev.event_type, orjson.dumps(ev.payload).decode(), dig, ev.sid))
-        if self.on_lifecycle is not None and ev.event_type != "event_lifecycle":
+        if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
             self.spawn(self.on_lifecycle(ev))
 
     # ----- control --------------------------------------------------------------------------------------------

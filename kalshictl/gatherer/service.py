@@ -18,19 +18,21 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.gatherer.backfill import TradeBackfill
+from kalshictl.gatherer.backfill import TradeBackfill, created_us
 from kalshictl.gatherer.connections import ConnectionManager
 from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry
 from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.sequence import OpenGap
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 
 if TYPE_CHECKING:
     import psycopg
 
     from kalshictl.config import GathererSettings
+    from kalshictl.gatherer.gaps import Window
     from kalshictl.health.thresholds import HealthReport
     from kalshictl.kalshi.messages import Lifecycle
 
@@ -45,6 +47,7 @@ ENSURE_PARTITIONS_SQL = (
     " ELSE kalshi_ensure_partitions() END"
 )
 JOIN_EVENTS = frozenset(("created", "activated"))
+UNKNOWN_MARKET_LOOKBACK_US = 600_000_000  # a lifecycle window this recent may have hidden a market's `created`
 LEAVE_EVENTS = frozenset(("settled",))
 
 
@@ -190,6 +193,7 @@ class Gatherer:
             requests_per_second=ex.requests_per_second,
         )
         self.gaplog.on_closed = self.backfill.on_closed
+        self.backfill.on_markets = self._on_listed_markets
         self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
@@ -330,6 +334,11 @@ class Gatherer:
         if ev.event_type in JOIN_EVENTS:
             self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
             if t not in self.manager.shard_of:
+                blind = self.gaplog.last_from.get("market_lifecycle_v2")
+                if ev.event_type != "created" and blind is not None and now_us() - blind < UNKNOWN_MARKET_LOOKBACK_US:
+                    # its `created` was missed while the lifecycle channel was blind: its book until the first
+                    # snapshot is not ours
+                    self._record_unknown([t], blind)
                 await self.manager.add_markets([t])
         elif ev.event_type in LEAVE_EVENTS:
             if self.registry.remove(t) or t in self.manager.shard_of:
@@ -338,6 +347,36 @@ class Gatherer:
             status = {"deactivated": "inactive", "determined": "determined"}.get(ev.event_type)
             if status:
                 self.registry.add(t, status)
+
+    def _on_listed_markets(self, markets: list[dict], w: Window) -> None:
+        """A re-anchor listing after a ticker/lifecycle window: markets this gatherer does not hold (created or
+        re-listed while the lifecycle channel was blind) are subscribed now, and their order books from the window's
+        start (or their creation) until their first snapshot are recorded as an ``outage`` window."""
+        if self.manager is None:
+            return
+        new: list[str] = []
+        start = w.from_ts
+        for m in markets:
+            t, status = m.get("ticker"), m.get("status")
+            if not t or t in self.manager.shard_of or status in ("finalized", "settled"):
+                continue
+            self.registry.add(t, status or "active")
+            new.append(t)
+            with contextlib.suppress(Exception):
+                start = min(start, created_us(m["created_time"]))
+        if not new:
+            return
+        self._record_unknown(new, start)
+        log.warning("%s: %d markets unknown before window %s/%d: subscribing", self.name, len(new), w.instance_id,
+                    w.window_id)  # fmt: skip
+        self.router.spawn(self.manager.add_markets(new))
+
+    def _record_unknown(self, tickers: list[str], start: int) -> None:
+        """Open one window over markets subscribed late (from ``start`` until each one's first snapshot)."""
+        rx = now_us()
+        gap = OpenGap("outage", None, None, start, rx)
+        newly = [t for t in tickers if self.router.sync.invalidate(t, gap)]
+        self.router.windows.open(newly, channel="orderbook_delta", reason="outage", from_ts=start, detected_at=rx)
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
 

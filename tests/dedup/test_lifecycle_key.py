@@ -8,6 +8,7 @@ import time
 
 import orjson
 import psycopg
+import pytest
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
@@ -75,3 +76,27 @@ async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv)
     assert [r[1] for r in rows] == [base, base + 60_000_000, base + 180_000_000]  # the first gatherer's receipt
     with dedup_env.gatherers[1].conn() as c:  # each gatherer holds its own three copies
         assert c.execute("SELECT count(*) FROM lifecycle_events").fetchone()[0] == 3
+
+
+async def test_event_fee_update_is_recorded(dedup_env: DedupEnv) -> None:
+    from kalshictl.kalshi import messages
+
+    if not hasattr(messages, "FeeUpdate"):
+        pytest.skip("the parser does not know event_fee_update yet (kalshictl.kalshi.messages.FeeUpdate)")
+    g = dedup_env.gatherers[0]
+
+    def connect():
+        return psycopg.AsyncConnection.connect(dedup_env.prod_cluster.dsn(g.db))
+
+    writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in ALL_TABLES})
+    writers.start()
+    router = Router(g.name, writers, GathererMetrics(g.name))
+    frame = {"type": "event_fee_update", "sid": 3, "msg": {"event_ticker": "KX-EV", "fee_type_override": "flat"}}
+    rx = time.time_ns() // 1000
+    router.handle(None, orjson.dumps(frame), rx)
+    assert router.parse_errors == 0
+    assert await writers.stop(10)
+    await router.gaplog.stop()
+    with g.conn() as c:
+        rows = c.execute("SELECT ticker, event_type, exchange_ts FROM lifecycle_events").fetchall()
+    assert rows == [("KX-EV", "event_fee_update", rx)]
