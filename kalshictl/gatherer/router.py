@@ -143,8 +143,8 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     def forget_market(self, ticker: str) -> None:
-        if self.sync.forget(ticker) is not None:
-            self.windows.resynced(ticker, now_us())  # a market that leaves its subscription counts as resynced
+        self.sync.forget(ticker)
+        self.windows.resynced(ticker, now_us())  # a market that leaves its subscription counts as resynced
         self.occ.forget(ticker)
         self.snapshot_requested.pop(ticker, None)
         for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
@@ -305,10 +305,9 @@ class Router:
         if not self._seq_ok(conn, s.sid, s.seq, rx):
             return
         cut = max(rx, conn.last_exchange_ts)
-        gap = self.sync.on_snapshot(s.ticker, cut)
+        self.sync.on_snapshot(s.ticker, cut)
         self.snapshot_requested.pop(s.ticker, None)
-        if gap is not None:
-            self.windows.resynced(s.ticker, cut)
+        self.windows.resynced(s.ticker, cut)  # closes its window (a resync, or a late-subscribed market's first)
         fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, conn.last_exchange_ts, rx))
 

@@ -24,8 +24,7 @@ from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry
-from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.sequence import OpenGap
+from kalshictl.gatherer.router import GAP_CLOCK_SLACK_US, Router
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 
 if TYPE_CHECKING:
@@ -334,11 +333,13 @@ class Gatherer:
         if ev.event_type in JOIN_EVENTS:
             self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
             if t not in self.manager.shard_of:
+                # the market's book is not ours until its first snapshot: from its creation (now, less clock slack),
+                # or — its `created` missed while the lifecycle channel was blind — from that window's start
+                start = now_us() - GAP_CLOCK_SLACK_US
                 blind = self.gaplog.last_from.get("market_lifecycle_v2")
-                if ev.event_type != "created" and blind is not None and now_us() - blind < UNKNOWN_MARKET_LOOKBACK_US:
-                    # its `created` was missed while the lifecycle channel was blind: its book until the first
-                    # snapshot is not ours
-                    self._record_unknown([t], blind)
+                if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
+                    start = min(start, blind)
+                self._record_unknown([t], start)
                 await self.manager.add_markets([t])
         elif ev.event_type in LEAVE_EVENTS:
             if self.registry.remove(t) or t in self.manager.shard_of:
@@ -373,10 +374,10 @@ class Gatherer:
 
     def _record_unknown(self, tickers: list[str], start: int) -> None:
         """Open one window over markets subscribed late (from ``start`` until each one's first snapshot)."""
-        rx = now_us()
-        gap = OpenGap("outage", None, None, start, rx)
-        newly = [t for t in tickers if self.router.sync.invalidate(t, gap)]
-        self.router.windows.open(newly, channel="orderbook_delta", reason="outage", from_ts=start, detected_at=rx)
+        # not invalidated: a new subscription's stream is continuous from its snapshot (no cutoff needed)
+        self.router.windows.open(
+            tickers, channel="orderbook_delta", reason="outage", from_ts=start, detected_at=now_us()
+        )
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
 
