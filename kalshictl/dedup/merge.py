@@ -74,19 +74,29 @@ MERGE_LOCK_BASE = 0x6B61  # "ka": advisory-lock namespace of the merge
 
 
 def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOLERANCE_US) -> str:
-    """Lifecycle identity (issue #16 item 3): rows with the same ``(ticker, event_type, digest)`` whose
-    ``exchange_ts`` lie within ``tolerance_us`` are one event (each gatherer stamps a time-less message with its own
-    receive time). A row is stored unless production already holds such a row, or the batch holds one earlier."""
+    """Lifecycle identity (issue #16 item 3): same ``(ticker, event_type, digest)`` and
+
+    * the same ``exchange_ts`` when the message had a time of its own (every gatherer stores that time), or
+    * ``exchange_ts`` within ``tolerance_us`` when it had none: each gatherer stamped it with its own receive time
+      (such rows have ``exchange_ts = received_at``; see kalshictl.kalshi.lifecycle_key.event_time).
+
+    A row is stored unless production already holds the same event, or the batch holds it earlier."""
     sel = ", ".join(f"s.{c.strip()}" for c in cols.split(","))
     tol = int(tolerance_us)
-    same = "{a}.ticker = s.ticker AND {a}.event_type = s.event_type AND {a}.digest = s.digest"
+
+    def same(a: str) -> str:
+        return (
+            f"{a}.ticker = s.ticker AND {a}.event_type = s.event_type AND {a}.digest = s.digest"
+            f" AND ({a}.exchange_ts = s.exchange_ts OR (s.exchange_ts = s.received_at"
+            f" AND {a}.exchange_ts = {a}.received_at AND {a}.exchange_ts BETWEEN s.exchange_ts - {tol}"
+            f" AND s.exchange_ts + {tol}))"
+        )
+
     return (
         f"INSERT INTO lifecycle_events ({cols}) SELECT DISTINCT ON (s.ticker, s.event_type, s.digest, s.exchange_ts)"
         f" {sel} FROM {source} s"
-        f" WHERE NOT EXISTS (SELECT 1 FROM lifecycle_events p WHERE {same.format(a='p')}"
-        f"   AND p.exchange_ts BETWEEN s.exchange_ts - {tol} AND s.exchange_ts + {tol})"
-        f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {same.format(a='e')}"
-        f"   AND e.exchange_ts < s.exchange_ts AND e.exchange_ts >= s.exchange_ts - {tol})"
+        f" WHERE NOT EXISTS (SELECT 1 FROM lifecycle_events p WHERE {same('p')})"
+        f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {same('e')} AND e.exchange_ts < s.exchange_ts)"
         " ON CONFLICT DO NOTHING"
     )
 

@@ -299,13 +299,21 @@ def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex,
     for key in sorted(set(want) | set(have)):
         emitted, stored = sorted(want.get(key, [])), sorted(have.get(key, []))
         used = [False] * len(stored)
-        for ts in emitted:
-            j = next(
-                (i for i, st in enumerate(stored) if not used[i] and ts - 1_000_000 <= st <= ts + LIFECYCLE_MATCH_US),
-                None,
-            )
-            if j is not None:
+        unmatched = []
+        for ts in emitted:  # first the rows stored at the event's own time
+            j = next((i for i, st in enumerate(stored) if not used[i] and st == ts), None)
+            if j is None:
+                unmatched.append(ts)
+            else:
                 used[j] = True
+        for ts in unmatched:  # then receive-time stamps: the closest row within the window
+            near = [
+                (abs(st - ts), i)
+                for i, st in enumerate(stored)
+                if not used[i] and ts - 1_000_000 <= st <= ts + LIFECYCLE_MATCH_US
+            ]
+            if near:
+                used[min(near)[1]] = True
             elif gaps.all_blind("lifecycle_events", key[0], ts):
                 rep.lost_recorded += 1
             else:

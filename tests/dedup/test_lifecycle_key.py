@@ -34,15 +34,9 @@ def test_event_time_is_never_in_the_future() -> None:
     assert digest("deactivated", "A", {}) != digest("deactivated", "B", {})
 
 
-async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv) -> None:
-    now = time.time_ns() // 1000
-    base = now - 600_000_000  # ten minutes ago
-    # (frame, receive time offset): two deactivated 3 minutes apart, one metadata_updated in between
-    events = [
-        (_frame("deactivated", is_deactivated=True), 0),
-        (_frame("metadata_updated", additional_metadata={"title": "new title"}), 60_000_000),
-        (_frame("deactivated", is_deactivated=True), 180_000_000),
-    ]
+async def _three_gatherers(dedup_env: DedupEnv, events: list[tuple[bytes, int]]) -> list[tuple]:
+    """Each gatherer's router handles the frames (gatherer i receives each one i x 250 ms later); the deduplicator
+    merges all three; returns production's lifecycle rows of the market."""
     for i, g in enumerate(dedup_env.gatherers):
 
         def connect(db=g.db):
@@ -51,12 +45,11 @@ async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv)
         writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in ALL_TABLES})
         writers.start()
         router = Router(g.name, writers, GathererMetrics(g.name))
-        for frame, offset in events:
-            router.handle(None, frame, base + offset + i * 250_000)  # each gatherer receives it a bit later
+        for frame, rx in events:
+            router.handle(None, frame, rx + i * 250_000)
         assert router.parse_errors == 0
         assert await writers.stop(10)
         await router.gaplog.stop()
-
     s = dedup_env.settings()
     metrics = DedupMetrics()
     for src in s.gatherers:
@@ -67,15 +60,43 @@ async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv)
             await loop.close_gatherer()
             await loop.close_production()
     with dedup_env.prod() as c:
-        rows = c.execute(
+        return c.execute(
             "SELECT event_type, exchange_ts, gatherer FROM lifecycle_events WHERE ticker = 'KX-MKT-1'"
             " ORDER BY exchange_ts"
         ).fetchall()
+
+
+async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv) -> None:
+    now = time.time_ns() // 1000
+    base = now - 600_000_000  # ten minutes ago
+    # two deactivated 3 minutes apart, one metadata_updated in between; none carries a time of its own
+    rows = await _three_gatherers(
+        dedup_env,
+        [
+            (_frame("deactivated", is_deactivated=True), base),
+            (_frame("metadata_updated", additional_metadata={"title": "new title"}), base + 60_000_000),
+            (_frame("deactivated", is_deactivated=True), base + 180_000_000),
+        ],
+    )
     assert [r[0] for r in rows] == ["deactivated", "metadata_updated", "deactivated"], rows
     assert all(r[1] <= time.time_ns() // 1000 for r in rows)  # none in the future
     assert [r[1] for r in rows] == [base, base + 60_000_000, base + 180_000_000]  # the first gatherer's receipt
     with dedup_env.gatherers[1].conn() as c:  # each gatherer holds its own three copies
         assert c.execute("SELECT count(*) FROM lifecycle_events").fetchone()[0] == 3
+
+
+async def test_identical_events_with_their_own_times_are_kept_apart(dedup_env: DedupEnv) -> None:
+    """Same content 10 s apart, each with its own time: two events (the tolerance is for receive-time stamps only)."""
+    base_ms = time.time_ns() // 1_000_000 - 300_000
+    frames = [
+        (_frame("close_date_updated", close_ts=1_900_000_000, ts_ms=base_ms), base_ms * 1000 + 5_000),
+        (
+            _frame("close_date_updated", close_ts=1_900_000_000, ts_ms=base_ms + 10_000),
+            (base_ms + 10_000) * 1000 + 5_000,
+        ),
+    ]
+    rows = await _three_gatherers(dedup_env, frames)
+    assert [r[1] for r in rows] == [base_ms * 1000, (base_ms + 10_000) * 1000], rows
 
 
 async def test_event_fee_update_is_recorded(dedup_env: DedupEnv) -> None:
