@@ -9,9 +9,10 @@ identified by
 * ``exchange_ts`` = the message's own time when it has one, else the gatherer's receive time — and never later than
   the receive time (a future time would move coverage clocks forward and collide with later events).
 
-Production treats rows with the same ``(ticker, event_type, digest)`` whose times lie within a tolerance (default
-60 s) as one event (:func:`kalshictl.dedup.merge.lifecycle_insert_sql`); a market's second ``deactivated`` minutes
-later is a second event.
+Production treats rows with the same ``(ticker, event_type, digest)`` as one event when their times are equal (the
+message's own time) or, for receive-time stamps (``exchange_ts = received_at``), lie within a tolerance (default
+60 s) (:func:`kalshictl.dedup.merge.lifecycle_insert_sql`); a market's second ``deactivated`` minutes later is a
+second event.
 """
 
 from __future__ import annotations
