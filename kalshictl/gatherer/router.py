@@ -128,6 +128,10 @@ class Router:
         self.gaplog = gaplog
         self.windows = MarketWindows(gaplog)  # order-book windows: one per subscription event
         self._global_windows: dict[tuple[str, str], int] = {}  # (connection, channel) -> open window
+        # per order-book connection: an exchange time up to which its stream is known complete (a lost frame is only
+        # revealed by the next one or by a seq probe); the coverage heartbeat never claims a later time
+        self._verified: dict[str, int] = {}
+        gaplog.coverage_floor = self.verified_through_us
 
     # ----- helpers --------------------------------------------------------------------------------------------
     def _count(self, mtype: str) -> None:
@@ -220,6 +224,9 @@ class Router:
         verdict = tracker.check(seq)
         if verdict is OK:
             conn.last_in_sequence_rx = rx
+            # everything this sid sent before this frame has arrived: no loss can hide before the times seen so far
+            if conn.last_exchange_ts > self._verified.get(conn.name, 0):
+                self._verified[conn.name] = conn.last_exchange_ts
             return True
         if verdict is DUPLICATE:
             self.duplicates += 1
@@ -233,6 +240,9 @@ class Router:
         """An ``ok`` ack carries the sid's last data seq and is ordered after that data on the socket: a higher seq
         than we received means frames were lost with nothing after them to reveal it (a quiet market's last delta)."""
         tracker = conn.trackers.get(sid)
+        if tracker is not None and tracker.last is not None and seq == tracker.last:
+            # the probe confirms nothing was lost up to (about) now on this subscription
+            self._verified[conn.name] = max(self._verified.get(conn.name, 0), rx - GAP_CLOCK_SLACK_US)
         if tracker is None or tracker.last is None or seq <= tracker.last:
             return
         expected = tracker.last + 1
@@ -466,6 +476,16 @@ class Router:
                         sid=old_sids.get(ch),
                         detected_at=rx,
                     )
+
+    def verified_through_us(self, now: int) -> int:
+        """A time before which no loss can still be undetected on a connected order-book subscription (``now``
+        when there is none; a disconnected one has its windows recorded already)."""
+        out = now
+        if self.manager is not None:
+            for c in self.manager.book_conns:
+                if c.connected and c.markets and c.name in self._verified:
+                    out = min(out, self._verified[c.name])
+        return out
 
     def open_gaps(self) -> list[OpenGap]:
         """Markets and channels still untrusted (their windows are already in ``sequence_gaps``, ``to_ts`` NULL)."""
