@@ -285,15 +285,24 @@ def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex,
     """Lifecycle rows are stamped with the gatherer's receive time when the message has no time of its own, so an
     emitted event matches a stored row of the same (ticker, event_type) at or after its time, within the lifecycle
     tolerance; stored rows left over are duplicates (near a matched event) or invented."""
+    from kalshictl.kalshi.lifecycle_key import digest
+
     rep = TableReport("lifecycle_events")
-    want: dict[tuple[str, str], list[int]] = {}
+    # with the payload recorded (the local exchange does), events are told apart by their content digest too
+    by_digest = bool(records) and all("payload" in rec for rec in records)
+    want: dict[tuple, list[int]] = {}
     for rec in records:
         ts = int(rec["exchange_ts"])
         if until_us is None or ts <= until_us:
-            want.setdefault((rec["ticker"], rec["event_type"]), []).append(ts)
-    have: dict[tuple[str, str], list[int]] = {}
-    for ticker, event_type, ts in conn.execute("SELECT ticker, event_type, exchange_ts FROM lifecycle_events"):
-        have.setdefault((ticker, event_type), []).append(ts)
+            key = (rec["ticker"], rec["event_type"])
+            if by_digest:
+                key += (digest(rec["event_type"], rec["ticker"], rec["payload"]),)
+            want.setdefault(key, []).append(ts)
+    have: dict[tuple, list[int]] = {}
+    cols = "ticker, event_type, exchange_ts" + (", digest" if by_digest else "")
+    for row in conn.execute(f"SELECT {cols} FROM lifecycle_events"):
+        key = (row[0], row[1], bytes(row[3])) if by_digest else (row[0], row[1])
+        have.setdefault(key, []).append(row[2])
     rep.emitted = sum(len(v) for v in want.values())
     rep.stored = sum(len(v) for v in have.values())
     for key in sorted(set(want) | set(have)):
@@ -318,7 +327,7 @@ def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex,
                 rep.lost_recorded += 1
             else:
                 rep.lost_unrecorded += 1
-                rep.examples.append({"missing": [*key, ts]})
+                rep.examples.append({"missing": [*key[:2], ts]})
         for i, st in enumerate(stored):
             if used[i] or (until_us is not None and st > until_us + LIFECYCLE_MATCH_US):
                 continue
@@ -326,5 +335,5 @@ def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex,
                 rep.duplicated += 1
             else:
                 rep.extra += 1
-            rep.examples.append({"unmatched": [*key, st]})
+            rep.examples.append({"unmatched": [*key[:2], st]})
     return rep

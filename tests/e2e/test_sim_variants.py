@@ -2,9 +2,9 @@
 seq) × repeat subscribe (merge vs new sid). Local exchange → 3 gatherers → deduplicator → production equals the ground
 truth: nothing lost without a record, nothing duplicated, every rebuilt book equal to the exchange's.
 
-The variant is set through the exchange's control API right after the pipeline is up (before trading starts), then
-every connection is dropped so every gatherer resubscribes under it. Skips cleanly while the local exchange does not
-know the options yet.
+The variant is set through the exchange's control API (``POST /_sim/options``) as soon as the pipeline is up
+(trading has just started), then every connection is dropped so every gatherer resubscribes under it. Skips cleanly while
+the local exchange does not know the options yet.
 """
 
 import dataclasses
@@ -41,7 +41,7 @@ def test_pipeline_equals_ground_truth_in_every_sim_variant(variant):
     try:
         demo.setup()
         demo.start()
-        answer = httpx.post(f"{sim}/config", json=variant, timeout=5)
+        answer = httpx.post(f"{sim}/options", json=variant, timeout=5)
         if answer.status_code >= 400:
             pytest.skip(f"the local exchange's control API cannot set {variant} (HTTP {answer.status_code})")
         httpx.post(f"{sim}/drop", timeout=5).raise_for_status()  # every gatherer resubscribes under the variant
