@@ -141,8 +141,9 @@ class Chaos:
             i, name = self._gatherer()
             # a burst of skipped seqs: every gatherer's subscriptions keep asking for snapshots ...
             self.http.post(f"{self.sim}/faults", content=f"{self.options.frame_faults},skip_seq=0.5")
-            time.sleep(self.rng.uniform(0.15, 0.4))
-            sup[name].kill()  # ... and this one dies while some of its windows are open
+            time.sleep(self.rng.uniform(0.05, 0.2))
+            record["resyncing_at_kill"] = self._wait_resyncing(pipe.http_ports()[i])
+            sup[name].kill()  # ... and this one dies while its resnapshots are in flight
             self.http.post(f"{self.sim}/faults", content=self.options.frame_faults)
             time.sleep(pause)
             sup[name].start()
@@ -158,6 +159,21 @@ class Chaos:
         record["held_s"] = round(pause, 1)
         self.log(f"fault #{len(self.result.faults) + 1}: {record}")
         return record
+
+    def _wait_resyncing(self, port: int, timeout: float = 3.0) -> int:
+        """Poll a gatherer's /status until it reports markets awaiting a resnapshot; returns how many (0 = never)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                n = int(
+                    self.http.get(f"http://127.0.0.1:{port}/status", timeout=1.0).json().get("resyncing_markets", 0)
+                )
+            except (httpx.HTTPError, ValueError, TypeError):
+                n = 0
+            if n:
+                return n
+            time.sleep(0.01)
+        return 0
 
     def wait_recoveries(self, timeout: float = 90.0) -> int:
         """Wait (bounded) until no gatherer has a gap window whose REST backfill is still pending; returns how many

@@ -33,6 +33,7 @@ def test_kill_while_resnapshot_in_flight():
     assert len(result.faults) >= 3
     deltas = next(t for t in result.tables if t.table == "orderbook_deltas")
     assert deltas.lost_unrecorded == 0, deltas.as_dict()  # every absent delta is inside every gatherer's windows
-    assert left_open, "no kill landed while a window was open: the scenario was not exercised"
+    # the scenario was exercised: the killed gatherer reported resnapshots in flight just before its SIGKILL
+    assert any(f.get("resyncing_at_kill", 0) > 0 for f in result.faults), result.faults
     for rep in result.tables:
         assert rep.ok, rep.as_dict()

@@ -3,8 +3,8 @@ seq) × repeat subscribe (merge vs new sid). Local exchange → 3 gatherers → 
 truth: nothing lost without a record, nothing duplicated, every rebuilt book equal to the exchange's.
 
 The variant is set through the exchange's control API (``POST /_sim/options``) as soon as the pipeline is up
-(trading has just started), then every connection is dropped so every gatherer resubscribes under it. Skips cleanly while
-the local exchange does not know the options yet.
+(trading has just started), then every connection is dropped so every gatherer resubscribes under it. Skips
+cleanly while the local exchange does not know the options yet.
 """
 
 import dataclasses
