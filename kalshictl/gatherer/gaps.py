@@ -225,16 +225,22 @@ class GapLog:
         self.close(wid, to_ts, recovery=recovery)
         return wid
 
-    def restarted(self, down_since: int | None, resumed_at: int, *, recovery: str | None = None) -> int | None:
-        """Coverage resumed at ``resumed_at``: record ``[down_since, resumed_at]`` as a ``restart`` window (every
-        channel, every market) and close the windows previous instances left open at ``resumed_at``."""
+    def restarted(
+        self, down_since: int | None, resumed_at: int, *, recovery: str | None = None, slack_us: int = 1_000_000
+    ) -> int | None:
+        """Coverage resumed at ``resumed_at``: record ``[down_since - slack, resumed_at]`` as a ``restart`` window
+        (every channel, every market) and close the windows previous instances left open at ``resumed_at``.
+
+        ``down_since`` (the heartbeat) is a receive time of this gatherer's clock; an event received just after it
+        carries an exchange time slightly before it, hence the clock slack (as for every window started from a
+        receive time)."""
         self._ops.append(("previous", resumed_at, recovery == "pending"))
         wid = None
         if down_since is not None:
             wid = self.record(
                 channel=ALL_CHANNELS,
                 reason="restart",
-                from_ts=min(down_since, resumed_at),
+                from_ts=min(down_since - slack_us, resumed_at),
                 to_ts=resumed_at,
                 detected_at=resumed_at,
                 recovery=recovery,
