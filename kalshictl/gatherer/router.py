@@ -176,7 +176,8 @@ class Router:
                 self._snapshot(conn, rec, rx)  # type: ignore[arg-type]
             elif t is Lifecycle:
                 self._count(rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2")  # type: ignore[union-attr]
-                self._lifecycle(rec, rx)  # no _seen: a lifecycle time is not a message time (may be future/absent)  # type: ignore[arg-type]
+                # no _seen(): a lifecycle time is not a message time (absent, or a future close_ts)
+                self._lifecycle(rec, rx)  # type: ignore[arg-type]
             elif t is FeeUpdate:  # event_fee_update: stored as a lifecycle row (event_type 'event_fee_update')
                 self._count("event_fee_update")
                 self._lifecycle(rec, rx)  # type: ignore[arg-type]
