@@ -29,7 +29,17 @@ COLUMN_UNITS: dict[str, str] = {
 LEVEL_COLUMNS = frozenset({"yes_bids", "yes_asks", "no_bids", "no_asks"})  # [[price, size], ...] in those units
 
 EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "trades": ("trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade"),
+    "trades": (
+        "trade_id",
+        "exchange_ts",
+        "received_at",
+        "ticker",
+        "price",
+        "size",
+        "taker_side",
+        "is_block_trade",
+        "source",  # 'ws' | 'rest' (a REST backfill of a gap window)
+    ),
     "orderbook_deltas": ("exchange_ts", "received_at", "ticker", "side", "price", "size_delta", "occurrence"),
     "orderbook_snapshots": (
         "snapshot_ts",
@@ -58,8 +68,9 @@ EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
         "yes_bid_size",
         "yes_ask_size",
         "last_trade_size",
+        "source",  # 'ws' = a ticker update; 'rest' = a re-anchor from the REST market listing after a gap
     ),
-    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload"),
+    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload", "digest"),
 }
 
 # Production primary keys: exchange facts (ARCHITECTURE.md decision 3); snapshots are per-gatherer observations.
@@ -68,8 +79,25 @@ PRODUCTION_KEYS: dict[str, tuple[str, ...]] = {
     "orderbook_deltas": ("ticker", "exchange_ts", "side", "price", "size_delta", "occurrence"),
     "orderbook_snapshots": ("ticker", "snapshot_ts", "source", "gatherer"),
     "tickers": ("ticker", "exchange_ts"),
-    "lifecycle_events": ("ticker", "event_type", "exchange_ts"),
-    "sequence_gaps": ("gatherer", "gap_id"),
+    # one event = same (ticker, event_type, digest) within a tolerance: the merge enforces it (lifecycle_key.py)
+    "lifecycle_events": ("ticker", "event_type", "digest", "exchange_ts"),
+    "sequence_gaps": ("gatherer", "instance_id", "window_id"),
 }
 
-GAP_COLUMNS = ("sid", "ticker", "reason", "expected_seq", "received_seq", "from_ts", "to_ts", "detected_at")
+# sequence_gaps (migrations/*/010_gap_windows.sql): one row per subscription window; production adds nothing but its
+# own gap_id, the gatherer table its own gap_id and ``gatherer``. ``tickers`` NULL = every market of the channel.
+GAP_COLUMNS = (
+    "instance_id",
+    "window_id",
+    "channel",
+    "subscription",
+    "sid",
+    "tickers",
+    "reason",
+    "expected_seq",
+    "received_seq",
+    "from_ts",
+    "to_ts",
+    "detected_at",
+    "recovery",
+)

@@ -41,10 +41,21 @@ def register(root: typer.Typer) -> None:
                 output.table(data["gatherers"], title=f"gaps per gatherer {data['from']} .. {data['to']}")
             )
             if data["gaps"]:
-                cols = ["gatherer", "ticker", "sid", "reason", "from", "to", "duration_s", "open"]
+                cols = [
+                    "gatherer",
+                    "channel",
+                    "ticker",
+                    "markets",
+                    "reason",
+                    "recovery",
+                    "from",
+                    "to",
+                    "duration_s",
+                    "open",
+                ]
                 output.console.print(output.table(data["gaps"], cols, title="gatherer gaps"))
             if data["production_gaps"]:
-                cols = ["ticker", "from", "to", "duration_s"]
+                cols = ["channel", "ticker", "from", "to", "duration_s"]
                 output.console.print(output.table(data["production_gaps"], cols, title="production gaps"))
             else:
                 output.console.print("production: no window where every gatherer had a gap")

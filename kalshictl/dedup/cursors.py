@@ -99,13 +99,3 @@ async def reconcile(pconn: psycopg.AsyncConnection, gatherer: str, table: str, i
     )
     cursor.instance_id, cursor.xmin = instance_id, 0
     return cursor
-
-
-def gap_id_offset(instance_id: str) -> int:
-    """Offset added to a gatherer's ``gap_id`` in production so ids of a rebuilt database never collide.
-
-    Deterministic from the instance id: ``(instance_uuid mod 2^22) << 40`` (gatherer gap ids stay below 2^40).
-    """
-    import uuid
-
-    return (uuid.UUID(instance_id).int % (1 << 22)) << 40

@@ -9,8 +9,9 @@ message (``seq_backwards``, resubscribe, reconnect) makes it count one identical
 occurrence that never happened (a *shifted-occurrence duplicate*). A missed message only lowers its count, which
 is harmless (occurrences are a prefix 0..m-1 and the union with other gatherers is right). So:
 
-1. A delta row is *suspect* when its ``occurrence > 0`` and its gatherer has a ``sequence_gaps`` record for that
-   ticker (or for all tickers, ``ticker IS NULL``) whose ``[from_ts - margin, to_ts + margin]`` (open-ended while
+1. A delta row is *suspect* when its ``occurrence > 0`` and its gatherer has a ``sequence_gaps`` window on the
+   order-book channel (or on every channel, ``'*'``) covering that ticker (``tickers`` holds it, or is NULL = every
+   market) whose ``[from_ts - margin, to_ts + margin]`` (open-ended while
    ``to_ts`` is NULL) contains its ``exchange_ts``. Everything else merges with ``ON CONFLICT DO NOTHING``.
    Occurrence 0 is never suspect: seeing an identity at least once proves it happened at least once.
 2. For a suspect row (group G = the key without occurrence, occurrence k) every *other* gatherer is asked, in its
@@ -29,6 +30,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from kalshictl.dedup.reader import gap_covers
 
 if TYPE_CHECKING:
     import psycopg
@@ -87,7 +90,7 @@ class Peer:
                     cur = await self._conn.execute(
                         "SELECT (SELECT count(*) FROM orderbook_deltas WHERE ticker = %(t)s AND exchange_ts = %(ts)s"
                         "   AND side = %(s)s AND price = %(p)s AND size_delta = %(d)s),"
-                        " EXISTS (SELECT 1 FROM sequence_gaps g WHERE (g.ticker = %(t)s OR g.ticker IS NULL)"
+                        f" EXISTS (SELECT 1 FROM sequence_gaps g WHERE {gap_covers('%(t)s')}"
                         f"   AND %(ts)s >= g.from_ts - {m} AND (g.to_ts IS NULL OR %(ts)s <= g.to_ts + {m})),"
                         " EXISTS (SELECT 1 FROM orderbook_deltas WHERE ticker = %(t)s AND exchange_ts > %(ts)s)"
                         "   OR EXISTS (SELECT 1 FROM tickers WHERE ticker = %(t)s AND exchange_ts > %(ts)s)",
@@ -143,31 +146,3 @@ async def judge(suspects: Sequence[Sequence[Any]], peers: Sequence[Peer]) -> Ver
             "gap-trust: dropped %d shifted-occurrence delta(s) contradicted by a continuous gatherer", verdict.rejected
         )
     return verdict
-
-
-async def refresh_open_gaps(
-    gconn: psycopg.AsyncConnection, pconn: psycopg.AsyncConnection, gatherer: str, gap_offset: int
-) -> int:
-    """Copy ``to_ts`` of gaps that production still holds open but the gatherer has since closed.
-
-    A gatherer closes a gap with an UPDATE, which keeps the row's original ``txid``, so the watermark alone would
-    never see it again. Returns how many gaps were closed.
-    """
-    cur = await pconn.execute(
-        "SELECT gap_id - %s FROM sequence_gaps WHERE gatherer = %s AND to_ts IS NULL AND gap_id >= %s"
-        " AND gap_id < %s + (1::bigint << 40)",
-        (gap_offset, gatherer, gap_offset, gap_offset),
-    )
-    open_ids = [r[0] for r in await cur.fetchall()]
-    if not open_ids:
-        return 0
-    cur = await gconn.execute(
-        "SELECT gap_id, to_ts FROM sequence_gaps WHERE gap_id = ANY(%s) AND to_ts IS NOT NULL", (open_ids,)
-    )
-    closed = await cur.fetchall()
-    for gap_id, to_ts in closed:
-        await pconn.execute(
-            "UPDATE sequence_gaps SET to_ts = %s WHERE gatherer = %s AND gap_id = %s AND to_ts IS NULL",
-            (to_ts, gatherer, gap_id + gap_offset),
-        )
-    return len(closed)

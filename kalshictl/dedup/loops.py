@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from kalshictl.dedup.cursors import gap_id_offset, reconcile
-from kalshictl.dedup.gaps import Peer, judge, refresh_open_gaps
+from kalshictl.dedup.cursors import reconcile
+from kalshictl.dedup.gaps import Peer, judge
 from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
 from kalshictl.dedup.reader import InstanceChanged, read_batch
-from kalshictl.dedup.tables import DELTAS, GAPS, TableSpec
+from kalshictl.dedup.tables import DELTAS, TableSpec
 
 if TYPE_CHECKING:
     import psycopg
@@ -113,7 +113,6 @@ class SyncLoop:
         """One read + merge. Returns True if the batch was capped (more is waiting)."""
         await self._connect()
         assert self.gconn is not None and self.pconn is not None and self.instance_id is not None
-        offset = gap_id_offset(self.instance_id) if self.spec is GAPS else 0
         margin_us = int(self.sync.gap_margin_ms * 1000)
         batch = await read_batch(
             self.gconn,
@@ -122,7 +121,6 @@ class SyncLoop:
             self.batch_rows,
             gatherer=self.source.name,
             instance_id=self.instance_id,
-            gap_offset=offset,
             gap_margin_us=margin_us,
         )
         extra: list = []
@@ -148,8 +146,6 @@ class SyncLoop:
             self.metrics.batches.labels(*self._labels).inc()
             if self.on_merge is not None:
                 self.on_merge(self.source.name, self.spec.name, result, time.time())
-        if self.spec is GAPS:
-            await refresh_open_gaps(self.gconn, self.pconn, self.source.name, offset)
         if batch.backlog_oldest is None:
             self.lag_s = 0.0
         else:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.dedup.reader import Batch, copy_format
-from kalshictl.dedup.tables import GAPS, TableSpec
+from kalshictl.dedup.tables import GAPS, LIFECYCLE, TRADES, TableSpec
+from kalshictl.kalshi.lifecycle_key import DEFAULT_TOLERANCE_US
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,11 +46,71 @@ def insert_sql(spec: TableSpec, source: str) -> str:
     cols = ", ".join(spec.prod_columns)
     conflict = ", ".join(spec.conflict)
     if spec is GAPS:
-        # a gap's to_ts is filled in when coverage resumes; take the closed version over the open one
-        action = "DO UPDATE SET to_ts = EXCLUDED.to_ts WHERE sequence_gaps.to_ts IS NULL AND EXCLUDED.to_ts IS NOT NULL"
+        # a gap window is upserted each time the gatherer's row changes (open, close, recovery: each bumps its txid,
+        # and the watermark reads the newest version); a closed window never reopens
+        action = (
+            "DO UPDATE SET to_ts = COALESCE(EXCLUDED.to_ts, sequence_gaps.to_ts), recovery = EXCLUDED.recovery,"
+            " tickers = EXCLUDED.tickers"
+        )
     else:
         action = "DO NOTHING"
+    if spec is TRADES:
+        return trade_insert_sql(cols, source)
+    if spec is LIFECYCLE:
+        return lifecycle_insert_sql(cols, source)
     return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"
+
+
+def merge_lock_sql(spec: TableSpec) -> str | None:
+    """Tables whose identity is not a unique key (trades by trade_id, lifecycle within a tolerance) are merged one
+    gatherer at a time: the NOT EXISTS check must see the other gatherers' committed rows, so concurrent merges of the
+    same table would each miss the other's copy. Transaction-scoped advisory lock per table."""
+    if spec is TRADES or spec is LIFECYCLE:
+        return f"SELECT pg_advisory_xact_lock({MERGE_LOCK_BASE}, hashtext('{spec.name}'))"
+    return None
+
+
+MERGE_LOCK_BASE = 0x6B61  # "ka": advisory-lock namespace of the merge
+
+
+def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOLERANCE_US) -> str:
+    """Lifecycle identity (issue #16 item 3): same ``(ticker, event_type, digest)`` and
+
+    * the same ``exchange_ts`` when the message had a time of its own (every gatherer stores that time), or
+    * ``exchange_ts`` within ``tolerance_us`` when it had none: each gatherer stamped it with its own receive time
+      (such rows have ``exchange_ts = received_at``; see kalshictl.kalshi.lifecycle_key.event_time).
+
+    A row is stored unless production already holds the same event, or the batch holds it earlier."""
+    sel = ", ".join(f"s.{c.strip()}" for c in cols.split(","))
+    tol = int(tolerance_us)
+
+    def same(a: str) -> str:
+        return (
+            f"{a}.ticker = s.ticker AND {a}.event_type = s.event_type AND {a}.digest = s.digest"
+            f" AND ({a}.exchange_ts = s.exchange_ts OR (s.exchange_ts = s.received_at"
+            f" AND {a}.exchange_ts = {a}.received_at AND {a}.exchange_ts BETWEEN s.exchange_ts - {tol}"
+            f" AND s.exchange_ts + {tol}))"
+        )
+
+    return (
+        f"INSERT INTO lifecycle_events ({cols}) SELECT DISTINCT ON (s.ticker, s.event_type, s.digest, s.exchange_ts)"
+        f" {sel} FROM {source} s"
+        f" WHERE NOT EXISTS (SELECT 1 FROM lifecycle_events p WHERE {same('p')})"
+        f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {same('e')} AND e.exchange_ts < s.exchange_ts)"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
+def trade_insert_sql(cols: str, source: str) -> str:
+    """Trades are identified by ``trade_id`` alone (issue #13): a REST-backfilled copy may carry a coarser
+    ``created_time`` than the WebSocket's ``ts_ms``, so a trade already stored under any time is not stored again,
+    and within a batch the WebSocket copy is preferred."""
+    sel = ", ".join(f"s.{c.strip()}" for c in cols.split(","))
+    return (
+        f"INSERT INTO trades ({cols}) SELECT DISTINCT ON (s.trade_id) {sel} FROM {source} s"
+        " WHERE NOT EXISTS (SELECT 1 FROM trades p WHERE p.trade_id = s.trade_id)"
+        " ORDER BY s.trade_id, (s.source = 'rest'), s.exchange_ts ON CONFLICT DO NOTHING"
+    )
 
 
 async def ensure_stage(pconn: psycopg.AsyncConnection, spec: TableSpec) -> None:
@@ -98,6 +159,9 @@ async def merge_batch(
         merged = 0
         max_clock = min_clock = None
         if staged:
+            lock = merge_lock_sql(spec)
+            if lock is not None:
+                await pconn.execute(lock)
             cur = await pconn.execute(insert_sql(spec, stage))
             merged = max(cur.rowcount, 0)
             cur = await pconn.execute(f"SELECT max({spec.clock}), min({spec.clock}) FROM {stage}")

@@ -56,26 +56,31 @@ class Batch:
         return self.rows == 0 and not self.suspects
 
 
+def gap_covers(ticker_sql: str, alias: str = "g") -> str:
+    """SQL: gap window ``alias`` covers the order book of market ``ticker_sql`` (its own channel or every channel;
+    ``tickers`` NULL = every market)."""
+    g = alias
+    return (
+        f"{g}.channel IN ('orderbook_delta', '*')"
+        f" AND ({g}.tickers IS NULL OR {g}.tickers @> ARRAY[{ticker_sql}]::text[])"
+    )
+
+
 def suspect_condition(margin_us: int, alias: str = "d") -> str:
     """SQL: an order-book delta with occurrence > 0 recorded while this gatherer had a gap around its time."""
     a = alias
     return (
         f"({a}.occurrence > 0 AND EXISTS (SELECT 1 FROM sequence_gaps g"
-        f" WHERE (g.ticker = {a}.ticker OR g.ticker IS NULL)"
+        f" WHERE {gap_covers(f'{a}.ticker')}"
         f" AND {a}.exchange_ts >= g.from_ts - {int(margin_us)}"
         f" AND (g.to_ts IS NULL OR {a}.exchange_ts <= g.to_ts + {int(margin_us)})))"
     )
 
 
-def _select_list(spec: TableSpec, gatherer: str, gap_offset: int) -> str:
+def _select_list(spec: TableSpec, gatherer: str) -> str:
     from psycopg import sql
 
-    cols = []
-    for col in spec.columns:
-        if spec is GAPS and col == "gap_id":
-            cols.append(f"d.gap_id + {int(gap_offset)}")
-        else:
-            cols.append(f"d.{col}")
+    cols = [f"d.{col}" for col in spec.columns]
     cols.append(sql.Literal(gatherer).as_string(None) + "::text")
     return ", ".join(cols)
 
@@ -88,7 +93,6 @@ async def read_batch(
     *,
     gatherer: str,
     instance_id: str,
-    gap_offset: int = 0,
     gap_margin_us: int = 2_000_000,
 ) -> Batch:
     """Read one batch past ``cursor`` (``gconn`` in autocommit mode; the read runs in its own transaction)."""
@@ -127,7 +131,7 @@ async def read_batch(
                 batch.suspects = list(await cur.fetchall())
                 where += f" AND NOT {cond}"
             query = (
-                f"COPY (SELECT {_select_list(spec, gatherer, gap_offset)} FROM {t} d WHERE {where})"
+                f"COPY (SELECT {_select_list(spec, gatherer)} FROM {t} d WHERE {where})"
                 f" TO STDOUT (FORMAT {copy_format(spec)})"
             )
             cur = gconn.cursor()

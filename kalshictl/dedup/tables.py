@@ -32,7 +32,8 @@ TICKERS = TableSpec("tickers", EVENT_COLUMNS["tickers"], PRODUCTION_KEYS["ticker
 LIFECYCLE = TableSpec(
     "lifecycle_events", EVENT_COLUMNS["lifecycle_events"], PRODUCTION_KEYS["lifecycle_events"], "received_at"
 )
-GAPS = TableSpec("sequence_gaps", ("gap_id", *GAP_COLUMNS), PRODUCTION_KEYS["sequence_gaps"], "detected_at")
+# gap windows: production keys them by (gatherer, instance_id, window_id) and has its own gap_id
+GAPS = TableSpec("sequence_gaps", GAP_COLUMNS, PRODUCTION_KEYS["sequence_gaps"], "detected_at")
 
 ALL_TABLES: tuple[TableSpec, ...] = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
 BY_NAME = {t.name: t for t in ALL_TABLES}

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kalshictl.gatherer.gaps import GapLog, MarketWindows
 from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import DUPLICATE, GAP, OK, MarketSync, OpenGap, SeqTracker
 from kalshictl.gatherer.writers import now_us
+from kalshictl.kalshi import lifecycle_key
+from kalshictl.kalshi import messages as _messages
 from kalshictl.kalshi.messages import (
     TERMINAL_ERROR_CODES,
     Ack,
@@ -36,6 +39,13 @@ if TYPE_CHECKING:
 GAP_CLOCK_SLACK_US = 1_000_000  # exchange vs gatherer clock allowance when a gap's start is a receive time
 
 log = logging.getLogger("kalshictl.gatherer.router")
+# the parser's FeeUpdate record (kalshictl.kalshi.messages, parser work in progress): a never-matching type until then
+FeeUpdate: type = getattr(_messages, "FeeUpdate", type("NoFeeUpdate", (), {}))
+
+
+async def _no_database() -> Any:
+    raise RuntimeError("this router has no gap database")
+
 
 LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
 
@@ -77,7 +87,15 @@ class _LogLimiter:
 class Router:
     """Dispatches parsed records; owns sequence/resync state and occurrence numbering."""
 
-    def __init__(self, name: str, writers: WriterSet, metrics: GathererMetrics, *, use_yes_price: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        writers: WriterSet,
+        metrics: GathererMetrics,
+        *,
+        use_yes_price: bool = False,
+        gaplog: GapLog | None = None,
+    ) -> None:
         self.name = name
         self.writers = writers
         self.metrics = metrics
@@ -104,7 +122,16 @@ class Router:
         self._trades = w["trades"]
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
-        self._gaps = w["sequence_gaps"]
+        if gaplog is None:  # the service passes its log; a bare router (bench) keeps windows in memory only
+            found = w.get("sequence_gaps")
+            gaplog = found if isinstance(found, GapLog) else GapLog(name, _no_database, metrics=metrics)
+        self.gaplog = gaplog
+        self.windows = MarketWindows(gaplog)  # order-book windows: one per subscription event
+        self._global_windows: dict[tuple[str, str], int] = {}  # (connection, channel) -> open window
+        # per order-book connection: an exchange time up to which its stream is known complete (a lost frame is only
+        # revealed by the next one or by a seq probe); the coverage heartbeat never claims a later time
+        self._verified: dict[str, int] = {}
+        gaplog.coverage_floor = self.verified_through_us
 
     # ----- helpers --------------------------------------------------------------------------------------------
     def _count(self, mtype: str) -> None:
@@ -119,27 +146,9 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def write_gap(self, gap: OpenGap, to_ts: int | None) -> None:
-        """Record a coverage window in ``sequence_gaps``."""
-        self.metrics.gaps.labels(reason=gap.reason).inc()
-        self._gaps.add(
-            (
-                self.name,
-                gap.sid,
-                gap.ticker,
-                gap.reason,
-                gap.expected_seq,
-                gap.received_seq,
-                gap.from_ts,
-                to_ts,
-                gap.detected_at,
-            )
-        )
-
     def forget_market(self, ticker: str) -> None:
-        gap = self.sync.forget(ticker)
-        if gap is not None:
-            self.write_gap(gap, now_us())
+        self.sync.forget(ticker)
+        self.windows.resynced(ticker, now_us())  # a market that leaves its subscription counts as resynced
         self.occ.forget(ticker)
         self.snapshot_requested.pop(ticker, None)
         for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
@@ -167,7 +176,10 @@ class Router:
                 self._snapshot(conn, rec, rx)  # type: ignore[arg-type]
             elif t is Lifecycle:
                 self._count(rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2")  # type: ignore[union-attr]
-                self._seen(conn, rec.exchange_ts)  # type: ignore[union-attr]
+                # no _seen(): a lifecycle time is not a message time (absent, or a future close_ts)
+                self._lifecycle(rec, rx)  # type: ignore[arg-type]
+            elif t is FeeUpdate:  # event_fee_update: stored as a lifecycle row (event_type 'event_fee_update')
+                self._count("event_fee_update")
                 self._lifecycle(rec, rx)  # type: ignore[arg-type]
             elif t is ParseError:
                 self._parse_error(rec)  # type: ignore[arg-type]
@@ -213,6 +225,9 @@ class Router:
         verdict = tracker.check(seq)
         if verdict is OK:
             conn.last_in_sequence_rx = rx
+            # everything this sid sent before this frame has arrived: no loss can hide before the times seen so far
+            if conn.last_exchange_ts > self._verified.get(conn.name, 0):
+                self._verified[conn.name] = conn.last_exchange_ts
             return True
         if verdict is DUPLICATE:
             self.duplicates += 1
@@ -226,6 +241,9 @@ class Router:
         """An ``ok`` ack carries the sid's last data seq and is ordered after that data on the socket: a higher seq
         than we received means frames were lost with nothing after them to reveal it (a quiet market's last delta)."""
         tracker = conn.trackers.get(sid)
+        if tracker is not None and tracker.last is not None and seq == tracker.last:
+            # the probe confirms nothing was lost up to (about) now on this subscription
+            self._verified[conn.name] = max(self._verified.get(conn.name, 0), rx - GAP_CLOCK_SLACK_US)
         if tracker is None or tracker.last is None or seq <= tracker.last:
             return
         expected = tracker.last + 1
@@ -251,8 +269,19 @@ class Router:
         # seen, or (no delta yet on this connection) that frame's receive time less a clock slack.
         from_ts = conn.last_exchange_ts or (conn.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
         self._anchor_pending(conn)
-        for t in conn.markets:
-            self.sync.invalidate(t, OpenGap(reason, sid, t, from_ts, rx, expected, seq))
+        gap = OpenGap(reason, sid, None, from_ts, rx, expected, seq)
+        newly = [t for t in conn.markets if self.sync.invalidate(t, gap)]
+        self.windows.open(
+            newly,
+            channel="orderbook_delta",
+            reason=reason,
+            from_ts=from_ts,
+            subscription=f"{conn.name}/{sid}",
+            sid=sid,
+            expected_seq=expected,
+            received_seq=seq,
+            detected_at=rx,
+        )
         self.request_snapshots(conn, list(conn.markets))
 
     def request_snapshots(self, conn: WsConnection, tickers: list[str]) -> None:
@@ -287,10 +316,9 @@ class Router:
         if not self._seq_ok(conn, s.sid, s.seq, rx):
             return
         cut = max(rx, conn.last_exchange_ts)
-        gap = self.sync.on_snapshot(s.ticker, cut)
+        self.sync.on_snapshot(s.ticker, cut)
         self.snapshot_requested.pop(s.ticker, None)
-        if gap is not None:
-            self.write_gap(gap, cut)
+        self.windows.resynced(s.ticker, cut)  # closes its window (a resync, or a late-subscribed market's first)
         fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, conn.last_exchange_ts, rx))
 
@@ -337,7 +365,7 @@ class Router:
     # ----- global channels ------------------------------------------------------------------------------------
     def _trade(self, t: Trade, rx: int) -> None:
         self._trades.add(
-            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, t.sid)
+            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
         )
 
     def _ticker(self, u: TickerUpdate, rx: int) -> None:
@@ -356,13 +384,15 @@ class Router:
                 u.yes_bid_size,
                 u.yes_ask_size,
                 u.last_trade_size,
+                "ws",
                 u.sid,
             )
         )
 
     def _lifecycle(self, ev: Lifecycle, rx: int) -> None:
-        self._life.add((ev.exchange_ts, rx, ev.ticker, ev.event_type, orjson.dumps(ev.payload).decode(), ev.sid))
-        if self.on_lifecycle is not None and ev.event_type != "event_lifecycle":
+        ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
+        self._life.add((ts, rx, ev.ticker, ev.event_type, orjson.dumps(ev.payload).decode(), dig, ev.sid))
+        if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
             self.spawn(self.on_lifecycle(ev))
 
     # ----- control --------------------------------------------------------------------------------------------
@@ -372,9 +402,10 @@ class Router:
             conn.trackers[s.sid] = SeqTracker(s.sid)
         if s.id is not None:
             conn.pending.pop(s.id, None)
-        gap = conn.global_gaps.pop(s.channel, None)
-        if gap is not None:
-            self.write_gap(gap, rx)
+        conn.global_gaps.pop(s.channel, None)
+        wid = self._global_windows.pop((conn.name, s.channel), None)
+        if wid is not None:
+            self.gaplog.close(wid, rx)
 
     def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
         purpose, tickers = conn.pending.pop(e.id, ("", [])) if e.id else ("", [])
@@ -424,15 +455,41 @@ class Router:
         from_ts = conn.last_exchange_ts or (conn.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
         if conn.kind == "orderbook":
             sid = old_sids.get("orderbook_delta")
-            for t in conn.markets:
-                self.sync.invalidate(t, OpenGap("disconnect", sid, t, from_ts, rx))
+            newly = [t for t in conn.markets if self.sync.invalidate(t, OpenGap("disconnect", sid, t, from_ts, rx))]
+            self.windows.open(
+                newly,
+                channel="orderbook_delta",
+                reason="disconnect",
+                from_ts=from_ts,
+                subscription=f"{conn.name}/{sid}",
+                sid=sid,
+                detected_at=rx,
+            )
         else:
             for ch in conn.channels:
                 if ch not in conn.global_gaps:
                     conn.global_gaps[ch] = OpenGap("disconnect", old_sids.get(ch), None, from_ts, rx)
+                    self._global_windows[(conn.name, ch)] = self.gaplog.open(
+                        channel=ch,
+                        reason="disconnect",
+                        from_ts=from_ts,
+                        subscription=f"{conn.name}/{ch}",
+                        sid=old_sids.get(ch),
+                        detected_at=rx,
+                    )
+
+    def verified_through_us(self, now: int) -> int:
+        """A time before which no loss can still be undetected on a connected order-book subscription (``now``
+        when there is none; a disconnected one has its windows recorded already)."""
+        out = now
+        if self.manager is not None:
+            for c in self.manager.book_conns:
+                if c.connected and c.markets and c.name in self._verified:
+                    out = min(out, self._verified[c.name])
+        return out
 
     def open_gaps(self) -> list[OpenGap]:
-        """Windows still open (written with ``to_ts`` NULL at shutdown)."""
+        """Markets and channels still untrusted (their windows are already in ``sequence_gaps``, ``to_ts`` NULL)."""
         out = list(self.sync.awaiting.values())
         if self.manager is not None:
             for c in self.manager.connections:

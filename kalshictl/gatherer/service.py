@@ -18,18 +18,20 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.gatherer.backfill import TradeBackfill, created_us
 from kalshictl.gatherer.connections import ConnectionManager
+from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry
-from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.sequence import OpenGap
+from kalshictl.gatherer.router import GAP_CLOCK_SLACK_US, Router
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 
 if TYPE_CHECKING:
     import psycopg
 
     from kalshictl.config import GathererSettings
+    from kalshictl.gatherer.gaps import Window
     from kalshictl.health.thresholds import HealthReport
     from kalshictl.kalshi.messages import Lifecycle
 
@@ -44,6 +46,7 @@ ENSURE_PARTITIONS_SQL = (
     " ELSE kalshi_ensure_partitions() END"
 )
 JOIN_EVENTS = frozenset(("created", "activated"))
+UNKNOWN_MARKET_LOOKBACK_US = 600_000_000  # a lifecycle window this recent may have hidden a market's `created`
 LEAVE_EVENTS = frozenset(("settled",))
 
 
@@ -58,7 +61,11 @@ class Gatherer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         w = settings.writer
         writers: dict[str, BatchWriter] = {}
+        self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
         for spec in ALL_TABLES:
+            if spec.name == "sequence_gaps":
+                writers[spec.name] = self.gaplog  # type: ignore[assignment]  # windows are written when they open
+                continue
             writers[spec.name] = BatchWriter(
                 spec,
                 self._connect,
@@ -70,10 +77,17 @@ class Gatherer:
                 on_overflow=self._on_overflow,
             )
         self.writers = WriterSet(writers)
-        self.router = Router(settings.name, self.writers, self.metrics, use_yes_price=settings.websocket.use_yes_price)
+        self.router = Router(
+            settings.name,
+            self.writers,
+            self.metrics,
+            use_yes_price=settings.websocket.use_yes_price,
+            gaplog=self.gaplog,
+        )
         self.router.on_lifecycle = self._on_lifecycle
         self.manager: ConnectionManager | None = None
         self.poller: SnapshotPoller | None = None
+        self.backfill: TradeBackfill | None = None
         self.rest: Any = None
         self.http: Any = None
         self.phase = "init"
@@ -170,6 +184,17 @@ class Gatherer:
             private_key=self._private_key,
             timeout=ex.timeout_s,
         )
+        self.backfill = TradeBackfill(
+            self.rest,
+            self.gaplog,
+            self.writers["trades"],
+            self._connect,
+            tickers_writer=self.writers["tickers"],
+            requests_per_second=ex.requests_per_second,
+        )
+        self.gaplog.on_closed = self.backfill.on_closed
+        self.backfill.on_markets = self._on_listed_markets
+        self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -206,10 +231,10 @@ class Gatherer:
             ex.requests_per_second,
         )
         self.poller.start()
-        if self._down_since is not None:
-            # coverage resumed now: the time this gatherer was not recording is a gap like any other
-            self.router.write_gap(OpenGap("restart", None, None, self._down_since, now_us()), now_us())
-            self._down_since = None
+        # coverage resumed now: the time this gatherer was not recording is a gap like any other, and windows a
+        # previous instance left open (kill -9) end here
+        self.gaplog.restarted(self._down_since, now_us())
+        self._down_since = None
         self.phase = "running"
         self.ready.set()
         log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
@@ -309,6 +334,13 @@ class Gatherer:
         if ev.event_type in JOIN_EVENTS:
             self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
             if t not in self.manager.shard_of:
+                # the market's book is not ours until its first snapshot: from its creation (now, less clock slack),
+                # or — its `created` missed while the lifecycle channel was blind — from that window's start
+                start = now_us() - GAP_CLOCK_SLACK_US
+                blind = self.gaplog.last_from.get("market_lifecycle_v2")
+                if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
+                    start = min(start, blind)
+                self._record_unknown([t], start)
                 await self.manager.add_markets([t])
         elif ev.event_type in LEAVE_EVENTS:
             if self.registry.remove(t) or t in self.manager.shard_of:
@@ -318,12 +350,42 @@ class Gatherer:
             if status:
                 self.registry.add(t, status)
 
+    def _on_listed_markets(self, markets: list[dict], w: Window) -> None:
+        """A re-anchor listing after a ticker/lifecycle window: markets this gatherer does not hold (created or
+        re-listed while the lifecycle channel was blind) are subscribed now, and their order books from the window's
+        start (or their creation) until their first snapshot are recorded as an ``outage`` window."""
+        if self.manager is None:
+            return
+        new: list[str] = []
+        start = w.from_ts
+        for m in markets:
+            t, status = m.get("ticker"), m.get("status")
+            if not t or t in self.manager.shard_of or status in ("finalized", "settled"):
+                continue
+            self.registry.add(t, status or "active")
+            new.append(t)
+            with contextlib.suppress(Exception):
+                start = min(start, created_us(m["created_time"]))
+        if not new:
+            return
+        self._record_unknown(new, start)
+        log.warning("%s: %d markets unknown before window %s/%d: subscribing", self.name, len(new), w.instance_id,
+                    w.window_id)  # fmt: skip
+        self.router.spawn(self.manager.add_markets(new))
+
+    def _record_unknown(self, tickers: list[str], start: int) -> None:
+        """Open one window over markets subscribed late (from ``start`` until each one's first snapshot)."""
+        # not invalidated: a new subscription's stream is continuous from its snapshot (no cutoff needed)
+        self.router.windows.open(
+            tickers, channel="orderbook_delta", reason="outage", from_ts=start, detected_at=now_us()
+        )
+
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
 
         if table == "sequence_gaps":
             return
         log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
-        self.router.write_gap(OpenGap("overflow", None, None, from_ts, now_us()), to_ts)
+        self.gaplog.record(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts, to_ts=to_ts)
 
     # ----- health / status ------------------------------------------------------------------------------------
     async def health(self) -> HealthReport:
@@ -375,6 +437,8 @@ class Gatherer:
             "parse_errors": self.router.parse_errors,
             "duplicates_dropped": self.router.duplicates,
             "resyncing_markets": len(self.router.sync.awaiting),
+            "gap_windows_open": self.gaplog.open_windows(),
+            "backfill": self.backfill.status() if self.backfill else None,
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
             "rest": {"requests": getattr(self.rest, "requests", 0), "throttled": getattr(self.rest, "throttled", 0)},
@@ -395,9 +459,9 @@ class Gatherer:
             self.manager.stop_receiving()  # 1
         if self.poller is not None:
             await self.poller.stop()
-        self.router.flush_pending_snapshots(now_us(), force=True)
-        for gap in self.router.open_gaps():
-            self.router.write_gap(gap, None)
+        if self.backfill is not None:
+            await self.backfill.stop()  # an unfinished recovery stays 'pending'; the next start resumes it
+        self.router.flush_pending_snapshots(now_us(), force=True)  # open gap windows are already in the database
         remaining = max(1.0, deadline - time.monotonic() - 2.0)
         flushed = await self.writers.flush_all(remaining)  # 2
         if not flushed:

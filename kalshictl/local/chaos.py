@@ -2,9 +2,13 @@
 production equals the exchange's ground truth (nothing missing, nothing duplicated, nothing invented).
 
 Faults: SIGKILL a gatherer and restart it; stop and restart a gatherer's database; SIGKILL the deduplicator and
-restart it; drop every WebSocket connection; make REST answer 429 for a while; stop production for a while — on top
-of the exchange's own frame faults (skipped seq, duplicate and malformed frames). At most one gatherer is impaired at
-a time, so some gatherer is always connected; drop-all is the exception and is excused only by gap records.
+restart it; drop every WebSocket connection; an exchange-side outage (every connection of every gatherer, global
+channels included, dropped and refused for seconds); a SIGKILL of a gatherer while the resnapshots of a burst of
+sequence gaps are in flight; make REST answer 429 for a while; stop production for a while — on top of the exchange's
+own frame faults (skipped seq, duplicate and malformed frames). At most one gatherer is impaired at a time, so some
+gatherer is always connected, except in an outage: there order-book deltas are lost by everyone (and must lie in a
+recorded window of every gatherer) while trades come back through the gatherers' REST backfill. Before comparing, the
+run waits until no gap window is still waiting for its backfill.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class ChaosOptions:
         "drop_ws",
         "rest_429",
         "stop_production",
+        "outage",
+        "kill_during_resnapshot",
     )
 
 
@@ -57,8 +63,16 @@ class ChaosResult:
         return all(t.ok for t in self.tables)
 
     def totals(self) -> dict[str, int]:
-        keys = ("emitted", "stored", "missing", "excused", "duplicated", "extra")
-        return {k: sum(getattr(t, k) for t in self.tables) for k in keys} | {"faults_injected": len(self.faults)}
+        keys = ("emitted", "stored", "recovered", "lost_recorded", "lost_unrecorded", "duplicated", "extra")
+        totals = {k: sum(getattr(t, k) for t in self.tables) for k in keys}
+        totals["missing"], totals["excused"] = totals["lost_unrecorded"], totals["lost_recorded"]
+        return totals | {"faults_injected": len(self.faults)}
+
+    def table(self) -> str:
+        """The per-table report with its verdict line."""
+        from kalshictl.pipeline.verify import render_table
+
+        return render_table(self.tables)
 
 
 class Chaos:
@@ -81,6 +95,7 @@ class Chaos:
             )
         )
         self.http = httpx.Client(timeout=5.0)
+        self.before_stop: Callable[[], None] | None = None  # a hook for tests (runs with every service still up)
         self.sim = f"http://127.0.0.1:{self.demo.sim_port}/_sim"
 
     # -- faults ---------------------------------------------------------------------------------------------------
@@ -118,6 +133,22 @@ class Chaos:
             self.http.post(f"{self.sim}/faults", content=f"{self.options.frame_faults},rest_429=0.6")
             time.sleep(pause)
             self.http.post(f"{self.sim}/faults", content=self.options.frame_faults)
+        elif kind == "outage":  # every gatherer blind at once, global channels included
+            self.http.post(f"{self.sim}/refuse", params={"seconds": f"{pause:.2f}"}).raise_for_status()
+            self.http.post(f"{self.sim}/drop").raise_for_status()
+            time.sleep(pause)
+        elif kind == "kill_during_resnapshot":
+            i, name = self._gatherer()
+            # a burst of skipped seqs: every gatherer's subscriptions keep asking for snapshots ...
+            self.http.post(f"{self.sim}/faults", content=f"{self.options.frame_faults},skip_seq=0.5")
+            time.sleep(self.rng.uniform(0.05, 0.2))
+            record["resyncing_at_kill"] = self._wait_resyncing(pipe.http_ports()[i])
+            sup[name].kill()  # ... and this one dies while its resnapshots are in flight
+            self.http.post(f"{self.sim}/faults", content=self.options.frame_faults)
+            time.sleep(pause)
+            sup[name].start()
+            record["target"] = name
+            self.demo.wait_healthy(f"http://127.0.0.1:{pipe.http_ports()[i]}/health", name)
         elif kind == "stop_production":
             assert pipe.production_cluster is not None
             pipe.production_cluster.stop("fast")
@@ -128,6 +159,46 @@ class Chaos:
         record["held_s"] = round(pause, 1)
         self.log(f"fault #{len(self.result.faults) + 1}: {record}")
         return record
+
+    def _wait_resyncing(self, port: int, timeout: float = 3.0) -> int:
+        """Poll a gatherer's /status until it reports markets awaiting a resnapshot; returns how many (0 = never)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                n = int(
+                    self.http.get(f"http://127.0.0.1:{port}/status", timeout=1.0).json().get("resyncing_markets", 0)
+                )
+            except (httpx.HTTPError, ValueError, TypeError):
+                n = 0
+            if n:
+                return n
+            time.sleep(0.01)
+        return 0
+
+    def wait_recoveries(self, timeout: float = 90.0) -> int:
+        """Wait (bounded) until no gatherer has a gap window whose REST backfill is still pending; returns how many
+        are still pending at the end."""
+        import psycopg
+
+        pipe = self.demo.pipeline
+        deadline = time.monotonic() + timeout
+        pending = 0
+        while True:
+            pending = 0
+            for i in range(pipe.config.gatherers):
+                try:
+                    with psycopg.connect(pipe.gatherer_admin_dsn(i), connect_timeout=3) as conn:
+                        pending += conn.execute(
+                            "SELECT count(*) FROM sequence_gaps WHERE recovery = 'pending' OR"
+                            " (to_ts IS NULL AND channel IN ('trade', '*'))"
+                        ).fetchone()[0]
+                except psycopg.Error:
+                    pending += 1
+            if pending == 0 or time.monotonic() > deadline:
+                if pending:
+                    self.log(f"{pending} gap window(s) still waiting for recovery after {timeout:.0f}s")
+                return pending
+            time.sleep(0.5)
 
     # -- run ------------------------------------------------------------------------------------------------------
     def run(self) -> ChaosResult:
@@ -146,6 +217,9 @@ class Chaos:
                 kind = kinds.pop(0) if kinds else self.rng.choice(opts.kinds)
                 self.result.faults.append(self.inject(kind))
             time.sleep(3.0)  # let the last recovery settle before stopping
+            self.wait_recoveries()
+            if self.before_stop is not None:
+                self.before_stop()
             self.demo.stop()
             pipe = self.demo.pipeline
             self.result.tables = compare(

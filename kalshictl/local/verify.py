@@ -1,8 +1,15 @@
 """Compare production with the exchange's ground-truth log: nothing missing, nothing duplicated, nothing invented.
 
 Keys are the exchange facts of ARCHITECTURE.md decision 3. An emitted event may be missing from production only when
-*every* gatherer recorded a gap (``sequence_gaps``) covering its market and time — events emitted while at least one
-gatherer was connected must be stored exactly once.
+*every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events emitted while
+at least one gatherer was connected must be stored exactly once. Per table the report counts:
+
+* ``emitted`` (ground truth), ``stored`` (production rows), ``recovered`` (trades: stored rows that came from a REST
+  backfill, ``source = 'rest'``; tickers: REST re-anchor snapshot rows, which are observations and are not compared),
+* ``lost_recorded``: missing, and every gatherer recorded a window that lost it (a trade window marked
+  ``recovered`` does not count: the backfill should have brought the trade back),
+* ``lost_unrecorded``: missing with no such record — must be 0,
+* ``duplicated`` (more copies than emitted) and ``extra`` (never emitted) — must be 0.
 """
 
 from __future__ import annotations
@@ -19,11 +26,26 @@ import orjson
 from kalshictl.schema import PRODUCTION_KEYS
 
 KIND_TABLE = {"trade": "trades", "delta": "orderbook_deltas", "ticker": "tickers", "lifecycle": "lifecycle_events"}
+# the WebSocket channel whose gap windows excuse a table's losses ('*' windows excuse every channel)
+TABLE_CHANNELS = {
+    "trades": ("trade",),
+    "orderbook_deltas": ("orderbook_delta",),
+    "tickers": ("ticker",),
+    "lifecycle_events": ("market_lifecycle_v2", "multivariate_market_lifecycle"),
+}
+RECOVERABLE = frozenset(("trades",))
+# tables whose 'rest' rows are re-anchor snapshots (counted as recovered, not compared with the event stream)
+OBSERVATIONS = frozenset(("tickers",))
+
+
+# A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
+# the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
+IDENTITY = {**PRODUCTION_KEYS, "trades": ("trade_id",)}
 
 
 def truth_key(table: str, rec: dict[str, Any]) -> tuple:
-    """A ground-truth record's production key (kalshictl.schema.PRODUCTION_KEYS, in that column order)."""
-    return tuple(_truth_value(rec, col) for col in PRODUCTION_KEYS[table])
+    """A ground-truth record's identity (kalshictl.schema.PRODUCTION_KEYS, in that column order; trades: trade_id)."""
+    return tuple(_truth_value(rec, col) for col in IDENTITY[table])
 
 
 def _truth_value(rec: dict[str, Any], column: str) -> Any:
@@ -38,7 +60,7 @@ def _truth_value(rec: dict[str, Any], column: str) -> Any:
 
 def _key_query(table: str) -> str:
     """Production's key columns of ``table`` followed by its exchange time."""
-    cols = ", ".join("trade_id::text" if c == "trade_id" else c for c in PRODUCTION_KEYS[table])
+    cols = ", ".join("trade_id::text" if c == "trade_id" else c for c in IDENTITY[table])
     return f"SELECT {cols}, exchange_ts FROM {table}"
 
 
@@ -49,44 +71,128 @@ class TableReport:
     table: str
     emitted: int = 0
     stored: int = 0
-    missing: int = 0
-    excused: int = 0
+    recovered: int = 0
+    lost_recorded: int = 0
+    lost_unrecorded: int = 0
     duplicated: int = 0
     extra: int = 0
     examples: list[Any] = field(default_factory=list)
 
+    # the older names
+    @property
+    def missing(self) -> int:
+        return self.lost_unrecorded
+
+    @property
+    def excused(self) -> int:
+        return self.lost_recorded
+
     @property
     def ok(self) -> bool:
-        return self.missing == 0 and self.duplicated == 0 and self.extra == 0
+        return self.lost_unrecorded == 0 and self.duplicated == 0 and self.extra == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "table": self.table,
             "emitted": self.emitted,
             "stored": self.stored,
-            "missing": self.missing,
-            "excused": self.excused,
+            "recovered": self.recovered,
+            "lost_recorded": self.lost_recorded,
+            "lost_unrecorded": self.lost_unrecorded,
             "duplicated": self.duplicated,
             "extra": self.extra,
+            "missing": self.missing,
+            "excused": self.excused,
             "ok": self.ok,
             "examples": self.examples[:5],
         }
 
 
+REPORT_COLUMNS = ("emitted", "stored", "recovered", "lost_recorded", "lost_unrecorded", "duplicated", "extra")
+
+
+def render_table(reports: Iterable[TableReport]) -> str:
+    """The per-table report as a fixed-width text table with one verdict line."""
+    reports = list(reports)
+    head = ["table", *REPORT_COLUMNS]
+    rows = [[r.table, *(str(getattr(r, c)) for c in REPORT_COLUMNS)] for r in reports]
+    total = ["TOTAL", *(str(sum(getattr(r, c) for r in reports)) for c in REPORT_COLUMNS)]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, total, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    sep = "  ".join("-" * w for w in widths)
+    out = [line(head), sep, *(line(r) for r in rows), sep, line(total)]
+    ok = all(r.ok for r in reports)
+    unrec = sum(r.lost_unrecorded for r in reports)
+    dup = sum(r.duplicated + r.extra for r in reports)
+    verdict = "PASS" if ok else "FAIL"
+    out.append(f"VERDICT: {verdict} ({unrec} lost without a record, {dup} duplicated or invented)")
+    return "\n".join(out)
+
+
+GAP_QUERY = "SELECT gatherer, channel, tickers, from_ts, to_ts, recovery FROM sequence_gaps"
+
+
 class GapIndex:
-    """Per-gatherer gap windows; ``all_blind(ticker, ts)`` is true when every gatherer had a gap covering it."""
+    """Per-gatherer gap windows; ``all_blind(table, ticker, ts)`` is true when every gatherer recorded a window that
+    lost that table's data of ``ticker`` at ``ts``."""
 
-    def __init__(self, gatherers: Iterable[str], rows: Iterable[tuple[str, str | None, int, int | None]]) -> None:
+    def __init__(
+        self,
+        gatherers: Iterable[str],
+        rows: Iterable[tuple[str, str, Iterable[str] | None, int, int | None, str]],
+    ) -> None:
         self.gatherers = sorted(set(gatherers))
-        self.windows: dict[str, list[tuple[str | None, int, float]]] = {g: [] for g in self.gatherers}
-        for gatherer, ticker, from_ts, to_ts in rows:
-            self.windows.setdefault(gatherer, []).append((ticker, from_ts, math.inf if to_ts is None else to_ts))
+        self.windows: dict[str, list[tuple[str, frozenset[str] | None, int, float, str]]] = {
+            g: [] for g in self.gatherers
+        }
+        for gatherer, channel, tickers, from_ts, to_ts, recovery in rows:
+            self.windows.setdefault(gatherer, []).append(
+                (
+                    channel,
+                    None if tickers is None else frozenset(tickers),
+                    from_ts,
+                    math.inf if to_ts is None else to_ts,
+                    recovery,
+                )
+            )
 
-    def blind(self, gatherer: str, ticker: str, ts: int) -> bool:
-        return any((t is None or t == ticker) and lo <= ts <= hi for t, lo, hi in self.windows.get(gatherer, ()))
+    def blind(self, gatherer: str, table: str, ticker: str, ts: int) -> bool:
+        channels = TABLE_CHANNELS[table]
+        for ch, tickers, lo, hi, recovery in self.windows.get(gatherer, ()):
+            if not (lo <= ts <= hi) or (ch != "*" and ch not in channels):
+                continue
+            if tickers is not None and ticker not in tickers:
+                continue
+            if table in RECOVERABLE and recovery == "recovered":
+                continue  # the backfill claims it brought these back
+            return True
+        return False
 
-    def all_blind(self, ticker: str, ts: int) -> bool:
-        return bool(self.gatherers) and all(self.blind(g, ticker, ts) for g in self.gatherers)
+    def all_blind(self, table: str, ticker: str, ts: int) -> bool:
+        return bool(self.gatherers) and all(self.blind(g, table, ticker, ts) for g in self.gatherers)
+
+
+def _has_source(conn: Any, table: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'source'", (table,)
+        ).fetchone()
+    )
+
+
+def _count_rest(conn: Any, table: str, until_us: int | None) -> int:
+    """Stored rows a REST backfill brought back, or REST re-anchor snapshots (0 on a schema without ``source``)."""
+    if not _has_source(conn, table):
+        return 0
+    q = f"SELECT count(*) FROM {table} WHERE source = 'rest'"
+    return conn.execute(
+        q + (" AND exchange_ts <= %s" if until_us is not None else ""), (until_us,) if until_us is not None else ()
+    ).fetchone()[0]
 
 
 def load_truth(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -118,9 +224,7 @@ def compare(
     truth = load_truth(truth_path)
     reports = []
     with psycopg.connect(production_dsn, password=password) as conn:
-        gaps = GapIndex(
-            gatherers, conn.execute("SELECT gatherer, ticker, from_ts, to_ts FROM sequence_gaps").fetchall()
-        )
+        gaps = GapIndex(gatherers, conn.execute(GAP_QUERY).fetchall())
         # A market's deltas before the first order-book snapshot any gatherer took are inside that snapshot
         # (subscribing to a market, e.g. one created mid-run, starts with a snapshot, as on Kalshi).
         first_snapshot = dict(
@@ -129,6 +233,9 @@ def compare(
             ).fetchall()
         )
         for table in KIND_TABLE.values():
+            if table == "lifecycle_events":
+                reports.append(_compare_lifecycle(conn, truth[table], gaps, until_us))
+                continue
             rep = TableReport(table)
             expected = Counter()
             ts_of: dict[tuple, tuple[str, int]] = {}
@@ -139,22 +246,27 @@ def compare(
                 expected[key] += 1
                 ts_of[key] = (rec["ticker"], int(rec["exchange_ts"]))
             stored = Counter()
-            for row in conn.execute(_key_query(table)).fetchall():
+            query = _key_query(table)
+            if table in OBSERVATIONS and _has_source(conn, table):
+                query += " WHERE source = 'ws'"  # REST re-anchors are observations, not exchange events
+            for row in conn.execute(query).fetchall():
                 key, ts = tuple(row[:-1]), row[-1]
                 if until_us is not None and ts > until_us:
                     continue
                 stored[key] += 1
             rep.emitted = sum(expected.values())
             rep.stored = sum(stored.values())
+            if table in RECOVERABLE or table in OBSERVATIONS:
+                rep.recovered = _count_rest(conn, table, until_us)
             for key, n in expected.items():
                 have = stored.get(key, 0)
                 if have < n:
                     ticker, ts = ts_of[key]
                     before_snapshot = table == "orderbook_deltas" and ts < first_snapshot.get(ticker, -1)
-                    if before_snapshot or gaps.all_blind(ticker, ts):
-                        rep.excused += n - have
+                    if before_snapshot or gaps.all_blind(table, ticker, ts):
+                        rep.lost_recorded += n - have
                     else:
-                        rep.missing += n - have
+                        rep.lost_unrecorded += n - have
                         rep.examples.append({"missing": list(key)})
                 elif have > n:
                     rep.duplicated += have - n
@@ -164,3 +276,64 @@ def compare(
                     rep.examples.append({"extra": list(key)})
             reports.append(rep)
     return reports
+
+
+LIFECYCLE_MATCH_US = 60_000_000  # the production lifecycle tolerance (kalshictl.kalshi.lifecycle_key)
+
+
+def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex, until_us: int | None) -> TableReport:
+    """Lifecycle rows are stamped with the gatherer's receive time when the message has no time of its own, so an
+    emitted event matches a stored row of the same (ticker, event_type) at or after its time, within the lifecycle
+    tolerance; stored rows left over are duplicates (near a matched event) or invented."""
+    from kalshictl.kalshi.lifecycle_key import digest
+
+    rep = TableReport("lifecycle_events")
+    # with the payload recorded (the local exchange does), events are told apart by their content digest too
+    by_digest = bool(records) and all("payload" in rec for rec in records)
+    want: dict[tuple, list[int]] = {}
+    for rec in records:
+        ts = int(rec["exchange_ts"])
+        if until_us is None or ts <= until_us:
+            key = (rec["ticker"], rec["event_type"])
+            if by_digest:
+                key += (digest(rec["event_type"], rec["ticker"], rec["payload"]),)
+            want.setdefault(key, []).append(ts)
+    have: dict[tuple, list[int]] = {}
+    cols = "ticker, event_type, exchange_ts" + (", digest" if by_digest else "")
+    for row in conn.execute(f"SELECT {cols} FROM lifecycle_events"):
+        key = (row[0], row[1], bytes(row[3])) if by_digest else (row[0], row[1])
+        have.setdefault(key, []).append(row[2])
+    rep.emitted = sum(len(v) for v in want.values())
+    rep.stored = sum(len(v) for v in have.values())
+    for key in sorted(set(want) | set(have)):
+        emitted, stored = sorted(want.get(key, [])), sorted(have.get(key, []))
+        used = [False] * len(stored)
+        unmatched = []
+        for ts in emitted:  # first the rows stored at the event's own time
+            j = next((i for i, st in enumerate(stored) if not used[i] and st == ts), None)
+            if j is None:
+                unmatched.append(ts)
+            else:
+                used[j] = True
+        for ts in unmatched:  # then receive-time stamps: the closest row within the window
+            near = [
+                (abs(st - ts), i)
+                for i, st in enumerate(stored)
+                if not used[i] and ts - 1_000_000 <= st <= ts + LIFECYCLE_MATCH_US
+            ]
+            if near:
+                used[min(near)[1]] = True
+            elif gaps.all_blind("lifecycle_events", key[0], ts):
+                rep.lost_recorded += 1
+            else:
+                rep.lost_unrecorded += 1
+                rep.examples.append({"missing": [*key[:2], ts]})
+        for i, st in enumerate(stored):
+            if used[i] or (until_us is not None and st > until_us + LIFECYCLE_MATCH_US):
+                continue
+            if any(abs(st - ts) <= LIFECYCLE_MATCH_US for ts in emitted):
+                rep.duplicated += 1
+            else:
+                rep.extra += 1
+            rep.examples.append({"unmatched": [*key[:2], st]})
+    return rep

@@ -1,14 +1,16 @@
-"""Coverage from ``sequence_gaps``: gaps per gatherer, and production gaps where every gatherer had one.
+"""Coverage from ``sequence_gaps``: gap windows per gatherer, and production gaps where every gatherer had one.
 
-A gap row names a ticker, or only a ``sid`` (a connection-level gap: disconnect, overflow, a seq gap on a
-multi-market subscription). ``sid`` numbers are per connection and per gatherer, so they cannot be matched across
-gatherers; a ticker-less gap is therefore treated as covering **every** ticker of its gatherer (conservative: a
-production gap may be reported that one gatherer's unrecorded subscription layout would have excluded, never missed).
-An open gap (``to_ts`` NULL) lasts until the end of the report window.
+A gap row is one window of one gatherer on one channel (``'*'`` = every channel, e.g. a restart) over a set of markets
+(``tickers``; NULL = every market of the channel). ``sid`` numbers are per connection and per gatherer, so they are
+never matched across gatherers. An open window (``to_ts`` NULL) lasts until the end of the report window.
 
-A production gap for ticker X is the intersection over all gatherers of (that gatherer's gaps on X ∪ its ticker-less
-gaps); ``ticker = "*"`` rows are windows where every gatherer had a ticker-less gap at once. The gatherer set is
-``sync_cursors`` ∪ gatherers seen in ``sequence_gaps``, or given explicitly.
+A production gap on (channel C, market X) is the intersection over all gatherers of that gatherer's windows on C (or
+``'*'``) that name X (or every market). Trades are recoverable: a window whose trades a REST backfill fetched again
+(``recovery = 'recovered'``) is not a loss, so trade windows count only when not recovered; recovered windows are
+reported separately. Order-book deltas, ticker updates and lifecycle messages inside a window are lost for good
+(books and tickers are re-anchored by snapshots), so those windows count whatever their recovery state. Rows with
+``ticker = "*"`` are windows over every market of the channel. The gatherer set is ``sync_cursors`` ∪ gatherers seen
+in ``sequence_gaps``, or given explicitly.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 Interval = tuple[int, int]
 ALL = "*"
+RECOVERABLE_CHANNELS = frozenset(("trade",))
 
 
 @dataclass(frozen=True)
@@ -33,20 +36,42 @@ class Gap:
 
     gatherer: str
     gap_id: int
-    ticker: str | None
+    channel: str
+    tickers: tuple[str, ...] | None
     sid: int | None
     reason: str
     from_ts: int
     to_ts: int
     open: bool
+    recovery: str = "none"
+    subscription: str | None = None
+
+    @property
+    def ticker(self) -> str | None:
+        """The single market of a one-market window (None otherwise)."""
+        return self.tickers[0] if self.tickers is not None and len(self.tickers) == 1 else None
+
+    def covers(self, channel: str, ticker: str, ts: int) -> bool:
+        """Whether this window covers ``ticker``'s ``channel`` data at ``ts``."""
+        return (
+            self.channel in (channel, ALL)
+            and (self.tickers is None or ticker in self.tickers)
+            and self.from_ts <= ts <= self.to_ts
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "gatherer": self.gatherer,
             "gap_id": self.gap_id,
-            "ticker": self.ticker,
+            "channel": self.channel,
+            "subscription": self.subscription,
+            "markets": "*" if self.tickers is None else len(self.tickers),
+            "ticker": ALL
+            if self.tickers is None
+            else ",".join(self.tickers[:3]) + ("…" if len(self.tickers) > 3 else ""),
             "sid": self.sid,
             "reason": self.reason,
+            "recovery": self.recovery,
             "from_ts": self.from_ts,
             "to_ts": self.to_ts,
             "from": iso(self.from_ts),
@@ -54,6 +79,11 @@ class Gap:
             "duration_s": (self.to_ts - self.from_ts) / 1e6,
             "open": self.open,
         }
+
+
+def lost(g: Gap, channel: str) -> bool:
+    """Whether window ``g`` loses ``channel`` data (a recovered window loses no trades)."""
+    return not (channel in RECOVERABLE_CHANNELS and g.recovery == "recovered")
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:
@@ -82,60 +112,88 @@ def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
 
 
 def production_gaps(gaps: Iterable[Gap], gatherers: Iterable[str]) -> list[dict[str, Any]]:
-    """Windows where every gatherer had a gap for the same ticker (see module docs)."""
+    """Windows where every gatherer lost the same channel's data of the same market (see module docs)."""
     names = sorted(set(gatherers))
-    per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
-    tickers: set[str] = set()
-    for g in gaps:
-        key = g.ticker or ALL
-        per[g.gatherer][key].append((g.from_ts, g.to_ts))
-        if g.ticker:
-            tickers.add(g.ticker)
+    gaps = list(gaps)
     if not names:
         return []
+    channels = sorted({g.channel for g in gaps if g.channel != ALL})
     out = []
-    for ticker in [ALL, *sorted(tickers)]:
-        common: list[Interval] | None = None
-        for name in names:
-            mine = union(per[name].get(ticker, []) + (per[name].get(ALL, []) if ticker != ALL else []))
-            common = mine if common is None else intersect(common, mine)
-            if not common:
-                break
-        for lo, hi in common or []:
-            if ticker != ALL and any(lo >= a and hi <= b for a, b in _all_windows(per, names)):
-                continue  # already reported as a "*" window
-            out.append(
-                {
-                    "ticker": ticker,
-                    "from_ts": lo,
-                    "to_ts": hi,
-                    "from": iso(lo),
-                    "to": iso(hi),
-                    "duration_s": (hi - lo) / 1e6,
-                    "gatherers": names,
-                }
-            )
+    for channel in [ALL, *channels]:
+        mine = [g for g in gaps if g.channel in (channel, ALL) and (channel == ALL or lost(g, channel))]
+        if channel == ALL:
+            mine = [g for g in gaps if g.channel == ALL]
+        per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
+        tickers: set[str] = set()
+        for g in mine:
+            for key in g.tickers or (ALL,):
+                per[g.gatherer][key].append((g.from_ts, g.to_ts))
+                if key != ALL:
+                    tickers.add(key)
+        everywhere = _common(per, names, ALL, with_all=False)
+        wider = [] if channel == ALL else _all_channel_windows(gaps, names)
+        for ticker in [ALL, *sorted(tickers)]:
+            common = everywhere if ticker == ALL else _common(per, names, ticker, with_all=True)
+            for lo, hi in common:
+                if ticker != ALL and any(lo >= a and hi <= b for a, b in everywhere):
+                    continue  # already reported as a window over every market
+                if any(lo >= a and hi <= b for a, b in wider):
+                    continue  # already reported as a window over every channel
+                out.append(
+                    {
+                        "channel": channel,
+                        "ticker": ticker,
+                        "from_ts": lo,
+                        "to_ts": hi,
+                        "from": iso(lo),
+                        "to": iso(hi),
+                        "duration_s": (hi - lo) / 1e6,
+                        "gatherers": names,
+                    }
+                )
     return out
 
 
-def _all_windows(per: dict[str, dict[str, list[Interval]]], names: list[str]) -> list[Interval]:
+def _common(per: dict[str, dict[str, list[Interval]]], names: list[str], ticker: str, *, with_all: bool) -> list:
     common: list[Interval] | None = None
     for name in names:
-        mine = union(per[name].get(ALL, []))
+        mine = union(per[name].get(ticker, []) + (per[name].get(ALL, []) if with_all and ticker != ALL else []))
         common = mine if common is None else intersect(common, mine)
+        if not common:
+            return []
     return common or []
 
 
+def _all_channel_windows(gaps: list[Gap], names: list[str]) -> list[Interval]:
+    per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
+    for g in gaps:
+        if g.channel == ALL and g.tickers is None:
+            per[g.gatherer][ALL].append((g.from_ts, g.to_ts))
+    return _common(per, names, ALL, with_all=False)
+
+
 def load_gaps(conn: psycopg.Connection, from_us: int, to_us: int) -> list[Gap]:
-    """Gaps overlapping [from_us, to_us), clipped to it."""
+    """Gap windows overlapping [from_us, to_us), clipped to it."""
     rows = conn.execute(
-        "SELECT gatherer, gap_id, ticker, sid, reason, from_ts, to_ts FROM sequence_gaps "
-        "WHERE from_ts < %s AND (to_ts IS NULL OR to_ts > %s) ORDER BY gatherer, from_ts, gap_id",
+        "SELECT gatherer, gap_id, channel, tickers, sid, reason, from_ts, to_ts, recovery, subscription"
+        " FROM sequence_gaps WHERE from_ts < %s AND (to_ts IS NULL OR to_ts > %s) ORDER BY gatherer, from_ts, gap_id",
         (to_us, from_us),
     ).fetchall()
     return [
-        Gap(g, gid, t, sid, reason, max(f, from_us), min(e if e is not None else to_us, to_us), e is None)
-        for g, gid, t, sid, reason, f, e in rows
+        Gap(
+            g,
+            gid,
+            ch,
+            None if t is None else tuple(t),
+            sid,
+            reason,
+            max(f, from_us),
+            min(e if e is not None else to_us, to_us),
+            e is None,
+            rec,
+            sub,
+        )
+        for g, gid, ch, t, sid, reason, f, e, rec, sub in rows
     ]
 
 
@@ -161,17 +219,23 @@ def coverage(
                 "gatherer": name,
                 "gaps": len(mine),
                 "open": sum(g.open for g in mine),
-                "tickers": len({g.ticker for g in mine if g.ticker}),
-                "connection_level": sum(g.ticker is None for g in mine),
+                "tickers": len({t for g in mine for t in g.tickers or ()}),
+                "all_markets": sum(g.tickers is None for g in mine),
+                "recovered": sum(g.recovery == "recovered" for g in mine),
+                "failed": sum(g.recovery == "failed" for g in mine),
+                "pending": sum(g.recovery == "pending" for g in mine),
                 "gap_seconds": sum(g.to_ts - g.from_ts for g in mine) / 1e6,
             }
         )
     prod = production_gaps([g for g in gaps if g.gatherer in set(names)], names)
+    recovered = [g.as_dict() for g in gaps if g.recovery == "recovered"]
     return {
         "from": iso(from_us),
         "to": iso(to_us),
         "gatherers": summary,
         "gaps": [g.as_dict() for g in gaps],
         "production_gaps": prod,
+        "lost": prod,
+        "recovered": recovered,
         "production_gap_free": not prod,
     }

@@ -168,6 +168,8 @@ def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Sc
         "boolean": pa.bool_(),
         "timestamp with time zone": pa.timestamp("us", tz="UTC"),
         "double precision": pa.float64(),
+        "bytea": pa.binary(),  # lifecycle_events.digest
+        "ARRAY": pa.list_(pa.string()),  # sequence_gaps.tickers (text[])
     }
     fields = []
     for col in columns:

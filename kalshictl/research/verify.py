@@ -44,6 +44,7 @@ class Mismatch:
     window_to: int
     rebuilt_at: int
     diffs: list[LevelDiff]
+    gaps: list[dict[str, Any]] = field(default_factory=list)  # recorded windows over (window_from, window_to]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,9 @@ class Mismatch:
             "window": f"({iso(self.window_from)}, {iso(self.window_to)}]",
             "rebuilt_at": self.rebuilt_at,
             "diffs": [d.as_dict() for d in self.diffs],
+            # recorded gap windows of this market's order book overlapping the window: empty = an unrecorded loss
+            "recorded_gaps": self.gaps,
+            "recorded": bool(self.gaps),
         }
 
 
@@ -239,4 +243,29 @@ def verify(
     ]
     with conn.transaction():
         deltas = iter_deltas(conn, ticker, base.anchor, to_us + tolerance_us)
-        return replay_and_compare(base.book, base.anchor, deltas, checks, tolerance_us=tolerance_us, report=report)
+        replay_and_compare(base.book, base.anchor, deltas, checks, tolerance_us=tolerance_us, report=report)
+    for m in report.mismatches:
+        m.gaps = recorded_gaps(conn, ticker, m.window_from, m.window_to)
+    return report
+
+
+def recorded_gaps(conn: psycopg.Connection, ticker: str, from_us: int, to_us: int) -> list[dict[str, Any]]:
+    """Production's gap windows on ``ticker``'s order book (its channel or every channel; ``tickers`` NULL = every
+    market) that overlap ``[from_us, to_us]``."""
+    rows = conn.execute(
+        "SELECT gatherer, channel, reason, from_ts, to_ts, recovery FROM sequence_gaps"
+        " WHERE channel IN ('orderbook_delta', '*') AND (tickers IS NULL OR tickers @> ARRAY[%s]::text[])"
+        " AND from_ts <= %s AND (to_ts IS NULL OR to_ts >= %s) ORDER BY from_ts",
+        (ticker, to_us, from_us),
+    ).fetchall()
+    return [
+        {
+            "gatherer": g,
+            "channel": ch,
+            "reason": r,
+            "from": iso(f),
+            "to": None if t is None else iso(t),
+            "recovery": rec,
+        }
+        for g, ch, r, f, t, rec in rows
+    ]

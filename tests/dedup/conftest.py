@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -18,6 +19,7 @@ from kalshictl.config import DedupSettings
 from kalshictl.db.embedded import PostgresCluster
 from kalshictl.db.migrate import migrate
 from kalshictl.db.roles import ROLES, ensure_role
+from kalshictl.kalshi.lifecycle_key import digest
 
 READER_PW = "reader-pw-1"
 DEDUP_PW = "dedup-pw-1"
@@ -186,9 +188,12 @@ def write_deltas(conn: psycopg.Connection, rows: list[tuple], received_at: int |
 
 
 def write_gap(conn: psycopg.Connection, gatherer: str, ticker: str | None, from_ts: int, to_ts: int | None) -> None:
+    """One order-book gap window over ``ticker`` (None = every market)."""
     conn.execute(
-        "INSERT INTO sequence_gaps (gatherer, ticker, reason, from_ts, to_ts, detected_at) VALUES (%s,%s,%s,%s,%s,%s)",
-        (gatherer, ticker, "seq_gap", from_ts, to_ts, now_us()),
+        "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, tickers, reason, from_ts, to_ts,"
+        " detected_at) VALUES (%s, 'test', (SELECT coalesce(max(window_id), 0) + 1 FROM sequence_gaps),"
+        " 'orderbook_delta', %s, %s, %s, %s, %s)",
+        (gatherer, None if ticker is None else [ticker], "seq_gap", from_ts, to_ts, now_us()),
     )
 
 
@@ -199,10 +204,11 @@ def write_misc(conn: psycopg.Connection, i: int, base_us: int) -> None:
         "INSERT INTO tickers (exchange_ts, received_at, ticker, yes_bid, yes_ask) VALUES (%s, %s, %s, %s, %s)",
         (base_us + i, rec, f"MKT-{i % 5}", 4000, 4100),
     )
+    payload = {"a": "x\ny"}
     conn.execute(
-        "INSERT INTO lifecycle_events (exchange_ts, received_at, ticker, event_type, payload)"
-        " VALUES (%s, %s, %s, 'activated', '{\"a\": \"x\\ny\"}')",
-        (base_us + i, rec, f"MKT-{i}"),
+        "INSERT INTO lifecycle_events (exchange_ts, received_at, ticker, event_type, payload, digest)"
+        " VALUES (%s, %s, %s, 'activated', %s, %s)",
+        (base_us + i, rec, f"MKT-{i}", orjson.dumps(payload).decode(), digest("activated", f"MKT-{i}", payload)),
     )
     conn.execute(
         "INSERT INTO orderbook_snapshots (snapshot_ts, ticker, source, yes_bids, yes_asks, no_bids, no_asks)"

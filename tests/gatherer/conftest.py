@@ -105,7 +105,8 @@ def gt_keys(records: list[dict]) -> dict[str, Counter]:
 DB_QUERIES = {
     "trade": "SELECT trade_id::text, ticker, exchange_ts, price, size, taker_side FROM trades",
     "delta": "SELECT ticker, exchange_ts, side, price, size_delta, occurrence FROM orderbook_deltas",
-    "ticker": "SELECT ticker, exchange_ts, yes_bid, yes_ask, last_price, volume, open_interest FROM tickers",
+    "ticker": "SELECT ticker, exchange_ts, yes_bid, yes_ask, last_price, volume, open_interest FROM tickers"
+    " WHERE source = 'ws'",  # 'rest' rows are re-anchor snapshots after a gap, not exchange events
     "lifecycle": "SELECT ticker, event_type, exchange_ts FROM lifecycle_events",
 }
 
@@ -118,15 +119,20 @@ def db_keys(dsn: str) -> dict[str, Counter]:
 
 def db_gaps(dsn: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT ticker, reason, from_ts, to_ts FROM sequence_gaps").fetchall()
+        return conn.execute("SELECT tickers, reason, from_ts, to_ts, channel FROM sequence_gaps").fetchall()
+
+
+KIND_CHANNEL = {"trade": "trade", "delta": "orderbook_delta", "ticker": "ticker", "lifecycle": "market_lifecycle_v2"}
 
 
 def covered(kind: str, key: tuple, gaps: list[tuple]) -> bool:
-    """Whether a missing event lies inside a recorded coverage window."""
+    """Whether a missing event lies inside a recorded coverage window (of its channel, or of every channel)."""
     ticker = key[1] if kind == "trade" else key[0]
     ts = key[2] if kind in ("trade", "lifecycle") else key[1]
-    for g_ticker, _reason, lo, hi in gaps:
-        if g_ticker is not None and g_ticker != ticker:
+    for g_tickers, _reason, lo, hi, channel in gaps:
+        if channel not in (KIND_CHANNEL[kind], "*"):
+            continue
+        if g_tickers is not None and ticker not in g_tickers:
             continue
         if lo <= ts and (hi is None or ts <= hi):
             return True

@@ -30,7 +30,7 @@ def _wait_healthy(port: int, proc: ManagedProcess, timeout: float = 40.0) -> Non
 def _restart_gaps(dsn: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
-            "SELECT ticker, sid, from_ts, to_ts FROM sequence_gaps WHERE reason = 'restart' ORDER BY gap_id"
+            "SELECT tickers, sid, from_ts, to_ts FROM sequence_gaps WHERE reason = 'restart' ORDER BY gap_id"
         ).fetchall()
 
 

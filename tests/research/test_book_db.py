@@ -68,6 +68,15 @@ def test_book_show_and_verify(prod):
     mm = bad["mismatches"][0]
     assert (mm["window_from"], mm["window_to"]) == (recv2, recv3)
     assert mm["diffs"] and all(set(d) == {"side", "price", "expected", "rebuilt"} for d in mm["diffs"])
+    assert mm["recorded"] is False and mm["recorded_gaps"] == []  # nobody recorded this loss
+    with prod.connect() as conn:  # a gatherer's window over this market (among others) explains it
+        conn.execute(
+            "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, tickers, reason, from_ts, to_ts,"
+            " detected_at) VALUES ('g1', 'i9', 1, 'orderbook_delta', %s, 'seq_gap', %s, %s, %s)",
+            (["OTHER", m.ticker], inst2, inst3, inst2),
+        )
+    mm = _cli("book", "verify", m.ticker, "--from", str(T0), "--to", str(end), "--config", cfg, code=1)["mismatches"][0]
+    assert mm["recorded"] and [(g["gatherer"], g["reason"]) for g in mm["recorded_gaps"]] == [("g1", "seq_gap")]
     assert bad["matched"] == bad["checked"] - 1
     window = ("--from", str(T0), "--to", str(end))
     human = subprocess.run(
@@ -109,9 +118,9 @@ def test_coverage_gatherer_and_production_gaps(prod):
     with prod.connect() as conn:
         for g, gid, sid, t, reason, f, e in rows:
             conn.execute(
-                "INSERT INTO sequence_gaps (gatherer, gap_id, sid, ticker, reason, from_ts, to_ts, detected_at) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                (g, gid, sid, t, reason, f, e, f),
+                "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, sid, tickers, reason, from_ts,"
+                " to_ts, detected_at) VALUES (%s,'i1',%s,'orderbook_delta',%s,%s,%s,%s,%s,%s)",
+                (g, gid, sid, None if t is None else [t], reason, f, e, f),
             )
     cfg = str(prod.config)
     two = _cli(

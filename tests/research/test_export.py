@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from kalshictl.kalshi.lifecycle_key import digest
 from tests.research.conftest import insert_deltas, insert_snapshot
 
 DAY1 = 1_795_132_800_000_000  # 2026-11-20T00:00:00Z in µs
@@ -64,17 +65,18 @@ def _seed(prod) -> None:
                 (ts, ts + 3, t, 4100 + i, None if i % 5 == 0 else 4300, 10**12 + i, "g2"),
             )
             conn.execute(
-                "INSERT INTO lifecycle_events (exchange_ts, received_at, ticker, event_type, payload, gatherer)"
-                " VALUES (%s,%s,%s,%s,%s,%s)",
-                (ts, ts, t, "activated", json.dumps({"k": i, "s": "ü"}), "g1"),
+                "INSERT INTO lifecycle_events (exchange_ts, received_at, ticker, event_type, payload, digest, gatherer)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                (ts, ts, t, "activated", json.dumps({"k": i, "s": "ü"}), digest("activated", t, {"k": i}), "g1"),
             )
             insert_snapshot(conn, t, ts, {4100 + i: 1000 + i, 1: 1}, {5600: 1700} if i % 4 else {}, gatherer="g3")
         insert_deltas(
             conn, [(tickers[i % 3], DAY1 + 1000 * (i // 2), i % 2 == 0, 4100, 1 - 2 * (i % 2), 0) for i in range(230)]
         )
         conn.execute(
-            "INSERT INTO sequence_gaps (gatherer, gap_id, sid, ticker, reason, from_ts, to_ts, detected_at)"
-            " VALUES ('g1', 1, 2, NULL, 'disconnect', %s, NULL, %s)",
+            "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, sid, tickers, reason, from_ts,"
+            " to_ts, detected_at) VALUES ('g1', 'i1', 1, 'orderbook_delta', 2, ARRAY['A', 'B'], 'disconnect', %s, NULL,"
+            " %s)",
             (DAY1 + 5, DAY1 + 6),
         )
 
@@ -169,6 +171,9 @@ def test_export_round_trips_exactly_through_s3_into_duckdb(prod, bucket, tmp_pat
     )
     assert snaps_duck == snaps_pg and len(snaps_pg) == 150
     assert _duck_rows(f"SELECT gatherer, reason, to_ts FROM {pq_glob('sequence_gaps')}") == [("g1", "disconnect", None)]
+    assert _duck_rows(f"SELECT tickers FROM {pq_glob('sequence_gaps')}") == [(["A", "B"],)]
+    digests = _duck_rows(f"SELECT digest FROM {pq_glob('lifecycle_events')}")
+    assert digests and all(isinstance(d, bytes) and len(d) == 32 for (d,) in digests)
     # day partitioning: boundary instants land in their own UTC day
     per_day = dict(duckdb.sql(f"SELECT date::VARCHAR, count(*) FROM {pq_glob('trades')} GROUP BY 1").fetchall())
     assert per_day == dict(

@@ -1,0 +1,331 @@
+"""Trade backfill: trades missed during a gap window are fetched again from REST (issue #13 item 1).
+
+Every window that loses trade-channel data (a disconnect of the trade subscription, an exchange-side outage, a
+trades-buffer overflow, the gatherer's own downtime — ``restart``, ``kill -9`` included — and windows a previous
+instance left open) is, once closed, marked ``recovery = 'pending'`` and queued here. The worker pages
+``GET /markets/trades`` over ``[from_ts - margin, to_ts + margin]`` (``min_ts``/``max_ts`` in **seconds**, ``limit``
+1000, ``cursor``, newest first; with ``ticker`` when the window names few markets) within its own share of the REST
+budget, and hands every trade this gatherer has not stored yet to the same trades writer as the WebSocket path, with
+``source = 'rest'``. When the rows are committed the window becomes ``recovered``; when the exchange keeps refusing,
+``failed``. One gatherer succeeding is enough: the deduplicator stores each ``trade_id`` once.
+
+Ticker updates and lifecycle messages are not served again; a window on those channels (or on every channel) is
+re-anchored instead: one REST market listing of the affected markets (``GET /markets?tickers=…`` when the window
+names at most 100 markets, else ``min_updated_ts`` = the window's start) is stored as ticker *snapshot* rows
+(``source = 'rest'``, time = when the listing was received). The window stays a recorded loss for those channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from kalshictl.units import PRICE_MAX, parse_price, parse_size
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kalshictl.gatherer.gaps import GapLog, Window
+
+log = logging.getLogger("kalshictl.gatherer.backfill")
+
+TRADE_CHANNELS = frozenset(("trade", "*"))
+ANCHOR_CHANNELS = frozenset(("ticker", "market_lifecycle_v2", "multivariate_market_lifecycle", "*"))
+MAX_LISTED_TICKERS = 100
+PAGE_LIMIT = 1000
+MAX_TICKER_FILTERS = 20  # a window over more markets is fetched without a ticker filter and filtered here
+
+
+def created_us(value: str) -> int:
+    """RFC3339 ``created_time`` → µs, truncated to the millisecond (the WebSocket's ``ts_ms`` resolution)."""
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    us = int(dt.timestamp()) * 1_000_000 + dt.microsecond
+    return us - us % 1000
+
+
+def trade_row(t: dict[str, Any], received_at: int) -> tuple:
+    """A REST ``Trade`` as a trades-writer row (``source = 'rest'``, no sid)."""
+    if t.get("yes_price_dollars") is not None:
+        price = parse_price(t["yes_price_dollars"])
+    elif t.get("no_price_dollars") is not None:
+        price = PRICE_MAX - parse_price(t["no_price_dollars"])
+    else:
+        price = int(t["yes_price"]) * 100
+    size = parse_size(t["count_fp"]) if t.get("count_fp") is not None else int(t["count"]) * 100
+    taker = t.get("taker_outcome_side") or t.get("taker_side")
+    if taker is None and "taker_book_side" in t:
+        taker = "yes" if t["taker_book_side"] == "bid" else "no"
+    return (
+        str(t["trade_id"]),
+        created_us(t["created_time"]),
+        received_at,
+        t["ticker"],
+        price,
+        size,
+        taker == "yes",
+        bool(t.get("is_block_trade", False)),
+        "rest",
+        None,
+    )
+
+
+def _opt(fn: Callable[[Any], int], value: Any) -> int | None:
+    return None if value is None or value == "" else fn(value)
+
+
+def ticker_snapshot_row(m: dict[str, Any], received_at: int) -> tuple:
+    """A REST ``Market`` as a tickers-writer snapshot row (``source = 'rest'``)."""
+    return (
+        received_at,
+        received_at,
+        m["ticker"],
+        _opt(parse_price, m.get("yes_bid_dollars")),
+        _opt(parse_price, m.get("yes_ask_dollars")),
+        _opt(parse_price, m.get("last_price_dollars")),
+        _opt(parse_size, m.get("volume_fp")),
+        _opt(parse_size, m.get("open_interest_fp")),
+        None,
+        None,
+        _opt(parse_size, m.get("yes_bid_size_fp")),
+        _opt(parse_size, m.get("yes_ask_size_fp")),
+        None,
+        "rest",
+        None,
+    )
+
+
+class TradeBackfill:
+    """Queue of windows whose trades are to be fetched again; one worker, paced to its share of the REST budget."""
+
+    def __init__(
+        self,
+        rest: Any,
+        gaplog: GapLog,
+        trades_writer: Any,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection]],
+        tickers_writer: Any = None,
+        *,
+        requests_per_second: float,
+        share: float = 0.25,
+        margin_s: float = 2.0,
+        settle_s: float = 1.0,
+        attempts: int = 3,
+    ) -> None:
+        self.rest = rest
+        self.gaplog = gaplog
+        self.writer = trades_writer
+        self.tickers_writer = tickers_writer
+        # called with the markets of a re-anchor listing (the service subscribes those it did not know)
+        self.on_markets: Callable[[list[dict], Window], None] | None = None
+        self.anchored_markets = 0
+        self._connect = connect
+        self.min_gap_s = 1.0 / max(1e-6, requests_per_second * share)
+        self.margin_us = int(margin_s * 1_000_000)
+        self.settle_s = settle_s
+        self.attempts = attempts
+        self._queue: asyncio.Queue[Window] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._last_request = 0.0
+        self.requests = 0
+        self.recovered_windows = 0
+        self.failed_windows = 0
+        self.trades_fetched = 0
+        self.trades_stored = 0
+        self.busy = False
+
+    # ----- scheduling -----------------------------------------------------------------------------------------
+    def on_closed(self, w: Window) -> None:
+        """GapLog callback: queue a closed window that lost trades (marks it ``pending``)."""
+        wanted = w.channel in TRADE_CHANNELS or (self.tickers_writer is not None and w.channel in ANCHOR_CHANNELS)
+        if not wanted or w.to_ts is None or w.recovery in ("recovered", "failed"):
+            return
+        if w.recovery != "pending":
+            self.gaplog.set_recovery(w.key, "pending")
+            w.recovery = "pending"
+        self._queue.put_nowait(w)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="trade-backfill")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize() + (1 if self.busy else 0)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pending_windows": self.pending,
+            "recovered_windows": self.recovered_windows,
+            "failed_windows": self.failed_windows,
+            "requests": self.requests,
+            "trades_fetched": self.trades_fetched,
+            "trades_stored": self.trades_stored,
+            "anchored_markets": self.anchored_markets,
+        }
+
+    # ----- the worker -----------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            w = await self._queue.get()
+            self.busy = True
+            try:
+                # let the WebSocket rows of the margin after the window arrive and reach the database first (they
+                # are not re-added)
+                ready_at = (w.to_ts or 0) + self.margin_us + int(self.settle_s * 1_000_000)
+                await asyncio.sleep(max(self.settle_s, (ready_at - time.time_ns() // 1000) / 1e6))
+                outcome = "failed"
+                for attempt in range(self.attempts):
+                    try:
+                        if w.channel in TRADE_CHANNELS:
+                            await self.backfill(w)
+                        if self.tickers_writer is not None and w.channel in ANCHOR_CHANNELS:
+                            await self.reanchor(w)
+                        outcome = "recovered"
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.warning(
+                            "trade backfill of window %s/%d failed (attempt %d): %s",
+                            w.instance_id,
+                            w.window_id,
+                            attempt + 1,
+                            exc,
+                        )
+                        await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+                if outcome == "recovered":
+                    self.recovered_windows += 1
+                else:
+                    self.failed_windows += 1
+                self.gaplog.set_recovery(w.key, outcome)
+                w.recovery = outcome
+            finally:
+                self.busy = False
+
+    async def _get(self, params: dict[str, Any], path: str = "/markets/trades") -> dict:
+        wait = self._last_request + self.min_gap_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_request = time.monotonic()
+        self.requests += 1
+        return await self.rest.get(path, params) or {}
+
+    async def reanchor(self, w: Window) -> int:
+        """One REST market listing of the window's markets, stored as ticker snapshot rows; returns how many."""
+        params: dict[str, Any] = {"limit": PAGE_LIMIT}
+        if w.tickers is not None and len(w.tickers) <= MAX_LISTED_TICKERS:
+            params["tickers"] = ",".join(w.tickers)
+        else:
+            params["min_updated_ts"] = math.floor(w.from_ts / 1_000_000)
+        wanted = None if w.tickers is None else set(w.tickers)
+        markets: list[dict] = []
+        seen: set[str] = set()
+        while True:
+            body = await self._get(params, "/markets")
+            markets.extend(body.get("markets") or [])
+            cursor = body.get("cursor")
+            if not cursor or cursor in seen:
+                break
+            seen.add(cursor)
+            params["cursor"] = cursor
+        now = time.time_ns() // 1000
+        n = 0
+        for m in markets:
+            if wanted is not None and m.get("ticker") not in wanted:
+                continue
+            if not self.tickers_writer.add(ticker_snapshot_row(m, now + n)):  # distinct times: one row per market
+                raise RuntimeError("tickers buffer full")
+            n += 1
+        if n and not await self.tickers_writer.flush(30):
+            raise RuntimeError("ticker snapshots not committed within 30 s")
+        if self.on_markets is not None:
+            self.on_markets([m for m in markets if wanted is None or m.get("ticker") in wanted], w)
+        self.anchored_markets += n
+        log.info("re-anchored %d markets after window %s/%d (%s)", n, w.instance_id, w.window_id, w.channel)
+        return n
+
+    async def fetch(self, lo_us: int, hi_us: int, ticker: str | None = None) -> list[dict]:
+        """Every trade with created_time in [lo_us, hi_us] (second-granular request, exact filter here)."""
+        params: dict[str, Any] = {
+            "min_ts": math.floor(lo_us / 1_000_000),
+            "max_ts": math.ceil(hi_us / 1_000_000),
+            "limit": PAGE_LIMIT,
+        }
+        if ticker is not None:
+            params["ticker"] = ticker
+        out: list[dict] = []
+        seen: set[str] = set()
+        while True:
+            body = await self._get(params)
+            out.extend(body.get("trades") or [])
+            cursor = body.get("cursor")
+            if not cursor or cursor in seen:
+                return out
+            seen.add(cursor)
+            params["cursor"] = cursor
+
+    async def backfill(self, w: Window) -> int:
+        """Fetch and store the trades of window ``w``; returns how many rows were handed to the writer."""
+        assert w.to_ts is not None
+        lo, hi = w.from_ts - self.margin_us, w.to_ts + self.margin_us
+        if w.tickers is not None and len(w.tickers) <= MAX_TICKER_FILTERS:
+            trades = []
+            for t in w.tickers:
+                trades.extend(await self.fetch(lo, hi, t))
+        else:
+            trades = await self.fetch(lo, hi)
+        wanted = None if w.tickers is None else set(w.tickers)
+        now = time.time_ns() // 1000
+        rows = []
+        for t in trades:
+            if wanted is not None and t.get("ticker") not in wanted:
+                continue
+            row = trade_row(t, now)
+            if lo - 1_000_000 <= row[1] <= hi + 1_000_000:
+                rows.append(row)
+        self.trades_fetched += len(rows)
+        if rows:
+            have = await self._stored_ids([r[0] for r in rows], lo - 2_000_000, hi + 2_000_000)
+            rows = [r for r in rows if r[0] not in have]
+            rows = list({r[0]: r for r in rows}.values())
+        for r in rows:
+            if not self.writer.add(r):
+                raise RuntimeError("trades buffer full")
+        if rows and not await self.writer.flush(30):
+            raise RuntimeError("trades not committed within 30 s")
+        self.trades_stored += len(rows)
+        log.info(
+            "trade backfill of window %s/%d (%s): %d trades fetched, %d new",
+            w.instance_id,
+            w.window_id,
+            w.reason,
+            self.trades_fetched,
+            len(rows),
+        )
+        return len(rows)
+
+    async def _stored_ids(self, ids: list[str], lo: int, hi: int) -> set[str]:
+        """Trade ids this gatherer already holds (any time near the window)."""
+        await self.writer.flush(10)  # the WebSocket copies received so far
+        conn = await self._connect()
+        try:
+            cur = await conn.execute(
+                "SELECT trade_id::text FROM trades WHERE trade_id = ANY(%s::uuid[]) AND exchange_ts BETWEEN %s AND %s",
+                (ids, lo, hi),
+            )
+            return {r[0] for r in await cur.fetchall()}
+        finally:
+            await conn.close()

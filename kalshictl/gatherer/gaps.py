@@ -1,0 +1,494 @@
+"""Gap windows are data, written when they open (issue #13 item 2, #12 item 4).
+
+:class:`GapLog` owns the gatherer's ``sequence_gaps`` rows: one row per subscription window (``tickers`` = the
+markets it covers, NULL = every market of the channel), keyed by ``(gatherer, instance_id, window_id)`` where
+``instance_id`` names this process and ``window_id`` counts its windows.
+
+* :meth:`GapLog.open` is synchronous (the router calls it from the frame path): it assigns the window id, queues the
+  INSERT and wakes the log's own small writer, which commits it on its own connection at once (well within ~50 ms on
+  a healthy database; while the database is down it retries with backoff and keeps order).
+* :meth:`GapLog.close` queues an UPDATE that sets ``to_ts`` (and the recovery state) and bumps ``txid`` so the
+  deduplicator's watermark reads the row again and upserts it in production. A close queued before its open was
+  written is folded into the INSERT (one write).
+* :meth:`GapLog.committed_through_us` is part of the coverage heartbeat (the log stands in the gatherer's
+  ``WriterSet`` as the ``sequence_gaps`` writer): the heartbeat never claims a time after the start of a window whose
+  INSERT is not committed, so ``kill -9`` at any moment leaves either the window or a restart gap covering it.
+* :meth:`GapLog.restarted` records the gatherer's own downtime as a ``restart`` window and closes every window a
+  previous instance left open at the time coverage resumed.
+
+:class:`MarketWindows` groups the markets of one subscription event into one window and closes it when the last of
+them has resynced (a market that leaves the subscription counts as resynced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("kalshictl.gatherer.gaps")
+
+Connect = Callable[[], Awaitable["psycopg.AsyncConnection"]]
+
+ALL_CHANNELS = "*"
+RECOVERIES = ("none", "pending", "recovered", "failed")
+# the table a writer overflowed -> the channel whose data it lost
+TABLE_CHANNEL = {
+    "trades": "trade",
+    "tickers": "ticker",
+    "orderbook_deltas": "orderbook_delta",
+    "orderbook_snapshots": "orderbook_delta",
+    "lifecycle_events": "market_lifecycle_v2",
+}
+
+_COLS = (
+    "gatherer",
+    "instance_id",
+    "window_id",
+    "channel",
+    "subscription",
+    "sid",
+    "tickers",
+    "reason",
+    "expected_seq",
+    "received_seq",
+    "from_ts",
+    "to_ts",
+    "detected_at",
+    "recovery",
+)
+_INSERT = (
+    f"INSERT INTO sequence_gaps ({', '.join(_COLS)}) VALUES ({', '.join(['%s'] * len(_COLS))})"
+    " ON CONFLICT (gatherer, instance_id, window_id) DO NOTHING"
+)
+_UPDATE = (
+    "UPDATE sequence_gaps SET to_ts = COALESCE(%s, to_ts), recovery = COALESCE(%s, recovery),"
+    " txid = pg_current_xact_id() WHERE gatherer = %s AND instance_id = %s AND window_id = %s"
+)
+# every channel whose data a REST backfill can give back (trades) or re-anchor (tickers, lifecycle)
+_CLOSE_PREVIOUS = (
+    "UPDATE sequence_gaps SET to_ts = GREATEST(%(at)s, from_ts), txid = pg_current_xact_id(),"
+    " recovery = CASE WHEN %(pending)s AND channel = ANY(%(recoverable)s) THEN 'pending' ELSE recovery END"
+    " WHERE gatherer = %(g)s AND instance_id <> %(i)s AND to_ts IS NULL"
+    " RETURNING instance_id, window_id, channel, tickers, reason, from_ts, to_ts, recovery"
+)
+
+_PENDING_PREVIOUS = (
+    "SELECT instance_id, window_id, channel, tickers, reason, from_ts, to_ts, recovery FROM sequence_gaps"
+    " WHERE gatherer = %(g)s AND instance_id <> %(i)s AND to_ts IS NOT NULL AND recovery = 'pending'"
+    " AND to_ts <> %(at)s"
+)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class Window:
+    """One gap window as this process knows it."""
+
+    instance_id: str
+    window_id: int
+    channel: str
+    reason: str
+    from_ts: int
+    detected_at: int
+    subscription: str | None = None
+    sid: int | None = None
+    tickers: tuple[str, ...] | None = None
+    expected_seq: int | None = None
+    received_seq: int | None = None
+    to_ts: int | None = None
+    recovery: str = "none"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.instance_id, self.window_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "window_id": self.window_id,
+            "channel": self.channel,
+            "subscription": self.subscription,
+            "sid": self.sid,
+            "markets": None if self.tickers is None else len(self.tickers),
+            "reason": self.reason,
+            "from_ts": self.from_ts,
+            "to_ts": self.to_ts,
+            "recovery": self.recovery,
+        }
+
+
+class GapLog:
+    """The gatherer's gap windows, durable when they open (see module docs)."""
+
+    def __init__(
+        self,
+        gatherer: str,
+        connect: Connect,
+        *,
+        instance_id: str | None = None,
+        metrics: Any = None,
+        retry_max_s: float = 2.0,
+        recoverable: Sequence[str] = ("trade", "ticker", "market_lifecycle_v2", ALL_CHANNELS),
+    ) -> None:
+        self.gatherer = gatherer
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self._connect = connect
+        self.metrics = metrics
+        self.retry_max_s = retry_max_s
+        self.recoverable = list(recoverable)
+        self._ids = itertools.count(1)
+        self._windows: dict[tuple[str, int], Window] = {}  # open (and closed-but-unwritten) windows of any instance
+        # queued operations, in order: ("insert", Window) | ("update", key, to_ts, recovery) | ("previous", at)
+        self._ops: list[tuple] = []
+        self._unwritten: dict[tuple[str, int], Window] = {}  # INSERT queued or in flight
+        self._kick = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+        self._inflight = 0  # leading ops of ``_ops`` being written now
+        self._conn: psycopg.AsyncConnection | None = None
+        self.on_closed: Callable[[Window], None] | None = None  # e.g. schedule a REST backfill
+        self.written = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.failures = 0
+        self.connected = False
+        self.last_error: str | None = None
+        self.full = False
+        self.commit_ms: list[float] = []  # last open->commit latencies (bounded), for tests and /status
+        self.last_from: dict[str, int] = {}  # channel -> start of the latest window opened on it
+        # a time before which no loss can still be undetected (the router's seq verification); the heartbeat
+        # never claims a later time
+        self.coverage_floor: Callable[[int], int] | None = None
+
+    # ----- the API the router and the service call ------------------------------------------------------------
+    def open(
+        self,
+        *,
+        channel: str,
+        reason: str,
+        from_ts: int,
+        subscription: str | None = None,
+        sid: int | None = None,
+        tickers: Sequence[str] | None = None,
+        expected_seq: int | None = None,
+        received_seq: int | None = None,
+        detected_at: int | None = None,
+    ) -> int:
+        """Open a window (written at once, ``to_ts`` NULL); returns its id."""
+        w = Window(
+            self.instance_id,
+            next(self._ids),
+            channel,
+            reason,
+            from_ts,
+            _now_us() if detected_at is None else detected_at,
+            subscription,
+            sid,
+            None if tickers is None else tuple(sorted(set(tickers))),
+            expected_seq,
+            received_seq,
+        )
+        self._windows[w.key] = w
+        self._unwritten[w.key] = w
+        self.last_from[channel] = from_ts
+        self._ops.append(("insert", w, time.monotonic()))
+        if self.metrics is not None:
+            self.metrics.gaps.labels(reason=reason).inc()
+        self._wake()
+        return w.window_id
+
+    def close(self, window_id: int, to_ts: int, *, recovery: str | None = None) -> None:
+        """Close one of this instance's windows at ``to_ts`` (and set its recovery state)."""
+        self._close((self.instance_id, window_id), to_ts, recovery)
+
+    def set_recovery(self, key: tuple[str, int], recovery: str) -> None:
+        """Record a closed window's recovery outcome (``pending`` | ``recovered`` | ``failed``)."""
+        self._close(key, None, recovery)
+
+    def record(self, *, to_ts: int, recovery: str | None = None, **kw: Any) -> int:
+        """Open and close a window at once (a window known only after the fact, e.g. a buffer overflow)."""
+        wid = self.open(**kw)
+        self.close(wid, to_ts, recovery=recovery)
+        return wid
+
+    def restarted(
+        self, down_since: int | None, resumed_at: int, *, recovery: str | None = None, slack_us: int = 1_000_000
+    ) -> int | None:
+        """Coverage resumed at ``resumed_at``: record ``[down_since - slack, resumed_at]`` as a ``restart`` window
+        (every channel, every market) and close the windows previous instances left open at ``resumed_at``.
+
+        ``down_since`` (the heartbeat) is a receive time of this gatherer's clock; an event received just after it
+        carries an exchange time slightly before it, hence the clock slack (as for every window started from a
+        receive time)."""
+        self._ops.append(("previous", resumed_at, recovery == "pending"))
+        wid = None
+        if down_since is not None:
+            wid = self.record(
+                channel=ALL_CHANNELS,
+                reason="restart",
+                from_ts=min(down_since - slack_us, resumed_at),
+                to_ts=resumed_at,
+                detected_at=resumed_at,
+                recovery=recovery,
+            )
+        self._wake()
+        return wid
+
+    def window(self, window_id: int, instance_id: str | None = None) -> Window | None:
+        return self._windows.get((instance_id or self.instance_id, window_id))
+
+    def open_windows(self) -> list[dict[str, Any]]:
+        """Windows still open (for /status)."""
+        return [w.as_dict() for w in self._windows.values() if w.to_ts is None]
+
+    # ----- internals ------------------------------------------------------------------------------------------
+    def _close(self, key: tuple[str, int], to_ts: int | None, recovery: str | None) -> None:
+        if recovery is not None and recovery not in RECOVERIES:
+            raise ValueError(f"recovery: {recovery!r}")
+        w = self._windows.get(key)
+        if w is not None:
+            if to_ts is not None:
+                w.to_ts = max(to_ts, w.from_ts)
+                to_ts = w.to_ts
+            if recovery is not None:
+                w.recovery = recovery
+        queued = self._ops[self._inflight :]
+        if w is not None and key in self._unwritten and any(op[0] == "insert" and op[1] is w for op in queued):
+            pass  # the queued INSERT (not yet sent) carries the new state
+        else:
+            self._ops.append(("update", key, to_ts, recovery))
+        if w is not None and w.to_ts is not None and w.recovery not in ("pending",):
+            self._windows.pop(key, None)  # settled: nothing more to remember (the row is in the queue/database)
+        if w is not None and to_ts is not None and self.on_closed is not None:
+            with contextlib.suppress(Exception):
+                self.on_closed(w)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._idle.clear()
+        self._kick.set()
+
+    # ----- WriterSet interface (the log stands in as the ``sequence_gaps`` writer) ----------------------------
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def add(self, row: tuple) -> bool:  # pragma: no cover - nothing should write gap rows around the log
+        raise RuntimeError("sequence_gaps rows are written by GapLog.open/close")
+
+    def committed_through_us(self, now: int) -> int:
+        """A time before which every window opened so far is committed (``now`` when none is pending)."""
+        pending = [w.from_ts for w in self._unwritten.values()]
+        floor = self.coverage_floor(now) if self.coverage_floor is not None else now
+        return min([now, floor, *pending])
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="writer-sequence_gaps")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is committed; False on timeout."""
+        if not self._ops:
+            return True
+        self._kick.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self, timeout: float = 10.0) -> bool:
+        ok = await self.flush(timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._close_conn()
+        if not ok:
+            log.error("sequence_gaps: %d operations not written at shutdown", len(self._ops))
+        return ok
+
+    async def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+        self.connected = False
+
+    async def _run(self) -> None:
+        backoff = 0.02
+        while True:
+            if not self._ops:
+                self._idle.set()
+                self._kick.clear()
+                await self._kick.wait()
+                continue
+            self._kick.clear()
+            batch = list(self._ops)
+            self._inflight = len(batch)
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                self._inflight = 0
+                raise
+            except Exception as exc:
+                self._inflight = 0
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                if self.failures % 20 == 1:
+                    log.warning("sequence_gaps: write failed (%s); %d queued, retrying", self.last_error, len(batch))
+                await self._close_conn()
+                await asyncio.sleep(backoff)
+                backoff = min(self.retry_max_s, backoff * 2)
+                continue
+            backoff = 0.02
+            del self._ops[: len(batch)]
+            self._inflight = 0
+            now = time.monotonic()
+            for op in batch:
+                if op[0] == "insert":
+                    self._unwritten.pop(op[1].key, None)
+                    self.commit_ms.append((now - op[2]) * 1000)
+            del self.commit_ms[:-1000]
+            self.written += len(batch)
+
+    async def _ensure_conn(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await asyncio.wait_for(self._connect(), 10)
+            await self._conn.set_autocommit(False)
+            self.connected = True
+        return self._conn
+
+    async def _write(self, batch: list[tuple]) -> None:
+        conn = await self._ensure_conn()
+        previous: list[Window] = []
+        async with conn.transaction():
+            async with conn.cursor() as cur:
+                inserts = []
+                for op in batch:
+                    if op[0] == "insert":
+                        w = op[1]
+                        inserts.append(
+                            (
+                                self.gatherer,
+                                w.instance_id,
+                                w.window_id,
+                                w.channel,
+                                w.subscription,
+                                w.sid,
+                                None if w.tickers is None else list(w.tickers),
+                                w.reason,
+                                w.expected_seq,
+                                w.received_seq,
+                                w.from_ts,
+                                w.to_ts,
+                                w.detected_at,
+                                w.recovery,
+                            )
+                        )
+                        continue
+                    if inserts:
+                        await cur.executemany(_INSERT, inserts)
+                        inserts = []
+                    if op[0] == "update":
+                        _kind, (inst, wid), to_ts, recovery = op
+                        await cur.execute(_UPDATE, (to_ts, recovery, self.gatherer, inst, wid))
+                    elif op[0] == "previous":
+                        params = {
+                            "at": op[1],
+                            "pending": op[2],
+                            "recoverable": self.recoverable,
+                            "g": self.gatherer,
+                            "i": self.instance_id,
+                        }
+                        await cur.execute(_CLOSE_PREVIOUS, params)
+                        found = await cur.fetchall()
+                        await cur.execute(_PENDING_PREVIOUS, params)  # recoveries a previous instance left undone
+                        found += await cur.fetchall()
+                        for inst, wid, ch, tickers, reason, f, t, rec in found:
+                            previous.append(
+                                Window(
+                                    inst,
+                                    wid,
+                                    ch,
+                                    reason,
+                                    f,
+                                    op[1],
+                                    None,
+                                    None,
+                                    tickers and tuple(tickers),
+                                    to_ts=t,
+                                    recovery=rec,
+                                )
+                            )
+                if inserts:
+                    await cur.executemany(_INSERT, inserts)
+        for w in previous:
+            log.warning(
+                "%s: closed window %s/%d (%s, %s) left open by a previous instance at %d",
+                self.gatherer,
+                w.instance_id,
+                w.window_id,
+                w.channel,
+                w.reason,
+                w.to_ts,
+            )
+            if w.recovery == "pending":
+                self._windows[w.key] = w
+            if self.on_closed is not None:
+                with contextlib.suppress(Exception):
+                    self.on_closed(w)
+
+
+class MarketWindows:
+    """One window per subscription event over the markets it newly made untrusted; closed when the last resyncs."""
+
+    def __init__(self, log_: GapLog) -> None:
+        self.log = log_
+        self._win_of: dict[str, int] = {}  # ticker -> its open window
+        self._left: dict[int, set[str]] = {}  # window -> markets not yet resynced
+        self._to: dict[int, int] = {}  # window -> latest resync time so far
+
+    def open(self, tickers: Iterable[str], **kw: Any) -> int | None:
+        """Open one window over ``tickers`` (None when the list is empty)."""
+        ts = [t for t in tickers if t not in self._win_of]
+        if not ts:
+            return None
+        wid = self.log.open(tickers=ts, **kw)
+        self._left[wid] = set(ts)
+        self._to[wid] = kw["from_ts"]
+        for t in ts:
+            self._win_of[t] = wid
+        return wid
+
+    def resynced(self, ticker: str, at: int) -> None:
+        """``ticker`` is trusted again since ``at`` (or left the subscription)."""
+        wid = self._win_of.pop(ticker, None)
+        if wid is None:
+            return
+        left = self._left[wid]
+        left.discard(ticker)
+        self._to[wid] = max(self._to[wid], at)
+        if not left:
+            del self._left[wid]
+            self.log.close(wid, self._to.pop(wid))
+
+    def window_of(self, ticker: str) -> int | None:
+        return self._win_of.get(ticker)
+
+    def __len__(self) -> int:
+        return len(self._left)

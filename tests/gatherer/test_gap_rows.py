@@ -1,0 +1,54 @@
+"""Compact gap windows (issue #12 item 4): a run with frame drops writes at most one gap row per subscription per gap
+(not one per market), and every market of a window is named in it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import psycopg
+
+from kalshictl.gatherer.service import Gatherer
+from kalshictl.sim import SimConfig, SimExchange
+from tests.gatherer.conftest import make_settings, probe_all, until
+
+
+async def test_frame_drops_write_one_row_per_subscription_per_gap(gatherer_dsn: str, tmp_path) -> None:
+    markets = 240
+    cfg = SimConfig(markets=markets, seed=9, rate=600, paused=True, ground_truth=tmp_path / "gt.jsonl")
+    async with SimExchange(cfg) as ex:
+        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
+        task = asyncio.create_task(g.run())
+        try:
+            assert await g.wait_ready(30)
+            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
+            per_conn = {c.name: len(c.markets) for c in g.manager.book_conns}
+            ex.set_faults("skip_seq=0.01")
+            ex.resume()
+            await asyncio.sleep(6.0)  # the workload with frame drops, not a sync wait
+            ex.set_faults("")
+            ex.pause()
+            await probe_all(g)
+            await until(lambda: not g.router.sync.awaiting, 20, "every market to resync")
+            await g.gaplog.flush(5)
+            skipped = ex.stats()["faults"].get("skip_seq", 0)
+            for c in g.manager.book_conns:  # markets created during the run joined the subscriptions
+                per_conn[c.name] = max(per_conn[c.name], len(c.markets))
+        finally:
+            g.request_stop()
+            await asyncio.wait_for(task, 30)
+    with psycopg.connect(gatherer_dsn) as conn:
+        rows = conn.execute(
+            "SELECT subscription, expected_seq, received_seq, cardinality(tickers), to_ts FROM sequence_gaps"
+            " WHERE channel = 'orderbook_delta' AND reason IN ('seq_gap', 'seq_backwards')"
+        ).fetchall()
+    print(f"{skipped} frames dropped over {len(per_conn)} subscriptions -> {len(rows)} gap rows")
+    assert skipped > 10 and rows
+    per_gap = Counter((sub, exp, rcv) for sub, exp, rcv, _n, _to in rows)
+    assert max(per_gap.values()) == 1, per_gap.most_common(3)  # one row per subscription per gap
+    assert len(rows) <= skipped  # a dropped frame opens at most one window (fewer when windows overlap)
+    assert all(to is not None for *_x, to in rows)  # every window closed once its markets resynced
+    # a window names the markets it covers: at most its subscription's, and not one row per market
+    sizes = [n for _s, _e, _r, n, _t in rows]
+    assert all(1 <= n <= max(per_conn.values()) for n in sizes), (sizes, per_conn)
+    assert sum(n for *_x, n, _t in rows) > len(rows)
