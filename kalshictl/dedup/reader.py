@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.dedup.tables import DELTAS, GAPS, SNAPSHOTS, TICKERS, TRADES, TableSpec
+from kalshictl.dedup.tables import DELTAS, SNAPSHOTS, TICKERS, TRADES, TableSpec
 
 if TYPE_CHECKING:
     import psycopg

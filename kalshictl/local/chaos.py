@@ -70,7 +70,7 @@ class ChaosResult:
 
     def table(self) -> str:
         """The per-table report with its verdict line."""
-        from kalshictl.pipeline.verify import render_table
+        from kalshictl.local.verify import render_table
 
         return render_table(self.tables)
 
