@@ -4,6 +4,7 @@ open are closed at its restart, and its missed trades come back from REST."""
 
 import psycopg
 import pytest
+
 from kalshictl.local.chaos import Chaos, ChaosOptions
 
 

@@ -12,9 +12,9 @@ import time
 
 import httpx
 import pytest
-from kalshictl.local.verify import compare, render_table
-from kalshictl.local.demo import Demo, DemoOptions
 
+from kalshictl.local.demo import Demo, DemoOptions
+from kalshictl.local.verify import compare, render_table
 from kalshictl.sim.config import SimConfig
 
 VARIANTS = [
