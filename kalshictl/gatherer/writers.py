@@ -84,9 +84,10 @@ TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1,
 LIFECYCLE = TableSpec("lifecycle_events", (*EVENT_COLUMNS["lifecycle_events"], "sid"), time_index=1).with_text(
     "ticker", "event_type", "payload"
 )
-GAPS = TableSpec("sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=8).with_text(
-    "gatherer", "ticker", "reason"
-)
+# Gap windows are written by GapLog (gatherer/gaps.py) when they open; this spec names the table in the writer set.
+GAPS = TableSpec(
+    "sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=1 + GAP_COLUMNS.index("from_ts")
+).with_text("gatherer", "channel", "subscription", "reason")
 ALL_TABLES = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
 
 
