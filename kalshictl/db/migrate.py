@@ -210,10 +210,19 @@ def migrate(
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
+# Creates upcoming range partitions (0 on TimescaleDB, whose hypertables need none); the services run it hourly.
+ENSURE_PARTITIONS_SQL = (
+    "SELECT CASE WHEN to_regprocedure('kalshi_ensure_partitions(bigint)') IS NULL THEN 0"
+    " ELSE kalshi_ensure_partitions() END"
+)
+
+
 def ensure_partitions(conn: psycopg.Connection) -> int:
     """Create upcoming range partitions (no-op on TimescaleDB); returns how many were created."""
-    row = conn.execute(
-        "SELECT CASE WHEN to_regprocedure('kalshi_ensure_partitions(bigint)') IS NULL THEN 0"
-        " ELSE kalshi_ensure_partitions() END"
-    ).fetchone()
-    return int(row[0])
+    return int(conn.execute(ENSURE_PARTITIONS_SQL).fetchone()[0])
+
+
+async def ensure_partitions_async(conn: psycopg.AsyncConnection) -> int:
+    """:func:`ensure_partitions` on an async connection."""
+    cur = await conn.execute(ENSURE_PARTITIONS_SQL)
+    return int((await cur.fetchone())[0])

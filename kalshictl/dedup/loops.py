@@ -21,6 +21,8 @@ from kalshictl.dedup.gaps import Peer, judge
 from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
 from kalshictl.dedup.reader import InstanceChanged, read_batch
 from kalshictl.dedup.tables import DELTAS, TableSpec
+from kalshictl.errors import summarize
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,15 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kalshictl.dedup.loops")
 
 OnMerge = Callable[[str, str, MergeResult, float], None]
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 class SyncLoop:
@@ -149,7 +142,7 @@ class SyncLoop:
         if batch.backlog_oldest is None:
             self.lag_s = 0.0
         else:
-            self.lag_s = max(0.0, (_now_us() - batch.backlog_oldest) / 1e6)
+            self.lag_s = max(0.0, (now_us() - batch.backlog_oldest) / 1e6)
         self.metrics.lag.labels(*self._labels).set(self.lag_s)
         if batch.full:
             self.batch_rows = min(self.batch_rows * 2, self.sync.max_batch_rows)
@@ -182,7 +175,7 @@ class SyncLoop:
                 self.syncing = False
                 self.lag_s = None
                 self.metrics.errors.labels(*self._labels).inc()
-                msg = _short(exc)
+                msg = summarize(exc)
                 if msg != self.last_error:
                     log.warning("%s: %s; retrying in %.1fs", self.name, msg, backoff)
                 self.last_error = msg

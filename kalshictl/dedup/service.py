@@ -12,7 +12,7 @@ from kalshictl.dedup.gaps import Peer
 from kalshictl.dedup.loops import OnMerge, SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 from kalshictl.dedup.tables import ALL_TABLES
-from kalshictl.errors import KalshiCtlError
+from kalshictl.errors import KalshiCtlError, summarize
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kalshictl.dedup")
 
 LOCK_KEY = 0x6B616C7368690005  # one deduplicator per production database
+PARTITION_TOP_UP_S = 3600.0
 
 
 class Deduplicator:
@@ -42,6 +43,7 @@ class Deduplicator:
         self._sync_stop = asyncio.Event()
         self._started = asyncio.Event()
         self.production: psycopg.AsyncConnection | None = None
+        self._partitions_due = 0.0  # monotonic time of the next production partition top-up
         self._prod_lock = asyncio.Lock()
         self.gatherer_conns: dict[str, psycopg.AsyncConnection | None] = {g.name: None for g in settings.gatherers}
         self.gatherer_ok: dict[str, bool] = {g.name: False for g in settings.gatherers}
@@ -226,9 +228,28 @@ class Deduplicator:
             return
         self.production = conn
 
+    async def _top_up_partitions(self) -> None:
+        """Hourly: create production's upcoming range partitions (without it rows past the last one migrate made
+        would land in the default partition)."""
+        from kalshictl.db.migrate import ensure_partitions_async
+
+        if self.production is None or time.monotonic() < self._partitions_due:
+            return
+        try:
+            async with self._prod_lock:
+                created = await ensure_partitions_async(self.production)
+        except Exception as exc:
+            log.warning("production partitions not topped up: %s", summarize(exc))
+            self._partitions_due = time.monotonic() + 60.0
+            return
+        self._partitions_due = time.monotonic() + PARTITION_TOP_UP_S
+        if created:
+            log.info("production: created %d upcoming partitions", created)
+
     async def _monitor(self) -> None:
         while not self._sync_stop.is_set():
             await self._ensure_production()
+            await self._top_up_partitions()
             await asyncio.gather(*(self._connect_gatherer(g) for g in self.settings.gatherers))
             try:
                 await asyncio.wait_for(self._sync_stop.wait(), 2.0)

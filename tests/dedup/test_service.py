@@ -88,3 +88,32 @@ async def test_service_end_to_end_health_and_status(dedup_env: DedupEnv) -> None
     await asyncio.wait_for(task, 30)
     assert service.phase == "stopped"
     assert all(lp.pconn is None and lp.gconn is None for lp in service.loops)
+
+
+def _partitions(prod, table: str) -> list[str]:
+    rows = prod.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = %s::regclass AND c.relname NOT LIKE %s ORDER BY c.relname",
+        (table, "%default%"),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+async def test_service_tops_up_production_partitions(dedup_env: DedupEnv) -> None:
+    """Production's upcoming range partitions are created by the running deduplicator, not only by `migrate`."""
+    with dedup_env.prod() as prod:
+        before = _partitions(prod, "trades")
+        assert before, "production trades is range-partitioned here (no TimescaleDB)"
+        prod.execute(f"DROP TABLE {before[-1]}")  # the furthest upcoming partition goes missing
+        assert _partitions(prod, "trades") == before[:-1]
+    service = Deduplicator(dedup_env.settings())
+    task = asyncio.create_task(service.run())
+    await asyncio.wait_for(service.wait_started(), 30)
+
+    def restored() -> bool:
+        with dedup_env.prod() as prod:
+            return _partitions(prod, "trades") == before
+
+    await wait_until(restored, 30, "the dropped upcoming partition created again")
+    service.request_stop()
+    await asyncio.wait_for(task, 30)
