@@ -1,7 +1,12 @@
 """The in-memory market registry: every market the gatherer records, loaded by paging ``GET /markets``.
 
 Compact on purpose (the seed's 425,000 markets): one dict entry ``ticker -> status`` with interned status strings.
-Lifecycle messages keep it current (created markets join, settled markets leave).
+Lifecycle messages keep it current (created markets join, settled markets leave), and a periodic
+``GET /markets?min_updated_ts=…`` refresh catches what the lifecycle channel missed. Multivariate (``KXMVE…``)
+markets are listed too (``mve_filter=only``), so their books are recorded like any other market's.
+
+A market's book is *recordable* (subscribed) unless it is settled/finalized or deactivated (paused): a paused
+market's book cannot change, and its ``activated`` brings it back with a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -14,6 +19,12 @@ from typing import Any
 # Kalshi market statuses that can still produce order-book activity.
 LIVE_STATUSES = frozenset(("initialized", "unopened", "active", "open", "inactive", "paused", "closed", "determined"))
 TERMINAL_STATUSES = frozenset(("finalized", "settled"))
+PAUSED_STATUSES = frozenset(("inactive", "paused"))
+
+
+def recordable(status: str | None) -> bool:
+    """Whether a market in this status is subscribed (its book can change)."""
+    return status is not None and status not in TERMINAL_STATUSES and status not in PAUSED_STATUSES
 
 
 class MarketRegistry:
@@ -24,6 +35,8 @@ class MarketRegistry:
         self.loaded_at: float | None = None
         self.load_seconds: float | None = None
         self.pages = 0
+        self.refreshed_at: float | None = None
+        self.refreshes = 0
 
     def __len__(self) -> int:
         return len(self._markets)
@@ -34,6 +47,10 @@ class MarketRegistry:
     def tickers(self) -> list[str]:
         """All tickers (a copy)."""
         return list(self._markets)
+
+    def recordable(self) -> list[str]:
+        """Tickers whose books are recorded."""
+        return [t for t, s in self._markets.items() if recordable(s)]
 
     def status(self, ticker: str) -> str | None:
         return self._markets.get(ticker)
@@ -66,11 +83,15 @@ class MarketRegistry:
         *,
         progress: Callable[[int, int], None] | None = None,
         limit: int = 1000,
+        mve: bool = True,
     ) -> int:
         """Page through ``GET /markets`` (rate limited and 429-aware via the REST client); returns markets loaded."""
         start = time.monotonic()
-        # one pass per status: Kalshi documents ``status`` as a single value
-        for params in [{"status": s} for s in statuses] or [{}]:
+        # one pass per status: Kalshi documents ``status`` as a single value; multivariate markets listed on their own
+        passes: list[dict[str, Any]] = [{"status": s} for s in statuses] or [{}]
+        if mve:
+            passes += [{**p, "mve_filter": "only"} for p in passes]
+        for params in passes:
             async for page in rest.paginate("/markets", "markets", params, limit=limit):
                 self.add_many(page)
                 self.pages += 1
@@ -79,3 +100,30 @@ class MarketRegistry:
         self.loaded_at = time.time()
         self.load_seconds = time.monotonic() - start
         return len(self._markets)
+
+    async def refresh(self, rest: Any, since_s: int, *, limit: int = 1000) -> tuple[list[str], list[str]]:
+        """``GET /markets?min_updated_ts=since_s``: apply every changed market; returns (now recordable, no longer
+        recordable) tickers. Markets that reached a terminal status leave the registry."""
+        join: list[str] = []
+        leave: list[str] = []
+        for extra in ({}, {"mve_filter": "only"}):
+            params = {"min_updated_ts": since_s, **extra}
+            async for page in rest.paginate("/markets", "markets", params, limit=limit):
+                for m in page:
+                    ticker = m.get("ticker")
+                    if not isinstance(ticker, str) or not ticker:
+                        continue
+                    status = str(m.get("status") or "active")
+                    was = recordable(self._markets.get(ticker))
+                    if status in TERMINAL_STATUSES:
+                        self._markets.pop(ticker, None)
+                    else:
+                        self.add(ticker, status)
+                    now = recordable(status)
+                    if now and not was:
+                        join.append(ticker)
+                    elif was and not now:
+                        leave.append(ticker)
+        self.refreshed_at = time.time()
+        self.refreshes += 1
+        return join, leave

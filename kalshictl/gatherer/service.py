@@ -18,13 +18,16 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.gatherer.connections import ConnectionManager
+from kalshictl.errors import ExitCode, KalshiCtlError
+from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry
 from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.sequence import OpenGap
+from kalshictl.gatherer.shards import Shards
+from kalshictl.gatherer.windows import LegacyGapLog
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
+from kalshictl.kalshi.rest import KalshiApiError
 
 if TYPE_CHECKING:
     import psycopg
@@ -33,10 +36,6 @@ if TYPE_CHECKING:
     from kalshictl.health.thresholds import HealthReport
     from kalshictl.kalshi.messages import Lifecycle
 
-# How often each order-book subscription's seq is probed, so a lost frame followed by silence (an idle market) is
-# detected within this time instead of at the market's next change.
-SEQ_PROBE_INTERVAL_S = 5.0
-
 log = logging.getLogger("kalshictl.gatherer")
 
 ENSURE_PARTITIONS_SQL = (
@@ -44,7 +43,15 @@ ENSURE_PARTITIONS_SQL = (
     " ELSE kalshi_ensure_partitions() END"
 )
 JOIN_EVENTS = frozenset(("created", "activated"))
-LEAVE_EVENTS = frozenset(("settled",))
+LEAVE_EVENTS = frozenset(("settled", "finalized"))
+PAUSE_EVENTS = frozenset(("deactivated",))
+REFRESH_SLACK_S = 5  # min_updated_ts reaches back this far before the previous refresh
+
+
+class ApiKeyRejected(KalshiCtlError):
+    """The exchange refused the configured API key (HTTP 401/403): restarting will not help."""
+
+    exit_code = ExitCode.USAGE
 
 
 class Gatherer:
@@ -69,9 +76,11 @@ class Gatherer:
                 on_overflow=self._on_overflow,
             )
         self.writers = WriterSet(writers)
-        self.router = Router(settings.name, self.writers, self.metrics, use_yes_price=settings.websocket.use_yes_price)
+        self.gaplog = LegacyGapLog(self.writers["sequence_gaps"], settings.name, now_us, self.metrics)
+        self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
         self.router.on_lifecycle = self._on_lifecycle
-        self.manager: ConnectionManager | None = None
+        self.manager: ConnectionPool | None = None
+        self.shards: Shards | None = None
         self.poller: SnapshotPoller | None = None
         self.rest: Any = None
         self.http: Any = None
@@ -176,6 +185,9 @@ class Gatherer:
                 if (st or {}).get("exchange_active"):
                     break
                 log.warning("%s: exchange inactive; waiting", self.name)
+            except KalshiApiError as exc:
+                self._fail_on_auth(exc)
+                log.warning("%s: GET /exchange/status failed: %s", self.name, exc)
             except Exception as exc:
                 log.warning("%s: GET /exchange/status failed: %s", self.name, exc)
             if await self._stoppable_sleep(backoff * random.uniform(0.5, 1.0)):
@@ -183,40 +195,81 @@ class Gatherer:
             backoff = min(60.0, backoff * 2)
         # 3. market registry
         self.phase = "load_markets"
-        await self._load_registry()
+        self._refresh_from = int(time.time()) - REFRESH_SLACK_S
+        try:
+            await self._load_registry()
+        except KalshiApiError as exc:
+            self._fail_on_auth(exc)
+            raise
         if self._stop.is_set():
             return
         self.metrics.markets.set(len(self.registry))
         # 4-6. websocket connections and subscriptions
         self.phase = "subscribe"
-        self.manager = ConnectionManager(
-            s.websocket, ex.ws_url, self.router, self.metrics, key_id=ex.api_key_id, private_key=self._private_key
+        w = s.websocket
+        self.manager = ConnectionPool(
+            w,
+            ex.ws_url,
+            self.metrics,
+            on_open=self.router.on_open,
+            on_frame=self.router.handle,
+            on_close=self.router.on_close,
+            key_id=ex.api_key_id,
+            private_key=self._private_key,
         )
-        self.router.manager = self.manager
-        await self.manager.start(self.registry.tickers())
-        if not await self.manager.wait_subscribed(30.0):
+        self.shards = Shards(self.manager.book_conns, w.markets_per_subscription, w.subscriptions_per_connection)
+        self.router.attach(self.manager, self.shards)
+        self.router.on_unknown_market = self.registry.remove
+        wanted = self.registry.recordable()
+        log_capacity = log.info if self.shards.capacity >= len(wanted) else log.error
+        log_capacity(
+            "%s: order-book capacity %d markets (%d connections x %d subscriptions x %d markets) for %d recordable"
+            " markets listed",
+            self.name,
+            self.shards.capacity,
+            w.orderbook_connections,
+            w.subscriptions_per_connection,
+            w.markets_per_subscription,
+            len(wanted),
+        )
+        self.router.add_markets(wanted)
+        if self.shards.unplaced:
+            log.error("%s: %d markets cannot be placed: /health is unhealthy", self.name, len(self.shards.unplaced))
+        await self.manager.start()
+        if not await self.manager.wait_healthy(30.0):
             log.warning("%s: not every connection subscribed within 30s; continuing", self.name)
         # 7. snapshot poller
         self.poller = SnapshotPoller(
             self.rest,
             s.snapshot_poller,
             self.writers["orderbook_snapshots"],
-            lambda: list(self.manager.shard_of) if self.manager else [],
+            lambda: list(self.shards.sub_of) if self.shards else [],
             ex.requests_per_second,
+            verify=self.router.verify_book,
         )
         self.poller.start()
         if self._down_since is not None:
             # coverage resumed now: the time this gatherer was not recording is a gap like any other
-            self.router.write_gap(OpenGap("restart", None, None, self._down_since, now_us()), now_us())
+            now = now_us()
+            wid = self.gaplog.open(channel="*", reason="restart", from_ts=self._down_since)
+            self.gaplog.close(wid, now)
             self._down_since = None
         self.phase = "running"
         self.ready.set()
         log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
 
+    def _fail_on_auth(self, exc: KalshiApiError) -> None:
+        if exc.status in (401, 403):
+            raise ApiKeyRejected(
+                f"the exchange rejected the API key (HTTP {exc.status}) at {self.settings.exchange.rest_url}",
+                hint="check exchange.api_key_id and exchange.private_key (a key belongs to one environment:"
+                " production or demo)",
+            ) from None
+
     async def _load_registry(self) -> None:
         statuses = self.settings.market_status
         if not self.progress:
-            await self.registry.load(self.rest, statuses)
+            await self.registry.load(self.rest, statuses, mve=self.settings.websocket.record_mve)
             return
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -226,7 +279,7 @@ class Gatherer:
             def progress(pages: int, markets: int) -> None:
                 bar.update(task, description=f"loading markets: {markets:,} ({pages} pages)")
 
-            await self.registry.load(self.rest, statuses, progress=progress)
+            await self.registry.load(self.rest, statuses, progress=progress, mve=self.settings.websocket.record_mve)
 
     # ----- steady state ---------------------------------------------------------------------------------------
     async def _db_ping(self) -> None:
@@ -272,6 +325,8 @@ class Gatherer:
         last_partitions = time.monotonic()
         last_snap_retry = time.monotonic()
         last_probe = time.monotonic()
+        last_refresh = time.monotonic()
+        w = self.settings.websocket
         while True:
             await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
@@ -285,52 +340,111 @@ class Gatherer:
                     await self._db.execute(ENSURE_PARTITIONS_SQL)
                     last_partitions = now
             self.router.flush_pending_snapshots(now_us())
-            if self.manager is not None and now - last_probe >= SEQ_PROBE_INTERVAL_S:
+            if self.manager is not None and now - last_probe >= w.seq_probe_interval_s:
                 last_probe = now
-                for conn in self.manager.book_conns:
-                    self.router.spawn(conn.probe_seq())
+                # probes never eat into the budget that resyncs need
+                self.router.probe_all(min_tokens=w.command_burst / 2)
             if now - last_snap_retry > 5:
                 last_snap_retry = now
                 self.router.retry_stale_snapshots()
-            m = self.metrics
-            m.markets.set(len(self.registry))
-            if self.manager is not None:
-                m.connections.labels(state="healthy").set(self.manager.healthy_count())
-                m.connections.labels(state="connected").set(self.manager.connected_count())
-            if self.rest is not None:
-                m.rest_requests.set(self.rest.requests)
-                m.rest_throttled.set(self.rest.throttled)
+            if self.phase == "running" and now - last_refresh >= w.registry_refresh_s:
+                last_refresh = now
+                try:
+                    await self.refresh_registry()
+                except Exception as exc:
+                    log.warning("%s: registry refresh failed: %s", self.name, exc)
+            self._update_metrics()
+
+    def _update_metrics(self) -> None:
+        m = self.metrics
+        m.markets.set(len(self.registry))
+        if self.manager is not None:
+            m.connections.labels(state="healthy").set(self.manager.healthy_count())
+            m.connections.labels(state="connected").set(self.manager.connected_count())
+            m.commands_last_minute.set(max((c.bucket.last_minute() for c in self.manager.connections), default=0))
+        cov = self.coverage()
+        if cov is not None:
+            for k in ("placed", "unplaced", "resyncing", "untrusted_too_long"):
+                m.coverage.labels(state=k).set(cov[k])
+            m.capacity.set(cov["capacity"])
+            m.subscriptions.set(cov["subscriptions"])
+        if self.rest is not None:
+            m.rest_requests.set(self.rest.requests)
+            m.rest_throttled.set(self.rest.throttled)
+
+    async def refresh_registry(self) -> tuple[int, int]:
+        """``GET /markets?min_updated_ts=…``: subscribe markets that became recordable, unsubscribe those that
+        stopped, and place any recordable market that is not placed yet. Returns (joined, left)."""
+        since = self._refresh_from
+        self._refresh_from = int(time.time()) - REFRESH_SLACK_S
+        join, leave = await self.registry.refresh(self.rest, since)
+        if self.shards is not None:
+            if leave:
+                self.router.remove_markets(leave)
+            missing = [t for t in self.registry.recordable() if t not in self.shards.sub_of]
+            if missing:
+                self.router.add_markets(missing)
+        if join or leave:
+            log.info("%s: registry refresh: %d markets joined, %d left", self.name, len(join), len(leave))
+        return len(join), len(leave)
 
     async def _on_lifecycle(self, ev: Lifecycle) -> None:
-        if self.manager is None:
+        if self.shards is None:
             return
         t = ev.ticker
-        if ev.event_type in JOIN_EVENTS:
-            self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
-            if t not in self.manager.shard_of:
-                await self.manager.add_markets([t])
-        elif ev.event_type in LEAVE_EVENTS:
-            if self.registry.remove(t) or t in self.manager.shard_of:
-                await self.manager.remove_markets([t])
-        elif t in self.registry:
-            status = {"deactivated": "inactive", "determined": "determined"}.get(ev.event_type)
-            if status:
-                self.registry.add(t, status)
+        match ev.event_type:
+            case "created" | "activated":
+                self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
+                if t not in self.shards.sub_of:
+                    self.router.add_markets([t])
+            case "settled" | "finalized":
+                self.registry.remove(t)
+                if t in self.shards.sub_of or t in self.shards.unplaced:
+                    self.router.remove_markets([t])
+            case "deactivated":
+                if t in self.registry:
+                    self.registry.add(t, "inactive")
+                if t in self.shards.sub_of or t in self.shards.unplaced:
+                    self.router.remove_markets([t])
+            case "determined" if t in self.registry:
+                self.registry.add(t, "determined")
+            case _:
+                pass
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
-
         if table == "sequence_gaps":
             return
         log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
-        self.router.write_gap(OpenGap("overflow", None, None, from_ts, now_us()), to_ts)
+        wid = self.gaplog.open(channel=table, reason="overflow", from_ts=from_ts)
+        self.gaplog.close(wid, to_ts)
 
     # ----- health / status ------------------------------------------------------------------------------------
+    def coverage(self) -> dict[str, int] | None:
+        """Order-book coverage: recordable, placed, unplaced, resyncing, untrusted_too_long, capacity, subscriptions."""
+        from kalshictl.health.thresholds import UNTRUSTED_UNHEALTHY_S
+
+        sh = self.shards
+        if sh is None:
+            return None
+        return {
+            "recordable": sh.placed + len(sh.unplaced),
+            "placed": sh.placed,
+            "unplaced": len(sh.unplaced),
+            "resyncing": len(self.router.sync.awaiting),
+            "untrusted_too_long": self.router.untrusted_longer_than(UNTRUSTED_UNHEALTHY_S),
+            "capacity": sh.capacity,
+            "subscriptions": sum(1 for _ in sh.all_subs()),
+        }
+
     async def health(self) -> HealthReport:
-        """The seed's /health JSON (via gatherer_health)."""
+        """The seed's /health JSON (via gatherer_health), with the coverage component."""
         from kalshictl.health.thresholds import gatherer_health
 
         mgr = self.manager
         target = mgr.target if mgr else self.settings.websocket.connections
+        cov = self.coverage()
+        if cov is not None:
+            cov = {k: v for k, v in cov.items() if k != "subscriptions"}
         return gatherer_health(
             db_connected=self.db_connected,
             db_ping_ms=self.db_ping_ms,
@@ -339,6 +453,7 @@ class Gatherer:
             ws_target=target,
             markets=len(self.registry),
             buffer_full=self.writers.full,
+            coverage=cov,
         )
 
     async def status(self) -> dict[str, Any]:
@@ -350,6 +465,21 @@ class Gatherer:
                 if sample.name.endswith("_total"):
                     msgs[sample.labels["type"]] = int(sample.value)
         last = self.router.last_exchange_ts
+        cov = self.coverage() or {}
+        r = self.router
+        detail = []
+        if mgr is not None:
+            for c in mgr.connections:
+                d = c.status()
+                d["healthy"] = mgr.is_healthy(c)
+                if c.kind == "orderbook":
+                    d["ack_mode"] = r.states[c].ack_mode
+                    d["subscriptions"] = r.sub_status(c)
+                else:
+                    d["channels"] = list(r.states[c].channels)
+                    d["sids"] = dict(r.states[c].channel_sid)
+                detail.append(d)
+        per_min = [c.bucket.last_minute() for c in mgr.connections] if mgr else []
         return {
             "name": self.name,
             "phase": self.phase,
@@ -358,21 +488,34 @@ class Gatherer:
                 "markets": len(self.registry),
                 "load_seconds": self.registry.load_seconds,
                 "pages": self.registry.pages,
+                "refreshes": self.registry.refreshes,
+                "refreshed_at": self.registry.refreshed_at,
             },
+            "coverage": cov,
             "connections": {
                 "target": mgr.target if mgr else self.settings.websocket.connections,
                 "connected": mgr.connected_count() if mgr else 0,
                 "healthy": mgr.healthy_count() if mgr else 0,
                 "reconnects": sum(c.reconnects for c in mgr.connections) if mgr else 0,
-                "subscribed_markets": len(mgr.shard_of) if mgr else 0,
-                "unplaced_markets": len(mgr.unplaced) if mgr else 0,
-                "detail": [c.status() for c in mgr.connections] if mgr else [],
+                "subscribed_markets": cov.get("placed", 0),
+                "unplaced_markets": cov.get("unplaced", 0),
+                "commands_last_minute_max": max(per_min, default=0),
+                "commands_per_minute_budget": self.settings.websocket.commands_per_minute,
+                "ack_modes": r.ack_modes(),
+                "detail": detail,
+            },
+            "sequence": {
+                "tail_gaps": r.tail_gaps,
+                "ambiguous_acks": r.ambiguous_acks,
+                "digest_mismatches": r.digest_mismatches,
+                "deltas_without_ts": r.no_ts_deltas,
+                "open_windows": r.open_windows(),
             },
             "messages": msgs,
             "lag_s": round(max(0.0, (now_us() - last) / 1e6), 3) if last else None,
-            "parse_errors": self.router.parse_errors,
-            "duplicates_dropped": self.router.duplicates,
-            "resyncing_markets": len(self.router.sync.awaiting),
+            "parse_errors": r.parse_errors,
+            "duplicates_dropped": r.duplicates,
+            "resyncing_markets": len(r.sync.awaiting),
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
             "rest": {"requests": getattr(self.rest, "requests", 0), "throttled": getattr(self.rest, "throttled", 0)},
@@ -394,8 +537,9 @@ class Gatherer:
         if self.poller is not None:
             await self.poller.stop()
         self.router.flush_pending_snapshots(now_us(), force=True)
-        for gap in self.router.open_gaps():
-            self.router.write_gap(gap, None)
+        shutdown_windows = getattr(self.gaplog, "shutdown", None)
+        if shutdown_windows is not None:
+            shutdown_windows()
         remaining = max(1.0, deadline - time.monotonic() - 2.0)
         flushed = await self.writers.flush_all(remaining)  # 2
         if not flushed:

@@ -145,11 +145,12 @@ def sim_factory() -> Iterator[Callable[..., Any]]:
 
 
 async def probe_all(g) -> None:
-    """Probe every order-book subscription's seq and wait for the acks."""
+    """Probe every order-book sid's seq and wait for the acks."""
     for conn in g.manager.book_conns:
-        await conn.probe_seq()
+        g.router.probe(conn)
 
     def acked() -> bool:
-        return not any(p[0] == "seq_probe" for c in g.manager.book_conns for p in c.pending.values())
+        return not any(getattr(p, "kind", None) == "probe" for c in g.manager.book_conns for p in c.pending.values())
 
+    await asyncio.sleep(0.05)  # let the probe commands leave (they pass the command bucket)
     await until(acked, 10, "seq probe acks")

@@ -43,7 +43,7 @@ async def test_health_flips_and_db_outage_recovers(pg_cluster_factory) -> None:
 
             await until(lambda: status_is(200, "healthy"), 15, "healthy")
             body = (await httpx.AsyncClient().get(url)).json()
-            assert set(body["components"]) == {"timescaledb", "websocket", "market_registry"}
+            assert set(body["components"]) == {"timescaledb", "websocket", "market_registry", "coverage"}
             assert body["components"]["websocket"] == {"connections": 6, "healthy": 6}
             metrics = (await httpx.AsyncClient().get(url.replace("/health", "/metrics"))).text
             assert "kalshi_gatherer_db_connected 1.0" in metrics and "kalshi_gatherer_db_ping_seconds " in metrics
