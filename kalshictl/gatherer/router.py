@@ -524,7 +524,11 @@ class Router:
 
     def _ack(self, conn: WsConnection, a: Ack, rx: int) -> None:
         cmd = conn.pending.pop(a.id, None) if a.id is not None else None
-        if a.sid is None or a.seq is None:
+        if a.sid is None:
+            return
+        if isinstance(cmd, Cmd) and cmd.kind == "subscribe" and cmd.sub is not None:
+            self._sub_acked(conn, cmd, a.sid)  # a repeat subscribe merged into an existing sid ("merge")
+        if a.seq is None:
             return
         st = self.states[conn]
         ss = st.sids.get(a.sid)
@@ -750,22 +754,27 @@ class Router:
                 if wid is not None:
                     self.gaplog.close(wid, rx)
             case "subscribe" if cmd.sub is not None:
-                sub = cmd.sub
-                sub.subscribing = False
-                sub.retries = 0
-                ss = self._sid(conn, s.sid)
-                if sub not in ss.subs:
-                    ss.subs.append(sub)
-                sub.sid = s.sid
-                if self.shards is not None:
-                    self.shards.largest_ok = max(self.shards.largest_ok, len(cmd.tickers))
-                sent = set(cmd.tickers)
-                extra = sorted(sub.tickers - sent)  # placed while the subscribe was in flight
-                gone = sorted(sent - sub.tickers)  # removed meanwhile
-                if extra:
-                    self.spawn(self._update(sub, "add_markets", extra, "add"))
-                if gone:
-                    self.spawn(self._update(sub, "delete_markets", gone, "delete"))
+                self._sub_acked(conn, cmd, s.sid)
+
+    def _sub_acked(self, conn: WsConnection, cmd: Cmd, sid: int) -> None:
+        """A subscription's subscribe was accepted into ``sid`` (its own, or an existing one it merged into)."""
+        sub = cmd.sub
+        assert sub is not None
+        sub.subscribing = False
+        sub.retries = 0
+        ss = self._sid(conn, sid)
+        if sub not in ss.subs:
+            ss.subs.append(sub)
+        sub.sid = sid
+        if self.shards is not None:
+            self.shards.largest_ok = max(self.shards.largest_ok, len(cmd.tickers))
+        sent = set(cmd.tickers)
+        extra = sorted(sub.tickers - sent)  # placed while the subscribe was in flight
+        gone = sorted(sent - sub.tickers)  # removed meanwhile
+        if extra:
+            self.spawn(self._update(sub, "add_markets", extra, "add"))
+        if gone:
+            self.spawn(self._update(sub, "delete_markets", gone, "delete"))
 
     def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
         cmd = conn.pending.pop(e.id, None) if e.id else None

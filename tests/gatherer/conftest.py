@@ -97,8 +97,8 @@ def gt_keys(records: list[dict]) -> dict[str, Counter]:
                     r["open_interest"],
                 )
             ] += 1
-        elif k == "lifecycle":
-            out[k][(r["ticker"], r["event_type"], r["exchange_ts"])] += 1
+        elif k == "lifecycle":  # a lifecycle message has no time of its own: stored at its receive time
+            out[k][(r["ticker"], r["event_type"])] += 1
     return out
 
 
@@ -106,7 +106,7 @@ DB_QUERIES = {
     "trade": "SELECT trade_id::text, ticker, exchange_ts, price, size, taker_side FROM trades",
     "delta": "SELECT ticker, exchange_ts, side, price, size_delta, occurrence FROM orderbook_deltas",
     "ticker": "SELECT ticker, exchange_ts, yes_bid, yes_ask, last_price, volume, open_interest FROM tickers",
-    "lifecycle": "SELECT ticker, event_type, exchange_ts FROM lifecycle_events",
+    "lifecycle": "SELECT ticker, event_type FROM lifecycle_events",
 }
 
 
@@ -124,7 +124,9 @@ def db_gaps(dsn: str) -> list[tuple]:
 def covered(kind: str, key: tuple, gaps: list[tuple]) -> bool:
     """Whether a missing event lies inside a recorded coverage window."""
     ticker = key[1] if kind == "trade" else key[0]
-    ts = key[2] if kind in ("trade", "lifecycle") else key[1]
+    if kind == "lifecycle":  # no exchange time to place it: covered by any channel-wide window
+        return any(g[0] is None for g in gaps)
+    ts = key[2] if kind == "trade" else key[1]
     for g_ticker, _reason, lo, hi in gaps:
         if g_ticker is not None and g_ticker != ticker:
             continue
