@@ -255,6 +255,7 @@ class Gatherer:
             self.gaplog.close(wid, now)
             self._down_since = None
         self.phase = "running"
+        self._update_metrics()
         self.ready.set()
         log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
 
