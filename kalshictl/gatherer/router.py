@@ -48,6 +48,19 @@ from kalshictl.kalshi.messages import (
 from kalshictl.kalshi.ws_codes import TERMINAL, WsError
 from kalshictl.units import PRICE_MAX
 
+try:  # event_fee_update records (helper "perf"'s parser); transitional until merged
+    from kalshictl.kalshi.messages import FeeUpdate  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+
+    class FeeUpdate:  # type: ignore[no-redef]
+        """Placeholder: this parser has no event_fee_update record yet (they are parse errors)."""
+
+
+try:  # the lifecycle dedup key (helper "gaps", issue #16 item 3); transitional until merged
+    from kalshictl.kalshi import lifecycle_key
+except ImportError:  # pragma: no cover
+    lifecycle_key = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from kalshictl.config import WebSocketSettings
     from kalshictl.gatherer.connections import ConnectionPool, WsConnection
@@ -200,6 +213,8 @@ class Router:
         self._trades = w["trades"]
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
+        self._life_digest = "digest" in self._life.spec.columns
+        self._trade_source = "source" in self._trades.spec.columns
 
     # ----- wiring ---------------------------------------------------------------------------------------------
     def attach(self, pool: ConnectionPool, shards: Shards) -> None:
@@ -464,6 +479,9 @@ class Router:
                 case Lifecycle():
                     self._count(rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2")
                     self._lifecycle(rec, rx)
+                case FeeUpdate():
+                    self._count("event_fee_update")
+                    self._lifecycle(rec, rx)  # stored as a lifecycle row, event_type 'event_fee_update'
                 case ParseError():
                     self._parse_error(rec)
                 case Subscribed():
@@ -706,9 +724,8 @@ class Router:
 
     # ----- global channels ------------------------------------------------------------------------------------
     def _trade(self, t: Trade, rx: int) -> None:
-        self._trades.add(
-            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, t.sid)
-        )
+        row = (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade)
+        self._trades.add((*row, "ws", t.sid) if self._trade_source else (*row, t.sid))
 
     def _ticker(self, u: TickerUpdate, rx: int) -> None:
         self._tickers.add(
@@ -730,14 +747,19 @@ class Router:
             )
         )
 
-    def _lifecycle(self, ev: Lifecycle, rx: int) -> None:
+    def _lifecycle(self, ev: Any, rx: int) -> None:
         # The message's own time when it has one, else the receive time; never a future time (lifecycle messages
         # carry no ts; created/activated carry a close_ts in the future).
-        ts = ev.exchange_ts
-        if not ts or ts > rx:
-            ts = rx
-        self._life.add((ts, rx, ev.ticker, ev.event_type, orjson.dumps(ev.payload).decode(), ev.sid))
-        if self.on_lifecycle is not None and ev.event_type != "event_lifecycle":
+        payload = orjson.dumps(ev.payload).decode()
+        if self._life_digest and lifecycle_key is not None:
+            ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
+            self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, ev.sid))
+        else:
+            ts = ev.exchange_ts
+            if not ts or ts > rx:
+                ts = rx
+            self._life.add((ts, rx, ev.ticker, ev.event_type, payload, ev.sid))
+        if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
             self.spawn(self.on_lifecycle(ev))
 
     # ----- control --------------------------------------------------------------------------------------------

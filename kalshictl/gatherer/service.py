@@ -26,6 +26,18 @@ from kalshictl.gatherer.registry import MarketRegistry
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.windows import LegacyGapLog
+
+# The compact sequence_gaps (one row per window, written when it opens) and the trade backfill of closed windows
+# (helper "gaps", issue #13). Until they are merged, LegacyGapLog writes the old per-market rows with the same API.
+try:
+    from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
+except ImportError:  # pragma: no cover - transitional
+    GapLog = None  # type: ignore[assignment,misc]
+    TABLE_CHANNEL = {}
+try:
+    from kalshictl.gatherer.backfill import TradeBackfill
+except ImportError:  # pragma: no cover - transitional
+    TradeBackfill = None  # type: ignore[assignment,misc]
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 from kalshictl.kalshi.rest import KalshiApiError
 
@@ -65,7 +77,13 @@ class Gatherer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         w = settings.writer
         writers: dict[str, BatchWriter] = {}
+        self.gaplog: Any = None
+        if GapLog is not None:
+            self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
         for spec in ALL_TABLES:
+            if spec.name == "sequence_gaps" and self.gaplog is not None:
+                writers[spec.name] = self.gaplog  # windows are written when they open
+                continue
             writers[spec.name] = BatchWriter(
                 spec,
                 self._connect,
@@ -76,7 +94,9 @@ class Gatherer:
                 on_overflow=self._on_overflow,
             )
         self.writers = WriterSet(writers)
-        self.gaplog = LegacyGapLog(self.writers["sequence_gaps"], settings.name, now_us, self.metrics)
+        if self.gaplog is None:
+            self.gaplog = LegacyGapLog(self.writers["sequence_gaps"], settings.name, now_us, self.metrics)
+        self.backfill: Any = None
         self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
         self.router.on_lifecycle = self._on_lifecycle
         self.manager: ConnectionPool | None = None
@@ -178,6 +198,13 @@ class Gatherer:
             private_key=self._private_key,
             timeout=ex.timeout_s,
         )
+        if TradeBackfill is not None and GapLog is not None:
+            rps = ex.requests_per_second
+            self.backfill = TradeBackfill(
+                self.rest, self.gaplog, self.writers["trades"], self._connect, requests_per_second=rps
+            )
+            self.gaplog.on_closed = self.backfill.on_closed
+            self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -248,12 +275,15 @@ class Gatherer:
             verify=self.router.verify_book,
         )
         self.poller.start()
-        if self._down_since is not None:
-            # coverage resumed now: the time this gatherer was not recording is a gap like any other
-            now = now_us()
+        # coverage resumed now: the time this gatherer was not recording is a gap like any other, and windows a
+        # previous instance left open (kill -9) end here
+        restarted = getattr(self.gaplog, "restarted", None)
+        if restarted is not None:
+            restarted(self._down_since, now_us())
+        elif self._down_since is not None:
             wid = self.gaplog.open(channel="*", reason="restart", from_ts=self._down_since)
-            self.gaplog.close(wid, now)
-            self._down_since = None
+            self.gaplog.close(wid, now_us())
+        self._down_since = None
         self.phase = "running"
         self._update_metrics()
         self.ready.set()
@@ -416,7 +446,7 @@ class Gatherer:
         if table == "sequence_gaps":
             return
         log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
-        wid = self.gaplog.open(channel=table, reason="overflow", from_ts=from_ts)
+        wid = self.gaplog.open(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts)
         self.gaplog.close(wid, to_ts)
 
     # ----- health / status ------------------------------------------------------------------------------------
@@ -517,6 +547,8 @@ class Gatherer:
             "parse_errors": r.parse_errors,
             "duplicates_dropped": r.duplicates,
             "resyncing_markets": len(r.sync.awaiting),
+            "gap_windows_open": self.gaplog.open_windows() if GapLog is not None else r.open_windows(),
+            "backfill": self.backfill.status() if self.backfill else None,
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
             "rest": {"requests": getattr(self.rest, "requests", 0), "throttled": getattr(self.rest, "throttled", 0)},
@@ -537,6 +569,8 @@ class Gatherer:
             self.manager.stop_receiving()  # 1
         if self.poller is not None:
             await self.poller.stop()
+        if self.backfill is not None:
+            await self.backfill.stop()  # an unfinished recovery stays 'pending'; the next start resumes it
         self.router.flush_pending_snapshots(now_us(), force=True)
         shutdown_windows = getattr(self.gaplog, "shutdown", None)
         if shutdown_windows is not None:

@@ -117,19 +117,32 @@ def db_keys(dsn: str) -> dict[str, Counter]:
 
 
 def db_gaps(dsn: str) -> list[tuple]:
+    """Gap windows as ``(tickers | None, reason, from_ts, to_ts, channel)`` — from the compact table (one row per
+    window) or, before its migration, from the per-market rows (channel unknown: ``*``)."""
     with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT ticker, reason, from_ts, to_ts FROM sequence_gaps").fetchall()
+        compact = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'sequence_gaps' AND column_name = 'tickers'"
+        ).fetchone()
+        if compact:
+            return conn.execute("SELECT tickers, reason, from_ts, to_ts, channel FROM sequence_gaps").fetchall()
+        rows = conn.execute("SELECT ticker, reason, from_ts, to_ts FROM sequence_gaps").fetchall()
+        return [(None if t is None else [t], reason, lo, hi, "*") for t, reason, lo, hi in rows]
+
+
+KIND_CHANNEL = {"trade": "trade", "delta": "orderbook_delta", "ticker": "ticker", "lifecycle": "market_lifecycle_v2"}
 
 
 def covered(kind: str, key: tuple, gaps: list[tuple]) -> bool:
-    """Whether a missing event lies inside a recorded coverage window."""
+    """Whether a missing event lies inside a recorded coverage window (of its channel, or of every channel)."""
     ticker = key[1] if kind == "trade" else key[0]
-    if kind == "lifecycle":  # no exchange time to place it: covered by any channel-wide window
-        return any(g[0] is None for g in gaps)
-    ts = key[2] if kind == "trade" else key[1]
-    for g_ticker, _reason, lo, hi in gaps:
-        if g_ticker is not None and g_ticker != ticker:
+    for g_tickers, _reason, lo, hi, channel in gaps:
+        if channel not in (KIND_CHANNEL[kind], "*"):
             continue
+        if g_tickers is not None and ticker not in g_tickers:
+            continue
+        if kind == "lifecycle":  # no exchange time of its own to place it in the window
+            return g_tickers is None
+        ts = key[2] if kind == "trade" else key[1]
         if lo <= ts and (hi is None or ts <= hi):
             return True
     return False

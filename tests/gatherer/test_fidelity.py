@@ -132,10 +132,9 @@ async def test_a_single_lost_tail_frame_is_found(gatherer_dsn: str, variant: dic
     rows = db_gaps(gatherer_dsn)
     market = lost[0]["ticker"]
     sub = next(s for s in g.shards.all_subs() if market in s.tickers)
-    # one window for the subscription (written per market until the compact table lands), closed
-    assert {r[0] for r in rows} <= set(sub.tickers) | set().union(
-        *(s.tickers for s in g.shards.all_subs() if s.sid == sub.sid)
-    )
+    # windows of the lost market's sid only (its subscription, and its siblings when subscribes merged), all closed
+    same_sid = set().union(*(s.tickers for s in g.shards.all_subs() if s.conn is sub.conn))
+    assert rows and all(r[0] is not None and set(r[0]) <= same_sid for r in rows)
     assert all(r[3] is not None for r in rows)
 
 
