@@ -661,7 +661,7 @@ class Router:
             self._open_window(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
         self.digest.set(s.ticker, digest)
         self.snapshot_requested.pop(s.ticker, None)
-        if self.sync.on_snapshot(s.ticker, cut) and sub is not None:
+        if self.sync.on_snapshot(s.ticker, cut) is not None and sub is not None:
             self._resynced(sub, (s.ticker,), cut)
         fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, st.last_exchange_ts, rx))

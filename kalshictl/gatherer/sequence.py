@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 OK, DUPLICATE, GAP, BACKWARDS, STALE = "ok", "duplicate", "gap", "backwards", "stale"
 
 # Ack-seq readings of one connection: unknown until an ack equal to the last data seq proves "last".
@@ -75,26 +78,40 @@ def ack_verdict(tracker: SeqTracker, seq: int, mode: str) -> tuple[str, bool, st
     return GAP, False, mode
 
 
+@dataclass(slots=True)
+class OpenGap:
+    """What a market's untrusted state can record about its cause (any marker works; the router stores the time)."""
+
+    reason: str
+    sid: int | None
+    ticker: str | None
+    from_ts: int
+    detected_at: int
+    expected_seq: int | None = None
+    received_seq: int | None = None
+
+
 class MarketSync:
-    """Which markets' books are trusted (``awaiting`` = waiting for a fresh snapshot) and their delta cut-offs."""
+    """Which markets' books are trusted (``awaiting``: ticker -> a marker of when/why it became untrusted, the router
+    stores the receive time in µs) and their delta cut-offs."""
 
     def __init__(self) -> None:
-        self.awaiting: dict[str, int] = {}  # ticker -> receive time (µs) it became untrusted
+        self.awaiting: dict[str, Any] = {}
         self.cutoff: dict[str, int] = {}  # ticker -> drop deltas with exchange_ts <= this
 
-    def invalidate(self, ticker: str, rx: int) -> bool:
-        """Mark a market untrusted (keeps the earliest time); returns True if it was trusted."""
+    def invalidate(self, ticker: str, marker: Any) -> bool:
+        """Mark a market untrusted (keeps the earliest marker); returns True if it was trusted."""
         if ticker in self.awaiting:
             return False
-        self.awaiting[ticker] = rx
+        self.awaiting[ticker] = marker
         return True
 
-    def on_snapshot(self, ticker: str, cut_ts: int) -> bool:
-        """A fresh snapshot arrived: trust the market again; returns True if it was awaiting one."""
-        if self.awaiting.pop(ticker, None) is None:
-            return False
-        self.cutoff[ticker] = cut_ts
-        return True
+    def on_snapshot(self, ticker: str, cut_ts: int) -> Any:
+        """A fresh snapshot arrived: trust the market again; returns the marker it was awaiting with (or None)."""
+        marker = self.awaiting.pop(ticker, None)
+        if marker is not None:
+            self.cutoff[ticker] = cut_ts
+        return marker
 
     def accept_delta(self, ticker: str, exchange_ts: int) -> bool:
         """Whether a delta of this market may be stored."""
@@ -108,10 +125,10 @@ class MarketSync:
         del self.cutoff[ticker]
         return True
 
-    def forget(self, ticker: str) -> bool:
-        """A market left its subscription; returns True if it was awaiting a snapshot."""
+    def forget(self, ticker: str) -> Any:
+        """A market left its subscription; returns its marker if it was awaiting a snapshot."""
         self.cutoff.pop(ticker, None)
-        return self.awaiting.pop(ticker, None) is not None
+        return self.awaiting.pop(ticker, None)
 
 
 # ----- held-book digest -----------------------------------------------------------------------------------------
