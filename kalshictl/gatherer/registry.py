@@ -22,6 +22,11 @@ TERMINAL_STATUSES = frozenset(("finalized", "settled"))
 PAUSED_STATUSES = frozenset(("inactive", "paused"))
 
 
+def is_mve(market: dict[str, Any]) -> bool:
+    """A multivariate (combo) market: ``KXMVE…`` ticker or an ``mve_collection_ticker``."""
+    return bool(market.get("mve_collection_ticker")) or str(market.get("ticker") or "").startswith("KXMVE")
+
+
 def recordable(status: str | None) -> bool:
     """Whether a market in this status is subscribed (its book can change)."""
     return status is not None and status not in TERMINAL_STATUSES and status not in PAUSED_STATUSES
@@ -36,6 +41,7 @@ class MarketRegistry:
         self.load_seconds: float | None = None
         self.pages = 0
         self.refreshed_at: float | None = None
+        self.mve_in_default = False  # the default /markets listing includes multivariate markets
         self.refreshes = 0
 
     def __len__(self) -> int:
@@ -89,14 +95,22 @@ class MarketRegistry:
         start = time.monotonic()
         # one pass per status: Kalshi documents ``status`` as a single value; multivariate markets listed on their own
         passes: list[dict[str, Any]] = [{"status": s} for s in statuses] or [{}]
-        if mve:
-            passes += [{**p, "mve_filter": "only"} for p in passes]
+        saw_mve = False
         for params in passes:
             async for page in rest.paginate("/markets", "markets", params, limit=limit):
                 self.add_many(page)
+                saw_mve = saw_mve or any(is_mve(m) for m in page)
                 self.pages += 1
                 if progress is not None:
                     progress(self.pages, len(self._markets))
+        self.mve_in_default = saw_mve
+        if mve and not saw_mve:  # the default listing left multivariate markets out: list them on their own
+            for params in passes:
+                async for page in rest.paginate("/markets", "markets", {**params, "mve_filter": "only"}, limit=limit):
+                    self.add_many(page)
+                    self.pages += 1
+                    if progress is not None:
+                        progress(self.pages, len(self._markets))
         self.loaded_at = time.time()
         self.load_seconds = time.monotonic() - start
         return len(self._markets)
@@ -107,6 +121,8 @@ class MarketRegistry:
         join: list[str] = []
         leave: list[str] = []
         for extra in ({}, {"mve_filter": "only"}):
+            if extra and self.mve_in_default:
+                break
             params = {"min_updated_ts": since_s, **extra}
             async for page in rest.paginate("/markets", "markets", params, limit=limit):
                 for m in page:

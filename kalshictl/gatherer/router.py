@@ -834,6 +834,11 @@ class Router:
             case ("subscribe" | "add", WsError.TOO_MANY_MARKETS) if sub is not None:
                 sub.subscribing = False
                 self._too_many(conn, sub, cmd)
+            case ("add" | "delete", WsError.COMMAND_TIMEOUT) if sub is not None:
+                action = "add_markets" if kind == "add" else "delete_markets"
+                self._later(0.5, lambda: self._update(sub, action, [t for t in cmd.tickers], kind))
+            case ("snapshot", WsError.COMMAND_TIMEOUT) if sub is not None:
+                self._later(0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers]))
             case ("snapshot", WsError.INVALID_PARAMETER) if sub is not None and e.market_ticker:
                 rest = [t for t in cmd.tickers if t != e.market_ticker]
                 self.request_snapshots(sub, [t for t in rest if t in sub.tickers])
