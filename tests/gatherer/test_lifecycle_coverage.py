@@ -145,3 +145,14 @@ async def test_command_timeouts_on_subscribe_are_retried(gatherer_dsn: str) -> N
         finally:
             g.request_stop()
             await asyncio.wait_for(task, 30)
+
+
+def test_shipped_config_covers_the_seeds_425000_markets() -> None:
+    from pathlib import Path
+
+    from kalshictl.config import load_settings
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "config" / "gatherer.yaml"
+    w = load_settings(path, environ={}).gatherer.websocket  # type: ignore[union-attr]
+    assert (w.global_connections, w.orderbook_connections) == (6, 144)
+    assert w.capacity >= 425_000
