@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -201,6 +202,7 @@ class Router:
         self.digest_mismatches = 0  # losses revealed by a snapshot that disagreed with the held book
         self.ambiguous_acks = 0
         self.no_ts_deltas = 0
+        self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
         self._pending_snaps: dict[str, list[tuple[tuple, WsConnection, int, int]]] = {}
         self.parse_errors = 0
@@ -661,7 +663,11 @@ class Router:
             self._open_window(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
         self.digest.set(s.ticker, digest)
         self.snapshot_requested.pop(s.ticker, None)
-        if self.sync.on_snapshot(s.ticker, cut) is not None and sub is not None:
+        since = self.sync.on_snapshot(s.ticker, cut)
+        if since is not None and sub is not None:
+            w = sub.window
+            if w is not None and s.ticker in w.awaiting and isinstance(since, int):
+                self.resync_us.append(rx - since)  # untrusted time after a gap (not a first snapshot)
             self._resynced(sub, (s.ticker,), cut)
         fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, st.last_exchange_ts, rx))
@@ -919,6 +925,13 @@ class Router:
         """Markets without a trusted book for longer than ``seconds``."""
         cutoff = now_us() - int(seconds * 1_000_000)
         return sum(1 for since in self.sync.awaiting.values() if since < cutoff)
+
+    def resync_quantile(self, q: float) -> float | None:
+        """A quantile (0..1) of how long markets stayed untrusted after a gap, in seconds (recent 100,000)."""
+        if not self.resync_us:
+            return None
+        xs = sorted(self.resync_us)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] / 1e6
 
     def ack_modes(self) -> dict[str, int]:
         out: dict[str, int] = {}

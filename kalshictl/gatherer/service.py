@@ -541,6 +541,8 @@ class Gatherer:
                 "digest_mismatches": r.digest_mismatches,
                 "deltas_without_ts": r.no_ts_deltas,
                 "open_windows": r.open_windows(),
+                "resync_p50_s": r.resync_quantile(0.5),
+                "resync_p99_s": r.resync_quantile(0.99),
             },
             "messages": msgs,
             "lag_s": round(max(0.0, (now_us() - last) / 1e6), 3) if last else None,
