@@ -548,6 +548,8 @@ class Router:
             return
         if isinstance(cmd, Cmd) and cmd.kind == "subscribe" and cmd.sub is not None:
             self._sub_acked(conn, cmd, a.sid)  # a repeat subscribe merged into an existing sid ("merge")
+        elif isinstance(cmd, Cmd) and cmd.kind == "add":
+            self._expect_snapshots(cmd.tickers)
         if a.seq is None:
             return
         st = self.states[conn]
@@ -794,6 +796,7 @@ class Router:
         if sub not in ss.subs:
             ss.subs.append(sub)
         sub.sid = sid
+        self._expect_snapshots(cmd.tickers)
         if self.shards is not None:
             self.shards.largest_ok = max(self.shards.largest_ok, len(cmd.tickers))
         sent = set(cmd.tickers)
@@ -803,6 +806,14 @@ class Router:
             self.spawn(self._update(sub, "add_markets", extra, "add"))
         if gone:
             self.spawn(self._update(sub, "delete_markets", gone, "delete"))
+
+    def _expect_snapshots(self, tickers: list[str]) -> None:
+        """A subscribe/add was acknowledged: the markets' snapshots follow it on the socket (not re-requested for
+        a while by :meth:`retry_stale_snapshots`)."""
+        now = time.monotonic()
+        for t in tickers:
+            if t in self.sync.awaiting:
+                self.snapshot_requested[t] = now
 
     def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
         cmd = conn.pending.pop(e.id, None) if e.id else None

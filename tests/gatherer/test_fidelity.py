@@ -145,10 +145,16 @@ async def test_a_single_lost_tail_frame_is_found(gatherer_dsn: str, variant: dic
     assert all(r[3] is not None for r in rows)
 
 
-async def test_every_market_subscribed_beyond_one_subscriptions_cap(gatherer_dsn: str) -> None:
-    """300 markets, an exchange cap of 40 a subscription, 3 order-book connections: the old layout (one
-    subscription a connection, 60 markets) held 180. Subscriptions split on error 26 until everything is placed."""
-    cfg = sim_config(markets=300, seed=31, rate=0, paused=True, max_markets_per_sub=40, repeat_subscribe="new_sid")
+@pytest.mark.parametrize(("repeat", "exchange_cap"), [("new_sid", 40), ("merge", 150)])
+async def test_every_market_subscribed_beyond_one_subscriptions_cap(
+    gatherer_dsn: str, repeat: str, exchange_cap: int
+) -> None:
+    """300 markets over 3 order-book connections: the old layout (one subscription a connection, 60 markets) held
+    180. Under new_sid with an exchange cap of 40 subscriptions split on error 26 until everything is placed; under
+    merge a connection's subscriptions share one sid (capped at 150) and hold 100 each."""
+    cfg = sim_config(
+        markets=300, seed=31, rate=0, paused=True, max_markets_per_sub=exchange_cap, repeat_subscribe=repeat
+    )
     async with SimExchange(cfg) as ex:
         ws = {"markets_per_subscription": 60, "subscriptions_per_connection": 4}
         g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url, websocket=ws), progress=False)
@@ -160,7 +166,7 @@ async def test_every_market_subscribed_beyond_one_subscriptions_cap(gatherer_dsn
             await until(lambda: set(sub_markets(ex)) == wanted, 30, "every market subscribed at the exchange")
             assert set(sub_markets(ex).values()) == {1}  # each in exactly one subscription
             await until(lambda: not g.router.sync.awaiting, 20, "every market's first snapshot")
-            assert g.shards.cap <= 40
+            assert g.shards.cap <= exchange_cap
             report = await g.health()
             assert report.status == "healthy", report.as_dict()
             assert report.components["coverage"]["unplaced"] == 0
