@@ -32,7 +32,7 @@ from kalshictl.gatherer.sequence import (
     ack_verdict,
     book_digest,
 )
-from kalshictl.gatherer.windows import Window
+from kalshictl.gatherer.windows import LegacyGapLog, Window
 from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi.messages import (
     Ack,
@@ -167,6 +167,14 @@ class ConnState:
         return [c for c in self.channels if c not in self.unsupported]
 
 
+class _States(dict):
+    """Router state per connection; a connection the router was not attached to (a bench's bare socket) gets one."""
+
+    def __missing__(self, conn: Any) -> ConnState:
+        st = self[conn] = ConnState((ORDERBOOK,) if getattr(conn, "kind", "orderbook") == "orderbook" else ())
+        return st
+
+
 class Router:
     """Dispatches parsed records; owns subscriptions' exchange state, sequence/resync state and numbering."""
 
@@ -175,13 +183,19 @@ class Router:
         name: str,
         writers: WriterSet,
         metrics: GathererMetrics,
-        gaplog: GapLogLike,
-        settings: WebSocketSettings,
+        gaplog: GapLogLike | None = None,
+        settings: WebSocketSettings | None = None,
     ) -> None:
+        from kalshictl.config import WebSocketSettings
+
         self.name = name
         self.writers = writers
         self.metrics = metrics
+        if gaplog is None:  # a bare router (benches): the writer set's gap log, else the per-market rows
+            found = writers.by_table.get("sequence_gaps")
+            gaplog = found if hasattr(found, "open_windows") else LegacyGapLog(found, name, now_us, metrics)
         self.gaplog = gaplog
+        settings = settings or WebSocketSettings()
         self.settings = settings
         self.use_yes_price = bool(settings.use_yes_price)
         self.parser = Parser(use_yes_price=self.use_yes_price)
@@ -192,7 +206,7 @@ class Router:
         self.shards: Shards | None = None
         self.on_lifecycle: LifecycleFn | None = None
         self.on_unknown_market: Callable[[str], None] | None = None
-        self.states: dict[WsConnection, ConnState] = {}
+        self.states: dict[WsConnection, ConnState] = _States()
         self._tasks: set[asyncio.Task] = set()
         self._log = _LogLimiter()
         self._msg_counters: dict[str, Any] = {}
