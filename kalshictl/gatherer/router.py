@@ -215,6 +215,7 @@ class Router:
         self.tail_gaps = 0  # losses revealed by a seq probe's ack (incl. ambiguous acks resolved later)
         self.digest_mismatches = 0  # losses revealed by a snapshot that disagreed with the held book
         self.ambiguous_acks = 0
+        self.rest_suspects = 0  # REST books of quiet markets that disagreed with the held book (re-checked by WS)
         self.no_ts_deltas = 0
         self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
@@ -701,6 +702,7 @@ class Router:
         if ss is None or ss.last_rx >= asked_rx - 2_000_000:
             return  # frames in flight: the REST book may be ahead of the stream
         if book_digest(yes, no) != held:
+            self.rest_suspects += 1
             self.metrics.tail_gaps.labels(how="rest_suspect").inc()
             self.request_snapshots(sub, [ticker])
 
