@@ -76,6 +76,7 @@ GLOBAL_CHANNELS = ("ticker", "trade", "market_lifecycle_v2", "multivariate_marke
 OPTIONAL_CHANNELS = frozenset(("multivariate_market_lifecycle",))  # an exchange without it is not unhealthy
 SNAPSHOT_CHUNK = 200  # tickers per get_snapshot / add / delete command
 MAX_RETRY_DELAY_S = 8.0
+NOTE_MAX_AGE_US = 300_000_000  # an ambiguous ack older than this no longer dates a loss found by the book digest
 
 log = logging.getLogger("kalshictl.gatherer.router")
 
@@ -586,7 +587,7 @@ class Router:
             self._sequence_broken(conn, ss, "seq_gap", None if before is None else before + 1, a.seq, rx)
         elif ambiguous:
             self.ambiguous_acks += 1
-            if ss.note is None:
+            if ss.note is None or rx - ss.note.rx > NOTE_MAX_AGE_US:  # "last" proves itself long before this
                 from_ts = st.last_exchange_ts or (st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
                 ss.note = Note(from_ts, rx, (before or 0) + 1, a.seq)
         elif verdict == OK and cmd is not None and cmd.kind == "probe":
@@ -678,7 +679,8 @@ class Router:
             note = ss.note
             from_ts = note.from_ts if note is not None else cut - 60_000_000
             self._open_window(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
-        self.digest.set(s.ticker, digest)
+        if sub is not None:
+            self.digest.set(s.ticker, digest)
         self.snapshot_requested.pop(s.ticker, None)
         since = self.sync.on_snapshot(s.ticker, cut)
         if since is not None and sub is not None:
@@ -827,9 +829,14 @@ class Router:
         """A subscribe/add was acknowledged: the markets' snapshots follow it on the socket (not re-requested for
         a while by :meth:`retry_stale_snapshots`)."""
         now = time.monotonic()
+        rx = now_us()
+        awaiting = self.sync.awaiting
         for t in tickers:
-            if t in self.sync.awaiting:
+            if t in awaiting:
                 self.snapshot_requested[t] = now
+                sub = self.shards.sub_of.get(t) if self.shards is not None else None
+                if sub is not None and (sub.window is None or t not in sub.window.awaiting):
+                    awaiting[t] = rx  # a first snapshot: untrusted time counts from the subscription's ack
 
     def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
         cmd = conn.pending.pop(e.id, None) if e.id else None

@@ -140,8 +140,10 @@ def covered(kind: str, key: tuple, gaps: list[tuple]) -> bool:
             continue
         if g_tickers is not None and ticker not in g_tickers:
             continue
-        if kind == "lifecycle":  # no exchange time of its own to place it in the window
-            return g_tickers is None
+        if kind == "lifecycle":  # no exchange time of its own to place it: any window of its channel
+            if g_tickers is None:
+                return True
+            continue
         ts = key[2] if kind == "trade" else key[1]
         if lo <= ts and (hi is None or ts <= hi):
             return True
