@@ -141,14 +141,15 @@ class Note:
 class SidState:
     """One sid of a connection: its seq stream and the subscriptions it carries."""
 
-    __slots__ = ("channel", "last_rx", "note", "subs", "tracker")
+    __slots__ = ("channel", "last_rx", "last_ts", "note", "subs", "tracker")
 
     def __init__(self, sid: int, channel: str) -> None:
         self.tracker = SeqTracker(sid)
         self.channel = channel
         self.subs: list[Subscription] = []
         self.note: Note | None = None
-        self.last_rx = 0
+        self.last_rx = 0  # receive time of the last frame in sequence
+        self.last_ts = 0  # exchange time of the last delta in sequence
 
 
 class ConnState:
@@ -406,7 +407,10 @@ class Router:
                 sub.sid = None
                 sub.subscribing = False
                 if sub.tickers:
-                    self._open_window(sub, "disconnect", from_ts, rx, sid=sid)
+                    # a tail loss on its sid not yet found may predate the connection's last frame
+                    ss = st.sids.get(sid) if sid is not None else None
+                    start = min(from_ts, self._from_ts(st, ss, rx)) if ss is not None else from_ts
+                    self._open_window(sub, "disconnect", start, rx, sid=sid)
         else:
             for ch in st.channels:
                 if ch not in st.global_windows and ch not in st.unsupported:
@@ -588,8 +592,7 @@ class Router:
         elif ambiguous:
             self.ambiguous_acks += 1
             if ss.note is None or rx - ss.note.rx > NOTE_MAX_AGE_US:  # "last" proves itself long before this
-                from_ts = st.last_exchange_ts or (st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
-                ss.note = Note(from_ts, rx, (before or 0) + 1, a.seq)
+                ss.note = Note(self._from_ts(st, ss, rx), rx, (before or 0) + 1, a.seq)
         elif verdict == OK and cmd is not None and cmd.kind == "probe":
             ss.note = None if st.ack_mode == ACK_LAST else ss.note
 
@@ -628,14 +631,21 @@ class Router:
                 seq,
                 n,
             )
-        # Lost frames were sent after the last frame we received in sequence: the exchange time of the last delta
-        # seen, or (no delta yet on this connection) that frame's receive time less a clock slack.
         if from_ts is None:
-            from_ts = st.last_exchange_ts or (st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
+            from_ts = self._from_ts(st, ss, rx)
         self._anchor_pending(conn)
         for sub in ss.subs:
             self._open_window(sub, reason, from_ts, rx, sid=ss.tracker.sid, expected=expected, received=seq)
             self.request_snapshots(sub, sorted(sub.tickers))
+
+    @staticmethod
+    def _from_ts(st: ConnState, ss: SidState, rx: int) -> int:
+        """Where a window of this sid starts: lost frames were sent after the last frame received in sequence *on
+        this sid* — the exchange time of its last delta, or (none yet) that frame's receive time less a clock slack.
+        (Another sid's later frames say nothing about this one's tail.)"""
+        if ss.last_ts:
+            return ss.last_ts
+        return (ss.last_rx or st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
 
     def _delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
         ss = self._sid(conn, d.sid)
@@ -647,6 +657,8 @@ class Router:
             ts = rx
             self.no_ts_deltas += 1
         st = self.states[conn]
+        if ts > ss.last_ts:
+            ss.last_ts = ts
         if ts > st.last_exchange_ts:
             st.last_exchange_ts = ts
             if ts > self.last_exchange_ts:
