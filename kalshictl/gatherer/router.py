@@ -141,7 +141,7 @@ class Note:
 class SidState:
     """One sid of a connection: its seq stream and the subscriptions it carries."""
 
-    __slots__ = ("channel", "last_rx", "last_ts", "note", "subs", "tracker")
+    __slots__ = ("channel", "last_rx", "last_ts", "note", "subs", "tracker", "verified")
 
     def __init__(self, sid: int, channel: str) -> None:
         self.tracker = SeqTracker(sid)
@@ -150,6 +150,7 @@ class SidState:
         self.note: Note | None = None
         self.last_rx = 0  # receive time of the last frame in sequence
         self.last_ts = 0  # exchange time of the last delta in sequence
+        self.verified = 0  # a time up to which this sid's stream is known complete (0: nothing received yet)
 
 
 class ConnState:
@@ -234,6 +235,9 @@ class Router:
         self._life = w["lifecycle_events"]
         self._life_digest = "digest" in self._life.spec.columns
         self._trade_source = "source" in self._trades.spec.columns
+        self._ticker_source = "source" in self._tickers.spec.columns
+        if hasattr(self.gaplog, "coverage_floor"):  # the heartbeat never passes a loss that may be undetected
+            self.gaplog.coverage_floor = self.verified_through_us
 
     # ----- wiring ---------------------------------------------------------------------------------------------
     def attach(self, pool: ConnectionPool, shards: Shards) -> None:
@@ -585,6 +589,9 @@ class Router:
         if a.type == "unsubscribed":
             st.sids.pop(a.sid, None)
             return
+        if verdict == OK:
+            # nothing lost up to the ack (an ambiguous one keeps its note, which bounds the floor below)
+            ss.verified = max(ss.verified, rx - GAP_CLOCK_SLACK_US)
         if verdict == GAP:
             self.tail_gaps += 1
             self.metrics.tail_gaps.labels(how="ack").inc()
@@ -657,6 +664,8 @@ class Router:
             ts = rx
             self.no_ts_deltas += 1
         st = self.states[conn]
+        if ss.last_ts > ss.verified:
+            ss.verified = ss.last_ts  # this frame arrived in sequence: everything the sid sent before it did too
         if ts > ss.last_ts:
             ss.last_ts = ts
         if ts > st.last_exchange_ts:
@@ -781,6 +790,7 @@ class Router:
                 u.yes_bid_size,
                 u.yes_ask_size,
                 u.last_trade_size,
+                *(("ws",) if self._ticker_source else ()),
                 u.sid,
             )
         )
@@ -966,6 +976,36 @@ class Router:
         for sub, ts in by_sub.items():
             self.request_snapshots(sub, ts)
         return sum(len(v) for v in by_sub.values())
+
+    def verified_through_us(self, now: int) -> int:
+        """A time before which no loss can still be undetected on a connected order-book sid (``now`` when there is
+        none; a disconnected one has its windows recorded already): the coverage heartbeat's floor."""
+        out = now
+        if self.pool is None:
+            return out
+        for c in self.pool.book_conns:
+            if not c.connected:
+                continue
+            for ss in self.states[c].sids.values():
+                if not ss.verified or not any(sub.tickers for sub in ss.subs):
+                    continue
+                floor = ss.verified if ss.note is None else min(ss.verified, ss.note.from_ts)
+                out = min(out, floor)
+        return out
+
+    def record_late(self, tickers: list[str], start: int) -> None:
+        """Markets subscribed late (created or re-listed while the lifecycle channel was blind): their books from
+        ``start`` until each one's first snapshot are an ``outage`` window of their subscription."""
+        if self.shards is None:
+            return
+        rx = now_us()
+        by_sub: dict[Subscription, list[str]] = {}
+        for t in tickers:
+            sub = self.shards.sub_of.get(t)
+            if sub is not None and t in self.sync.awaiting:
+                by_sub.setdefault(sub, []).append(t)
+        for sub, ts in by_sub.items():
+            self._open_window(sub, "outage", start, rx, tickers=ts)
 
     def untrusted_longer_than(self, seconds: float) -> int:
         """Markets without a trusted book for longer than ``seconds``."""

@@ -22,8 +22,8 @@ from kalshictl.errors import ExitCode, KalshiCtlError
 from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
-from kalshictl.gatherer.registry import MarketRegistry
-from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.registry import MarketRegistry, recordable
+from kalshictl.gatherer.router import GAP_CLOCK_SLACK_US, Router
 from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.windows import LegacyGapLog
 
@@ -35,9 +35,10 @@ except ImportError:  # pragma: no cover - transitional
     GapLog = None  # type: ignore[assignment,misc]
     TABLE_CHANNEL = {}
 try:
-    from kalshictl.gatherer.backfill import TradeBackfill
+    from kalshictl.gatherer.backfill import TradeBackfill, created_us
 except ImportError:  # pragma: no cover - transitional
     TradeBackfill = None  # type: ignore[assignment,misc]
+    created_us = None  # type: ignore[assignment]
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 from kalshictl.kalshi.rest import KalshiApiError
 
@@ -57,6 +58,7 @@ ENSURE_PARTITIONS_SQL = (
 JOIN_EVENTS = frozenset(("created", "activated"))
 LEAVE_EVENTS = frozenset(("settled", "finalized"))
 PAUSE_EVENTS = frozenset(("deactivated",))
+UNKNOWN_MARKET_LOOKBACK_US = 600_000_000  # a lifecycle window this recent may have hidden a market's `created`
 REFRESH_SLACK_S = 5  # min_updated_ts reaches back this far before the previous refresh
 
 
@@ -199,11 +201,16 @@ class Gatherer:
             timeout=ex.timeout_s,
         )
         if TradeBackfill is not None and GapLog is not None:
-            rps = ex.requests_per_second
             self.backfill = TradeBackfill(
-                self.rest, self.gaplog, self.writers["trades"], self._connect, requests_per_second=rps
+                self.rest,
+                self.gaplog,
+                self.writers["trades"],
+                self._connect,
+                tickers_writer=self.writers["tickers"],
+                requests_per_second=ex.requests_per_second,
             )
             self.gaplog.on_closed = self.backfill.on_closed
+            self.backfill.on_markets = self._on_listed_markets
             self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
@@ -428,6 +435,14 @@ class Gatherer:
                 self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
                 if t not in self.shards.sub_of:
                     self.router.add_markets([t])
+                    # the market's book is not ours until its first snapshot: from its creation (now, less clock
+                    # slack), or — its `created` missed while the lifecycle channel was blind — from that window's start
+                    start = now_us() - GAP_CLOCK_SLACK_US
+                    blind = getattr(self.gaplog, "last_from", {}).get("market_lifecycle_v2")
+                    if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
+                        start = min(start, blind)
+                    if GapLog is not None:
+                        self.router.record_late([t], start)
             case "settled" | "finalized":
                 self.registry.remove(t)
                 if t in self.shards.sub_of or t in self.shards.unplaced:
@@ -441,6 +456,29 @@ class Gatherer:
                 self.registry.add(t, "determined")
             case _:
                 pass
+
+    def _on_listed_markets(self, markets: list[dict], w: Any) -> None:
+        """A re-anchor listing after a ticker/lifecycle window (the trade backfill's): markets this gatherer does not
+        hold (created or re-listed while the lifecycle channel was blind) are subscribed now, and their order books
+        from the window's start (or their creation) until their first snapshot are recorded as an ``outage``."""
+        if self.shards is None:
+            return
+        new: list[str] = []
+        start = w.from_ts
+        for m in markets:
+            t, status = m.get("ticker"), m.get("status")
+            if not t or t in self.shards.sub_of or not recordable(status or "active"):
+                continue
+            self.registry.add(t, status or "active")
+            new.append(t)
+            if created_us is not None:
+                with contextlib.suppress(Exception):
+                    start = min(start, created_us(m["created_time"]))
+        if not new:
+            return
+        log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))
+        self.router.add_markets(new)
+        self.router.record_late(new, start)
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
         if table == "sequence_gaps":

@@ -88,7 +88,8 @@ async def test_no_false_gaps_and_a_flat_command_rate(gatherer_dsn: str, variant:
             g.request_stop()
             await asyncio.wait_for(task, 30)
     assert truth["delta"], "the run produced no deltas"
-    assert db_gaps(gatherer_dsn) == [], "a gap window without any loss"
+    # no window without a loss (an "outage" window is a market created mid-run, not ours until its first snapshot)
+    assert [r for r in db_gaps(gatherer_dsn) if r[1] != "outage"] == [], "a gap window without any loss"
     assert g.router.tail_gaps == 0 and g.router.digest_mismatches == 0
     seq = status["sequence"]
     assert seq["open_windows"] == 0
