@@ -220,6 +220,7 @@ class Router:
         self.ambiguous_acks = 0
         self.rest_suspects = 0  # REST books of quiet markets that disagreed with the held book (re-checked by WS)
         self.no_ts_deltas = 0
+        self.orphan_frames = 0
         self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
         self._pending_snaps: dict[str, list[tuple[tuple, WsConnection, int, int]]] = {}
@@ -292,10 +293,12 @@ class Router:
     async def _subscribe(self, sub: Subscription) -> None:
         if not sub.tickers or sub.subscribing or sub.active or not sub.conn.connected:
             return
-        sub.subscribing = True
+        token = object()  # this attempt's: a stale attempt (socket replaced while it waited) must not clear a newer one
+        sub.subscribing = token
         tickers = sorted(sub.tickers)
         params = {"channels": [ORDERBOOK], "market_tickers": tickers, "use_yes_price": self.use_yes_price}
-        if await sub.conn.send("subscribe", params, Cmd("subscribe", sub, tickers)) is None:
+        sent = await sub.conn.send("subscribe", params, Cmd("subscribe", sub, tickers))
+        if sent is None and sub.subscribing is token:
             sub.subscribing = False
 
     async def _update(self, sub: Subscription, action: str, tickers: list[str], kind: str) -> None:
@@ -654,8 +657,18 @@ class Router:
             return ss.last_ts
         return (ss.last_rx or st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
 
+    def _orphan(self, ss: SidState) -> bool:
+        """A frame of a sid that carries none of our subscriptions (unsubscribed, or a duplicate subscription): its
+        data would be a second copy of a stream, so it is dropped."""
+        if self.shards is None or ss.subs:
+            return False
+        self.orphan_frames += 1
+        return True
+
     def _delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
         ss = self._sid(conn, d.sid)
+        if self._orphan(ss):
+            return
         prev = ss.tracker.last
         if not self._seq(conn, ss, ss.tracker.check(d.seq), prev, d.seq, rx):
             return
@@ -685,6 +698,8 @@ class Router:
 
     def _snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
         ss = self._sid(conn, s.sid)
+        if self._orphan(ss):
+            return
         prev = ss.tracker.last
         if not self._seq(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx):
             return
@@ -832,6 +847,10 @@ class Router:
         assert sub is not None
         sub.subscribing = False
         sub.retries = 0
+        if sub.sid is not None and sub.sid != sid:  # a second subscribe of one subscription opened a second sid
+            log.warning("%s: %s subscribed twice (sids %d, %d): dropping the second", conn.name, sub.name, sub.sid, sid)
+            self.spawn(self._unsubscribe_sid(conn, sid))
+            return
         ss = self._sid(conn, sid)
         if sub not in ss.subs:
             ss.subs.append(sub)

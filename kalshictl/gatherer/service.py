@@ -578,6 +578,7 @@ class Gatherer:
                 "ambiguous_acks": r.ambiguous_acks,
                 "digest_mismatches": r.digest_mismatches,
                 "rest_suspects": r.rest_suspects,
+                "orphan_frames": r.orphan_frames,
                 "deltas_without_ts": r.no_ts_deltas,
                 "open_windows": r.open_windows(),
                 "resync_p50_s": r.resync_quantile(0.5),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import WsConnection
@@ -30,7 +30,7 @@ class Subscription:
     conn: WsConnection
     tickers: set[str] = field(default_factory=set)
     sid: int | None = None  # the exchange's sid once ``subscribed`` (shared with siblings when subscribes merge)
-    subscribing: bool = False  # a subscribe is in flight
+    subscribing: Any = False  # a subscribe is in flight (its attempt's token)
     window: Window | None = None
     retries: int = 0
 
