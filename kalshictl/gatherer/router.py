@@ -221,6 +221,7 @@ class Router:
         self.rest_suspects = 0  # REST books of quiet markets that disagreed with the held book (re-checked by WS)
         self.no_ts_deltas = 0
         self.orphan_frames = 0
+        self.probe_replies = 0  # acks and errors answering seq probes
         self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
         self._pending_snaps: dict[str, list[tuple[tuple, WsConnection, int, int]]] = {}
@@ -571,6 +572,8 @@ class Router:
 
     def _ack(self, conn: WsConnection, a: Ack, rx: int) -> None:
         cmd = conn.pending.pop(a.id, None) if a.id is not None else None
+        if isinstance(cmd, Cmd) and cmd.kind == "probe":
+            self.probe_replies += 1
         if a.sid is None:
             return
         if isinstance(cmd, Cmd) and cmd.kind == "subscribe" and cmd.sub is not None:
@@ -882,6 +885,8 @@ class Router:
     def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
         cmd = conn.pending.pop(e.id, None) if e.id else None
         kind = cmd.kind if isinstance(cmd, Cmd) else "-"
+        if kind == "probe":
+            self.probe_replies += 1
         if self._log.ok(f"err:{e.code}:{kind}"):
             log.warning("%s: exchange error %d (%s) for %s", conn.name, e.code, e.message, kind)
         if e.code in TERMINAL:

@@ -171,12 +171,7 @@ def sim_factory() -> Iterator[Callable[..., Any]]:
 
 
 async def probe_all(g) -> None:
-    """Probe every order-book sid's seq and wait for the acks."""
-    for conn in g.manager.book_conns:
-        g.router.probe(conn)
-
-    def acked() -> bool:
-        return not any(getattr(p, "kind", None) == "probe" for c in g.manager.book_conns for p in c.pending.values())
-
-    await asyncio.sleep(0.05)  # let the probe commands leave (they pass the command bucket)
-    await until(acked, 10, "seq probe acks")
+    """Probe every order-book sid's seq and wait for every answer (probes pass the command bucket first)."""
+    before = g.router.probe_replies
+    sent = sum(g.router.probe(conn) for conn in g.manager.book_conns)
+    await until(lambda: g.router.probe_replies >= before + sent, 20, "seq probe answers")
