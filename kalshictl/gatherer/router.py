@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kalshictl.config import WebSocketSettings
 from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import (
     ACK_LAST,
@@ -63,7 +64,6 @@ except ImportError:  # pragma: no cover
     lifecycle_key = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from kalshictl.config import WebSocketSettings
     from kalshictl.gatherer.connections import ConnectionPool, WsConnection
     from kalshictl.gatherer.metrics import GathererMetrics
     from kalshictl.gatherer.shards import Shards, Subscription
@@ -189,8 +189,6 @@ class Router:
         gaplog: GapLogLike | None = None,
         settings: WebSocketSettings | None = None,
     ) -> None:
-        from kalshictl.config import WebSocketSettings
-
         self.name = name
         self.writers = writers
         self.metrics = metrics
