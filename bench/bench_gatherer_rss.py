@@ -134,6 +134,7 @@ def main() -> int:
     ap.add_argument("--markets", type=int, default=425_000)
     args = ap.parse_args()
     port = free_port()
+    logdir = tempfile.TemporaryDirectory(prefix="kalshictl-bench-")  # removed at exit (the sim's log lives there)
     sim = ManagedProcess(
         "sim",
         kalshictl_argv(
@@ -148,7 +149,7 @@ def main() -> int:
             "unlimited",
             "--paused",
         ),
-        Path(tempfile.mkdtemp(prefix="kalshictl-bench-")) / "sim.log",
+        Path(logdir.name) / "sim.log",
     )
     with PostgresCluster() as cluster:
         cluster.create_database("g")
@@ -173,6 +174,7 @@ def main() -> int:
             return asyncio.run(run(args.markets, dsn, port))
         finally:
             sim.terminate()
+            logdir.cleanup()
 
 
 if __name__ == "__main__":
