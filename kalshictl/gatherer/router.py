@@ -1005,13 +1005,18 @@ class Router:
         out = now
         if self.pool is None:
             return out
+        # An ambiguous ack is a possible loss only until the next lossless probe proves "last" (one interval); a
+        # note still unresolved after a few intervals means the exchange reads "own" and no longer holds the floor.
+        note_window = int(3 * self.settings.seq_probe_interval_s * 1_000_000)
         for c in self.pool.book_conns:
             if not c.connected:
                 continue
             for ss in self.states[c].sids.values():
                 if not ss.verified or not any(sub.tickers for sub in ss.subs):
                     continue
-                floor = ss.verified if ss.note is None else min(ss.verified, ss.note.from_ts)
+                floor = ss.verified
+                if ss.note is not None and now - ss.note.rx < note_window:
+                    floor = min(floor, ss.note.from_ts)
                 out = min(out, floor)
         return out
 
