@@ -1,8 +1,10 @@
-"""Gatherer memory at the seed's scale: 425,000 markets registered, 6 global + 144 order-book WebSocket connections.
+"""The gatherer at the seed's scale with the shipped deploy config's websocket section (no bench-only override).
 
-The local exchange runs as its own process (so its memory is not counted); the gatherer runs here against a
-throwaway PostgreSQL cluster, loads the registry, opens all 150 connections, subscribes every open market and stores
-the initial snapshots. Prints the gatherer's RSS before start and once every connection is subscribed.
+425,000 markets listed, 6 global + 144 order-book connections as ``deploy/config/gatherer.yaml`` lays them out. The
+local exchange runs as its own process (its memory is not counted); the gatherer runs here against a throwaway
+PostgreSQL cluster. Prints: markets placed / unplaced against the computed capacity, RSS, time to healthy (every
+recordable market subscribed and its first snapshot in), then injects a seq gap (one order-book frame lost on the
+wire, found by the seq probe) and prints how long the markets of that subscription stayed untrusted (p50/p99).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
@@ -28,31 +32,34 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def run(markets: int, book_conns: int, global_conns: int, dsn: str, port: int) -> int:
+SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "config" / "gatherer.yaml"
+
+
+async def run(markets: int, dsn: str, port: int) -> int:
+    import yaml
+
     from kalshictl.gatherer.service import Gatherer
 
-    rest = f"http://127.0.0.1:{port}/trade-api/v2"
+    shipped = yaml.safe_load(SHIPPED.read_text())["gatherer"]["websocket"]
+    base = f"http://127.0.0.1:{port}"
     settings = parse_settings(
         {
             "gatherer": {
                 "name": "bench",
                 "database": {"dsn": dsn},
                 "exchange": {
-                    "rest_url": rest,
+                    "rest_url": f"{base}/trade-api/v2",
                     "ws_url": f"ws://127.0.0.1:{port}/trade-api/ws/v2",
                     "requests_per_second": 1000.0,
                 },
-                "websocket": {
-                    "global_connections": global_conns,
-                    "orderbook_connections": book_conns,
-                    "markets_per_subscription": 10_000,
-                },
+                "websocket": shipped,  # exactly the shipped section
                 "snapshot_poller": {"enabled": False},
                 "http": {"host": "127.0.0.1", "port": 0},
             }
         },
         environ={},
     ).gatherer
+    w = settings.websocket
     before = rss_mb()
     g = Gatherer(settings, progress=False)
     task = asyncio.create_task(g.run())
@@ -61,43 +68,73 @@ async def run(markets: int, book_conns: int, global_conns: int, dsn: str, port: 
         if not await g.wait_ready(900):
             print("invalid run: the gatherer did not become ready")
             return 1
-        deadline = time.monotonic() + 600
-        while g.manager.healthy_count() < g.manager.target:
+        deadline = time.monotonic() + 900
+        while True:
+            report = await g.health()
+            cov = report.components.get("coverage", {})
+            if report.status == "healthy" and cov.get("resyncing") == 0:
+                break
             if time.monotonic() > deadline:
-                print(f"invalid run: {g.manager.healthy_count()}/{g.manager.target} connections subscribed")
+                print(f"invalid run: not healthy: {report.as_dict()}")
                 return 1
             await asyncio.sleep(0.5)
         ready_s = time.monotonic() - t0
         await g.writers.flush_all(300)
-        registered = len(g.registry)
-        subscribed = sum(len(c.markets) for c in g.manager.book_conns)
         after = rss_mb()
+        registered = len(g.registry)
+        # inject a seq gap: lose order-book frames on the wire until exactly one delta is lost, then probe
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            await http.post("/_sim/faults", content="skip_seq=1.0")
+            lost = 0
+            for _ in range(200):
+                emitted = (await http.post("/_sim/step", params={"n": 1})).json()
+                stats = (await http.get("/_sim/stats")).json()
+                lost = int((stats.get("faults") or {}).get("skip_seq", 0))
+                if lost:
+                    break
+            await http.post("/_sim/faults", content="")
+        if not lost:
+            print(f"invalid run: no frame was lost ({emitted})")
+            return 1
+        g.router.resync_us.clear()
+        for conn in g.manager.book_conns:
+            g.router.probe(conn)
+        gap_t = time.monotonic()
+        while g.router.tail_gaps == 0 or g.router.sync.awaiting:
+            if time.monotonic() - gap_t > 120:
+                print(f"invalid run: gap not found/resynced ({g.router.tail_gaps}, {len(g.router.sync.awaiting)})")
+                return 1
+            await asyncio.sleep(0.05)
+        resynced = len(g.router.resync_us)
+        p50, p99 = g.router.resync_quantile(0.5), g.router.resync_quantile(0.99)
+        status = await g.status()
     finally:
         g.request_stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 60)
-    if registered == 0 or subscribed < registered * 0.95:
-        print(f"invalid run: {registered} markets registered, {subscribed} subscribed")
-        return 1
     print(
-        f"gatherer RSS: {after:,.0f} MB with {registered:,} markets registered and {subscribed:,} subscribed over "
-        f"{book_conns} order-book + {global_conns} global connections (+{after - before:,.0f} MB over the idle "
-        f"process's {before:,.0f} MB)"
+        f"layout (shipped): {w.orderbook_connections} x {w.subscriptions_per_connection} x "
+        f"{w.markets_per_subscription} = capacity {cov['capacity']:,}; {registered:,} markets registered, "
+        f"{cov['recordable']:,} recordable, {cov['placed']:,} placed, {cov['unplaced']:,} unplaced, "
+        f"{status['coverage']['subscriptions']:,} subscriptions"
     )
     print(
-        f"time to healthy (registry at 1000 req/s, {book_conns + global_conns} connections subscribed, initial "
-        f"snapshots stored): {ready_s:.1f} s"
+        f"gatherer RSS: {after:,.0f} MB (+{after - before:,.0f} MB over the idle process's {before:,.0f} MB); "
+        f"time to healthy (every book trusted): {ready_s:.1f} s"
     )
-    return 0
+    print(
+        f"injected seq gap ({lost} frame lost): {resynced:,} markets re-snapshotted, untrusted p50 {p50:.3f} s, "
+        f"p99 {p99:.3f} s; max commands/min on a connection {status['connections']['commands_last_minute_max']}"
+    )
+    return 0 if cov["unplaced"] == 0 else 1
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markets", type=int, default=425_000)
-    ap.add_argument("--orderbook-connections", type=int, default=144)
-    ap.add_argument("--global-connections", type=int, default=6)
     args = ap.parse_args()
     port = free_port()
+    logdir = tempfile.TemporaryDirectory(prefix="kalshictl-bench-")  # removed at exit (the sim's log lives there)
     sim = ManagedProcess(
         "sim",
         kalshictl_argv(
@@ -112,7 +149,7 @@ def main() -> int:
             "unlimited",
             "--paused",
         ),
-        __import__("pathlib").Path("/tmp/kalshictl-bench-sim.log"),
+        Path(logdir.name) / "sim.log",
     )
     with PostgresCluster() as cluster:
         cluster.create_database("g")
@@ -134,9 +171,10 @@ def main() -> int:
                     print("invalid run: the local exchange did not start\n" + sim.log_tail())
                     return 1
                 time.sleep(0.2)
-            return asyncio.run(run(args.markets, args.orderbook_connections, args.global_connections, dsn, port))
+            return asyncio.run(run(args.markets, dsn, port))
         finally:
             sim.terminate()
+            logdir.cleanup()
 
 
 if __name__ == "__main__":

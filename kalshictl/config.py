@@ -157,15 +157,29 @@ class WebSocketSettings(_Section):
     global_connections: int = Field(6, ge=1)
     orderbook_connections: int = Field(144, ge=0)
     markets_per_subscription: int = Field(256, ge=1, description="per-subscription market cap (error 26)")
+    subscriptions_per_connection: int = Field(
+        12, ge=1, description="order-book subscriptions a connection holds (capacity = connections x this x cap)"
+    )
     ping_timeout_s: float = Field(30.0, gt=0, description="no server ping/frame for this long = dead socket")
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
-    use_yes_price: bool = False
+    use_yes_price: bool = Field(False, description="sent explicitly on every subscribe (Kalshi will flip the default)")
+    commands_per_minute: float = Field(120.0, gt=0, description="per-connection command budget (token bucket)")
+    command_burst: int = Field(60, ge=1, description="commands a connection may send at once")
+    seq_probe_interval_s: float = Field(5.0, gt=0, description="seq probe of every order-book sid this often")
+    subscribe_retries: int = Field(3, ge=0, description="retries of a subscribe refused with error 18 (timeout)")
+    registry_refresh_s: float = Field(60.0, gt=0, description="GET /markets?min_updated_ts=... this often")
+    record_mve: bool = Field(True, description="also list multivariate (KXMVE) markets and record their books")
 
     @property
     def connections(self) -> int:
         """Total target connections (the health threshold base)."""
         return self.global_connections + self.orderbook_connections
+
+    @property
+    def capacity(self) -> int:
+        """Order-book markets this layout can hold (before any cap the exchange teaches with error 26)."""
+        return self.orderbook_connections * self.subscriptions_per_connection * self.markets_per_subscription
 
 
 class WriterSettings(_Section):

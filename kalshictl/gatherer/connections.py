@@ -1,15 +1,11 @@
-"""The connection manager: global-channel connections plus order-book shards, each self-healing.
+"""WebSocket connections as sockets with callbacks (the way cryptofeed's ``ConnectionHandler`` takes its handler).
 
-* Global connections subscribe ``ticker``, ``trade`` and ``market_lifecycle_v2`` round-robin (with more than three
-  global connections a channel is carried twice; the writers' ``ON CONFLICT`` absorbs the copies and a disconnect of
-  one copy loses nothing).
-* Order-book connections each hold one ``orderbook_delta`` subscription (Kalshi merges repeated subscribes into one
-  sid) of at most ``markets_per_subscription`` markets; new markets go to the least-loaded shard.
-* Every connection reconnects with jittered exponential backoff, answers the server's pings, pings when idle, and a
-  watchdog closes a socket that has shown no frame (data, ping or pong) for ``ping_timeout_s`` — idle markets are
-  normal, so liveness never depends on data.
-* A disconnect opens coverage gaps (per market on order-book shards, per channel on global connections); the
-  resubscription's snapshots / acks close them (see :mod:`kalshictl.gatherer.sequence`).
+A :class:`WsConnection` knows nothing about markets, subscriptions or sequence numbers. It connects, reconnects with
+jittered exponential backoff, answers the server's pings, pings when idle, closes a socket that has shown no frame
+for ``ping_timeout_s`` (idle markets are normal, so liveness never depends on data) and paces its commands through a
+token bucket (:class:`CommandBucket`). What the frames mean is the business of its three callbacks:
+``on_open(conn)`` after each connect, ``on_frame(conn, raw, rx_us)`` per text frame and ``on_close(conn)`` after each
+disconnect. :class:`ConnectionPool` opens the seed's layout: global-channel connections plus order-book connections.
 """
 
 from __future__ import annotations
@@ -20,143 +16,154 @@ import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from kalshictl.gatherer.sequence import OpenGap, SeqTracker
+import orjson
+
 from kalshictl.gatherer.writers import now_us
 
 if TYPE_CHECKING:
     import aiohttp
 
     from kalshictl.config import WebSocketSettings
-    from kalshictl.gatherer.router import Router
 
 log = logging.getLogger("kalshictl.gatherer.connections")
 
-GLOBAL_CHANNELS = ("ticker", "trade", "market_lifecycle_v2")
-ORDERBOOK = "orderbook_delta"
-CHUNK = 200  # tickers per subscribe / update command
+OnOpen = Callable[["WsConnection"], None]
+OnFrame = Callable[["WsConnection", "str | bytes", int], None]
+OnClose = Callable[["WsConnection"], None]
+
+
+class CommandBucket:
+    """A token bucket: ``burst`` commands at once, then ``per_minute`` a minute; commands leave in order."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(max(1, burst))
+        self.tokens = self.capacity
+        self._t = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._sent: deque[float] = deque()
+        self.sent = 0
+        self.waited_s = 0.0
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self._t) * self.rate)
+        self._t = now
+
+    async def take(self) -> None:
+        """Wait for a token (FIFO)."""
+        async with self._lock:
+            now = time.monotonic()
+            self._refill(now)
+            if self.tokens < 1.0:
+                wait = (1.0 - self.tokens) / self.rate
+                self.waited_s += wait
+                await asyncio.sleep(wait)
+                now = time.monotonic()
+                self._refill(now)
+            self.tokens -= 1.0
+            self.sent += 1
+            self._sent.append(now)
+
+    def last_minute(self) -> int:
+        """Commands sent in the last 60 seconds."""
+        cutoff = time.monotonic() - 60.0
+        q = self._sent
+        while q and q[0] < cutoff:
+            q.popleft()
+        return len(q)
 
 
 class WsConnection:
-    """One WebSocket connection and its subscriptions."""
+    """One self-healing WebSocket; frames and state changes go to its callbacks."""
 
-    def __init__(self, manager: ConnectionManager, index: int, kind: str, channels: tuple[str, ...]) -> None:
-        self.manager = manager
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        index: int,
+        kind: str,
+        *,
+        on_open: OnOpen,
+        on_frame: OnFrame,
+        on_close: OnClose,
+    ) -> None:
+        self.pool = pool
         self.index = index
         self.kind = kind  # "global" | "orderbook"
-        self.channels = channels
-        self.name = f"{kind}-{index}"
-        self.markets: set[str] = set()
-        self.sids: dict[str, int] = {}  # channel -> sid
-        self.trackers: dict[int, SeqTracker] = {}
-        self.pending: dict[int, tuple[str, list[str]]] = {}  # command id -> (purpose, tickers)
-        self.global_gaps: dict[str, OpenGap] = {}
+        self.name = f"{'ob' if kind == 'orderbook' else 'g'}-{index:03d}"
+        self.on_open = on_open
+        self.on_frame = on_frame
+        self.on_close = on_close
+        s = pool.settings
+        self.bucket = CommandBucket(s.commands_per_minute, s.command_burst)
+        self.pending: dict[int, Any] = {}  # command id -> what the caller tagged it with (cleared on disconnect)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
+        self.generation = 0  # bumped per connect: a command queued for an older socket is dropped
         self.last_rx = time.monotonic()
-        self.last_exchange_ts = 0
-        self.last_in_sequence_rx = 0  # receive time (µs) of the last frame whose seq was in order
         self.reconnects = 0
         self.frames = 0
         self.connected_since: float | None = None
+        self.last_error: str | None = None
         self._ids = itertools.count(1)
         self._task: asyncio.Task | None = None
         self._force_close = False
 
-    # ----- state ----------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"WsConnection({self.name})"
+
     @property
-    def healthy(self) -> bool:
-        """Connected, every subscription acknowledged, and frames (pings count) seen recently."""
-        if not self.connected:
-            return False
-        if time.monotonic() - self.last_rx > self.manager.settings.ping_timeout_s:
-            return False
-        if self.kind == "global":
-            return all(ch in self.sids for ch in self.channels)
-        return not self.markets or ORDERBOOK in self.sids
+    def alive(self) -> bool:
+        """Connected and frames (pings count) seen within the ping timeout."""
+        return self.connected and time.monotonic() - self.last_rx <= self.pool.settings.ping_timeout_s
 
     def status(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "connected": self.connected,
-            "healthy": self.healthy,
-            "channels": list(self.channels),
-            "markets": len(self.markets),
-            "sids": dict(self.sids),
             "reconnects": self.reconnects,
             "frames": self.frames,
             "idle_s": round(time.monotonic() - self.last_rx, 3),
+            "commands": {
+                "sent": self.bucket.sent,
+                "last_minute": self.bucket.last_minute(),
+                "tokens": round(self.bucket.tokens, 1),
+                "pending": len(self.pending),
+            },
+            "last_error": self.last_error,
         }
 
     # ----- commands -------------------------------------------------------------------------------------------
-    async def send(self, cmd: str, params: dict[str, Any], purpose: str = "", tickers: list[str] | None = None) -> None:
-        """Send one command (dropped if the socket is down: resubscription on reconnect covers it)."""
+    async def send(self, cmd: str, params: dict[str, Any], tag: Any = None) -> int | None:
+        """Send one command through the token bucket; ``tag`` is kept in :attr:`pending` under its id until the
+        caller pops it. Returns the id, or None when the socket went down meanwhile (the reconnect's
+        ``on_open`` resends what is needed)."""
+        gen = self.generation
+        await self.bucket.take()
         ws = self.ws
-        if ws is None or ws.closed or not self.connected:
-            return
+        if ws is None or ws.closed or not self.connected or gen != self.generation:
+            return None
         cmd_id = next(self._ids)
-        self.pending[cmd_id] = (purpose or cmd, list(tickers or []))
-        import orjson
-
+        self.pending[cmd_id] = tag if tag is not None else cmd
+        self.pool.metrics.commands.labels(cmd=cmd).inc()
         try:
             await ws.send_str(orjson.dumps({"id": cmd_id, "cmd": cmd, "params": params}).decode())
         except (ConnectionError, RuntimeError) as exc:
+            self.pending.pop(cmd_id, None)
             log.info("%s: send failed: %s", self.name, exc)
-
-    async def subscribe_markets(self, tickers: list[str]) -> None:
-        """Add markets to this shard's orderbook subscription (subscribe merges into the existing sid)."""
-        for i in range(0, len(tickers), CHUNK):
-            chunk = tickers[i : i + CHUNK]
-            params: dict[str, Any] = {"channels": [ORDERBOOK], "market_tickers": chunk}
-            if self.manager.settings.use_yes_price:
-                params["use_yes_price"] = True
-            await self.send("subscribe", params, "subscribe", chunk)
-
-    async def request_snapshots(self, tickers: list[str]) -> None:
-        """Ask for fresh snapshots of exactly these markets (``get_snapshot``)."""
-        sid = self.sids.get(ORDERBOOK)
-        if sid is None:
-            return  # the pending (re)subscription delivers snapshots anyway
-        for i in range(0, len(tickers), CHUNK):
-            chunk = tickers[i : i + CHUNK]
-            params = {"sids": [sid], "action": "get_snapshot", "market_tickers": chunk}
-            await self.send("update_subscription", params, "get_snapshot", chunk)
-
-    async def probe_seq(self) -> None:
-        """Ask for the order-book sid's current seq: re-adding a market already in the subscription is a no-op whose
-        ``ok`` ack carries the sid's last seq, ordered after the data on the socket (see Router._ack_seq)."""
-        sid = self.sids.get(ORDERBOOK)
-        if sid is None or not self.markets:
-            return
-        ticker = next(iter(self.markets))
-        params = {"sids": [sid], "action": "add_markets", "market_tickers": [ticker]}
-        await self.send("update_subscription", params, "seq_probe", [ticker])
-
-    async def unsubscribe_markets(self, tickers: list[str]) -> None:
-        """Remove markets from this shard's subscription."""
-        sid = self.sids.get(ORDERBOOK)
-        if sid is None:
-            return
-        params = {"sids": [sid], "action": "delete_markets", "market_tickers": tickers}
-        await self.send("update_subscription", params, "delete_markets", tickers)
-
-    async def _subscribe_all(self) -> None:
-        if self.kind == "global":
-            await self.send("subscribe", {"channels": list(self.channels)}, "subscribe_global")
-        elif self.markets:
-            await self.subscribe_markets(sorted(self.markets))
+            return None
+        return cmd_id
 
     def reconnect_now(self, reason: str) -> None:
-        """Close the socket so the run loop reconnects and resubscribes."""
+        """Close the socket so the run loop reconnects (and ``on_open`` resubscribes)."""
         log.warning("%s: reconnecting (%s)", self.name, reason)
         self._force_close = True
         if self.ws is not None and not self.ws.closed:
-            task = asyncio.ensure_future(self.ws.close())
-            self.manager.background.add(task)
-            task.add_done_callback(self.manager.background.discard)
+            self.pool.spawn(self.ws.close())
 
     # ----- the loop -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,21 +172,22 @@ class WsConnection:
     async def _run(self) -> None:
         import aiohttp
 
-        mgr = self.manager
-        s = mgr.settings
+        pool = self.pool
+        s = pool.settings
         backoff = s.reconnect_min_s
-        while not mgr.stopping:
+        while not pool.stopping:
             stable = False
             try:
-                headers = mgr.auth_headers()
-                ws = await mgr.session.ws_connect(
-                    mgr.ws_url, headers=headers, autoping=False, max_msg_size=64 * 1024 * 1024
+                ws = await pool.session.ws_connect(
+                    pool.ws_url, headers=pool.auth_headers(), autoping=False, max_msg_size=64 * 1024 * 1024
                 )
                 self.ws = ws
                 self.connected = True
+                self.generation += 1
                 self.connected_since = time.monotonic()
                 self.last_rx = time.monotonic()
-                await self._subscribe_all()
+                self.last_error = None
+                self.on_open(self)
                 watchdog = asyncio.create_task(self._watchdog())
                 try:
                     stable = await self._read(ws)
@@ -187,50 +195,60 @@ class WsConnection:
                     watchdog.cancel()
             except asyncio.CancelledError:
                 raise
+            except aiohttp.WSServerHandshakeError as exc:
+                self.last_error = f"HTTP {exc.status}"
+                if exc.status in (401, 403):
+                    log.error(
+                        "%s: the exchange refused the API key (HTTP %d): check exchange.api_key_id and "
+                        "exchange.private_key",
+                        self.name,
+                        exc.status,
+                    )
+                else:
+                    log.info("%s: upgrade refused: HTTP %d", self.name, exc.status)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.info("%s: connection failed: %s", self.name, exc or type(exc).__name__)
+                self.last_error = str(exc) or type(exc).__name__
+                log.info("%s: connection failed: %s", self.name, self.last_error)
             except Exception:
                 log.exception("%s: unexpected error", self.name)
             finally:
-                self._on_disconnect()
-            if mgr.stopping:
+                self._closed()
+            if pool.stopping:
                 break
             if stable:
                 backoff = s.reconnect_min_s
             delay = random.uniform(0, backoff) + s.reconnect_min_s * 0.1  # full jitter
             backoff = min(s.reconnect_max_s, backoff * 2)
             self.reconnects += 1
-            mgr.on_reconnect(self)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(mgr.stop_event.wait(), delay)
+                await asyncio.wait_for(pool.stop_event.wait(), delay)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         from aiohttp import WSMsgType
 
-        router = self.manager.router
+        pool = self.pool
+        on_frame = self.on_frame
         self._force_close = False
         while True:
             msg = await ws.receive()
-            if self.manager.stopping_rx:
+            if pool.stopping_rx:
                 break
             self.last_rx = time.monotonic()
-            t = msg.type
-            if t == WSMsgType.TEXT:
-                self.frames += 1
-                router.handle(self, msg.data, now_us())
-            elif t == WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif t == WSMsgType.PONG:
-                pass
-            elif t == WSMsgType.BINARY:
-                router.handle(self, msg.data, now_us())
-            else:  # CLOSE, CLOSING, CLOSED, ERROR
-                break
+            match msg.type:
+                case WSMsgType.TEXT | WSMsgType.BINARY:
+                    self.frames += 1
+                    on_frame(self, msg.data, now_us())
+                case WSMsgType.PING:
+                    await ws.pong(msg.data)
+                case WSMsgType.PONG:
+                    pass
+                case _:  # CLOSE, CLOSING, CLOSED, ERROR
+                    break
         stable = self.connected_since is not None and time.monotonic() - self.connected_since > 30
         return stable and not self._force_close
 
     async def _watchdog(self) -> None:
-        timeout = self.manager.settings.ping_timeout_s
+        timeout = self.pool.settings.ping_timeout_s
         while True:
             await asyncio.sleep(max(0.05, timeout / 4))
             idle = time.monotonic() - self.last_rx
@@ -239,67 +257,54 @@ class WsConnection:
                 return
             if idle > timeout:
                 log.warning("%s: no frame for %.1fs: closing dead socket", self.name, idle)
-                self.manager.metrics.gaps.labels(reason="watchdog").inc()
                 await ws.close()
                 return
             if idle > timeout / 3:
                 with contextlib.suppress(Exception):
                     await ws.ping(b"kalshictl")
 
-    def _on_disconnect(self) -> None:
+    def _closed(self) -> None:
         was = self.connected
         self.connected = False
+        self.generation += 1
         ws, self.ws = self.ws, None
         if ws is not None and not ws.closed:
-            task = asyncio.ensure_future(ws.close())
-            self.manager.background.add(task)
-            task.add_done_callback(self.manager.background.discard)
+            self.pool.spawn(ws.close())
         self.pending.clear()
-        self.trackers.clear()
-        old = dict(self.sids)
-        self.sids.clear()
-        if was and not self.manager.stopping:
-            self.manager.on_disconnect(self, old)
+        if was and not self.pool.stopping:
+            self.pool.metrics.reconnects.inc()
+            self.on_close(self)
 
 
-class ConnectionManager:
-    """Owns every connection; shards markets over the order-book connections."""
+class ConnectionPool:
+    """The seed's connection layout: ``global_connections`` + ``orderbook_connections`` sockets, one HTTP session."""
 
     def __init__(
         self,
         settings: WebSocketSettings,
         ws_url: str,
-        router: Router,
         metrics: Any,
         *,
+        on_open: OnOpen,
+        on_frame: OnFrame,
+        on_close: OnClose,
         key_id: str | None = None,
         private_key: Any = None,
     ) -> None:
         self.settings = settings
         self.ws_url = ws_url
-        self.router = router
         self.metrics = metrics
         self.key_id = key_id
         self.private_key = private_key
-        self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
+        self.session: aiohttp.ClientSession | None = None
         self.stopping = False
         self.stopping_rx = False
         self.stop_event = asyncio.Event()
         self.background: set[asyncio.Future] = set()
-        self.global_conns = [
-            WsConnection(self, i, "global", (GLOBAL_CHANNELS[i % len(GLOBAL_CHANNELS)],))
-            for i in range(settings.global_connections)
-        ]
-        if settings.global_connections < len(GLOBAL_CHANNELS):  # fewer connections than channels: share
-            for i, ch in enumerate(GLOBAL_CHANNELS[settings.global_connections :]):
-                conn = self.global_conns[i % settings.global_connections]
-                conn.channels = (*conn.channels, ch)
-        self.book_conns = [
-            WsConnection(self, i, "orderbook", (ORDERBOOK,)) for i in range(settings.orderbook_connections)
-        ]
-        self.shard_of: dict[str, WsConnection] = {}
-        self.unplaced: set[str] = set()
-        self.on_disconnect_cb: Callable[[WsConnection, dict[str, int]], None] | None = None
+        cb = {"on_open": on_open, "on_frame": on_frame, "on_close": on_close}
+        self.global_conns = [WsConnection(self, i, "global", **cb) for i in range(settings.global_connections)]
+        self.book_conns = [WsConnection(self, i, "orderbook", **cb) for i in range(settings.orderbook_connections)]
+        self.is_healthy: Callable[[WsConnection], bool] = lambda c: c.alive
 
     @property
     def connections(self) -> list[WsConnection]:
@@ -310,10 +315,15 @@ class ConnectionManager:
         return len(self.global_conns) + len(self.book_conns)
 
     def healthy_count(self) -> int:
-        return sum(1 for c in self.connections if c.healthy)
+        return sum(1 for c in self.connections if self.is_healthy(c))
 
     def connected_count(self) -> int:
         return sum(1 for c in self.connections if c.connected)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def auth_headers(self) -> dict[str, str]:
         if not self.key_id or self.private_key is None:
@@ -322,71 +332,16 @@ class ConnectionManager:
 
         return sign_headers(self.key_id, self.private_key, "GET", urlsplit(self.ws_url).path)
 
-    # ----- sharding -------------------------------------------------------------------------------------------
-    def _place(self, ticker: str) -> WsConnection | None:
-        cap = self.settings.markets_per_subscription
-        best = min(self.book_conns, key=lambda c: len(c.markets), default=None)
-        if best is None or len(best.markets) >= cap:
-            return None
-        best.markets.add(ticker)
-        self.shard_of[ticker] = best
-        return best
-
-    def assign(self, tickers: list[str]) -> dict[WsConnection, list[str]]:
-        """Place markets on shards (balanced, within the cap); returns the new placements per connection."""
-        placed: dict[WsConnection, list[str]] = {}
-        for t in tickers:
-            if t in self.shard_of:
-                continue
-            conn = self._place(t)
-            if conn is None:
-                self.unplaced.add(t)
-                continue
-            placed.setdefault(conn, []).append(t)
-        if self.unplaced:
-            log.error(
-                "%d markets exceed the order-book capacity (%d connections x %d markets)",
-                len(self.unplaced),
-                len(self.book_conns),
-                self.settings.markets_per_subscription,
-            )
-        return placed
-
-    async def add_markets(self, tickers: list[str]) -> None:
-        """Subscribe new markets (live connections now; disconnected shards on reconnect, with a gap opened)."""
-        for conn, ts in self.assign(tickers).items():
-            if conn.connected:
-                await conn.subscribe_markets(ts)
-            else:
-                rx = now_us()
-                for t in ts:
-                    self.router.sync.invalidate(t, OpenGap("disconnect", None, t, rx, rx))
-
-    async def remove_markets(self, tickers: list[str]) -> None:
-        """Unsubscribe markets (settled)."""
-        by_conn: dict[WsConnection, list[str]] = {}
-        for t in tickers:
-            conn = self.shard_of.pop(t, None)
-            self.unplaced.discard(t)
-            if conn is not None:
-                conn.markets.discard(t)
-                by_conn.setdefault(conn, []).append(t)
-            self.router.forget_market(t)
-        for conn, ts in by_conn.items():
-            await conn.unsubscribe_markets(ts)
-
-    # ----- lifecycle ------------------------------------------------------------------------------------------
-    async def start(self, initial: list[str]) -> None:
-        """Open every connection and subscribe (``initial`` markets sharded over the order-book connections)."""
+    async def start(self) -> None:
+        """Open every connection."""
         import aiohttp
 
         # aiohttp caps a session at 100 connections by default: the seed runs 150 (6 global + 144 order book)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
-        self.assign(initial)
         for conn in self.connections:
             conn.start()
 
-    async def wait_subscribed(self, timeout: float) -> bool:
+    async def wait_healthy(self, timeout: float) -> bool:
         """Wait until every connection is healthy (subscriptions acknowledged)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -415,12 +370,7 @@ class ConnectionManager:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        for t in list(self.background):
+            t.cancel()
         if self.session is not None:
             await self.session.close()
-
-    def on_disconnect(self, conn: WsConnection, old_sids: dict[str, int]) -> None:
-        self.metrics.reconnects.inc()
-        self.router.on_disconnect(conn, old_sids)
-
-    def on_reconnect(self, conn: WsConnection) -> None:
-        pass

@@ -47,5 +47,19 @@ class GathererMetrics:
             "kalshi_gatherer_db_ping_seconds", "Local database ping round trip (NaN while disconnected)", registry=r
         )
         self.db_connected = Gauge("kalshi_gatherer_db_connected", "1 if the local database answers", registry=r)
+        self.commands = Counter("kalshi_gatherer_ws_commands", "WebSocket commands sent", ["cmd"], registry=r)
+        self.commands_last_minute = Gauge(
+            "kalshi_gatherer_ws_commands_last_minute",
+            "Commands sent in the last minute (max over connections)",
+            registry=r,
+        )
+        self.coverage = Gauge(
+            "kalshi_gatherer_order_book_markets", "Order-book markets by state", ["state"], registry=r
+        )  # placed / unplaced / resyncing / untrusted_too_long
+        self.capacity = Gauge("kalshi_gatherer_order_book_capacity", "Markets the layout can hold", registry=r)
+        self.subscriptions = Gauge("kalshi_gatherer_order_book_subscriptions", "Order-book subscriptions", registry=r)
+        self.tail_gaps = Counter(
+            "kalshi_gatherer_tail_gaps", "Losses found by a seq probe or a book digest", ["how"], registry=r
+        )
         self.info = Gauge("kalshi_gatherer_info", "Gatherer identity", ["name"], registry=r)
         self.info.labels(name=gatherer).set(1)

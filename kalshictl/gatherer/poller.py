@@ -1,8 +1,12 @@
 """The REST snapshot poller: periodic full-book snapshots (``source='rest'``) within a share of the rate limit.
 
-Uses ``GET /markets/orderbooks?tickers=…`` (up to 100 markets a request) so a pass over every subscribed market
-costs ``ceil(n / 100)`` requests, paced to finish in about ``interval_s`` and never faster than
-``share_of_rate_limit`` of the client's request budget.
+Uses ``GET /markets/orderbooks?tickers=A&tickers=B…`` — ``tickers`` is a *repeated* query parameter (OpenAPI
+``style: form, explode: true``), 1–100 values of ≤ 200 characters each; a comma-joined value is one (unknown) ticker
+— so a pass over every subscribed market costs ``ceil(n / 100)`` requests, paced to finish in about ``interval_s``
+and never faster than ``share_of_rate_limit`` of the client's request budget.
+
+Each book is also handed to ``verify`` (the router's held-book check): a quiet market whose REST book disagrees
+with the book the gatherer holds gets a stream-ordered ``get_snapshot`` (see docs/gatherer.md, "Tail losses").
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kalshictl.gatherer.poller")
 BATCH = 100
+MAX_TICKER_CHARS = 200
 
 
 def parse_rest_book(body: dict[str, Any]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -49,11 +54,13 @@ class SnapshotPoller:
         writer: BatchWriter,
         tickers: Callable[[], list[str]],
         requests_per_second: float,
+        verify: Callable[[str, list, list, int], None] | None = None,
     ) -> None:
         self.rest = rest
         self.settings = settings
         self.writer = writer
         self.tickers = tickers
+        self.verify = verify
         self.min_gap_s = 1.0 / max(1e-6, requests_per_second * settings.share_of_rate_limit)
         self.passes = 0
         self.snapshots = 0
@@ -75,9 +82,12 @@ class SnapshotPoller:
 
     async def poll_once(self, tickers: list[str]) -> int:
         """Fetch and store one batch (≤ 100 markets); returns snapshots written."""
-        params: dict[str, Any] = {"tickers": ",".join(tickers)}
+        params: list[tuple[str, Any]] = [("tickers", t) for t in tickers if 0 < len(t) <= MAX_TICKER_CHARS]
+        if not params:
+            return 0
         if self.settings.depth:
-            params["depth"] = self.settings.depth
+            params.append(("depth", self.settings.depth))
+        asked = now_us()
         body = await self.rest.get("/markets/orderbooks", params)
         n = 0
         for item in (body or {}).get("orderbooks") or []:
@@ -91,6 +101,8 @@ class SnapshotPoller:
                 log.warning("poller: bad orderbook for %s: %s", ticker, exc)
                 continue
             self.writer.add((now_us(), None, ticker, "rest", *book_row_fields(yes, no), None, None))
+            if self.verify is not None and not self.settings.depth:
+                self.verify(ticker, yes, no, asked)
             n += 1
         self.snapshots += n
         return n

@@ -1,7 +1,12 @@
 """The in-memory market registry: every market the gatherer records, loaded by paging ``GET /markets``.
 
 Compact on purpose (the seed's 425,000 markets): one dict entry ``ticker -> status`` with interned status strings.
-Lifecycle messages keep it current (created markets join, settled markets leave).
+Lifecycle messages keep it current (created markets join, settled markets leave), and a periodic
+``GET /markets?min_updated_ts=…`` refresh catches what the lifecycle channel missed. Multivariate (``KXMVE…``)
+markets are listed too (``mve_filter=only``), so their books are recorded like any other market's.
+
+A market's book is *recordable* (subscribed) unless it is settled/finalized or deactivated (paused): a paused
+market's book cannot change, and its ``activated`` brings it back with a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ log = logging.getLogger("kalshictl.gatherer.registry")
 # Kalshi market statuses that can still produce order-book activity.
 LIVE_STATUSES = frozenset(("initialized", "unopened", "active", "open", "inactive", "paused", "closed", "determined"))
 TERMINAL_STATUSES = frozenset(("finalized", "settled"))
+PAUSED_STATUSES = frozenset(("inactive", "paused"))
+
+
+def is_mve(market: dict[str, Any]) -> bool:
+    """A multivariate (combo) market: ``KXMVE…`` ticker or an ``mve_collection_ticker``."""
+    return bool(market.get("mve_collection_ticker")) or str(market.get("ticker") or "").startswith("KXMVE")
+
+
+def recordable(status: str | None) -> bool:
+    """Whether a market in this status is subscribed (its book can change)."""
+    return status is not None and status not in TERMINAL_STATUSES and status not in PAUSED_STATUSES
 
 
 class MarketRegistry:
@@ -35,6 +51,9 @@ class MarketRegistry:
         self.rejected: Counter[str] = Counter()  # GET /markets items skipped, by reason (kalshi.validate)
         self.load_error: str | None = None  # why the last startup load failed (a retry is pending)
         self.load_attempts = 0
+        self.refreshed_at: float | None = None
+        self.mve_in_default = False  # the default /markets listing includes multivariate markets
+        self.refreshes = 0
 
     def __len__(self) -> int:
         return len(self._markets)
@@ -45,6 +64,10 @@ class MarketRegistry:
     def tickers(self) -> list[str]:
         """All tickers (a copy)."""
         return list(self._markets)
+
+    def recordable(self) -> list[str]:
+        """Tickers whose books are recorded."""
+        return [t for t, s in self._markets.items() if recordable(s)]
 
     def status(self, ticker: str) -> str | None:
         return self._markets.get(ticker)
@@ -78,16 +101,28 @@ class MarketRegistry:
         *,
         progress: Callable[[int, int], None] | None = None,
         limit: int = 1000,
+        mve: bool = True,
     ) -> int:
         """Page through ``GET /markets`` (rate limited and 429-aware via the REST client); returns markets loaded."""
         start = time.monotonic()
-        # one pass per status: Kalshi documents ``status`` as a single value
-        for params in [{"status": s} for s in statuses] or [{}]:
+        # one pass per status: Kalshi documents ``status`` as a single value; multivariate markets listed on their own
+        passes: list[dict[str, Any]] = [{"status": s} for s in statuses] or [{}]
+        saw_mve = False
+        for params in passes:
             async for page in rest.paginate("/markets", "markets", params, limit=limit):
                 self.add_many(page)
+                saw_mve = saw_mve or any(is_mve(m) for m in page)
                 self.pages += 1
                 if progress is not None:
                     progress(self.pages, len(self._markets))
+        self.mve_in_default = saw_mve
+        if mve and not saw_mve:  # the default listing left multivariate markets out: list them on their own
+            for params in passes:
+                async for page in rest.paginate("/markets", "markets", {**params, "mve_filter": "only"}, limit=limit):
+                    self.add_many(page)
+                    self.pages += 1
+                    if progress is not None:
+                        progress(self.pages, len(self._markets))
         self.loaded_at = time.time()
         self.load_seconds = time.monotonic() - start
         return len(self._markets)
@@ -99,17 +134,21 @@ class MarketRegistry:
         *,
         min_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
+        fatal: tuple[type[BaseException], ...] = (),
     ) -> bool:
         """Run ``attempt`` (a :meth:`load`) until it succeeds or ``stop`` is set, with jittered exponential backoff.
 
         A failure (``ReadTimeout``, a 5xx, a malformed body ...) does not end the gatherer: :attr:`load_error` holds
         the reason, which :meth:`annotate` puts in /health (503) until a load succeeds. Returns False if stopped.
+        Exceptions of a ``fatal`` type (a rejected API key) are raised at once: no retry can fix them.
         """
         backoff = min_backoff_s
         while not stop.is_set():
             self.load_attempts += 1
             try:
                 await attempt()
+            except fatal:
+                raise
             except Exception as exc:  # anything: retrying beats exiting into systemd's StartLimitBurst
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 self.load_error = f"{type(exc).__name__}: {text}"[:300].rstrip(": ")
@@ -137,3 +176,30 @@ class MarketRegistry:
         if self.rejected:
             report.details.setdefault("market_registry", {})["rejected"] = dict(self.rejected)
         return report
+
+    async def refresh(self, rest: Any, since_s: int, *, limit: int = 1000) -> tuple[list[str], list[str]]:
+        """``GET /markets?min_updated_ts=since_s``: apply every changed market; returns (now recordable, no longer
+        recordable) tickers. Markets that reached a terminal status leave the registry."""
+        join: list[str] = []
+        leave: list[str] = []
+        for extra in ({}, {"mve_filter": "only"}):
+            if extra and self.mve_in_default:
+                break
+            params = {"min_updated_ts": since_s, **extra}
+            async for page in rest.paginate("/markets", "markets", params, limit=limit):
+                for m in valid_markets(page, self.rejected):
+                    ticker = m["ticker"]
+                    status = str(m.get("status") or "active")
+                    was = recordable(self._markets.get(ticker))
+                    if status in TERMINAL_STATUSES:
+                        self._markets.pop(ticker, None)
+                    else:
+                        self.add(ticker, status)
+                    now = recordable(status)
+                    if now and not was:
+                        join.append(ticker)
+                    elif was and not now:
+                        leave.append(ticker)
+        self.refreshed_at = time.time()
+        self.refreshes += 1
+        return join, leave

@@ -18,26 +18,36 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.gatherer.backfill import TradeBackfill, created_us
-from kalshictl.gatherer.connections import ConnectionManager
-from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
+from kalshictl.errors import ExitCode, KalshiCtlError
+from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
-from kalshictl.gatherer.registry import MarketRegistry
+from kalshictl.gatherer.registry import MarketRegistry, recordable
 from kalshictl.gatherer.router import GAP_CLOCK_SLACK_US, Router
+from kalshictl.gatherer.shards import Shards
+from kalshictl.gatherer.windows import LegacyGapLog
+
+# The compact sequence_gaps (one row per window, written when it opens) and the trade backfill of closed windows
+# (helper "gaps", issue #13). Until they are merged, LegacyGapLog writes the old per-market rows with the same API.
+try:
+    from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
+except ImportError:  # pragma: no cover - transitional
+    GapLog = None  # type: ignore[assignment,misc]
+    TABLE_CHANNEL = {}
+try:
+    from kalshictl.gatherer.backfill import TradeBackfill, created_us
+except ImportError:  # pragma: no cover - transitional
+    TradeBackfill = None  # type: ignore[assignment,misc]
+    created_us = None  # type: ignore[assignment]
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
+from kalshictl.kalshi.rest import KalshiApiError
 
 if TYPE_CHECKING:
     import psycopg
 
     from kalshictl.config import GathererSettings
-    from kalshictl.gatherer.gaps import Window
     from kalshictl.health.thresholds import HealthReport
     from kalshictl.kalshi.messages import Lifecycle
-
-# How often each order-book subscription's seq is probed, so a lost frame followed by silence (an idle market) is
-# detected within this time instead of at the market's next change.
-SEQ_PROBE_INTERVAL_S = 5.0
 
 log = logging.getLogger("kalshictl.gatherer")
 
@@ -46,8 +56,16 @@ ENSURE_PARTITIONS_SQL = (
     " ELSE kalshi_ensure_partitions() END"
 )
 JOIN_EVENTS = frozenset(("created", "activated"))
+LEAVE_EVENTS = frozenset(("settled", "finalized"))
+PAUSE_EVENTS = frozenset(("deactivated",))
 UNKNOWN_MARKET_LOOKBACK_US = 600_000_000  # a lifecycle window this recent may have hidden a market's `created`
-LEAVE_EVENTS = frozenset(("settled",))
+REFRESH_SLACK_S = 5  # min_updated_ts reaches back this far before the previous refresh
+
+
+class ApiKeyRejected(KalshiCtlError):
+    """The exchange refused the configured API key (HTTP 401/403): restarting will not help."""
+
+    exit_code = ExitCode.USAGE
 
 
 class Gatherer:
@@ -61,10 +79,12 @@ class Gatherer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         w = settings.writer
         writers: dict[str, BatchWriter] = {}
-        self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
+        self.gaplog: Any = None
+        if GapLog is not None:
+            self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
         for spec in ALL_TABLES:
-            if spec.name == "sequence_gaps":
-                writers[spec.name] = self.gaplog  # type: ignore[assignment]  # windows are written when they open
+            if spec.name == "sequence_gaps" and self.gaplog is not None:
+                writers[spec.name] = self.gaplog  # windows are written when they open
                 continue
             writers[spec.name] = BatchWriter(
                 spec,
@@ -77,17 +97,14 @@ class Gatherer:
                 on_overflow=self._on_overflow,
             )
         self.writers = WriterSet(writers)
-        self.router = Router(
-            settings.name,
-            self.writers,
-            self.metrics,
-            use_yes_price=settings.websocket.use_yes_price,
-            gaplog=self.gaplog,
-        )
+        if self.gaplog is None:
+            self.gaplog = LegacyGapLog(self.writers["sequence_gaps"], settings.name, now_us, self.metrics)
+        self.backfill: Any = None
+        self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
         self.router.on_lifecycle = self._on_lifecycle
-        self.manager: ConnectionManager | None = None
+        self.manager: ConnectionPool | None = None
+        self.shards: Shards | None = None
         self.poller: SnapshotPoller | None = None
-        self.backfill: TradeBackfill | None = None
         self.rest: Any = None
         self.http: Any = None
         self.phase = "init"
@@ -184,17 +201,18 @@ class Gatherer:
             private_key=self._private_key,
             timeout=ex.timeout_s,
         )
-        self.backfill = TradeBackfill(
-            self.rest,
-            self.gaplog,
-            self.writers["trades"],
-            self._connect,
-            tickers_writer=self.writers["tickers"],
-            requests_per_second=ex.requests_per_second,
-        )
-        self.gaplog.on_closed = self.backfill.on_closed
-        self.backfill.on_markets = self._on_listed_markets
-        self.backfill.start()
+        if TradeBackfill is not None and GapLog is not None:
+            self.backfill = TradeBackfill(
+                self.rest,
+                self.gaplog,
+                self.writers["trades"],
+                self._connect,
+                tickers_writer=self.writers["tickers"],
+                requests_per_second=ex.requests_per_second,
+            )
+            self.gaplog.on_closed = self.backfill.on_closed
+            self.backfill.on_markets = self._on_listed_markets
+            self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -202,6 +220,9 @@ class Gatherer:
                 if (st or {}).get("exchange_active"):
                     break
                 log.warning("%s: exchange inactive; waiting", self.name)
+            except KalshiApiError as exc:
+                self._fail_on_auth(exc)
+                log.warning("%s: GET /exchange/status failed: %s", self.name, exc)
             except Exception as exc:
                 log.warning("%s: GET /exchange/status failed: %s", self.name, exc)
             if await self._stoppable_sleep(backoff * random.uniform(0.5, 1.0)):
@@ -209,40 +230,90 @@ class Gatherer:
             backoff = min(60.0, backoff * 2)
         # 3. market registry
         self.phase = "load_markets"
-        await self.registry.load_with_retry(self._load_registry, self._stop)  # never exits on a failed load
+        self._refresh_from = int(time.time()) - REFRESH_SLACK_S
+        # never exits on a failed load (retried with backoff, /health 503 meanwhile) unless the key is rejected
+        await self.registry.load_with_retry(self._load_registry_or_fail, self._stop, fatal=(ApiKeyRejected,))
         if self._stop.is_set():
             return
         self.metrics.markets.set(len(self.registry))
         # 4-6. websocket connections and subscriptions
         self.phase = "subscribe"
-        self.manager = ConnectionManager(
-            s.websocket, ex.ws_url, self.router, self.metrics, key_id=ex.api_key_id, private_key=self._private_key
+        w = s.websocket
+        self.manager = ConnectionPool(
+            w,
+            ex.ws_url,
+            self.metrics,
+            on_open=self.router.on_open,
+            on_frame=self.router.handle,
+            on_close=self.router.on_close,
+            key_id=ex.api_key_id,
+            private_key=self._private_key,
         )
-        self.router.manager = self.manager
-        await self.manager.start(self.registry.tickers())
-        if not await self.manager.wait_subscribed(30.0):
+        self.shards = Shards(self.manager.book_conns, w.markets_per_subscription, w.subscriptions_per_connection)
+        self.router.attach(self.manager, self.shards)
+        self.router.on_unknown_market = self.registry.remove
+        wanted = self.registry.recordable()
+        log_capacity = log.info if self.shards.capacity >= len(wanted) else log.error
+        log_capacity(
+            "%s: order-book capacity %d markets (%d connections x %d subscriptions x %d markets) for %d recordable"
+            " markets listed",
+            self.name,
+            self.shards.capacity,
+            w.orderbook_connections,
+            w.subscriptions_per_connection,
+            w.markets_per_subscription,
+            len(wanted),
+        )
+        self.router.add_markets(wanted)
+        if self.shards.unplaced:
+            log.error("%s: %d markets cannot be placed: /health is unhealthy", self.name, len(self.shards.unplaced))
+        await self.manager.start()
+        if not await self.manager.wait_healthy(30.0):
             log.warning("%s: not every connection subscribed within 30s; continuing", self.name)
         # 7. snapshot poller
         self.poller = SnapshotPoller(
             self.rest,
             s.snapshot_poller,
             self.writers["orderbook_snapshots"],
-            lambda: list(self.manager.shard_of) if self.manager else [],
+            lambda: list(self.shards.sub_of) if self.shards else [],
             ex.requests_per_second,
+            verify=self.router.verify_book,
         )
         self.poller.start()
         # coverage resumed now: the time this gatherer was not recording is a gap like any other, and windows a
         # previous instance left open (kill -9) end here
-        self.gaplog.restarted(self._down_since, now_us())
+        restarted = getattr(self.gaplog, "restarted", None)
+        if restarted is not None:
+            restarted(self._down_since, now_us())
+        elif self._down_since is not None:
+            wid = self.gaplog.open(channel="*", reason="restart", from_ts=self._down_since)
+            self.gaplog.close(wid, now_us())
         self._down_since = None
         self.phase = "running"
+        self._update_metrics()
         self.ready.set()
         log.info("%s: running: %d markets, %d connections", self.name, len(self.registry), self.manager.target)
+
+    def _fail_on_auth(self, exc: KalshiApiError) -> None:
+        if exc.status in (401, 403):
+            raise ApiKeyRejected(
+                f"the exchange rejected the API key (HTTP {exc.status}) at {self.settings.exchange.rest_url}",
+                hint="check exchange.api_key_id and exchange.private_key (a key belongs to one environment:"
+                " production or demo)",
+            ) from None
+
+    async def _load_registry_or_fail(self) -> None:
+        """One registry load; a rejected API key becomes :class:`ApiKeyRejected` (exit 2)."""
+        try:
+            await self._load_registry()
+        except KalshiApiError as exc:
+            self._fail_on_auth(exc)
+            raise
 
     async def _load_registry(self) -> None:
         statuses = self.settings.market_status
         if not self.progress:
-            await self.registry.load(self.rest, statuses)
+            await self.registry.load(self.rest, statuses, mve=self.settings.websocket.record_mve)
             return
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -252,7 +323,7 @@ class Gatherer:
             def progress(pages: int, markets: int) -> None:
                 bar.update(task, description=f"loading markets: {markets:,} ({pages} pages)")
 
-            await self.registry.load(self.rest, statuses, progress=progress)
+            await self.registry.load(self.rest, statuses, progress=progress, mve=self.settings.websocket.record_mve)
 
     # ----- steady state ---------------------------------------------------------------------------------------
     async def _db_ping(self) -> None:
@@ -298,6 +369,8 @@ class Gatherer:
         last_partitions = time.monotonic()
         last_snap_retry = time.monotonic()
         last_probe = time.monotonic()
+        last_refresh = time.monotonic()
+        w = self.settings.websocket
         while True:
             await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
@@ -311,89 +384,142 @@ class Gatherer:
                     await self._db.execute(ENSURE_PARTITIONS_SQL)
                     last_partitions = now
             self.router.flush_pending_snapshots(now_us())
-            if self.manager is not None and now - last_probe >= SEQ_PROBE_INTERVAL_S:
+            if self.manager is not None and now - last_probe >= w.seq_probe_interval_s:
                 last_probe = now
-                for conn in self.manager.book_conns:
-                    self.router.spawn(conn.probe_seq())
+                # probes never eat into the budget that resyncs need
+                self.router.probe_all(min_tokens=w.command_burst / 2)
             if now - last_snap_retry > 5:
                 last_snap_retry = now
                 self.router.retry_stale_snapshots()
-            m = self.metrics
-            m.markets.set(len(self.registry))
-            if self.manager is not None:
-                m.connections.labels(state="healthy").set(self.manager.healthy_count())
-                m.connections.labels(state="connected").set(self.manager.connected_count())
-            if self.rest is not None:
-                m.rest_requests.set(self.rest.requests)
-                m.rest_throttled.set(self.rest.throttled)
+            if self.phase == "running" and now - last_refresh >= w.registry_refresh_s:
+                last_refresh = now
+                try:
+                    await self.refresh_registry()
+                except Exception as exc:
+                    log.warning("%s: registry refresh failed: %s", self.name, exc)
+            self._update_metrics()
+
+    def _update_metrics(self) -> None:
+        m = self.metrics
+        m.markets.set(len(self.registry))
+        if self.manager is not None:
+            m.connections.labels(state="healthy").set(self.manager.healthy_count())
+            m.connections.labels(state="connected").set(self.manager.connected_count())
+            m.commands_last_minute.set(max((c.bucket.last_minute() for c in self.manager.connections), default=0))
+        cov = self.coverage()
+        if cov is not None:
+            for k in ("placed", "unplaced", "resyncing", "untrusted_too_long"):
+                m.coverage.labels(state=k).set(cov[k])
+            m.capacity.set(cov["capacity"])
+            m.subscriptions.set(cov["subscriptions"])
+        if self.rest is not None:
+            m.rest_requests.set(self.rest.requests)
+            m.rest_throttled.set(self.rest.throttled)
+
+    async def refresh_registry(self) -> tuple[int, int]:
+        """``GET /markets?min_updated_ts=…``: subscribe markets that became recordable, unsubscribe those that
+        stopped, and place any recordable market that is not placed yet. Returns (joined, left)."""
+        since = self._refresh_from
+        self._refresh_from = int(time.time()) - REFRESH_SLACK_S
+        join, leave = await self.registry.refresh(self.rest, since)
+        if self.shards is not None:
+            if leave:
+                self.router.remove_markets(leave)
+            missing = [t for t in self.registry.recordable() if t not in self.shards.sub_of]
+            if missing:
+                self.router.add_markets(missing)
+        if join or leave:
+            log.info("%s: registry refresh: %d markets joined, %d left", self.name, len(join), len(leave))
+        return len(join), len(leave)
 
     async def _on_lifecycle(self, ev: Lifecycle) -> None:
-        if self.manager is None:
+        if self.shards is None:
             return
         t = ev.ticker
-        if ev.event_type in JOIN_EVENTS:
-            self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
-            if t not in self.manager.shard_of:
-                # the market's book is not ours until its first snapshot: from its creation (now, less clock slack),
-                # or — its `created` missed while the lifecycle channel was blind — from that window's start
-                start = now_us() - GAP_CLOCK_SLACK_US
-                blind = self.gaplog.last_from.get("market_lifecycle_v2")
-                if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
-                    start = min(start, blind)
-                self._record_unknown([t], start)
-                await self.manager.add_markets([t])
-        elif ev.event_type in LEAVE_EVENTS:
-            if self.registry.remove(t) or t in self.manager.shard_of:
-                await self.manager.remove_markets([t])
-        elif t in self.registry:
-            status = {"deactivated": "inactive", "determined": "determined"}.get(ev.event_type)
-            if status:
-                self.registry.add(t, status)
+        match ev.event_type:
+            case "created" | "activated":
+                self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
+                if t not in self.shards.sub_of:
+                    self.router.add_markets([t])
+                    # the market's book is not ours until its first snapshot: from its creation (now, less clock
+                    # slack), or — its `created` missed while the lifecycle channel was blind — from that window's start
+                    start = now_us() - GAP_CLOCK_SLACK_US
+                    blind = getattr(self.gaplog, "last_from", {}).get("market_lifecycle_v2")
+                    if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
+                        start = min(start, blind)
+                    if GapLog is not None:
+                        self.router.record_late([t], start)
+            case "settled" | "finalized":
+                self.registry.remove(t)
+                if t in self.shards.sub_of or t in self.shards.unplaced:
+                    self.router.remove_markets([t])
+            case "deactivated":
+                if t in self.registry:
+                    self.registry.add(t, "inactive")
+                if t in self.shards.sub_of or t in self.shards.unplaced:
+                    self.router.remove_markets([t])
+            case "determined" if t in self.registry:
+                self.registry.add(t, "determined")
+            case _:
+                pass
 
-    def _on_listed_markets(self, markets: list[dict], w: Window) -> None:
-        """A re-anchor listing after a ticker/lifecycle window: markets this gatherer does not hold (created or
-        re-listed while the lifecycle channel was blind) are subscribed now, and their order books from the window's
-        start (or their creation) until their first snapshot are recorded as an ``outage`` window."""
-        if self.manager is None:
+    def _on_listed_markets(self, markets: list[dict], w: Any) -> None:
+        """A re-anchor listing after a ticker/lifecycle window (the trade backfill's): markets this gatherer does not
+        hold (created or re-listed while the lifecycle channel was blind) are subscribed now, and their order books
+        from the window's start (or their creation) until their first snapshot are recorded as an ``outage``."""
+        if self.shards is None:
             return
         new: list[str] = []
         start = w.from_ts
         for m in markets:
             t, status = m.get("ticker"), m.get("status")
-            if not t or t in self.manager.shard_of or status in ("finalized", "settled"):
+            if not t or t in self.shards.sub_of or not recordable(status or "active"):
                 continue
             self.registry.add(t, status or "active")
             new.append(t)
-            with contextlib.suppress(Exception):
-                start = min(start, created_us(m["created_time"]))
+            if created_us is not None:
+                with contextlib.suppress(Exception):
+                    start = min(start, created_us(m["created_time"]))
         if not new:
             return
-        self._record_unknown(new, start)
-        log.warning("%s: %d markets unknown before window %s/%d: subscribing", self.name, len(new), w.instance_id,
-                    w.window_id)  # fmt: skip
-        self.router.spawn(self.manager.add_markets(new))
-
-    def _record_unknown(self, tickers: list[str], start: int) -> None:
-        """Open one window over markets subscribed late (from ``start`` until each one's first snapshot)."""
-        # not invalidated: a new subscription's stream is continuous from its snapshot (no cutoff needed)
-        self.router.windows.open(
-            tickers, channel="orderbook_delta", reason="outage", from_ts=start, detected_at=now_us()
-        )
+        log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))
+        self.router.add_markets(new)
+        self.router.record_late(new, start)
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
-
         if table == "sequence_gaps":
             return
         log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
-        self.gaplog.record(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts, to_ts=to_ts)
+        wid = self.gaplog.open(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts)
+        self.gaplog.close(wid, to_ts)
 
     # ----- health / status ------------------------------------------------------------------------------------
+    def coverage(self) -> dict[str, int] | None:
+        """Order-book coverage: recordable, placed, unplaced, resyncing, untrusted_too_long, capacity, subscriptions."""
+        from kalshictl.health.thresholds import UNTRUSTED_UNHEALTHY_S
+
+        sh = self.shards
+        if sh is None:
+            return None
+        return {
+            "recordable": sh.placed + len(sh.unplaced),
+            "placed": sh.placed,
+            "unplaced": len(sh.unplaced),
+            "resyncing": len(self.router.sync.awaiting),
+            "untrusted_too_long": self.router.untrusted_longer_than(UNTRUSTED_UNHEALTHY_S),
+            "capacity": sh.capacity,
+            "subscriptions": sum(1 for _ in sh.all_subs()),
+        }
+
     async def health(self) -> HealthReport:
-        """The seed's /health JSON (via gatherer_health)."""
+        """The seed's /health JSON (via gatherer_health), with the coverage component."""
         from kalshictl.health.thresholds import gatherer_health
 
         mgr = self.manager
         target = mgr.target if mgr else self.settings.websocket.connections
+        cov = self.coverage()
+        if cov is not None:
+            cov = {k: v for k, v in cov.items() if k != "subscriptions"}
         report = gatherer_health(
             db_connected=self.db_connected,
             db_ping_ms=self.db_ping_ms,
@@ -402,6 +528,7 @@ class Gatherer:
             ws_target=target,
             markets=len(self.registry),
             buffer_full=self.writers.full,
+            coverage=cov,
         )
         return self.registry.annotate(report)  # a failed registry load: 503 with the reason
 
@@ -414,6 +541,21 @@ class Gatherer:
                 if sample.name.endswith("_total"):
                     msgs[sample.labels["type"]] = int(sample.value)
         last = self.router.last_exchange_ts
+        cov = self.coverage() or {}
+        r = self.router
+        detail = []
+        if mgr is not None:
+            for c in mgr.connections:
+                d = c.status()
+                d["healthy"] = mgr.is_healthy(c)
+                if c.kind == "orderbook":
+                    d["ack_mode"] = r.states[c].ack_mode
+                    d["subscriptions"] = r.sub_status(c)
+                else:
+                    d["channels"] = list(r.states[c].channels)
+                    d["sids"] = dict(r.states[c].channel_sid)
+                detail.append(d)
+        per_min = [c.bucket.last_minute() for c in mgr.connections] if mgr else []
         return {
             "name": self.name,
             "phase": self.phase,
@@ -422,22 +564,39 @@ class Gatherer:
                 "markets": len(self.registry),
                 "load_seconds": self.registry.load_seconds,
                 "pages": self.registry.pages,
+                "refreshes": self.registry.refreshes,
+                "refreshed_at": self.registry.refreshed_at,
             },
+            "coverage": cov,
             "connections": {
                 "target": mgr.target if mgr else self.settings.websocket.connections,
                 "connected": mgr.connected_count() if mgr else 0,
                 "healthy": mgr.healthy_count() if mgr else 0,
                 "reconnects": sum(c.reconnects for c in mgr.connections) if mgr else 0,
-                "subscribed_markets": len(mgr.shard_of) if mgr else 0,
-                "unplaced_markets": len(mgr.unplaced) if mgr else 0,
-                "detail": [c.status() for c in mgr.connections] if mgr else [],
+                "subscribed_markets": cov.get("placed", 0),
+                "unplaced_markets": cov.get("unplaced", 0),
+                "commands_last_minute_max": max(per_min, default=0),
+                "commands_per_minute_budget": self.settings.websocket.commands_per_minute,
+                "ack_modes": r.ack_modes(),
+                "detail": detail,
+            },
+            "sequence": {
+                "tail_gaps": r.tail_gaps,
+                "ambiguous_acks": r.ambiguous_acks,
+                "digest_mismatches": r.digest_mismatches,
+                "rest_suspects": r.rest_suspects,
+                "orphan_frames": r.orphan_frames,
+                "deltas_without_ts": r.no_ts_deltas,
+                "open_windows": r.open_windows(),
+                "resync_p50_s": r.resync_quantile(0.5),
+                "resync_p99_s": r.resync_quantile(0.99),
             },
             "messages": msgs,
             "lag_s": round(max(0.0, (now_us() - last) / 1e6), 3) if last else None,
-            "parse_errors": self.router.parse_errors,
-            "duplicates_dropped": self.router.duplicates,
-            "resyncing_markets": len(self.router.sync.awaiting),
-            "gap_windows_open": self.gaplog.open_windows(),
+            "parse_errors": r.parse_errors,
+            "duplicates_dropped": r.duplicates,
+            "resyncing_markets": len(r.sync.awaiting),
+            "gap_windows_open": self.gaplog.open_windows() if GapLog is not None else r.open_windows(),
             "backfill": self.backfill.status() if self.backfill else None,
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
@@ -461,7 +620,10 @@ class Gatherer:
             await self.poller.stop()
         if self.backfill is not None:
             await self.backfill.stop()  # an unfinished recovery stays 'pending'; the next start resumes it
-        self.router.flush_pending_snapshots(now_us(), force=True)  # open gap windows are already in the database
+        self.router.flush_pending_snapshots(now_us(), force=True)
+        shutdown_windows = getattr(self.gaplog, "shutdown", None)
+        if shutdown_windows is not None:
+            shutdown_windows()
         remaining = max(1.0, deadline - time.monotonic() - 2.0)
         flushed = await self.writers.flush_all(remaining)  # 2
         if not flushed:

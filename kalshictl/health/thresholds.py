@@ -25,6 +25,10 @@ WS_SEED_UNHEALTHY_BELOW = 100
 # Sync lag (seed): < 5 s healthy, 5-30 s degraded, > 30 s unhealthy.
 LAG_HEALTHY_S = 5.0
 LAG_UNHEALTHY_S = 30.0
+# Coverage (issue #12): a recordable market that is not placed in any subscription is not being recorded, and one
+# without a trusted book for this long is not being recorded correctly; either makes the gatherer unhealthy.
+# A resync takes well under 2 s; the initial subscription of ~3,000 markets a connection takes longer.
+UNTRUSTED_UNHEALTHY_S = 60.0
 
 
 def worst(*statuses: Status) -> Status:
@@ -115,6 +119,25 @@ def lag_severity(lag_s: float) -> str:
     return "emergency"
 
 
+def coverage_status(
+    *, recordable: int, placed: int, unplaced: int, resyncing: int, untrusted_too_long: int, capacity: int
+) -> tuple[Status, list[str]]:
+    """Coverage component: unhealthy while any recordable market is unplaced or untrusted for longer than
+    ``UNTRUSTED_UNHEALTHY_S``; the reasons say why in words an operator can act on."""
+    reasons = []
+    if unplaced:
+        reasons.append(
+            f"{unplaced} of {recordable} recordable markets are not subscribed: the order-book capacity is {capacity}"
+            " (orderbook_connections x subscriptions_per_connection x markets_per_subscription, less what the"
+            " exchange refused with error 26)"
+        )
+    if untrusted_too_long:
+        reasons.append(
+            f"{untrusted_too_long} markets have had no trusted book for more than {UNTRUSTED_UNHEALTHY_S:.0f} s"
+        )
+    return ("unhealthy" if reasons else "healthy"), reasons
+
+
 @dataclass
 class HealthReport:
     """A service's health: overall status plus the seed's component JSON."""
@@ -143,12 +166,15 @@ def gatherer_health(
     ws_target: int,
     markets: int,
     buffer_full: bool = False,
+    coverage: dict[str, int] | None = None,
 ) -> HealthReport:
-    """The gatherer's /health (seed ``determineHealth``), plus a degraded status while a writer buffer is full."""
+    """The gatherer's /health (seed ``determineHealth``), plus a degraded status while a writer buffer is full and
+    the coverage component (``coverage``: recordable, placed, unplaced, resyncing, untrusted_too_long, capacity)."""
     db = gatherer_db_status(db_connected, db_ping_ms)
     ws = websocket_status(ws_healthy, ws_target)
     reg = registry_status(markets)
-    status = worst(db, ws, reg, "degraded" if buffer_full else "healthy")
+    cov, reasons = coverage_status(**coverage) if coverage is not None else ("healthy", [])
+    status = worst(db, ws, reg, cov, "degraded" if buffer_full else "healthy")
     components = {
         "timescaledb": "connected" if db_connected else "disconnected",
         "websocket": {"connections": ws_connections, "healthy": ws_healthy},
@@ -160,6 +186,9 @@ def gatherer_health(
         "market_registry": {"status": reg},
         "buffer_full": buffer_full,
     }
+    if coverage is not None:
+        components["coverage"] = dict(coverage)
+        details["coverage"] = {"status": cov, "reasons": reasons}
     return HealthReport(status, components, details)
 
 

@@ -158,6 +158,13 @@ def run(config: Path, *, check_health: bool = True) -> dict[str, Any]:
         except KalshiCtlError as exc:
             secrets_ok = False
             rows.append(_row("secret resolvable", path, False, str(exc)))
+    if settings.gatherer is not None:  # what the layout can hold (the gatherer logs it against the markets listed)
+        w = settings.gatherer.websocket
+        detail = (
+            f"{w.capacity:,} order-book markets ({w.orderbook_connections} connections x"
+            f" {w.subscriptions_per_connection} subscriptions x {w.markets_per_subscription} markets)"
+        )
+        rows.append(_row("order-book capacity", "gatherer.websocket", w.capacity > 0, detail))
     owned = _owned(settings)
     for label, _target, db in owned:
         rows.append(check_reachable(label, db))
