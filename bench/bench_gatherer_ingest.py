@@ -33,9 +33,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_parse import frames
 from bench.bench_ws_receive import free_port, measure
+from kalshictl.config import WebSocketSettings
 from kalshictl.db.embedded import PostgresCluster
 from kalshictl.db.migrate import migrate
-from kalshictl.gatherer.connections import WsConnection
+from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.writers import ALL_TABLES, DELTAS, BatchWriter, WriterSet, column_types, now_us
@@ -93,8 +94,13 @@ async def ingest(dsn: str, url: str, pace: float = 0.0) -> tuple[int, float, lis
         writers[spec.name] = w
     ws_set = WriterSet(writers)
     ws_set.start()
-    router = Router("bench", ws_set, GathererMetrics("bench"))
-    conn = WsConnection(None, 0, "orderbook", ("orderbook_delta",))  # type: ignore[arg-type]
+    metrics = GathererMetrics("bench")
+    router = Router("bench", ws_set, metrics)
+    # the gatherer's own pool (shipped websocket defaults), never started: this bench reads the socket itself
+    pool = ConnectionPool(
+        WebSocketSettings(), url, metrics, on_open=router.on_open, on_frame=router.handle, on_close=router.on_close
+    )
+    conn = pool.book_conns[0]
     n = 0
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, autoping=False, max_msg_size=64 * 1024 * 1024) as ws:
