@@ -286,6 +286,11 @@ class GapLog:
     def __len__(self) -> int:
         return len(self._ops)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Queued window operations are a few small tuples: counted at a nominal size for the writers' stats."""
+        return 256 * len(self._ops)
+
     def add(self, row: tuple) -> bool:  # pragma: no cover - nothing should write gap rows around the log
         raise RuntimeError("sequence_gaps rows are written by GapLog.open/close")
 
