@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kalshictl.config import WebSocketSettings
+from kalshictl.gatherer.gaps import GapLog
 from kalshictl.gatherer.occurrence import OccurrenceCounter
 from kalshictl.gatherer.sequence import (
     ACK_LAST,
@@ -33,11 +34,13 @@ from kalshictl.gatherer.sequence import (
     ack_verdict,
     book_digest,
 )
-from kalshictl.gatherer.windows import LegacyGapLog, Window
+from kalshictl.gatherer.shards import SubscriptionWindow
 from kalshictl.gatherer.writers import now_us
+from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import (
     Ack,
     ErrorMsg,
+    FeeUpdate,
     Lifecycle,
     OrderbookDelta,
     OrderbookSnapshot,
@@ -50,24 +53,10 @@ from kalshictl.kalshi.messages import (
 from kalshictl.kalshi.ws_codes import TERMINAL, WsError
 from kalshictl.units import PRICE_MAX
 
-try:  # event_fee_update records (helper "perf"'s parser); transitional until merged
-    from kalshictl.kalshi.messages import FeeUpdate  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-
-    class FeeUpdate:  # type: ignore[no-redef]
-        """Placeholder: this parser has no event_fee_update record yet (they are parse errors)."""
-
-
-try:  # the lifecycle dedup key (helper "gaps", issue #16 item 3); transitional until merged
-    from kalshictl.kalshi import lifecycle_key
-except ImportError:  # pragma: no cover
-    lifecycle_key = None  # type: ignore[assignment]
-
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import ConnectionPool, WsConnection
     from kalshictl.gatherer.metrics import GathererMetrics
     from kalshictl.gatherer.shards import Shards, Subscription
-    from kalshictl.gatherer.windows import GapLogLike
     from kalshictl.gatherer.writers import WriterSet
 
 GAP_CLOCK_SLACK_US = 1_000_000  # exchange vs gatherer clock allowance when a gap's start is a receive time
@@ -81,6 +70,10 @@ NOTE_MAX_AGE_US = 300_000_000  # an ambiguous ack older than this no longer date
 log = logging.getLogger("kalshictl.gatherer.router")
 
 LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
+
+
+async def _no_database() -> Any:
+    raise RuntimeError("this router has no gap database")
 
 
 def book_row_fields(yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> tuple[str, str, str, str, Any, Any, Any]:
@@ -186,15 +179,15 @@ class Router:
         name: str,
         writers: WriterSet,
         metrics: GathererMetrics,
-        gaplog: GapLogLike | None = None,
+        gaplog: GapLog | None = None,
         settings: WebSocketSettings | None = None,
     ) -> None:
         self.name = name
         self.writers = writers
         self.metrics = metrics
-        if gaplog is None:  # a bare router (benches): the writer set's gap log, else the per-market rows
+        if gaplog is None:  # the service passes its log; a bare router (bench) keeps windows in memory only
             found = writers.by_table.get("sequence_gaps")
-            gaplog = found if hasattr(found, "open_windows") else LegacyGapLog(found, name, now_us, metrics)
+            gaplog = found if isinstance(found, GapLog) else GapLog(name, _no_database, metrics=metrics)
         self.gaplog = gaplog
         settings = settings or WebSocketSettings()
         self.settings = settings
@@ -233,11 +226,7 @@ class Router:
         self._trades = w["trades"]
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
-        self._life_digest = "digest" in self._life.spec.columns
-        self._trade_source = "source" in self._trades.spec.columns
-        self._ticker_source = "source" in self._tickers.spec.columns
-        if hasattr(self.gaplog, "coverage_floor"):  # the heartbeat never passes a loss that may be undetected
-            self.gaplog.coverage_floor = self.verified_through_us
+        self.gaplog.coverage_floor = self.verified_through_us  # the heartbeat never passes a possibly undetected loss
 
     # ----- wiring ---------------------------------------------------------------------------------------------
     def attach(self, pool: ConnectionPool, shards: Shards) -> None:
@@ -463,7 +452,7 @@ class Router:
             expected_seq=expected,
             received_seq=received,
         )
-        sub.window = Window(wid, reason, markets)
+        sub.window = SubscriptionWindow(wid, reason, markets)
 
     def _resynced(self, sub: Subscription, tickers: Iterable[str], ts: int) -> None:
         w = sub.window
@@ -787,8 +776,9 @@ class Router:
 
     # ----- global channels ------------------------------------------------------------------------------------
     def _trade(self, t: Trade, rx: int) -> None:
-        row = (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade)
-        self._trades.add((*row, "ws", t.sid) if self._trade_source else (*row, t.sid))
+        self._trades.add(
+            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
+        )
 
     def _ticker(self, u: TickerUpdate, rx: int) -> None:
         self._tickers.add(
@@ -806,23 +796,17 @@ class Router:
                 u.yes_bid_size,
                 u.yes_ask_size,
                 u.last_trade_size,
-                *(("ws",) if self._ticker_source else ()),
+                "ws",
                 u.sid,
             )
         )
 
-    def _lifecycle(self, ev: Any, rx: int) -> None:
+    def _lifecycle(self, ev: Lifecycle | FeeUpdate, rx: int) -> None:
         # The message's own time when it has one, else the receive time; never a future time (lifecycle messages
         # carry no ts; created/activated carry a close_ts in the future).
         payload = orjson.dumps(ev.payload).decode()
-        if self._life_digest and lifecycle_key is not None:
-            ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
-            self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, ev.sid))
-        else:
-            ts = ev.exchange_ts
-            if not ts or ts > rx:
-                ts = rx
-            self._life.add((ts, rx, ev.ticker, ev.event_type, payload, ev.sid))
+        ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
+        self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, ev.sid))
         if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
             self.spawn(self.on_lifecycle(ev))
 
