@@ -283,6 +283,11 @@ class GapLog:
     def __len__(self) -> int:
         return len(self._ops)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Estimated memory of the queued operations (a window record and its tickers each)."""
+        return sum(200 + sum(len(t) for t in op[1].tickers or ()) if op[0] == "insert" else 100 for op in self._ops)
+
     def add(self, row: tuple) -> bool:  # pragma: no cover - nothing should write gap rows around the log
         raise RuntimeError("sequence_gaps rows are written by GapLog.open/close")
 
