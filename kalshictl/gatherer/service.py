@@ -25,7 +25,8 @@ from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry, recordable
-from kalshictl.gatherer.router import GAP_CLOCK_SLACK_US, Router
+from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US
 from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 from kalshictl.kalshi.rest import KalshiApiError

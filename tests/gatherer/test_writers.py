@@ -10,7 +10,7 @@ import orjson
 import psycopg
 import pytest
 
-from kalshictl.gatherer.router import book_row_fields
+from kalshictl.gatherer.book_frames import book_row_fields
 from kalshictl.gatherer.writers import ALL_TABLES, SNAPSHOTS, BatchWriter, WriterSet
 from kalshictl.kalshi import lifecycle_key
 
