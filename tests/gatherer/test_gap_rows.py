@@ -25,7 +25,13 @@ async def test_frame_drops_write_one_row_per_subscription_per_gap(gatherer_dsn: 
             per_sub = {sub.name: len(sub.tickers) for sub in g.shards.all_subs()}
             ex.set_faults("skip_seq=0.01")
             ex.resume()
-            await asyncio.sleep(6.0)  # the workload with frame drops, not a sync wait
+            # the workload with frame drops (not a sync wait); markets created and settled meanwhile join and leave
+            # the subscriptions, so each one's size is sampled throughout
+            end = asyncio.get_running_loop().time() + 6.0
+            while asyncio.get_running_loop().time() < end:
+                for sub in g.shards.all_subs():
+                    per_sub[sub.name] = max(per_sub.get(sub.name, 0), len(sub.tickers))
+                await asyncio.sleep(0.02)
             ex.set_faults("")
             ex.pause()
             await probe_all(g)
