@@ -42,7 +42,8 @@ def register(root: typer.Typer) -> None:
         as_json: bool = JSON_OPTION,
         url: str | None = typer.Option(None, help="Base URL of the gatherer (default: from the config's http)."),
     ) -> None:
-        """Show the running gatherer's registry size, connections, rates, lag and buffer depth."""
+        """Show the running gatherer's registry size, connections, market placement, resyncing markets, command rate,
+        lag and buffer depth."""
         import httpx
 
         from kalshictl.cli import output
@@ -65,17 +66,28 @@ def register(root: typer.Typer) -> None:
             output.emit_json(data)
         else:
             conns = status.get("connections", {})
+            cov = status.get("coverage") or {}
             rows = [
                 {"key": "status", "value": output.styled_status(health.get("status", "?"))},
                 {"key": "phase", "value": status.get("phase")},
                 {"key": "markets", "value": status.get("registry", {}).get("markets")},
                 {"key": "connections", "value": f"{conns.get('healthy')}/{conns.get('target')} healthy"},
                 {"key": "reconnects", "value": conns.get("reconnects")},
+                {
+                    "key": "placed",
+                    "value": f"{cov.get('placed')}/{cov.get('recordable')} recordable (capacity {cov.get('capacity')})",
+                },
+                {"key": "unplaced", "value": cov.get("unplaced")},
+                {"key": "resyncing", "value": cov.get("resyncing")},
+                {
+                    "key": "commands_per_min",
+                    "value": f"{conns.get('commands_last_minute_max')}/{conns.get('commands_per_minute_budget')}"
+                    " (busiest connection / budget)",
+                },
                 {"key": "messages", "value": sum((status.get("messages") or {}).values())},
                 {"key": "lag_s", "value": status.get("lag_s")},
                 {"key": "buffer_rows", "value": status.get("buffer_rows")},
                 {"key": "parse_errors", "value": status.get("parse_errors")},
-                {"key": "resyncing_markets", "value": status.get("resyncing_markets")},
             ]
             output.console.print(output.table(rows, ["key", "value"], title=f"gatherer {status.get('name')}"))
         if health_resp.status_code == 503:

@@ -15,9 +15,6 @@ markets it covers, NULL = every market of the channel), keyed by ``(gatherer, in
   INSERT is not committed, so ``kill -9`` at any moment leaves either the window or a restart gap covering it.
 * :meth:`GapLog.restarted` records the gatherer's own downtime as a ``restart`` window and closes every window a
   previous instance left open at the time coverage resumed.
-
-:class:`MarketWindows` groups the markets of one subscription event into one window and closes it when the last of
-them has resynced (a market that leaves the subscription counts as resynced).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -288,8 +285,8 @@ class GapLog:
 
     @property
     def buffered_bytes(self) -> int:
-        """Queued window operations are a few small tuples: counted at a nominal size for the writers' stats."""
-        return 256 * len(self._ops)
+        """Estimated memory of the queued operations (a window record and its tickers each)."""
+        return sum(200 + sum(len(t) for t in op[1].tickers or ()) if op[0] == "insert" else 100 for op in self._ops)
 
     def add(self, row: tuple) -> bool:  # pragma: no cover - nothing should write gap rows around the log
         raise RuntimeError("sequence_gaps rows are written by GapLog.open/close")
@@ -457,43 +454,3 @@ class GapLog:
             if self.on_closed is not None:
                 with contextlib.suppress(Exception):
                     self.on_closed(w)
-
-
-class MarketWindows:
-    """One window per subscription event over the markets it newly made untrusted; closed when the last resyncs."""
-
-    def __init__(self, log_: GapLog) -> None:
-        self.log = log_
-        self._win_of: dict[str, int] = {}  # ticker -> its open window
-        self._left: dict[int, set[str]] = {}  # window -> markets not yet resynced
-        self._to: dict[int, int] = {}  # window -> latest resync time so far
-
-    def open(self, tickers: Iterable[str], **kw: Any) -> int | None:
-        """Open one window over ``tickers`` (None when the list is empty)."""
-        ts = [t for t in tickers if t not in self._win_of]
-        if not ts:
-            return None
-        wid = self.log.open(tickers=ts, **kw)
-        self._left[wid] = set(ts)
-        self._to[wid] = kw["from_ts"]
-        for t in ts:
-            self._win_of[t] = wid
-        return wid
-
-    def resynced(self, ticker: str, at: int) -> None:
-        """``ticker`` is trusted again since ``at`` (or left the subscription)."""
-        wid = self._win_of.pop(ticker, None)
-        if wid is None:
-            return
-        left = self._left[wid]
-        left.discard(ticker)
-        self._to[wid] = max(self._to[wid], at)
-        if not left:
-            del self._left[wid]
-            self.log.close(wid, self._to.pop(wid))
-
-    def window_of(self, ticker: str) -> int | None:
-        return self._win_of.get(ticker)
-
-    def __len__(self) -> int:
-        return len(self._left)

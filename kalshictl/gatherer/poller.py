@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.gatherer.router import book_row_fields
+from kalshictl.gatherer.book_frames import book_row_fields
 from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi.messages import price_value, size_value
 from kalshictl.units import UnitError, parse_cents

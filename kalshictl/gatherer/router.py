@@ -12,32 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from kalshictl.config import WebSocketSettings
+from kalshictl.gatherer.book_frames import BookFrames
+from kalshictl.gatherer.gap_detection import GapDetection
+from kalshictl.gatherer.gaps import GapLog
+from kalshictl.gatherer.global_channels import GlobalChannels
 from kalshictl.gatherer.occurrence import OccurrenceCounter
-from kalshictl.gatherer.sequence import (
-    ACK_LAST,
-    ACK_UNKNOWN,
-    GAP,
-    OK,
-    BookDigest,
-    MarketSync,
-    SeqTracker,
-    ack_verdict,
-    book_digest,
+from kalshictl.gatherer.router_state import (
+    GAP_CLOCK_SLACK_US,
+    GLOBAL_CHANNELS,
+    ORDERBOOK,
+    Cmd,
+    ConnState,
+    ConnStates,
+    LogLimiter,
 )
-from kalshictl.gatherer.windows import LegacyGapLog, Window
+from kalshictl.gatherer.sequence import BookDigest, MarketSync
+from kalshictl.gatherer.subscription_commands import SubscriptionCommands
 from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi.messages import (
     Ack,
     ErrorMsg,
+    FeeUpdate,
     Lifecycle,
     OrderbookDelta,
     OrderbookSnapshot,
@@ -47,154 +47,45 @@ from kalshictl.kalshi.messages import (
     TickerUpdate,
     Trade,
 )
-from kalshictl.kalshi.ws_codes import TERMINAL, WsError
-from kalshictl.units import PRICE_MAX
-
-try:  # event_fee_update records (helper "perf"'s parser); transitional until merged
-    from kalshictl.kalshi.messages import FeeUpdate  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-
-    class FeeUpdate:  # type: ignore[no-redef]
-        """Placeholder: this parser has no event_fee_update record yet (they are parse errors)."""
-
-
-try:  # the lifecycle dedup key (helper "gaps", issue #16 item 3); transitional until merged
-    from kalshictl.kalshi import lifecycle_key
-except ImportError:  # pragma: no cover
-    lifecycle_key = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import ConnectionPool, WsConnection
     from kalshictl.gatherer.metrics import GathererMetrics
-    from kalshictl.gatherer.shards import Shards, Subscription
-    from kalshictl.gatherer.windows import GapLogLike
+    from kalshictl.gatherer.shards import Shards
     from kalshictl.gatherer.writers import WriterSet
-
-GAP_CLOCK_SLACK_US = 1_000_000  # exchange vs gatherer clock allowance when a gap's start is a receive time
-ORDERBOOK = "orderbook_delta"
-GLOBAL_CHANNELS = ("ticker", "trade", "market_lifecycle_v2", "multivariate_market_lifecycle")
-OPTIONAL_CHANNELS = frozenset(("multivariate_market_lifecycle",))  # an exchange without it is not unhealthy
-SNAPSHOT_CHUNK = 200  # tickers per get_snapshot / add / delete command
-MAX_RETRY_DELAY_S = 8.0
-NOTE_MAX_AGE_US = 300_000_000  # an ambiguous ack older than this no longer dates a loss found by the book digest
 
 log = logging.getLogger("kalshictl.gatherer.router")
 
 LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
 
 
-def book_row_fields(yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> tuple[str, str, str, str, Any, Any, Any]:
-    """JSONB level arrays and best bid/ask/spread of a book given as YES and NO bids (ascending, own-leg prices)."""
-    yes_asks = sorted((PRICE_MAX - p, s) for p, s in no)
-    no_asks = sorted((PRICE_MAX - p, s) for p, s in yes)
-    best_bid = yes[-1][0] if yes else None
-    best_ask = PRICE_MAX - no[-1][0] if no else None
-    spread = best_ask - best_bid if best_bid is not None and best_ask is not None else None
-    dump = orjson.dumps
-    return (
-        dump(yes).decode(),
-        dump(yes_asks).decode(),
-        dump(no).decode(),
-        dump(no_asks).decode(),
-        best_bid,
-        best_ask,
-        spread,
-    )
+async def _no_database() -> Any:
+    raise RuntimeError("this router has no gap database")
 
 
-class _LogLimiter:
-    """At most one log line per key per ``every`` seconds (bad input must not flood the log)."""
+class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
+    """Dispatches parsed records; owns subscriptions' exchange state, sequence/resync state and numbering.
 
-    def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last: dict[str, float] = {}
-
-    def ok(self, key: str) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(key, 0.0) >= self.every:
-            self._last[key] = now
-            return True
-        return False
-
-
-@dataclass(slots=True)
-class Cmd:
-    """What a pending command was for (kept in ``conn.pending`` under its id)."""
-
-    kind: str  # subscribe | add | delete | snapshot | probe | unsubscribe | global
-    sub: Subscription | None = None
-    tickers: list[str] = field(default_factory=list)
-    channel: str | None = None
-    params: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class Note:
-    """An ack at last+1 while the connection's ack reading is unknown: a lost tail frame if the reading is "last"."""
-
-    from_ts: int
-    rx: int
-    expected: int
-    received: int
-
-
-class SidState:
-    """One sid of a connection: its seq stream and the subscriptions it carries."""
-
-    __slots__ = ("channel", "last_rx", "last_ts", "note", "subs", "tracker", "verified")
-
-    def __init__(self, sid: int, channel: str) -> None:
-        self.tracker = SeqTracker(sid)
-        self.channel = channel
-        self.subs: list[Subscription] = []
-        self.note: Note | None = None
-        self.last_rx = 0  # receive time of the last frame in sequence
-        self.last_ts = 0  # exchange time of the last delta in sequence
-        self.verified = 0  # a time up to which this sid's stream is known complete (0: nothing received yet)
-
-
-class ConnState:
-    """The router's state of one connection (kept across its reconnects; sids reset on each)."""
-
-    def __init__(self, channels: tuple[str, ...]) -> None:
-        self.channels = channels
-        self.sids: dict[int, SidState] = {}
-        self.ack_mode = ACK_UNKNOWN
-        self.last_exchange_ts = 0
-        self.last_in_sequence_rx = 0
-        self.channel_sid: dict[str, int] = {}
-        self.global_windows: dict[str, int] = {}
-        self.unsupported: set[str] = set()
-
-    def required(self) -> list[str]:
-        return [c for c in self.channels if c not in self.unsupported]
-
-
-class _States(dict):
-    """Router state per connection; a connection the router was not attached to (a bench's bare socket) gets one."""
-
-    def __missing__(self, conn: Any) -> ConnState:
-        st = self[conn] = ConnState((ORDERBOOK,) if getattr(conn, "kind", "orderbook") == "orderbook" else ())
-        return st
-
-
-class Router:
-    """Dispatches parsed records; owns subscriptions' exchange state, sequence/resync state and numbering."""
+    Its parts live in their own modules: commands and replies (:mod:`~kalshictl.gatherer.subscription_commands`),
+    sequence verdicts and coverage windows (:mod:`~kalshictl.gatherer.gap_detection`), order-book frames
+    (:mod:`~kalshictl.gatherer.book_frames`), global channels (:mod:`~kalshictl.gatherer.global_channels`); the
+    state they share is :mod:`~kalshictl.gatherer.router_state`'s.
+    """
 
     def __init__(
         self,
         name: str,
         writers: WriterSet,
         metrics: GathererMetrics,
-        gaplog: GapLogLike | None = None,
+        gaplog: GapLog | None = None,
         settings: WebSocketSettings | None = None,
     ) -> None:
         self.name = name
         self.writers = writers
         self.metrics = metrics
-        if gaplog is None:  # a bare router (benches): the writer set's gap log, else the per-market rows
+        if gaplog is None:  # the service passes its log; a bare router (bench) keeps windows in memory only
             found = writers.by_table.get("sequence_gaps")
-            gaplog = found if hasattr(found, "open_windows") else LegacyGapLog(found, name, now_us, metrics)
+            gaplog = found if isinstance(found, GapLog) else GapLog(name, _no_database, metrics=metrics)
         self.gaplog = gaplog
         settings = settings or WebSocketSettings()
         self.settings = settings
@@ -207,9 +98,9 @@ class Router:
         self.shards: Shards | None = None
         self.on_lifecycle: LifecycleFn | None = None
         self.on_unknown_market: Callable[[str], None] | None = None
-        self.states: dict[WsConnection, ConnState] = _States()
+        self.states: dict[WsConnection, ConnState] = ConnStates()
         self._tasks: set[asyncio.Task] = set()
-        self._log = _LogLimiter()
+        self._log = LogLimiter()
         self._msg_counters: dict[str, Any] = {}
         self.snapshot_requested: dict[str, float] = {}
         self.dropped_resync = 0
@@ -233,13 +124,9 @@ class Router:
         self._trades = w["trades"]
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
-        self._life_digest = "digest" in self._life.spec.columns
-        self._trade_source = "source" in self._trades.spec.columns
-        self._ticker_source = "source" in self._tickers.spec.columns
-        if hasattr(self.gaplog, "coverage_floor"):  # the heartbeat never passes a loss that may be undetected
-            self.gaplog.coverage_floor = self.verified_through_us
+        self.gaplog.coverage_floor = self.verified_through_us  # the heartbeat never passes a possibly undetected loss
 
-    # ----- wiring ---------------------------------------------------------------------------------------------
+    # ----- wiring -----------------------------------------------------------------------------------------------------
     def attach(self, pool: ConnectionPool, shards: Shards) -> None:
         """Take the pool's connections (global channels dealt round-robin) and the placement."""
         self.pool = pool
@@ -266,7 +153,7 @@ class Router:
         assert self.shards is not None
         return all(sub.active for sub in self.shards.subs[conn] if sub.tickers)
 
-    # ----- helpers --------------------------------------------------------------------------------------------
+    # ----- helpers ----------------------------------------------------------------------------------------------------
     def _count(self, mtype: str) -> None:
         c = self._msg_counters.get(mtype)
         if c is None:
@@ -288,101 +175,7 @@ class Router:
 
         self.spawn(run())
 
-    # ----- commands -------------------------------------------------------------------------------------------
-    async def _subscribe(self, sub: Subscription) -> None:
-        if not sub.tickers or sub.subscribing or sub.active or not sub.conn.connected:
-            return
-        token = object()  # this attempt's: a stale attempt (socket replaced while it waited) must not clear a newer one
-        sub.subscribing = token
-        tickers = sorted(sub.tickers)
-        params = {"channels": [ORDERBOOK], "market_tickers": tickers, "use_yes_price": self.use_yes_price}
-        sent = await sub.conn.send("subscribe", params, Cmd("subscribe", sub, tickers))
-        if sent is None and sub.subscribing is token:
-            sub.subscribing = False
-
-    async def _update(self, sub: Subscription, action: str, tickers: list[str], kind: str) -> None:
-        if sub.sid is None or not tickers:
-            return
-        for i in range(0, len(tickers), SNAPSHOT_CHUNK):
-            chunk = tickers[i : i + SNAPSHOT_CHUNK]
-            params = {"sids": [sub.sid], "action": action, "market_tickers": chunk}
-            await sub.conn.send("update_subscription", params, Cmd(kind, sub, chunk))
-
-    async def _unsubscribe_sid(self, conn: WsConnection, sid: int) -> None:
-        await conn.send("unsubscribe", {"sids": [sid]}, Cmd("unsubscribe"))
-
-    def add_markets(self, tickers: Iterable[str]) -> int:
-        """Place new markets and subscribe them (a live subscription gets ``add_markets``; a new one ``subscribe``).
-        Returns how many were placed."""
-        assert self.shards is not None
-        rx = now_us()
-        added = self.shards.place(tickers)
-        for sub, ts in added.items():
-            for t in ts:
-                self.sync.invalidate(t, rx)  # untrusted until its first snapshot
-            if sub.active:
-                self.spawn(self._update(sub, "add_markets", ts, "add"))
-            else:
-                self.spawn(self._subscribe(sub))
-        return sum(len(v) for v in added.values())
-
-    def remove_markets(self, tickers: Iterable[str]) -> None:
-        """Unsubscribe markets (slots freed); a subscription left empty is unsubscribed (unless its sid is shared)."""
-        assert self.shards is not None
-        tickers = list(tickers)
-        removed = self.shards.remove(tickers)
-        for t in tickers:
-            self.forget_market(t)
-        for sub, ts in removed.items():
-            if sub.window is not None:
-                self._resynced(sub, ts, now_us())
-            if sub.sid is None:
-                continue
-            st = self.states[sub.conn].sids.get(sub.sid)
-            shared = st is not None and any(s is not sub for s in st.subs)
-            if not sub.tickers and not shared:
-                sid, sub.sid = sub.sid, None
-                if st is not None:
-                    st.subs.remove(sub)
-                self.shards.drop_sub(sub)
-                self.spawn(self._unsubscribe_sid(sub.conn, sid))
-            else:
-                self.spawn(self._update(sub, "delete_markets", ts, "delete"))
-
-    def request_snapshots(self, sub: Subscription, tickers: list[str]) -> None:
-        """Ask for fresh snapshots of these markets of one subscription (on its own sid)."""
-        if not tickers or sub.sid is None:
-            return
-        now = time.monotonic()
-        for t in tickers:
-            self.snapshot_requested[t] = now
-        self.metrics.resnapshots.inc(len(tickers))
-        self.spawn(self._update(sub, "get_snapshot", tickers, "snapshot"))
-
-    def probe(self, conn: WsConnection) -> int:
-        """Seq probe of every sid of an order-book connection: re-adding a market already subscribed is a no-op whose
-        ``ok`` ack carries a seq ordered after the data on the socket. Returns how many probes were sent."""
-        st = self.states.get(conn)
-        if st is None or not conn.connected:
-            return 0
-        n = 0
-        for sid, ss in st.sids.items():
-            sub = next((s for s in ss.subs if s.tickers and s.sid == sid), None)
-            if sub is None:
-                continue
-            ticker = next(iter(sub.tickers))
-            params = {"sids": [sid], "action": "add_markets", "market_tickers": [ticker]}
-            self.spawn(conn.send("update_subscription", params, Cmd("probe", sub, [ticker])))
-            n += 1
-        return n
-
-    def probe_all(self, min_tokens: float = 0.0) -> int:
-        """Probe every order-book connection that has at least ``min_tokens`` command tokens to spare."""
-        if self.pool is None:
-            return 0
-        return sum(self.probe(c) for c in self.pool.book_conns if c.bucket.tokens >= min_tokens)
-
-    # ----- connection callbacks -------------------------------------------------------------------------------
+    # ----- connection callbacks ---------------------------------------------------------------------------------------
     def on_open(self, conn: WsConnection) -> None:
         """A connection (re)opened: subscribe what it should carry."""
         st = self.states[conn]
@@ -430,52 +223,6 @@ class Router:
         st.sids.clear()
         st.channel_sid.clear()
 
-    # ----- windows --------------------------------------------------------------------------------------------
-    def _open_window(
-        self,
-        sub: Subscription,
-        reason: str,
-        from_ts: int,
-        rx: int,
-        *,
-        sid: int | None = None,
-        expected: int | None = None,
-        received: int | None = None,
-        tickers: Iterable[str] | None = None,
-    ) -> None:
-        """One window per subscription per gap; a gap while one is open re-adds markets to it."""
-        markets = set(sub.tickers if tickers is None else tickers)
-        if not markets:
-            return
-        for t in markets:
-            self.sync.invalidate(t, rx)
-            self.digest.drop(t)
-        if sub.window is not None:
-            sub.window.awaiting |= markets
-            return
-        wid = self.gaplog.open(
-            channel=ORDERBOOK,
-            reason=reason,
-            from_ts=from_ts,
-            subscription=sub.name,
-            sid=sid if sid is not None else sub.sid,
-            tickers=sorted(markets),
-            expected_seq=expected,
-            received_seq=received,
-        )
-        sub.window = Window(wid, reason, markets)
-
-    def _resynced(self, sub: Subscription, tickers: Iterable[str], ts: int) -> None:
-        w = sub.window
-        if w is None:
-            return
-        for t in tickers:
-            w.awaiting.discard(t)
-        w.last_resync = max(w.last_resync, ts)
-        if not w.awaiting:
-            self.gaplog.close(w.window_id, w.last_resync)
-            sub.window = None
-
     def forget_market(self, ticker: str) -> None:
         self.sync.forget(ticker)
         self.digest.drop(ticker)
@@ -484,7 +231,7 @@ class Router:
         for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
             self._store_snapshot(fields, rx)
 
-    # ----- entry point ----------------------------------------------------------------------------------------
+    # ----- entry point ------------------------------------------------------------------------------------------------
     def handle(self, conn: WsConnection, raw: str | bytes, rx: int) -> None:
         """Handle one text frame received at ``rx`` (µs); never raises."""
         rec = self.parser.parse(raw)
@@ -543,497 +290,7 @@ class Router:
         if self._log.ok(f"parse:{err.kind}"):
             log.warning("bad frame (%s, type=%s): %s", err.kind, err.msg_type, err.detail)
 
-    # ----- order book -----------------------------------------------------------------------------------------
-    def _sid(self, conn: WsConnection, sid: int, channel: str = ORDERBOOK) -> SidState:
-        st = self.states[conn]
-        ss = st.sids.get(sid)
-        if ss is None:
-            ss = st.sids[sid] = SidState(sid, channel)
-        return ss
-
-    def _seq(self, conn: WsConnection, ss: SidState, verdict: str, prev: int | None, seq: int | None, rx: int) -> bool:
-        """Act on a data frame's verdict; False = drop the frame (duplicate)."""
-        match verdict:
-            case "ok":
-                self.states[conn].last_in_sequence_rx = rx
-                ss.last_rx = rx
-                return True
-            case "duplicate":
-                self.duplicates += 1
-                self.metrics.duplicates.inc()
-                return False
-            case _:
-                reason = "seq_gap" if verdict == GAP else "seq_backwards"
-                self._sequence_broken(conn, ss, reason, None if prev is None else prev + 1, seq, rx)
-                ss.last_rx = rx
-                return True
-
-    def _ack(self, conn: WsConnection, a: Ack, rx: int) -> None:
-        cmd = conn.pending.pop(a.id, None) if a.id is not None else None
-        if isinstance(cmd, Cmd) and cmd.kind == "probe":
-            self.probe_replies += 1
-        if a.sid is None:
-            return
-        if isinstance(cmd, Cmd) and cmd.kind == "subscribe" and cmd.sub is not None:
-            self._sub_acked(conn, cmd, a.sid)  # a repeat subscribe merged into an existing sid ("merge")
-        elif isinstance(cmd, Cmd) and cmd.kind == "add":
-            self._expect_snapshots(cmd.tickers)
-        if a.seq is None:
-            return
-        st = self.states[conn]
-        ss = st.sids.get(a.sid)
-        if ss is None:
-            return
-        before = ss.tracker.last
-        verdict, ambiguous, mode = ack_verdict(ss.tracker, a.seq, st.ack_mode)
-        if mode != st.ack_mode:
-            st.ack_mode = mode
-            log.info('%s: acks carry the sid\'s last data seq ("last" reading proven)', conn.name)
-            self._resolve_notes(conn, rx)
-        if a.type == "unsubscribed":
-            st.sids.pop(a.sid, None)
-            return
-        if verdict == OK:
-            # nothing lost up to the ack (an ambiguous one keeps its note, which bounds the floor below)
-            ss.verified = max(ss.verified, rx - GAP_CLOCK_SLACK_US)
-        if verdict == GAP:
-            self.tail_gaps += 1
-            self.metrics.tail_gaps.labels(how="ack").inc()
-            self._sequence_broken(conn, ss, "seq_gap", None if before is None else before + 1, a.seq, rx)
-        elif ambiguous:
-            self.ambiguous_acks += 1
-            if ss.note is None or rx - ss.note.rx > NOTE_MAX_AGE_US:  # "last" proves itself long before this
-                ss.note = Note(self._from_ts(st, ss, rx), rx, (before or 0) + 1, a.seq)
-        elif verdict == OK and cmd is not None and cmd.kind == "probe":
-            ss.note = None if st.ack_mode == ACK_LAST else ss.note
-
-    def _resolve_notes(self, conn: WsConnection, rx: int) -> None:
-        """The connection proved "last": every earlier ack at last+1 meant one lost tail frame."""
-        st = self.states[conn]
-        for ss in list(st.sids.values()):
-            note, ss.note = ss.note, None
-            if note is None:
-                continue
-            self.tail_gaps += 1
-            self.metrics.tail_gaps.labels(how="ack_resolved").inc()
-            self._sequence_broken(conn, ss, "seq_gap", note.expected, note.received, rx, from_ts=note.from_ts)
-
-    def _sequence_broken(
-        self,
-        conn: WsConnection,
-        ss: SidState,
-        reason: str,
-        expected: int | None,
-        seq: int | None,
-        rx: int,
-        *,
-        from_ts: int | None = None,
-    ) -> None:
-        """Every market of the sid's subscriptions is untrusted until its fresh snapshot arrives."""
-        st = self.states[conn]
-        n = sum(len(s.tickers) for s in ss.subs)
-        if self._log.ok(f"gap:{conn.name}"):
-            log.warning(
-                "%s sid %d: %s (expected %s, got %s): re-snapshotting %d markets",
-                conn.name,
-                ss.tracker.sid,
-                reason,
-                expected,
-                seq,
-                n,
-            )
-        if from_ts is None:
-            from_ts = self._from_ts(st, ss, rx)
-        self._anchor_pending(conn)
-        for sub in ss.subs:
-            self._open_window(sub, reason, from_ts, rx, sid=ss.tracker.sid, expected=expected, received=seq)
-            self.request_snapshots(sub, sorted(sub.tickers))
-
-    @staticmethod
-    def _from_ts(st: ConnState, ss: SidState, rx: int) -> int:
-        """Where a window of this sid starts: lost frames were sent after the last frame received in sequence *on
-        this sid* — the exchange time of its last delta, or (none yet) that frame's receive time less a clock slack.
-        (Another sid's later frames say nothing about this one's tail.)"""
-        if ss.last_ts:
-            return ss.last_ts
-        return (ss.last_rx or st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
-
-    def _orphan(self, ss: SidState) -> bool:
-        """A frame of a sid that carries none of our subscriptions (unsubscribed, or a duplicate subscription): its
-        data would be a second copy of a stream, so it is dropped."""
-        if self.shards is None or ss.subs:
-            return False
-        self.orphan_frames += 1
-        return True
-
-    def _delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
-        ss = self._sid(conn, d.sid)
-        if self._orphan(ss):
-            return
-        prev = ss.tracker.last
-        if not self._seq(conn, ss, ss.tracker.check(d.seq), prev, d.seq, rx):
-            return
-        ts = d.exchange_ts
-        if ts is None:  # ts_ms is optional in the AsyncAPI: the receive time stands in (docs/gatherer.md)
-            ts = rx
-            self.no_ts_deltas += 1
-        st = self.states[conn]
-        if ss.last_ts > ss.verified:
-            ss.verified = ss.last_ts  # this frame arrived in sequence: everything the sid sent before it did too
-        if ts > ss.last_ts:
-            ss.last_ts = ts
-        if ts > st.last_exchange_ts:
-            st.last_exchange_ts = ts
-            if ts > self.last_exchange_ts:
-                self.last_exchange_ts = ts
-        pending = self._pending_snaps.pop(d.ticker, None)
-        if pending is not None:
-            for fields, _conn, _last, _rx in pending:
-                self._store_snapshot(fields, ts - 1)  # every delta after the snapshot is at or after ts
-        self.digest.apply(d.ticker, d.side, d.price, d.size_delta)
-        occurrence = self.occ.next(d.ticker, ts, d.side, d.price, d.size_delta)
-        if not self.sync.accept_delta(d.ticker, ts):
-            self.dropped_resync += 1
-            return
-        self._deltas.add((ts, rx, d.ticker, d.side, d.price, d.size_delta, occurrence, d.seq, d.sid))
-
-    def _snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
-        ss = self._sid(conn, s.sid)
-        if self._orphan(ss):
-            return
-        prev = ss.tracker.last
-        if not self._seq(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx):
-            return
-        st = self.states[conn]
-        cut = max(rx, st.last_exchange_ts)
-        digest = book_digest(s.yes, s.no)
-        held = self.digest.get(s.ticker)
-        sub = self.shards.sub_of.get(s.ticker) if self.shards is not None else None
-        if held is not None and held != digest and s.ticker not in self.sync.awaiting and sub is not None:
-            # the held book disagrees with the exchange's: a delta was lost without a seq trace (a tail frame)
-            self.digest_mismatches += 1
-            self.metrics.tail_gaps.labels(how="digest").inc()
-            note = ss.note
-            from_ts = note.from_ts if note is not None else cut - 60_000_000
-            self._open_window(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
-        if sub is not None:
-            self.digest.set(s.ticker, digest)
-        self.snapshot_requested.pop(s.ticker, None)
-        since = self.sync.on_snapshot(s.ticker, cut)
-        if since is not None and sub is not None:
-            w = sub.window
-            if w is not None and s.ticker in w.awaiting and isinstance(since, int):
-                self.resync_us.append(rx - since)  # untrusted time after a gap (not a first snapshot)
-            self._resynced(sub, (s.ticker,), cut)
-        fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
-        self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, st.last_exchange_ts, rx))
-
-    def verify_book(self, ticker: str, yes: list[tuple[int, int]], no: list[tuple[int, int]], asked_rx: int) -> None:
-        """A REST book of a market: if its sid was quiet since before the request and the held book differs, ask the
-        exchange for a stream-ordered snapshot (which settles it: see :meth:`_snapshot`)."""
-        if self.shards is None:
-            return
-        held = self.digest.get(ticker)
-        sub = self.shards.sub_of.get(ticker)
-        if held is None or sub is None or sub.sid is None or ticker in self.sync.awaiting:
-            return
-        ss = self.states[sub.conn].sids.get(sub.sid)
-        if ss is None or ss.last_rx >= asked_rx - 2_000_000:
-            return  # frames in flight: the REST book may be ahead of the stream
-        if book_digest(yes, no) != held:
-            self.rest_suspects += 1
-            self.metrics.tail_gaps.labels(how="rest_suspect").inc()
-            self.request_snapshots(sub, [ticker])
-
-    # A WebSocket snapshot carries no exchange time. Its exact place in the exchange's history is known from the
-    # stream: every later delta of the market comes after it. So the row is held until the market's next delta
-    # arrives and stored with exchange_ts = that delta's time - 1 µs (``book`` applies deltas with exchange_ts >
-    # anchor). If no delta follows within ``SNAPSHOT_ANCHOR_WAIT_S`` the receive time is a safe anchor (a later delta
-    # is generated after it). After a sequence gap the last exchange time seen before the snapshot is used.
-    SNAPSHOT_ANCHOR_WAIT_S = 2.0
-
-    def _store_snapshot(self, fields: tuple, anchor: int | None) -> None:
-        rx, ticker, source, *rest = fields
-        self._snaps.add((rx, anchor, ticker, source, *rest))
-
-    def _anchor_pending(self, conn: WsConnection) -> None:
-        for ticker in [t for t, items in self._pending_snaps.items() if any(c is conn for _, c, _, _ in items)]:
-            keep = []
-            for fields, c, last, rx in self._pending_snaps.pop(ticker):
-                if c is conn:
-                    self._store_snapshot(fields, min(last, rx) if last else None)
-                else:
-                    keep.append((fields, c, last, rx))
-            if keep:
-                self._pending_snaps[ticker] = keep
-
-    def flush_pending_snapshots(self, now: int, *, force: bool = False) -> int:
-        """Store snapshots no delta followed within the anchor wait (all of them with ``force``); returns how many."""
-        wait_us = int(self.SNAPSHOT_ANCHOR_WAIT_S * 1_000_000)
-        stored = 0
-        for ticker in list(self._pending_snaps):
-            due: list = []
-            rest: list = []
-            for item in self._pending_snaps[ticker]:
-                (due if force or now - item[3] >= wait_us else rest).append(item)
-            for fields, _c, _last, rx in due:
-                self._store_snapshot(fields, rx)
-                stored += 1
-            if rest:
-                self._pending_snaps[ticker] = rest
-            else:
-                del self._pending_snaps[ticker]
-        return stored
-
-    # ----- global channels ------------------------------------------------------------------------------------
-    def _trade(self, t: Trade, rx: int) -> None:
-        row = (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade)
-        self._trades.add((*row, "ws", t.sid) if self._trade_source else (*row, t.sid))
-
-    def _ticker(self, u: TickerUpdate, rx: int) -> None:
-        self._tickers.add(
-            (
-                u.exchange_ts,
-                rx,
-                u.ticker,
-                u.yes_bid,
-                u.yes_ask,
-                u.last_price,
-                u.volume,
-                u.open_interest,
-                u.dollar_volume,
-                u.dollar_open_interest,
-                u.yes_bid_size,
-                u.yes_ask_size,
-                u.last_trade_size,
-                *(("ws",) if self._ticker_source else ()),
-                u.sid,
-            )
-        )
-
-    def _lifecycle(self, ev: Any, rx: int) -> None:
-        # The message's own time when it has one, else the receive time; never a future time (lifecycle messages
-        # carry no ts; created/activated carry a close_ts in the future).
-        payload = orjson.dumps(ev.payload).decode()
-        if self._life_digest and lifecycle_key is not None:
-            ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
-            self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, ev.sid))
-        else:
-            ts = ev.exchange_ts
-            if not ts or ts > rx:
-                ts = rx
-            self._life.add((ts, rx, ev.ticker, ev.event_type, payload, ev.sid))
-        if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
-            self.spawn(self.on_lifecycle(ev))
-
-    # ----- control --------------------------------------------------------------------------------------------
-    def _subscribed(self, conn: WsConnection, s: Subscribed, rx: int) -> None:
-        cmd = conn.pending.pop(s.id, None) if s.id is not None else None
-        st = self.states[conn]
-        if not isinstance(cmd, Cmd):
-            return
-        match cmd.kind:
-            case "global":
-                st.channel_sid[s.channel] = s.sid
-                self._sid(conn, s.sid, s.channel)
-                wid = st.global_windows.pop(s.channel, None)
-                if wid is not None:
-                    self.gaplog.close(wid, rx)
-            case "subscribe" if cmd.sub is not None:
-                self._sub_acked(conn, cmd, s.sid)
-
-    def _sub_acked(self, conn: WsConnection, cmd: Cmd, sid: int) -> None:
-        """A subscription's subscribe was accepted into ``sid`` (its own, or an existing one it merged into)."""
-        sub = cmd.sub
-        assert sub is not None
-        sub.subscribing = False
-        sub.retries = 0
-        if sub.sid is not None and sub.sid != sid:  # a second subscribe of one subscription opened a second sid
-            log.warning("%s: %s subscribed twice (sids %d, %d): dropping the second", conn.name, sub.name, sub.sid, sid)
-            self.spawn(self._unsubscribe_sid(conn, sid))
-            return
-        ss = self._sid(conn, sid)
-        if sub not in ss.subs:
-            ss.subs.append(sub)
-        sub.sid = sid
-        self._expect_snapshots(cmd.tickers)
-        if self.shards is not None:
-            self.shards.largest_ok = max(self.shards.largest_ok, len(cmd.tickers))
-        sent = set(cmd.tickers)
-        extra = sorted(sub.tickers - sent)  # placed while the subscribe was in flight
-        gone = sorted(sent - sub.tickers)  # removed meanwhile
-        if extra:
-            self.spawn(self._update(sub, "add_markets", extra, "add"))
-        if gone:
-            self.spawn(self._update(sub, "delete_markets", gone, "delete"))
-
-    def _expect_snapshots(self, tickers: list[str]) -> None:
-        """A subscribe/add was acknowledged: the markets' snapshots follow it on the socket (not re-requested for
-        a while by :meth:`retry_stale_snapshots`)."""
-        now = time.monotonic()
-        rx = now_us()
-        awaiting = self.sync.awaiting
-        for t in tickers:
-            if t in awaiting:
-                self.snapshot_requested[t] = now
-                sub = self.shards.sub_of.get(t) if self.shards is not None else None
-                if sub is not None and (sub.window is None or t not in sub.window.awaiting):
-                    awaiting[t] = rx  # a first snapshot: untrusted time counts from the subscription's ack
-
-    def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
-        cmd = conn.pending.pop(e.id, None) if e.id else None
-        kind = cmd.kind if isinstance(cmd, Cmd) else "-"
-        if kind == "probe":
-            self.probe_replies += 1
-        if self._log.ok(f"err:{e.code}:{kind}"):
-            log.warning("%s: exchange error %d (%s) for %s", conn.name, e.code, e.message, kind)
-        if e.code in TERMINAL:
-            conn.reconnect_now(f"subscription ended by error {e.code}")
-            return
-        if not isinstance(cmd, Cmd):
-            return
-        sub = cmd.sub
-        match (kind, e.code):
-            case ("global", WsError.UNKNOWN_CHANNEL) if cmd.channel in OPTIONAL_CHANNELS:
-                self.states[conn].unsupported.add(cmd.channel or "")
-                log.warning("%s: the exchange does not offer %s", conn.name, cmd.channel)
-            case ("global", WsError.COMMAND_TIMEOUT | WsError.COMMAND_RATE_LIMIT):
-                self._later(1.0, lambda: conn.send("subscribe", cmd.params or {}, cmd))
-            case ("subscribe", WsError.COMMAND_TIMEOUT) if sub is not None:
-                sub.subscribing = False
-                sub.retries += 1
-                if sub.retries > self.settings.subscribe_retries:
-                    conn.reconnect_now(f"subscribe of {sub.name} timed out {sub.retries} times")
-                else:
-                    self._later(min(MAX_RETRY_DELAY_S, 0.25 * 2**sub.retries), lambda: self._subscribe(sub))
-            case ("subscribe" | "add", WsError.COMMAND_RATE_LIMIT) if sub is not None:
-                sub.subscribing = False
-                self._later(1.0, lambda: self._retry(cmd))
-            case ("subscribe" | "add", WsError.MARKET_NOT_FOUND) if sub is not None and e.market_ticker:
-                sub.subscribing = False
-                self.remove_markets([e.market_ticker])
-                if self.on_unknown_market is not None:
-                    self.on_unknown_market(e.market_ticker)
-                self._later(0.0, lambda: self._retry(cmd))
-            case ("subscribe" | "add", WsError.TOO_MANY_MARKETS) if sub is not None:
-                sub.subscribing = False
-                self._too_many(conn, sub, cmd)
-            case ("add" | "delete", WsError.COMMAND_TIMEOUT) if sub is not None:
-                action = "add_markets" if kind == "add" else "delete_markets"
-                self._later(0.5, lambda: self._update(sub, action, [t for t in cmd.tickers], kind))
-            case ("snapshot", WsError.COMMAND_TIMEOUT) if sub is not None:
-                self._later(0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers]))
-            case ("snapshot", WsError.INVALID_PARAMETER) if sub is not None and e.market_ticker:
-                rest = [t for t in cmd.tickers if t != e.market_ticker]
-                self.request_snapshots(sub, [t for t in rest if t in sub.tickers])
-            case ("snapshot" | "probe" | "add" | "delete", WsError.UNKNOWN_SID) if sub is not None:
-                conn.reconnect_now(f"the exchange forgot sid {sub.sid} of {sub.name}")
-
-    def _retry(self, cmd: Cmd) -> Any:
-        sub = cmd.sub
-        if sub is None:
-            return None
-        if cmd.kind == "subscribe" or not sub.active:
-            return self._subscribe(sub)
-        return self._update(sub, "add_markets", [t for t in cmd.tickers if t in sub.tickers], "add")
-
-    def _too_many(self, conn: WsConnection, sub: Subscription, cmd: Cmd) -> None:
-        """Error 26. A fresh subscription larger than any accepted so far (or alone on its connection) lowers the
-        per-subscription cap and splits. Otherwise a sid is full: a merged sid caps its connection at what it holds
-        (Kalshi merges repeat subscribes), an own sid caps subscriptions at its size; the refused markets are placed
-        elsewhere (or stay unplaced, which /health reports)."""
-        assert self.shards is not None
-        shards = self.shards
-        others = self._others(conn, sub)
-        refused = [t for t in cmd.tickers if t in sub.tickers]
-        if cmd.kind == "subscribe" and (others == 0 or len(cmd.tickers) > shards.largest_ok):
-            shards.split(sub)
-            for s in list(shards.subs[conn]):
-                if not s.active and s.tickers:
-                    self.spawn(self._subscribe(s))
-            over = shards.load[conn] - shards.conn_capacity(conn)
-            if over > 0:
-                excess = [t for s in reversed(shards.subs[conn]) if not s.active for t in sorted(s.tickers)][:over]
-                self._replace(excess)
-            return
-        ss = self.states[conn].sids.get(sub.sid) if sub.sid is not None else None
-        shared = ss is not None and any(s is not sub for s in ss.subs)
-        if cmd.kind == "subscribe" or shared:
-            shards.limit_conn(conn, others + (len(sub.tickers) - len(refused) if sub.active else 0))
-        else:
-            shards.cap = max(1, min(shards.cap, len(sub.tickers) - len(refused)))
-        self._replace(refused)
-
-    def _replace(self, tickers: list[str]) -> None:
-        """Move markets out of their subscription and place them again (elsewhere if their connection is full)."""
-        assert self.shards is not None
-        for t in tickers:
-            sub = self.shards.sub_of.get(t)
-            if sub is not None:
-                self.shards.evict(sub, [t])
-                if sub.window is not None:
-                    self._resynced(sub, [t], now_us())
-                if not sub.tickers and not sub.active:
-                    self.shards.drop_sub(sub)
-            self.sync.forget(t)
-        self.add_markets(tickers)
-
-    def _others(self, conn: WsConnection, sub: Subscription) -> int:
-        assert self.shards is not None
-        return sum(len(s.tickers) for s in self.shards.subs[conn] if s.active and s is not sub)
-
-    # ----- status ---------------------------------------------------------------------------------------------
-    def retry_stale_snapshots(self, older_than_s: float = 5.0) -> int:
-        """Re-request snapshots that have not arrived (lost command, refused, reconnect raced)."""
-        if self.shards is None:
-            return 0
-        now = time.monotonic()
-        by_sub: dict[Subscription, list[str]] = {}
-        for t in self.sync.awaiting:
-            if now - self.snapshot_requested.get(t, 0.0) < older_than_s:
-                continue
-            sub = self.shards.sub_of.get(t)
-            if sub is not None and sub.active and sub.conn.connected:
-                by_sub.setdefault(sub, []).append(t)
-        for sub, ts in by_sub.items():
-            self.request_snapshots(sub, ts)
-        return sum(len(v) for v in by_sub.values())
-
-    def verified_through_us(self, now: int) -> int:
-        """A time before which no loss can still be undetected on a connected order-book sid (``now`` when there is
-        none; a disconnected one has its windows recorded already): the coverage heartbeat's floor."""
-        out = now
-        if self.pool is None:
-            return out
-        # An ambiguous ack is a possible loss only until the next lossless probe proves "last" (one interval); a
-        # note still unresolved after a few intervals means the exchange reads "own" and no longer holds the floor.
-        note_window = int(3 * self.settings.seq_probe_interval_s * 1_000_000)
-        for c in self.pool.book_conns:
-            if not c.connected:
-                continue
-            for ss in self.states[c].sids.values():
-                if not ss.verified or not any(sub.tickers for sub in ss.subs):
-                    continue
-                floor = ss.verified
-                if ss.note is not None and now - ss.note.rx < note_window:
-                    floor = min(floor, ss.note.from_ts)
-                out = min(out, floor)
-        return out
-
-    def record_late(self, tickers: list[str], start: int) -> None:
-        """Markets subscribed late (created or re-listed while the lifecycle channel was blind): their books from
-        ``start`` until each one's first snapshot are an ``outage`` window of their subscription."""
-        if self.shards is None:
-            return
-        rx = now_us()
-        by_sub: dict[Subscription, list[str]] = {}
-        for t in tickers:
-            sub = self.shards.sub_of.get(t)
-            if sub is not None and t in self.sync.awaiting:
-                by_sub.setdefault(sub, []).append(t)
-        for sub, ts in by_sub.items():
-            self._open_window(sub, "outage", start, rx, tickers=ts)
-
+    # ----- status -----------------------------------------------------------------------------------------------------
     def untrusted_longer_than(self, seconds: float) -> int:
         """Markets without a trusted book for longer than ``seconds``."""
         cutoff = now_us() - int(seconds * 1_000_000)

@@ -19,26 +19,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.errors import ExitCode, KalshiCtlError
+from kalshictl.gatherer.backfill import TradeBackfill, created_us
 from kalshictl.gatherer.connections import ConnectionPool
+from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry, recordable
-from kalshictl.gatherer.router import GAP_CLOCK_SLACK_US, Router
+from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US
 from kalshictl.gatherer.shards import Shards
-from kalshictl.gatherer.windows import LegacyGapLog
-
-# The compact sequence_gaps (one row per window, written when it opens) and the trade backfill of closed windows
-# (helper "gaps", issue #13). Until they are merged, LegacyGapLog writes the old per-market rows with the same API.
-try:
-    from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
-except ImportError:  # pragma: no cover - transitional
-    GapLog = None  # type: ignore[assignment,misc]
-    TABLE_CHANNEL = {}
-try:
-    from kalshictl.gatherer.backfill import TradeBackfill, created_us
-except ImportError:  # pragma: no cover - transitional
-    TradeBackfill = None  # type: ignore[assignment,misc]
-    created_us = None  # type: ignore[assignment]
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 from kalshictl.kalshi.rest import KalshiApiError
 
@@ -78,12 +67,10 @@ class Gatherer:
         self.registry = MarketRegistry()
         self.progress = sys.stderr.isatty() if progress is None else progress
         w = settings.writer
-        writers: dict[str, BatchWriter] = {}
-        self.gaplog: Any = None
-        if GapLog is not None:
-            self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
+        writers: dict[str, BatchWriter | GapLog] = {}
+        self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
         for spec in ALL_TABLES:
-            if spec.name == "sequence_gaps" and self.gaplog is not None:
+            if spec.name == "sequence_gaps":
                 writers[spec.name] = self.gaplog  # windows are written when they open
                 continue
             writers[spec.name] = BatchWriter(
@@ -97,9 +84,7 @@ class Gatherer:
                 on_overflow=self._on_overflow,
             )
         self.writers = WriterSet(writers)
-        if self.gaplog is None:
-            self.gaplog = LegacyGapLog(self.writers["sequence_gaps"], settings.name, now_us, self.metrics)
-        self.backfill: Any = None
+        self.backfill: TradeBackfill | None = None
         self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
         self.router.on_lifecycle = self._on_lifecycle
         self.manager: ConnectionPool | None = None
@@ -201,18 +186,17 @@ class Gatherer:
             private_key=self._private_key,
             timeout=ex.timeout_s,
         )
-        if TradeBackfill is not None and GapLog is not None:
-            self.backfill = TradeBackfill(
-                self.rest,
-                self.gaplog,
-                self.writers["trades"],
-                self._connect,
-                tickers_writer=self.writers["tickers"],
-                requests_per_second=ex.requests_per_second,
-            )
-            self.gaplog.on_closed = self.backfill.on_closed
-            self.backfill.on_markets = self._on_listed_markets
-            self.backfill.start()
+        self.backfill = TradeBackfill(
+            self.rest,
+            self.gaplog,
+            self.writers["trades"],
+            self._connect,
+            tickers_writer=self.writers["tickers"],
+            requests_per_second=ex.requests_per_second,
+        )
+        self.gaplog.on_closed = self.backfill.on_closed
+        self.backfill.on_markets = self._on_listed_markets
+        self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -282,12 +266,7 @@ class Gatherer:
         self.poller.start()
         # coverage resumed now: the time this gatherer was not recording is a gap like any other, and windows a
         # previous instance left open (kill -9) end here
-        restarted = getattr(self.gaplog, "restarted", None)
-        if restarted is not None:
-            restarted(self._down_since, now_us())
-        elif self._down_since is not None:
-            wid = self.gaplog.open(channel="*", reason="restart", from_ts=self._down_since)
-            self.gaplog.close(wid, now_us())
+        self.gaplog.restarted(self._down_since, now_us())
         self._down_since = None
         self.phase = "running"
         self._update_metrics()
@@ -444,11 +423,10 @@ class Gatherer:
                     # the market's book is not ours until its first snapshot: from its creation (now, less clock
                     # slack), or — its `created` missed while the lifecycle channel was blind — from that window's start
                     start = now_us() - GAP_CLOCK_SLACK_US
-                    blind = getattr(self.gaplog, "last_from", {}).get("market_lifecycle_v2")
+                    blind = self.gaplog.last_from.get("market_lifecycle_v2")
                     if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
                         start = min(start, blind)
-                    if GapLog is not None:
-                        self.router.record_late([t], start)
+                    self.router.record_late([t], start)
             case "settled" | "finalized":
                 self.registry.remove(t)
                 if t in self.shards.sub_of or t in self.shards.unplaced:
@@ -477,9 +455,8 @@ class Gatherer:
                 continue
             self.registry.add(t, status or "active")
             new.append(t)
-            if created_us is not None:
-                with contextlib.suppress(Exception):
-                    start = min(start, created_us(m["created_time"]))
+            with contextlib.suppress(Exception):
+                start = min(start, created_us(m["created_time"]))
         if not new:
             return
         log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))
@@ -596,7 +573,7 @@ class Gatherer:
             "parse_errors": r.parse_errors,
             "duplicates_dropped": r.duplicates,
             "resyncing_markets": len(r.sync.awaiting),
-            "gap_windows_open": self.gaplog.open_windows() if GapLog is not None else r.open_windows(),
+            "gap_windows_open": self.gaplog.open_windows(),
             "backfill": self.backfill.status() if self.backfill else None,
             "writers": self.writers.stats(),
             "buffer_rows": sum(self.writers.depth().values()),
@@ -621,9 +598,6 @@ class Gatherer:
         if self.backfill is not None:
             await self.backfill.stop()  # an unfinished recovery stays 'pending'; the next start resumes it
         self.router.flush_pending_snapshots(now_us(), force=True)
-        shutdown_windows = getattr(self.gaplog, "shutdown", None)
-        if shutdown_windows is not None:
-            shutdown_windows()
         remaining = max(1.0, deadline - time.monotonic() - 2.0)
         flushed = await self.writers.flush_all(remaining)  # 2
         if not flushed:

@@ -17,9 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import WsConnection
-    from kalshictl.gatherer.windows import Window
 
 log = logging.getLogger("kalshictl.gatherer.shards")
+
+
+@dataclass(eq=False)
+class SubscriptionWindow:
+    """A subscription's open coverage window (its row in ``sequence_gaps``): the markets still awaiting a snapshot.
+
+    A window opens once per subscription per gap (a seq gap of its sid, a disconnect, an error that ended it); a second
+    gap while it is open re-adds markets to it. Each market resyncs on its own fresh snapshot (one that left the
+    subscription counts as resynced); the window closes, once, at the time the last of them resynced.
+    """
+
+    window_id: int
+    reason: str
+    awaiting: set[str] = field(default_factory=set)
+    last_resync: int = 0
 
 
 @dataclass(eq=False)
@@ -31,7 +45,7 @@ class Subscription:
     tickers: set[str] = field(default_factory=set)
     sid: int | None = None  # the exchange's sid once ``subscribed`` (shared with siblings when subscribes merge)
     subscribing: Any = False  # a subscribe is in flight (its attempt's token)
-    window: Window | None = None
+    window: SubscriptionWindow | None = None
     retries: int = 0
 
     def __repr__(self) -> str:

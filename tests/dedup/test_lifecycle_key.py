@@ -8,7 +8,6 @@ import time
 
 import orjson
 import psycopg
-import pytest
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
@@ -100,10 +99,6 @@ async def test_identical_events_with_their_own_times_are_kept_apart(dedup_env: D
 
 
 async def test_event_fee_update_is_recorded(dedup_env: DedupEnv) -> None:
-    from kalshictl.kalshi import messages
-
-    if not hasattr(messages, "FeeUpdate"):
-        pytest.skip("the parser does not know event_fee_update yet (kalshictl.kalshi.messages.FeeUpdate)")
     g = dedup_env.gatherers[0]
 
     def connect():

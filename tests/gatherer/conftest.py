@@ -126,16 +126,9 @@ def db_keys(dsn: str) -> dict[str, Counter]:
 
 
 def db_gaps(dsn: str) -> list[tuple]:
-    """Gap windows as ``(tickers | None, reason, from_ts, to_ts, channel)`` — from the compact table (one row per
-    window) or, before its migration, from the per-market rows (channel unknown: ``*``)."""
+    """Gap windows (one row per window) as ``(tickers | None, reason, from_ts, to_ts, channel)``."""
     with psycopg.connect(dsn) as conn:
-        compact = conn.execute(
-            "SELECT 1 FROM information_schema.columns WHERE table_name = 'sequence_gaps' AND column_name = 'tickers'"
-        ).fetchone()
-        if compact:
-            return conn.execute("SELECT tickers, reason, from_ts, to_ts, channel FROM sequence_gaps").fetchall()
-        rows = conn.execute("SELECT ticker, reason, from_ts, to_ts FROM sequence_gaps").fetchall()
-        return [(None if t is None else [t], reason, lo, hi, "*") for t, reason, lo, hi in rows]
+        return conn.execute("SELECT tickers, reason, from_ts, to_ts, channel FROM sequence_gaps").fetchall()
 
 
 KIND_CHANNEL = {"trade": "trade", "delta": "orderbook_delta", "ticker": "ticker", "lifecycle": "market_lifecycle_v2"}

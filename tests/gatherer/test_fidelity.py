@@ -42,13 +42,6 @@ WS = {"markets_per_subscription": 12, "subscriptions_per_connection": 4, "seq_pr
 def sub_markets(ex: SimExchange) -> dict[str, int]:
     """Order-book markets per the exchange's own subscription list: ticker -> how many subscriptions hold it."""
     out: dict[str, int] = {}
-    if not hasattr(ex, "subscriptions"):  # a sim without /_sim/subscriptions: read its connection objects
-        for conn in list(ex.connections.values()):
-            for sub in list(conn.subs.values()):
-                if sub.channel == "orderbook_delta" and not conn.closed:
-                    for t in sub.tickers or ():
-                        out[t] = out.get(t, 0) + 1
-        return out
     for conn in ex.subscriptions():
         for sub in conn["subscriptions"]:
             if sub["channel"] == "orderbook_delta":

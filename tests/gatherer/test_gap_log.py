@@ -12,7 +12,7 @@ import pytest
 
 from kalshictl.db.connect import connect_async
 from kalshictl.db.migrate import migrate, migrations_root
-from kalshictl.gatherer.gaps import GapLog, MarketWindows
+from kalshictl.gatherer.gaps import GapLog
 from tests.gatherer.conftest import until
 
 
@@ -151,27 +151,6 @@ async def test_restart_closes_previous_instances_windows(gatherer_dsn: str) -> N
     finally:
         await second.stop()
         await other.stop()
-
-
-async def test_market_windows_close_when_the_last_market_resyncs(gatherer_dsn: str) -> None:
-    gl = _log(gatherer_dsn)
-    gl.start()
-    try:
-        mw = MarketWindows(gl)
-        wid = mw.open(["A", "B", "C"], channel="orderbook_delta", reason="seq_gap", from_ts=1000, subscription="s/1")
-        assert mw.open(["A", "B"], channel="orderbook_delta", reason="seq_gap", from_ts=1500) is None  # still open
-        w2 = mw.open(["A", "D"], channel="orderbook_delta", reason="seq_gap", from_ts=1600)
-        mw.resynced("B", 3000)
-        mw.resynced("A", 2000)
-        mw.resynced("C", 2500)  # a market that left the subscription counts as resynced
-        mw.resynced("D", 2600)
-        await gl.flush(5)
-        rows = {r["window_id"]: r for r in _rows(gatherer_dsn)}
-        assert rows[wid]["tickers"] == ["A", "B", "C"] and rows[wid]["to_ts"] == 3000
-        assert rows[w2]["tickers"] == ["D"] and rows[w2]["to_ts"] == 2600
-        assert len(rows) == 2
-    finally:
-        await gl.stop()
 
 
 @pytest.mark.parametrize("target", ["gatherer", "production"])

@@ -10,25 +10,31 @@ import orjson
 import psycopg
 import pytest
 
-from kalshictl.gatherer.router import book_row_fields
+from kalshictl.gatherer.book_frames import book_row_fields
 from kalshictl.gatherer.writers import ALL_TABLES, SNAPSHOTS, BatchWriter, WriterSet
+from kalshictl.kalshi import lifecycle_key
 
 TID = "5afb8367-8c52-4c23-a7dd-48cfbaa65d5a"
 
 
 def rows() -> dict[str, list[tuple]]:
     t = 1_795_795_829_474_000
+    digest = lifecycle_key.digest("settled", "KX-A", {"result": "yes", "n": [1, 2]})
     book = book_row_fields([(800, 30000), (2200, 33300)], [(5400, 2000)])
     return {
-        "trades": [(TID, t, t + 5, "KX-A", 4100, 1200, True, False, 4)],
+        "trades": [(TID, t, t + 5, "KX-A", 4100, 1200, True, False, "ws", 4)],
         "orderbook_deltas": [
             (t, t + 5, "KX-A", False, 9600, -5450, 0, 3, 2),
             (t, t + 6, "KX-A", False, 9600, -5450, 1, 4, 2),
         ],
         "orderbook_snapshots": [(t + 7, t - 1, "KX-A", "ws", *book, 2, 2)],
-        "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, 3)],
-        "lifecycle_events": [(t, t + 5, "KX-A", "settled", orjson.dumps({"result": "yes", "n": [1, 2]}).decode(), 5)],
-        "sequence_gaps": [("g1", 2, "KX-A", "seq_gap", 5, 9, t - 100, None, t)],
+        "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, "ws", 3)],
+        "lifecycle_events": [
+            (t, t + 5, "KX-A", "settled", orjson.dumps({"result": "yes", "n": [1, 2]}).decode(), digest, 5)
+        ],
+        "sequence_gaps": [
+            ("g1", "i1", 1, "orderbook_delta", "ob-0/0", 2, ["KX-A", "KX-B"], "seq_gap", 5, 9, t - 100, None, t, "none")
+        ],
     }
 
 

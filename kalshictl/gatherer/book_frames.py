@@ -1,0 +1,161 @@
+"""Order-book frames: deltas and snapshots into rows, the held-book digest that reveals a lost tail frame (and checks
+REST books of quiet markets), and the anchoring of WebSocket snapshots to the stream (see ``SNAPSHOT_ANCHOR_WAIT_S``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from kalshictl.gatherer.sequence import book_digest
+from kalshictl.kalshi.messages import OrderbookDelta, OrderbookSnapshot
+from kalshictl.units import PRICE_MAX
+
+if TYPE_CHECKING:
+    from kalshictl.gatherer.connections import WsConnection
+
+
+def book_row_fields(yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> tuple[str, str, str, str, Any, Any, Any]:
+    """JSONB level arrays and best bid/ask/spread of a book given as YES and NO bids (ascending, own-leg prices)."""
+    yes_asks = sorted((PRICE_MAX - p, s) for p, s in no)
+    no_asks = sorted((PRICE_MAX - p, s) for p, s in yes)
+    best_bid = yes[-1][0] if yes else None
+    best_ask = PRICE_MAX - no[-1][0] if no else None
+    spread = best_ask - best_bid if best_bid is not None and best_ask is not None else None
+    dump = orjson.dumps
+    return (
+        dump(yes).decode(),
+        dump(yes_asks).decode(),
+        dump(no).decode(),
+        dump(no_asks).decode(),
+        best_bid,
+        best_ask,
+        spread,
+    )
+
+
+class BookFrames:
+    """Order-book deltas and snapshots.
+
+    A part of :class:`~kalshictl.gatherer.router.Router`: methods over its state (see its ``__init__``).
+    """
+
+    def _delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
+        ss = self._sid(conn, d.sid)
+        if self._orphan(ss):
+            return
+        prev = ss.tracker.last
+        if not self._seq(conn, ss, ss.tracker.check(d.seq), prev, d.seq, rx):
+            return
+        ts = d.exchange_ts
+        if ts is None:  # ts_ms is optional in the AsyncAPI: the receive time stands in (docs/gatherer.md)
+            ts = rx
+            self.no_ts_deltas += 1
+        st = self.states[conn]
+        if ss.last_ts > ss.verified:
+            ss.verified = ss.last_ts  # this frame arrived in sequence: everything the sid sent before it did too
+        if ts > ss.last_ts:
+            ss.last_ts = ts
+        if ts > st.last_exchange_ts:
+            st.last_exchange_ts = ts
+            if ts > self.last_exchange_ts:
+                self.last_exchange_ts = ts
+        pending = self._pending_snaps.pop(d.ticker, None)
+        if pending is not None:
+            for fields, _conn, _last, _rx in pending:
+                self._store_snapshot(fields, ts - 1)  # every delta after the snapshot is at or after ts
+        self.digest.apply(d.ticker, d.side, d.price, d.size_delta)
+        occurrence = self.occ.next(d.ticker, ts, d.side, d.price, d.size_delta)
+        if not self.sync.accept_delta(d.ticker, ts):
+            self.dropped_resync += 1
+            return
+        self._deltas.add((ts, rx, d.ticker, d.side, d.price, d.size_delta, occurrence, d.seq, d.sid))
+
+    def _snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
+        ss = self._sid(conn, s.sid)
+        if self._orphan(ss):
+            return
+        prev = ss.tracker.last
+        if not self._seq(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx):
+            return
+        st = self.states[conn]
+        cut = max(rx, st.last_exchange_ts)
+        digest = book_digest(s.yes, s.no)
+        held = self.digest.get(s.ticker)
+        sub = self.shards.sub_of.get(s.ticker) if self.shards is not None else None
+        if held is not None and held != digest and s.ticker not in self.sync.awaiting and sub is not None:
+            # the held book disagrees with the exchange's: a delta was lost without a seq trace (a tail frame)
+            self.digest_mismatches += 1
+            self.metrics.tail_gaps.labels(how="digest").inc()
+            note = ss.note
+            from_ts = note.from_ts if note is not None else cut - 60_000_000
+            self._open_window(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
+        if sub is not None:
+            self.digest.set(s.ticker, digest)
+        self.snapshot_requested.pop(s.ticker, None)
+        since = self.sync.on_snapshot(s.ticker, cut)
+        if since is not None and sub is not None:
+            w = sub.window
+            if w is not None and s.ticker in w.awaiting and isinstance(since, int):
+                self.resync_us.append(rx - since)  # untrusted time after a gap (not a first snapshot)
+            self._resynced(sub, (s.ticker,), cut)
+        fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
+        self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, st.last_exchange_ts, rx))
+
+    def verify_book(self, ticker: str, yes: list[tuple[int, int]], no: list[tuple[int, int]], asked_rx: int) -> None:
+        """A REST book of a market: if its sid was quiet since before the request and the held book differs, ask the
+        exchange for a stream-ordered snapshot (which settles it: see :meth:`_snapshot`)."""
+        if self.shards is None:
+            return
+        held = self.digest.get(ticker)
+        sub = self.shards.sub_of.get(ticker)
+        if held is None or sub is None or sub.sid is None or ticker in self.sync.awaiting:
+            return
+        ss = self.states[sub.conn].sids.get(sub.sid)
+        if ss is None or ss.last_rx >= asked_rx - 2_000_000:
+            return  # frames in flight: the REST book may be ahead of the stream
+        if book_digest(yes, no) != held:
+            self.rest_suspects += 1
+            self.metrics.tail_gaps.labels(how="rest_suspect").inc()
+            self.request_snapshots(sub, [ticker])
+
+    # A WebSocket snapshot carries no exchange time. Its exact place in the exchange's history is known from the
+    # stream: every later delta of the market comes after it. So the row is held until the market's next delta
+    # arrives and stored with exchange_ts = that delta's time - 1 µs (``book`` applies deltas with exchange_ts >
+    # anchor). If no delta follows within ``SNAPSHOT_ANCHOR_WAIT_S`` the receive time is a safe anchor (a later delta
+    # is generated after it). After a sequence gap the last exchange time seen before the snapshot is used.
+    SNAPSHOT_ANCHOR_WAIT_S = 2.0
+
+    def _store_snapshot(self, fields: tuple, anchor: int | None) -> None:
+        rx, ticker, source, *rest = fields
+        self._snaps.add((rx, anchor, ticker, source, *rest))
+
+    def _anchor_pending(self, conn: WsConnection) -> None:
+        for ticker in [t for t, items in self._pending_snaps.items() if any(c is conn for _, c, _, _ in items)]:
+            keep = []
+            for fields, c, last, rx in self._pending_snaps.pop(ticker):
+                if c is conn:
+                    self._store_snapshot(fields, min(last, rx) if last else None)
+                else:
+                    keep.append((fields, c, last, rx))
+            if keep:
+                self._pending_snaps[ticker] = keep
+
+    def flush_pending_snapshots(self, now: int, *, force: bool = False) -> int:
+        """Store snapshots no delta followed within the anchor wait (all of them with ``force``); returns how many."""
+        wait_us = int(self.SNAPSHOT_ANCHOR_WAIT_S * 1_000_000)
+        stored = 0
+        for ticker in list(self._pending_snaps):
+            due: list = []
+            rest: list = []
+            for item in self._pending_snaps[ticker]:
+                (due if force or now - item[3] >= wait_us else rest).append(item)
+            for fields, _c, _last, rx in due:
+                self._store_snapshot(fields, rx)
+                stored += 1
+            if rest:
+                self._pending_snaps[ticker] = rest
+            else:
+                del self._pending_snaps[ticker]
+        return stored
