@@ -84,8 +84,10 @@ BASE = {
         "http": {"host": "127.0.0.1", "port": 0},
     },
     "deduplicator": {
-        "production": {"dsn": "postgresql://d@127.0.0.1/prod"},
-        "gatherers": [{"name": "g1", "database": {"dsn": "postgresql://r@127.0.0.1/kalshi_ts"}}],
+        "production": {"dsn": "postgresql://d@127.0.0.1/prod", "sslrootcert": "system"},
+        "gatherers": [
+            {"name": "g1", "database": {"dsn": "postgresql://r@127.0.0.1/kalshi_ts", "sslrootcert": "system"}}
+        ],
         "sync": {"interval_ms": 50, "min_batch_rows": 1000},
         "http": {"port": 0},
     },

@@ -47,7 +47,7 @@ async def test_non_object_and_bad_tickers_are_skipped_with_a_count():
         rest = KalshiRest(url, requests_per_second=200)
         try:
             reg = MarketRegistry()
-            assert await reg.load(rest, ["open"]) == 2
+            assert await reg.load(rest, ["open"], mve=False) == 2  # one listing (no mve_filter=only pass)
         finally:
             await rest.close()
     assert reg.tickers() == ["GOOD-1", "GOOD-2"] and reg.status("GOOD-2") == "active"
@@ -76,7 +76,8 @@ async def test_gatherer_retries_a_failed_registry_load_and_is_unhealthy_meanwhil
                 "gatherer": {
                     "database": {"dsn": pg_cluster.dsn(fresh_db)},
                     "exchange": {"rest_url": url, "ws_url": f"ws://127.0.0.1:{free_port()}/", "timeout_s": 2},
-                    "websocket": {"global_connections": 1, "orderbook_connections": 1},
+                    # one listing per load (no mve_filter=only pass): the counts below are per listing
+                    "websocket": {"global_connections": 1, "orderbook_connections": 1, "record_mve": False},
                     "snapshot_poller": {"enabled": False},
                     "http": {"host": "127.0.0.1", "port": 0},
                     "market_status": ["open"],

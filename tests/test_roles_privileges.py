@@ -81,7 +81,8 @@ def test_gatherer_appends_and_keeps_its_books_but_cannot_rewrite_history(cluster
         assert c.execute("SELECT count(*) FROM tickers").fetchone()[0] >= 1
         c.execute("UPDATE gatherer_meta SET last_alive_us = 5")  # coverage heartbeat
         gap = c.execute(
-            "INSERT INTO sequence_gaps (gatherer, reason, from_ts, detected_at) VALUES ('g', 'restart', 1, 1)"
+            "INSERT INTO sequence_gaps (gatherer, instance_id, window_id, channel, reason, from_ts, detected_at)"
+            " VALUES ('g', 'i', 1, '*', 'restart', 1, 1)"
             " RETURNING gap_id"
         ).fetchone()[0]
         c.execute("UPDATE sequence_gaps SET to_ts = 2 WHERE gap_id = %s", (gap,))  # closing a gap window

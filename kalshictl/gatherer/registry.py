@@ -32,6 +32,8 @@ PAUSED_STATUSES = frozenset(("inactive", "paused"))
 
 def is_mve(market: dict[str, Any]) -> bool:
     """A multivariate (combo) market: ``KXMVE…`` ticker or an ``mve_collection_ticker``."""
+    if not isinstance(market, dict):  # a malformed item (skipped and counted by add_many)
+        return False
     return bool(market.get("mve_collection_ticker")) or str(market.get("ticker") or "").startswith("KXMVE")
 
 

@@ -382,7 +382,7 @@ def test_cli_flags_set_the_options_and_control_url_answers(tmp_path) -> None:
         [sys.executable, "-m", "kalshictl", "sim", "--port", "0", "--ack-seq", "mine"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--ack-seq" in bad.stderr + bad.stdout
-    argv = [sys.executable, "-m", "kalshictl.sim", "--port", "0", "--markets", "20", "--paused"]
+    argv = [sys.executable, "-m", "kalshictl", "sim", "--port", "0", "--markets", "20", "--paused"]
     argv += ["--ack-seq", "last", "--snapshot-seq", "none", "--repeat-subscribe", "new_sid"]
     argv += ["--delta-ts-ms", "sometimes"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
