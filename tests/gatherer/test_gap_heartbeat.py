@@ -17,7 +17,10 @@ def _now_us() -> int:
 
 
 async def test_heartbeat_holds_while_frames_may_be_lost_undetected(gatherer_dsn: str, tmp_path) -> None:
-    cfg = SimConfig(markets=30, seed=4, rate=300, paused=True, ground_truth=tmp_path / "gt.jsonl")
+    # acks carry the sid's last data seq ("last"), so the gatherer can prove nothing is missing up to each probe; under
+    # "own" every probe ack is ambiguous and the floor is held back up to three probe intervals by design
+    # (docs/gatherer.md, "Fidelity"), which would hide the hold-and-resume this test is about.
+    cfg = SimConfig(markets=30, seed=4, rate=300, paused=True, ground_truth=tmp_path / "gt.jsonl", ack_seq="last")
     async with SimExchange(cfg) as ex:
         g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
         task = asyncio.create_task(g.run())
