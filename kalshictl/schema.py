@@ -70,7 +70,7 @@ EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
         "last_trade_size",
         "source",  # 'ws' = a ticker update; 'rest' = a re-anchor from the REST market listing after a gap
     ),
-    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload", "digest"),
+    "lifecycle_events": ("exchange_ts", "received_at", "ticker", "event_type", "payload", "digest", "occurrence"),
 }
 
 # Production primary keys: exchange facts (ARCHITECTURE.md decision 3); snapshots are per-gatherer observations.
@@ -80,7 +80,7 @@ PRODUCTION_KEYS: dict[str, tuple[str, ...]] = {
     "orderbook_snapshots": ("ticker", "snapshot_ts", "source", "gatherer"),
     "tickers": ("ticker", "exchange_ts"),
     # one event = same (ticker, event_type, digest) within a tolerance: the merge enforces it (lifecycle_key.py)
-    "lifecycle_events": ("ticker", "event_type", "digest", "exchange_ts"),
+    "lifecycle_events": ("ticker", "event_type", "digest", "occurrence", "exchange_ts"),
     "sequence_gaps": ("gatherer", "instance_id", "window_id"),
 }
 

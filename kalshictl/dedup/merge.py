@@ -74,7 +74,7 @@ MERGE_LOCK_BASE = 0x6B61  # "ka": advisory-lock namespace of the merge
 
 
 def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOLERANCE_US) -> str:
-    """Lifecycle identity (issue #16 item 3): same ``(ticker, event_type, digest)`` and
+    """Lifecycle identity (issue #16 item 3): same ``(ticker, event_type, digest, occurrence)`` and
 
     * the same ``exchange_ts`` when the message had a time of its own (every gatherer stores that time), or
     * ``exchange_ts`` within ``tolerance_us`` when it had none: each gatherer stamped it with its own receive time
@@ -87,14 +87,15 @@ def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOL
     def same(a: str) -> str:
         return (
             f"{a}.ticker = s.ticker AND {a}.event_type = s.event_type AND {a}.digest = s.digest"
+            f" AND {a}.occurrence = s.occurrence"
             f" AND ({a}.exchange_ts = s.exchange_ts OR (s.exchange_ts = s.received_at"
             f" AND {a}.exchange_ts = {a}.received_at AND {a}.exchange_ts BETWEEN s.exchange_ts - {tol}"
             f" AND s.exchange_ts + {tol}))"
         )
 
     return (
-        f"INSERT INTO lifecycle_events ({cols}) SELECT DISTINCT ON (s.ticker, s.event_type, s.digest, s.exchange_ts)"
-        f" {sel} FROM {source} s"
+        f"INSERT INTO lifecycle_events ({cols})"
+        f" SELECT DISTINCT ON (s.ticker, s.event_type, s.digest, s.occurrence, s.exchange_ts) {sel} FROM {source} s"
         f" WHERE NOT EXISTS (SELECT 1 FROM lifecycle_events p WHERE {same('p')})"
         f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {same('e')} AND e.exchange_ts < s.exchange_ts)"
         " ON CONFLICT DO NOTHING"

@@ -45,6 +45,7 @@ class GlobalChannels:
         # carry no ts; created/activated carry a close_ts in the future).
         payload = orjson.dumps(ev.payload).decode()
         ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
-        self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, ev.sid))
+        occurrence = self.life_occurrences.next(ev.ticker, ev.event_type, dig, rx)
+        self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, occurrence, ev.sid))
         if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
             self.spawn(self.on_lifecycle(ev))

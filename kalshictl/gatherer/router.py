@@ -34,6 +34,7 @@ from kalshictl.gatherer.router_state import (
 from kalshictl.gatherer.sequence import BookDigest, MarketSync
 from kalshictl.gatherer.subscription_commands import SubscriptionCommands
 from kalshictl.gatherer.writers import now_us
+from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import (
     Ack,
     ErrorMsg,
@@ -124,6 +125,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self._trades = w["trades"]
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
+        self.life_occurrences = lifecycle_key.Occurrences()  # identical lifecycle messages in a burst: 0, 1, 2 …
         self.gaplog.coverage_floor = self.verified_through_us  # the heartbeat never passes a possibly undetected loss
 
     # ----- wiring -----------------------------------------------------------------------------------------------------

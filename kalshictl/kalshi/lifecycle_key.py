@@ -9,10 +9,15 @@ identified by
 * ``exchange_ts`` = the message's own time when it has one, else the gatherer's receive time — and never later than
   the receive time (a future time would move coverage clocks forward and collide with later events).
 
-Production treats rows with the same ``(ticker, event_type, digest)`` as one event when their times are equal (the
-message's own time) or, for receive-time stamps (``exchange_ts = received_at``), lie within a tolerance (default
-60 s) (:func:`kalshictl.dedup.merge.lifecycle_insert_sql`); a market's second ``deactivated`` minutes later is a
-second event.
+* ``occurrence`` = the rank of the message among identical ones (same ticker, event type and digest) that follow each
+  other within the tolerance on this gatherer's stream: 0, 1, 2 … (:class:`Occurrences`). Kalshi repeats
+  ``deactivated``/``metadata_updated`` with identical content, sometimes within a second; the k-th copy on every
+  gatherer is the same event, as with identical order-book deltas.
+
+Production treats rows with the same ``(ticker, event_type, digest, occurrence)`` as one event when their times are
+equal (the message's own time) or, for receive-time stamps (``exchange_ts = received_at``), lie within a tolerance
+(default 60 s) (:func:`kalshictl.dedup.merge.lifecycle_insert_sql`); a market's second ``deactivated`` minutes later
+is a second event (occurrence 0 again, at another time), and one 0.2 s later is occurrence 1.
 """
 
 from __future__ import annotations
@@ -41,3 +46,22 @@ def event_time(own_us: int | None, received_us: int) -> int:
 def key_fields(event_type: str, ticker: str, payload: dict[str, Any], own_us: int | None, received_us: int) -> tuple:
     """``(exchange_ts, digest)`` of one lifecycle message."""
     return event_time(own_us, received_us), digest(event_type, ticker, payload)
+
+
+class Occurrences:
+    """Numbers identical lifecycle messages of one gatherer's stream: a copy within ``tolerance_us`` of the previous
+    identical one continues its burst (occurrence + 1); a later one starts again at 0."""
+
+    def __init__(self, tolerance_us: int = DEFAULT_TOLERANCE_US) -> None:
+        self.tolerance_us = tolerance_us
+        self._last: dict[tuple[str, str, bytes], tuple[int, int]] = {}  # key -> (receive time, occurrence)
+
+    def next(self, ticker: str, event_type: str, dig: bytes, received_us: int) -> int:
+        key = (ticker, event_type, dig)
+        prev = self._last.get(key)
+        occ = prev[1] + 1 if prev is not None and received_us - prev[0] <= self.tolerance_us else 0
+        self._last[key] = (received_us, occ)
+        if len(self._last) > 100_000:  # bounded: bursts older than the tolerance can no longer continue
+            horizon = received_us - self.tolerance_us
+            self._last = {k: v for k, v in self._last.items() if v[0] >= horizon}
+        return occ

@@ -84,6 +84,19 @@ async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv)
         assert c.execute("SELECT count(*) FROM lifecycle_events").fetchone()[0] == 3
 
 
+async def test_identical_repeats_in_a_burst_are_each_an_event(dedup_env: DedupEnv) -> None:
+    """Kalshi repeats a time-less `deactivated` with identical content, here 0.2 s apart (within the tolerance and
+    within the gatherers' 0.25 s receive skew): each gatherer numbers the copies 0, 1, so production holds two events,
+    not one and not six."""
+    base = time.time_ns() // 1000 - 600_000_000
+    frame = _frame("deactivated", is_deactivated=True)
+    rows = await _three_gatherers(dedup_env, [(frame, base), (frame, base + 200_000)])
+    assert [r[0] for r in rows] == ["deactivated", "deactivated"], rows
+    with dedup_env.prod() as c:
+        occ = c.execute("SELECT occurrence FROM lifecycle_events WHERE ticker = 'KX-MKT-1' ORDER BY 1").fetchall()
+    assert [o[0] for o in occ] == [0, 1]
+
+
 async def test_identical_events_with_their_own_times_are_kept_apart(dedup_env: DedupEnv) -> None:
     """Same content 10 s apart, each with its own time: two events (the tolerance is for receive-time stamps only)."""
     base_ms = time.time_ns() // 1_000_000 - 300_000

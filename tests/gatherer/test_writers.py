@@ -30,7 +30,7 @@ def rows() -> dict[str, list[tuple]]:
         "orderbook_snapshots": [(t + 7, t - 1, "KX-A", "ws", *book, 2, 2)],
         "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, "ws", 3)],
         "lifecycle_events": [
-            (t, t + 5, "KX-A", "settled", orjson.dumps({"result": "yes", "n": [1, 2]}).decode(), digest, 5)
+            (t, t + 5, "KX-A", "settled", orjson.dumps({"result": "yes", "n": [1, 2]}).decode(), digest, 1, 5)
         ],
         "sequence_gaps": [
             ("g1", "i1", 1, "orderbook_delta", "ob-0/0", 2, ["KX-A", "KX-B"], "seq_gap", 5, 9, t - 100, None, t, "none")
