@@ -164,16 +164,26 @@ class GapDetection:
         received: int | None = None,
         tickers: Iterable[str] | None = None,
     ) -> None:
-        """One window per subscription per gap; a gap while one is open re-adds markets to it."""
+        """One window per subscription per gap; a gap while one is open re-adds markets to it if its row covers
+        them from before ``from_ts``. A row recorded over fewer markets (a late subscription's ``outage``, a digest
+        mismatch's one market) or from a later time does not: that window is closed now and one over all its
+        still-untrusted markets and these, from the earlier start, takes its place (markets untrusted without a
+        window row that names them would lose deltas without a record)."""
         markets = set(sub.tickers if tickers is None else tickers)
         if not markets:
             return
         for t in markets:
             self.sync.invalidate(t, rx)
             self.digest.drop(t)
-        if sub.window is not None:
-            sub.window.awaiting |= markets
-            return
+        w = sub.window
+        if w is not None:
+            if w.from_ts <= from_ts and markets <= w.covered:
+                w.awaiting |= markets
+                return
+            self.gaplog.close(w.window_id, max(rx, w.last_resync))
+            sub.window = None
+            markets |= w.awaiting
+            from_ts = min(from_ts, w.from_ts)
         wid = self.gaplog.open(
             channel=ORDERBOOK,
             reason=reason,
@@ -184,7 +194,7 @@ class GapDetection:
             expected_seq=expected,
             received_seq=received,
         )
-        sub.window = SubscriptionWindow(wid, reason, markets)
+        sub.window = SubscriptionWindow(wid, reason, markets, from_ts=from_ts, covered=frozenset(markets))
 
     def _resynced(self, sub: Subscription, tickers: Iterable[str], ts: int) -> None:
         w = sub.window

@@ -26,14 +26,17 @@ class SubscriptionWindow:
     """A subscription's open coverage window (its row in ``sequence_gaps``): the markets still awaiting a snapshot.
 
     A window opens once per subscription per gap (a seq gap of its sid, a disconnect, an error that ended it); a second
-    gap while it is open re-adds markets to it. Each market resyncs on its own fresh snapshot (one that left the
-    subscription counts as resynced); the window closes, once, at the time the last of them resynced.
+    gap while it is open re-adds markets to it when the row covers them (``from_ts``, ``covered``). Each market
+    resyncs on its own fresh snapshot (one that left the subscription counts as resynced); the window closes, once, at
+    the time the last of them resynced.
     """
 
     window_id: int
     reason: str
     awaiting: set[str] = field(default_factory=set)
     last_resync: int = 0
+    from_ts: int = 0  # the row's start
+    covered: frozenset[str] = frozenset()  # the markets the row names
 
 
 @dataclass(eq=False)

@@ -4,7 +4,9 @@ Spec syntax: comma-separated ``name=value`` items, e.g. ``drop=0.001,skip_seq=0.
 
 * ``drop=P``       per outgoing WS data frame: abort that connection (no close frame) instead of sending.
 * ``skip_seq=P``   per orderbook delta frame: consume the seq but do not send the frame (a gap).
-* ``dup=P``        per WS data frame: send the frame twice.
+* ``dup=P``        per WS data frame that carries an identity (seq, trade_id, ticker time): send the frame twice.
+  Lifecycle frames are never duplicated: they carry no seq and no time, so a repeated copy is indistinguishable —
+  for any client — from Kalshi's genuine identical repeats (docs/sim.md).
 * ``malformed=P``  per WS data frame: send a non-JSON garbage text frame before it.
 * ``rest_429=P``   per REST request: answer 429 ``{"error": "too many requests"}``.
 * ``rest_slow=P[:S]`` per REST request: delay the answer by S seconds (default 1.0).
@@ -104,7 +106,7 @@ class FaultInjector:
         self.ws_active = self._all > 0.0
         return self.spec
 
-    def roll_frame(self, skippable: bool) -> int:
+    def roll_frame(self, skippable: bool, duplicable: bool = True) -> int:
         """Decide the fate of one WS data frame (NONE, DROP, SKIP, DUP, MALFORMED) and count it."""
         r = self.rng.random()
         if r >= self._all:
@@ -122,6 +124,8 @@ class FaultInjector:
             self.counts["skip_seq"] += 1
             return SKIP
         if r < self._dup:
+            if not duplicable:
+                return NONE
             self.counts["dup"] += 1
             return DUP
         self.counts["malformed"] += 1
