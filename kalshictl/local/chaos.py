@@ -39,6 +39,7 @@ class ChaosOptions:
     rate: float = 250.0
     workdir: Path | None = None
     frame_faults: str = FRAME_FAULTS
+    exchange_variant: dict[str, str] = field(default_factory=dict)  # `kalshictl sim` flags, e.g. {"ack-seq": "last"}
     kinds: tuple[str, ...] = (
         "kill_gatherer",
         "stop_gatherer_db",
@@ -92,6 +93,7 @@ class Chaos:
                 keep=options.workdir is not None,
                 separate_clusters=True,
                 snapshot_interval_s=20.0,
+                exchange_variant=options.exchange_variant,
             )
         )
         self.http = httpx.Client(timeout=5.0)

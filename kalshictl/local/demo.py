@@ -49,6 +49,8 @@ class DemoOptions:
     orderbook_connections: int = 4
     separate_clusters: bool = False  # one PostgreSQL cluster per gatherer + one for production (fault tests)
     snapshot_interval_s: float = 30.0
+    # readings of the exchange the docs leave open (`kalshictl sim` flags): e.g. {"ack-seq": "last"}
+    exchange_variant: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +105,8 @@ class Demo:
                 "--rest-tier", "unlimited", "--paused"]  # fmt: skip
         if opts.faults:
             argv += ["--faults", opts.faults]
+        for flag, value in opts.exchange_variant.items():
+            argv += [f"--{flag}", value]
         self.supervisor.add("exchange", kalshictl_argv(*argv)).start()
         self._wait_answering(f"{self.rest_url}/exchange/status", "exchange")
         for i in range(self.pipeline.config.gatherers):

@@ -7,11 +7,25 @@ import pytest
 
 from kalshictl.local.chaos import Chaos, ChaosOptions
 
+# every reading of the exchange the docs leave open (docs/sim.md): ack seq own|last x repeat subscribe merge|new sid,
+# get_snapshot replies consuming a seq or not
+VARIANTS = [
+    pytest.param({}, id="documented-defaults"),
+    pytest.param({"ack-seq": "last", "repeat-subscribe": "new_sid"}, id="ack_last-new_sid"),
+    pytest.param(
+        {"ack-seq": "own", "repeat-subscribe": "new_sid", "snapshot-seq": "none"}, id="ack_own-new_sid-snap_none"
+    ),
+    pytest.param(
+        {"ack-seq": "last", "repeat-subscribe": "merge", "snapshot-seq": "none"}, id="ack_last-merge-snap_none"
+    ),
+]
+
 
 @pytest.mark.chaos
-def test_chaos_nothing_lost_nothing_duplicated(tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_chaos_nothing_lost_nothing_duplicated(tmp_path, variant):
     duration = float(os.environ.get("CHAOS_DURATION", "240"))
-    chaos = Chaos(ChaosOptions(duration_s=duration, min_faults=20))
+    chaos = Chaos(ChaosOptions(duration_s=duration, min_faults=20, exchange_variant=variant))
     result = chaos.run()
     totals = result.totals()
     print("\nCHAOS RESULT", {k: sum(f["kind"] == k for f in result.faults) for k in ChaosOptions().kinds})
