@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.schema import GAP_COLUMNS
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -47,22 +49,7 @@ TABLE_CHANNEL = {
     "lifecycle_events": "market_lifecycle_v2",
 }
 
-_COLS = (
-    "gatherer",
-    "instance_id",
-    "window_id",
-    "channel",
-    "subscription",
-    "sid",
-    "tickers",
-    "reason",
-    "expected_seq",
-    "received_seq",
-    "from_ts",
-    "to_ts",
-    "detected_at",
-    "recovery",
-)
+_COLS = ("gatherer", *GAP_COLUMNS)  # the gatherer table's window columns (kalshictl.schema)
 _INSERT = (
     f"INSERT INTO sequence_gaps ({', '.join(_COLS)}) VALUES ({', '.join(['%s'] * len(_COLS))})"
     " ON CONFLICT (gatherer, instance_id, window_id) DO NOTHING"
