@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.errors import summarize
 from kalshictl.schema import GAP_COLUMNS
 
 if TYPE_CHECKING:
@@ -337,7 +338,7 @@ class GapLog:
             except Exception as exc:
                 self._inflight = 0
                 self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                self.last_error = summarize(exc)
                 if self.failures % 20 == 1:
                     log.warning("sequence_gaps: write failed (%s); %d queued, retrying", self.last_error, len(batch))
                 await self._close_conn()

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from kalshictl.errors import summarize
 from kalshictl.kalshi.validate import valid_markets
 
 log = logging.getLogger("kalshictl.gatherer.registry")
@@ -152,8 +153,7 @@ class MarketRegistry:
             except fatal:
                 raise
             except Exception as exc:  # anything: retrying beats exiting into systemd's StartLimitBurst
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                self.load_error = f"{type(exc).__name__}: {text}"[:300].rstrip(": ")
+                self.load_error = summarize(exc)[:300]
                 delay = backoff * random.uniform(0.5, 1.0)
                 log.warning("market registry load failed (attempt %d): %s; retry in %.1fs", self.load_attempts,
                             self.load_error, delay)  # fmt: skip

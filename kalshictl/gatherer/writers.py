@@ -28,7 +28,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.errors import summarize
 from kalshictl.schema import EVENT_COLUMNS, GAP_COLUMNS
+from kalshictl.units import now_us
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
 DIRECT_COOLDOWN_BATCHES = 50  # batches written through staging after a direct COPY met a duplicate
@@ -89,11 +91,6 @@ GAPS = TableSpec(
     "sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=1 + GAP_COLUMNS.index("from_ts")
 ).with_text("gatherer", "channel", "subscription", "reason")
 ALL_TABLES = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
-
-
-def now_us() -> int:
-    """The gatherer clock in microseconds since the epoch."""
-    return time.time_ns() // 1000
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -330,7 +327,7 @@ class BatchWriter:
                 self._in_flight_from = None
                 self._oldest = time.monotonic()
                 self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                self.last_error = summarize(exc)
                 if self.metrics is not None:
                     self.metrics.write_errors.labels(table=self.spec.name).inc()
                 if self.failures % 20 == 1:
