@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.dedup.lifecycle_merge import merge_lifecycle
 from kalshictl.dedup.reader import Batch, copy_format
 from kalshictl.dedup.tables import GAPS, LIFECYCLE, TRADES, TableSpec
-from kalshictl.kalshi.lifecycle_key import DEFAULT_TOLERANCE_US
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,13 +56,11 @@ def insert_sql(spec: TableSpec, source: str) -> str:
         action = "DO NOTHING"
     if spec is TRADES:
         return trade_insert_sql(cols, source)
-    if spec is LIFECYCLE:
-        return lifecycle_insert_sql(cols, source)
     return f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {source} ON CONFLICT ({conflict}) {action}"
 
 
 def merge_lock_sql(spec: TableSpec) -> str | None:
-    """Tables whose identity is not a unique key (trades by trade_id, lifecycle within a tolerance) are merged one
+    """Tables whose identity is not a unique key (trades by trade_id, lifecycle by claimed copies) are merged one
     gatherer at a time: the NOT EXISTS check must see the other gatherers' committed rows, so concurrent merges of the
     same table would each miss the other's copy. Transaction-scoped advisory lock per table."""
     if spec is TRADES or spec is LIFECYCLE:
@@ -71,35 +69,6 @@ def merge_lock_sql(spec: TableSpec) -> str | None:
 
 
 MERGE_LOCK_BASE = 0x6B61  # "ka": advisory-lock namespace of the merge
-
-
-def lifecycle_insert_sql(cols: str, source: str, tolerance_us: int = DEFAULT_TOLERANCE_US) -> str:
-    """Lifecycle identity (issue #16 item 3): same ``(ticker, event_type, digest, occurrence)`` and
-
-    * the same ``exchange_ts`` when the message had a time of its own (every gatherer stores that time), or
-    * ``exchange_ts`` within ``tolerance_us`` when it had none: each gatherer stamped it with its own receive time
-      (such rows have ``exchange_ts = received_at``; see kalshictl.kalshi.lifecycle_key.event_time).
-
-    A row is stored unless production already holds the same event, or the batch holds it earlier."""
-    sel = ", ".join(f"s.{c.strip()}" for c in cols.split(","))
-    tol = int(tolerance_us)
-
-    def same(a: str) -> str:
-        return (
-            f"{a}.ticker = s.ticker AND {a}.event_type = s.event_type AND {a}.digest = s.digest"
-            f" AND {a}.occurrence = s.occurrence"
-            f" AND ({a}.exchange_ts = s.exchange_ts OR (s.exchange_ts = s.received_at"
-            f" AND {a}.exchange_ts = {a}.received_at AND {a}.exchange_ts BETWEEN s.exchange_ts - {tol}"
-            f" AND s.exchange_ts + {tol}))"
-        )
-
-    return (
-        f"INSERT INTO lifecycle_events ({cols})"
-        f" SELECT DISTINCT ON (s.ticker, s.event_type, s.digest, s.occurrence, s.exchange_ts) {sel} FROM {source} s"
-        f" WHERE NOT EXISTS (SELECT 1 FROM lifecycle_events p WHERE {same('p')})"
-        f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {same('e')} AND e.exchange_ts < s.exchange_ts)"
-        " ON CONFLICT DO NOTHING"
-    )
 
 
 def trade_insert_sql(cols: str, source: str) -> str:
@@ -163,8 +132,11 @@ async def merge_batch(
             lock = merge_lock_sql(spec)
             if lock is not None:
                 await pconn.execute(lock)
-            cur = await pconn.execute(insert_sql(spec, stage))
-            merged = max(cur.rowcount, 0)
+            if spec is LIFECYCLE:  # identity by claimed copies, not a key (kalshictl/dedup/lifecycle_merge.py)
+                merged = await merge_lifecycle(pconn, stage, spec.prod_columns, gatherer)
+            else:
+                cur = await pconn.execute(insert_sql(spec, stage))
+                merged = max(cur.rowcount, 0)
             cur = await pconn.execute(f"SELECT max({spec.clock}), min({spec.clock}) FROM {stage}")
             max_clock, min_clock = await cur.fetchone()
         cur = await pconn.execute(

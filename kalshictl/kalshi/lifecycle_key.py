@@ -10,14 +10,14 @@ identified by
   the receive time (a future time would move coverage clocks forward and collide with later events).
 
 * ``occurrence`` = the rank of the message among identical ones (same ticker, event type and digest) that follow each
-  other within the tolerance on this gatherer's stream: 0, 1, 2 … (:class:`Occurrences`). Kalshi repeats
-  ``deactivated``/``metadata_updated`` with identical content, sometimes within a second; the k-th copy on every
-  gatherer is the same event, as with identical order-book deltas.
+  other within :data:`DEFAULT_TOLERANCE_US` on this gatherer's stream: 0, 1, 2 … (:class:`Occurrences`). It keeps
+  a gatherer's rows unique (Kalshi repeats ``deactivated``/``metadata_updated`` with identical content, sometimes
+  within a second) and is not an identity across gatherers: a gatherer restarted between two repeats numbers them
+  differently from its peers.
 
-Production treats rows with the same ``(ticker, event_type, digest, occurrence)`` as one event when their times are
-equal (the message's own time) or, for receive-time stamps (``exchange_ts = received_at``), lie within a tolerance
-(default 60 s) (:func:`kalshictl.dedup.merge.lifecycle_insert_sql`); a market's second ``deactivated`` minutes later
-is a second event (occurrence 0 again, at another time), and one 0.2 s later is occurrence 1.
+Production stores one row per exchange message by remembering which gatherer copy each event absorbed
+(:mod:`kalshictl.dedup.lifecycle_merge`): a copy matches an event of the same key at the same own time, or within a
+few seconds of receive time, that no other copy of the same gatherer has claimed.
 """
 
 from __future__ import annotations

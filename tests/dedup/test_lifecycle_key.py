@@ -33,9 +33,11 @@ def test_event_time_is_never_in_the_future() -> None:
     assert digest("deactivated", "A", {}) != digest("deactivated", "B", {})
 
 
-async def _three_gatherers(dedup_env: DedupEnv, events: list[tuple[bytes, int]]) -> list[tuple]:
-    """Each gatherer's router handles the frames (gatherer i receives each one i x 250 ms later); the deduplicator
-    merges all three; returns production's lifecycle rows of the market."""
+async def _three_gatherers(
+    dedup_env: DedupEnv, events: list[tuple[bytes, int]], seen: list[set[int]] | None = None
+) -> list[tuple]:
+    """Each gatherer's router handles the frames (gatherer i receives each one i x 250 ms later; only the events
+    ``seen[i]`` when given); the deduplicator merges all three; returns production's lifecycle rows of the market."""
     for i, g in enumerate(dedup_env.gatherers):
 
         def connect(db=g.db):
@@ -44,11 +46,21 @@ async def _three_gatherers(dedup_env: DedupEnv, events: list[tuple[bytes, int]])
         writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in ALL_TABLES})
         writers.start()
         router = Router(g.name, writers, GathererMetrics(g.name))
-        for frame, rx in events:
-            router.handle(None, frame, rx + i * 250_000)
+        for k, (frame, rx) in enumerate(events):
+            if seen is None or k in seen[i]:
+                router.handle(None, frame, rx + i * 250_000)
         assert router.parse_errors == 0
         assert await writers.stop(10)
         await router.gaplog.stop()
+    await _merge(dedup_env)
+    with dedup_env.prod() as c:
+        return c.execute(
+            "SELECT event_type, exchange_ts, gatherer FROM lifecycle_events WHERE ticker = 'KX-MKT-1'"
+            " ORDER BY exchange_ts"
+        ).fetchall()
+
+
+async def _merge(dedup_env: DedupEnv) -> None:
     s = dedup_env.settings()
     metrics = DedupMetrics()
     for src in s.gatherers:
@@ -58,11 +70,6 @@ async def _three_gatherers(dedup_env: DedupEnv, events: list[tuple[bytes, int]])
         finally:
             await loop.close_gatherer()
             await loop.close_production()
-    with dedup_env.prod() as c:
-        return c.execute(
-            "SELECT event_type, exchange_ts, gatherer FROM lifecycle_events WHERE ticker = 'KX-MKT-1'"
-            " ORDER BY exchange_ts"
-        ).fetchall()
 
 
 async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv) -> None:
@@ -86,15 +93,43 @@ async def test_three_gatherers_store_three_lifecycle_events(dedup_env: DedupEnv)
 
 async def test_identical_repeats_in_a_burst_are_each_an_event(dedup_env: DedupEnv) -> None:
     """Kalshi repeats a time-less `deactivated` with identical content, here 0.2 s apart (within the tolerance and
-    within the gatherers' 0.25 s receive skew): each gatherer numbers the copies 0, 1, so production holds two events,
-    not one and not six."""
+    within the gatherers' 0.25 s receive skew): each gatherer holds two copies, so production holds two events, not one
+    and not six."""
     base = time.time_ns() // 1000 - 600_000_000
     frame = _frame("deactivated", is_deactivated=True)
     rows = await _three_gatherers(dedup_env, [(frame, base), (frame, base + 200_000)])
     assert [r[0] for r in rows] == ["deactivated", "deactivated"], rows
+    assert [r[1] for r in rows] == [base, base + 200_000]  # the first gatherer's two receipts
     with dedup_env.prod() as c:
-        occ = c.execute("SELECT occurrence FROM lifecycle_events WHERE ticker = 'KX-MKT-1' ORDER BY 1").fetchall()
-    assert [o[0] for o in occ] == [0, 1]
+        assert c.execute("SELECT count(*) FROM lifecycle_copies").fetchone()[0] == 6
+
+
+async def test_repeats_missed_by_different_gatherers_are_each_one_event(dedup_env: DedupEnv) -> None:
+    """The make-chaos case: identical time-less repeats 2 s and 46 s apart, and gatherers restarted between them, so
+    each numbers its copies differently (occurrence 0 for a copy its peers call 1). Every repeat is one row."""
+    base = time.time_ns() // 1000 - 600_000_000
+    frame = _frame("activated", is_deactivated=False, open_ts=1_794_078_000, close_ts=1_799_762_400)
+    events = [(frame, base), (frame, base + 2_000_000), (frame, base + 46_000_000)]
+    rows = await _three_gatherers(dedup_env, events, seen=[{0, 2}, {1, 2}, {0, 1, 2}])
+    assert len(rows) == 3, rows
+    for (_, ts, _), (_, emitted) in zip(rows, events, strict=True):
+        assert 0 <= ts - emitted <= 500_000  # each row is stamped by a gatherer that received that repeat
+    with dedup_env.prod() as c:  # every gatherer copy is accounted for: 2 + 2 + 3
+        assert c.execute("SELECT count(*) FROM lifecycle_copies").fetchone()[0] == 7
+
+
+async def test_a_batch_read_again_adds_nothing(dedup_env: DedupEnv) -> None:
+    """A cursor reset makes the deduplicator read a gatherer's rows again: copies it already merged are skipped."""
+    base = time.time_ns() // 1000 - 600_000_000
+    frame = _frame("deactivated", is_deactivated=True)
+    rows = await _three_gatherers(dedup_env, [(frame, base), (frame, base + 200_000)])
+    assert len(rows) == 2
+    with dedup_env.prod() as c:
+        c.execute("UPDATE sync_cursors SET xmin_cursor = 0 WHERE table_name = 'lifecycle_events'")
+    await _merge(dedup_env)
+    with dedup_env.prod() as c:
+        assert c.execute("SELECT count(*) FROM lifecycle_events").fetchone()[0] == 2
+        assert c.execute("SELECT count(*) FROM lifecycle_copies").fetchone()[0] == 6
 
 
 async def test_identical_events_with_their_own_times_are_kept_apart(dedup_env: DedupEnv) -> None:
