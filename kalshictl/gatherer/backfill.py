@@ -13,6 +13,12 @@ Ticker updates and lifecycle messages are not served again; a window on those ch
 re-anchored instead: one REST market listing of the affected markets (``GET /markets?tickers=…`` when the window
 names at most 100 markets, else ``min_updated_ts`` = the window's start) is stored as ticker *snapshot* rows
 (``source = 'rest'``, time = when the listing was received). The window stays a recorded loss for those channels.
+
+A lifecycle window also hides markets that were created or re-activated meanwhile: their order books are not
+subscribed until the re-anchor listing names them (the service then subscribes them and records their books from the
+window's start as an ``outage``). Until that listing is done, :meth:`TradeBackfill.unanchored_since` holds the coverage
+heartbeat at the window's start (a ``kill -9`` meanwhile leaves a restart window over it), and a graceful shutdown
+lists them before it stops receiving (:meth:`TradeBackfill.anchor_pending`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ log = logging.getLogger("kalshictl.gatherer.backfill")
 
 TRADE_CHANNELS = frozenset(("trade", "*"))
 ANCHOR_CHANNELS = frozenset(("ticker", "market_lifecycle_v2", "multivariate_market_lifecycle", "*"))
+LIFECYCLE_CHANNELS = frozenset(("market_lifecycle_v2", "multivariate_market_lifecycle"))
 MAX_LISTED_TICKERS = 100
 PAGE_LIMIT = 1000
 MAX_TICKER_FILTERS = 20  # a window over more markets is fetched without a ticker filter and filtered here
@@ -130,6 +137,7 @@ class TradeBackfill:
         self.settle_s = settle_s
         self.attempts = attempts
         self._queue: asyncio.Queue[Window] = asyncio.Queue()
+        self._unanchored: dict[tuple[str, int], Window] = {}  # lifecycle windows whose listing is not done yet
         self._task: asyncio.Task | None = None
         self._last_request = 0.0
         self.requests = 0
@@ -148,7 +156,37 @@ class TradeBackfill:
         if w.recovery != "pending":
             self.gaplog.set_recovery(w.key, "pending")
             w.recovery = "pending"
+        if self.tickers_writer is not None and w.channel in LIFECYCLE_CHANNELS:
+            self._unanchored[w.key] = w
         self._queue.put_nowait(w)
+
+    def unanchored_since(self, now: int) -> int:
+        """The start of the oldest lifecycle window whose re-anchor listing is not done (``now`` when none): markets
+        activated since then may be unknown to this gatherer, so the coverage heartbeat does not pass it."""
+        return min([now, *(w.from_ts for w in self._unanchored.values())])
+
+    async def anchor_pending(self, timeout: float) -> int:
+        """At shutdown: stop the worker and list now the markets of every lifecycle window not yet re-anchored
+        (their unknown markets get their ``outage`` windows before the process ends); returns how many windows were
+        done. Trade backfills still queued stay ``pending`` for the next start."""
+        await self.stop()
+        done = 0
+        deadline = time.monotonic() + timeout
+        for key, w in list(self._unanchored.items()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self.reanchor(w), left)
+            except Exception as exc:  # the heartbeat stays below the window: the next start's restart window covers it
+                log.warning("re-anchor of window %s/%d at shutdown failed: %s", w.instance_id, w.window_id, exc)
+                continue
+            self._unanchored.pop(key, None)
+            if w.channel not in TRADE_CHANNELS:
+                self.gaplog.set_recovery(w.key, "recovered")
+                w.recovery = "recovered"
+            done += 1
+        return done
 
     def start(self) -> None:
         if self._task is None:
@@ -206,6 +244,7 @@ class TradeBackfill:
                             exc,
                         )
                         await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+                self._unanchored.pop(w.key, None)
                 if outcome == "recovered":
                     self.recovered_windows += 1
                 else:

@@ -155,9 +155,9 @@ class GapLog:
         self.full = False
         self.commit_ms: list[float] = []  # last open->commit latencies (bounded), for tests and /status
         self.last_from: dict[str, int] = {}  # channel -> start of the latest window opened on it
-        # a time before which no loss can still be undetected (the router's seq verification); the heartbeat
-        # never claims a later time
-        self.coverage_floor: Callable[[int], int] | None = None
+        # times before which no loss can still be undetected (the router's seq verification, the lifecycle windows
+        # not yet re-anchored); the heartbeat never claims a later time
+        self.coverage_floors: list[Callable[[int], int]] = []
 
     # ----- the API the router and the service call ------------------------------------------------------------
     def open(
@@ -282,8 +282,7 @@ class GapLog:
     def committed_through_us(self, now: int) -> int:
         """A time before which every window opened so far is committed (``now`` when none is pending)."""
         pending = [w.from_ts for w in self._unwritten.values()]
-        floor = self.coverage_floor(now) if self.coverage_floor is not None else now
-        return min([now, floor, *pending])
+        return min([now, *(floor(now) for floor in self.coverage_floors), *pending])
 
     def start(self) -> None:
         if self._task is None:

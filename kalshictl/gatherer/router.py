@@ -126,7 +126,8 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self._tickers = w["tickers"]
         self._life = w["lifecycle_events"]
         self.life_occurrences = lifecycle_key.Occurrences()  # identical lifecycle messages in a burst: 0, 1, 2 …
-        self.gaplog.coverage_floor = self.verified_through_us  # the heartbeat never passes a possibly undetected loss
+        # the heartbeat never passes a possibly undetected loss
+        self.gaplog.coverage_floors.append(self.verified_through_us)
 
     # ----- wiring -----------------------------------------------------------------------------------------------------
     def attach(self, pool: ConnectionPool, shards: Shards) -> None:

@@ -195,6 +195,7 @@ class Gatherer:
             requests_per_second=ex.requests_per_second,
         )
         self.gaplog.on_closed = self.backfill.on_closed
+        self.gaplog.coverage_floors.append(self.backfill.unanchored_since)
         self.backfill.on_markets = self._on_listed_markets
         self.backfill.start()
         backoff = 1.0
@@ -590,6 +591,8 @@ class Gatherer:
         self.phase = "stopping"
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         log.info("%s: shutting down", self.name)
+        if self.backfill is not None:  # markets activated in a lifecycle window not yet listed: record them now
+            await self.backfill.anchor_pending(min(10.0, self.settings.shutdown_timeout_s / 3))
         receiving_until = now_us()
         if self.manager is not None:
             self.manager.stop_receiving()  # 1

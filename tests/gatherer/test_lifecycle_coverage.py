@@ -156,3 +156,38 @@ def test_shipped_config_covers_the_seeds_425000_markets() -> None:
     w = load_settings(path, environ={}).gatherer.websocket  # type: ignore[union-attr]
     assert (w.global_connections, w.orderbook_connections) == (6, 144)
     assert w.capacity >= 425_000
+
+
+async def test_markets_hidden_by_a_lifecycle_window_are_recorded_before_shutdown(gatherer_dsn: str) -> None:
+    """A market re-activated while the lifecycle channel was blind is unknown to the gatherer until the window's
+    re-anchor listing names it. Until then the coverage heartbeat stays at the window's start (so a kill -9 leaves a
+    restart window over it), and a graceful shutdown lists it first: its book is recorded lost from the window's
+    start (an ``outage`` window naming it), not silently."""
+    import psycopg
+
+    cfg = SimConfig(markets=20, seed=46, rate=0, paused=True)
+    async with SimExchange(cfg) as ex:
+        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
+        task = asyncio.create_task(g.run())
+        try:
+            assert await g.wait_ready(30)
+            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
+            market = sorted(g.shards.sub_of)[0]
+            g.router.remove_markets([market])  # the gatherer saw it deactivated ...
+            await until(lambda: market not in set(sub_markets(ex)), 10, "market unsubscribed")
+            start = time.time_ns() // 1000
+            # ... then its lifecycle connection was away while the exchange re-activated it
+            wid = g.gaplog.open(channel="market_lifecycle_v2", reason="disconnect", from_ts=start)
+            ex.universe.state(ex.universe.index_of(market)).updated_ts = start // 1_000_000 + 1
+            g.gaplog.close(wid, time.time_ns() // 1000)
+            assert g.gaplog.committed_through_us(time.time_ns() // 1000) <= start  # the heartbeat waits for it
+        finally:
+            g.request_stop()  # at once: the backfill worker has not listed the window's markets yet
+            await asyncio.wait_for(task, 30)
+    with psycopg.connect(gatherer_dsn) as c:
+        windows = c.execute(
+            "SELECT from_ts FROM sequence_gaps WHERE channel = 'orderbook_delta' AND reason = 'outage'"
+            " AND %s = ANY(tickers)",
+            (market,),
+        ).fetchall()
+    assert windows and windows[0][0] <= start, windows
