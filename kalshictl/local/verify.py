@@ -278,13 +278,19 @@ def compare(
     return reports
 
 
-LIFECYCLE_MATCH_US = 60_000_000  # the production lifecycle tolerance (kalshictl.kalshi.lifecycle_key)
+LIFECYCLE_MATCH_US = 60_000_000  # the longest receive delay a stored lifecycle row may have after its event
+# how much earlier than the event a row may be stamped: a receive time only by clock granularity, a message's own
+# time (e.g. ``determination_ts``, whole seconds) by its resolution
+LIFECYCLE_EARLY_US = {"received": 50_000, "own": 1_000_000}
 
 
 def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex, until_us: int | None) -> TableReport:
-    """Lifecycle rows are stamped with the gatherer's receive time when the message has no time of its own, so an
-    emitted event matches a stored row of the same (ticker, event_type) at or after its time, within the lifecycle
-    tolerance; stored rows left over are duplicates (near a matched event) or invented."""
+    """Lifecycle rows are stamped with the gatherer's receive time when the message has no time of its own, and Kalshi
+    repeats identical messages, so a stored row is paired with the **latest** emitted event of the same (ticker,
+    event_type, digest) at or before it (within the receive delay) that no later row took: rows are paired in
+    descending time. (Pairing each event with the nearest row after it would hand a repeat's row to an earlier event
+    every gatherer missed, and report the repeat as lost.) Events left over are missing, rows left over duplicates
+    (near an event) or invented."""
     from kalshictl.kalshi.lifecycle_key import digest
 
     rep = TableReport("lifecycle_events")
@@ -298,38 +304,40 @@ def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex,
             if by_digest:
                 key += (digest(rec["event_type"], rec["ticker"], rec["payload"]),)
             want.setdefault(key, []).append(ts)
-    have: dict[tuple, list[int]] = {}
-    cols = "ticker, event_type, exchange_ts" + (", digest" if by_digest else "")
+    have: dict[tuple, list[tuple[int, int]]] = {}  # key -> [(exchange_ts, how early it may be)]
+    cols = "ticker, event_type, exchange_ts, exchange_ts = received_at" + (", digest" if by_digest else "")
     for row in conn.execute(f"SELECT {cols} FROM lifecycle_events"):
-        key = (row[0], row[1], bytes(row[3])) if by_digest else (row[0], row[1])
-        have.setdefault(key, []).append(row[2])
+        key = (row[0], row[1], bytes(row[4])) if by_digest else (row[0], row[1])
+        have.setdefault(key, []).append((row[2], LIFECYCLE_EARLY_US["received" if row[3] else "own"]))
     rep.emitted = sum(len(v) for v in want.values())
     rep.stored = sum(len(v) for v in have.values())
     for key in sorted(set(want) | set(have)):
         emitted, stored = sorted(want.get(key, [])), sorted(have.get(key, []))
-        used = [False] * len(stored)
-        unmatched = []
-        for ts in emitted:  # first the rows stored at the event's own time
-            j = next((i for i, st in enumerate(stored) if not used[i] and st == ts), None)
+        taken = [False] * len(emitted)
+        leftover = []
+        for st, early in reversed(stored):
+            j = next(
+                (
+                    i
+                    for i in range(len(emitted) - 1, -1, -1)
+                    if not taken[i] and emitted[i] - early <= st <= emitted[i] + LIFECYCLE_MATCH_US
+                ),
+                None,
+            )
             if j is None:
-                unmatched.append(ts)
+                leftover.append((st, early))
             else:
-                used[j] = True
-        for ts in unmatched:  # then receive-time stamps: the closest row within the window
-            near = [
-                (abs(st - ts), i)
-                for i, st in enumerate(stored)
-                if not used[i] and ts - 1_000_000 <= st <= ts + LIFECYCLE_MATCH_US
-            ]
-            if near:
-                used[min(near)[1]] = True
-            elif gaps.all_blind("lifecycle_events", key[0], ts):
+                taken[j] = True
+        for i, ts in enumerate(emitted):
+            if taken[i]:
+                continue
+            if gaps.all_blind("lifecycle_events", key[0], ts):
                 rep.lost_recorded += 1
             else:
                 rep.lost_unrecorded += 1
                 rep.examples.append({"missing": [*key[:2], ts]})
-        for i, st in enumerate(stored):
-            if used[i] or (until_us is not None and st > until_us + LIFECYCLE_MATCH_US):
+        for st, _ in leftover:
+            if until_us is not None and st > until_us + LIFECYCLE_MATCH_US:
                 continue
             if any(abs(st - ts) <= LIFECYCLE_MATCH_US for ts in emitted):
                 rep.duplicated += 1
