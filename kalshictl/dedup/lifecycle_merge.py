@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     import psycopg
 
 MATCH_TOLERANCE_US = 5_000_000  # receive-time stamps of one message on different gatherers (measured: < 50 ms)
+# claims are kept this long: a gatherer row older than that (a gatherer database restored after a week) finds no claim
+# of its own and pairs with the nearest event, which is still right unless it holds identical repeats
+COPIES_RETENTION_US = 7 * 86_400_000_000
 
 Key = tuple[str, str, bytes]  # ticker, event_type, digest
 
@@ -123,3 +126,9 @@ async def merge_lifecycle(
             [gatherer, *(list(col) for col in zip(*copies, strict=True))],
         )
     return len(new)
+
+
+async def prune_copies(pconn: psycopg.AsyncConnection, now_us: int, retention_us: int = COPIES_RETENTION_US) -> int:
+    """Forget claims on events older than the retention (hourly, with the partition top-up); returns how many."""
+    cur = await pconn.execute("DELETE FROM lifecycle_copies WHERE event_ts < %s", (now_us - retention_us,))
+    return max(cur.rowcount, 0)

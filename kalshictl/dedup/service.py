@@ -13,6 +13,7 @@ from kalshictl.dedup.loops import OnMerge, SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 from kalshictl.dedup.tables import ALL_TABLES
 from kalshictl.errors import KalshiCtlError, summarize
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -230,14 +231,16 @@ class Deduplicator:
 
     async def _top_up_partitions(self) -> None:
         """Hourly: create production's upcoming range partitions (without it rows past the last one migrate made
-        would land in the default partition)."""
+        would land in the default partition), and forget lifecycle claims past their retention."""
         from kalshictl.db.migrate import ensure_partitions_async
+        from kalshictl.dedup.lifecycle_merge import prune_copies
 
         if self.production is None or time.monotonic() < self._partitions_due:
             return
         try:
             async with self._prod_lock:
                 created = await ensure_partitions_async(self.production)
+                pruned = await prune_copies(self.production, now_us())
         except Exception as exc:
             log.warning("production partitions not topped up: %s", summarize(exc))
             self._partitions_due = time.monotonic() + 60.0
@@ -245,6 +248,8 @@ class Deduplicator:
         self._partitions_due = time.monotonic() + PARTITION_TOP_UP_S
         if created:
             log.info("production: created %d upcoming partitions", created)
+        if pruned:
+            log.info("production: forgot %d lifecycle claims past their retention", pruned)
 
     async def _monitor(self) -> None:
         while not self._sync_stop.is_set():

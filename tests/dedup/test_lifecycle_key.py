@@ -164,3 +164,17 @@ async def test_event_fee_update_is_recorded(dedup_env: DedupEnv) -> None:
     with g.conn() as c:
         rows = c.execute("SELECT ticker, event_type, exchange_ts FROM lifecycle_events").fetchall()
     assert rows == [("KX-EV", "event_fee_update", rx)]
+
+
+async def test_claims_past_their_retention_are_forgotten(dedup_env: DedupEnv) -> None:
+    from kalshictl.dedup.lifecycle_merge import COPIES_RETENTION_US, prune_copies
+
+    now = time.time_ns() // 1000
+    frame = _frame("deactivated", is_deactivated=True)
+    await _three_gatherers(dedup_env, [(frame, now - COPIES_RETENTION_US - 60_000_000), (frame, now - 60_000_000)])
+    async with await psycopg.AsyncConnection.connect(dedup_env.prod_cluster.dsn(dedup_env.prod_db)) as c:
+        assert await prune_copies(c, now) == 3  # the old event's three claims; the recent one's stay
+        await c.commit()
+    with dedup_env.prod() as c:
+        assert c.execute("SELECT count(*) FROM lifecycle_copies").fetchone()[0] == 3
+        assert c.execute("SELECT count(*) FROM lifecycle_events").fetchone()[0] == 2  # events are never pruned
