@@ -30,6 +30,9 @@ def test_chaos_nothing_lost_nothing_duplicated(tmp_path, variant):
     totals = result.totals()
     print("\nCHAOS RESULT", {k: sum(f["kind"] == k for f in result.faults) for k in ChaosOptions().kinds})
     print(result.table())
+    for t in result.tables:
+        if not t.ok:
+            print(t.table, "examples:", t.examples[:10])
     assert totals["faults_injected"] >= 20
     assert {f["kind"] for f in result.faults} == set(ChaosOptions().kinds)
     assert totals["lost_unrecorded"] == 0 and totals["duplicated"] == 0 and totals["extra"] == 0, totals
