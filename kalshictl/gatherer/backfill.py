@@ -16,9 +16,11 @@ names at most 100 markets, else ``min_updated_ts`` = the window's start) is stor
 
 A lifecycle window also hides markets that were created or re-activated meanwhile: their order books are not
 subscribed until the re-anchor listing names them (the service then subscribes them and records their books from the
-window's start as an ``outage``). Until that listing is done, :meth:`TradeBackfill.unanchored_since` holds the coverage
-heartbeat at the window's start (a ``kill -9`` meanwhile leaves a restart window over it), and a graceful shutdown
-lists them before it stops receiving (:meth:`TradeBackfill.anchor_pending`).
+window's start as an ``outage``; a listed market it does not hold that is closed or paused again may have been
+active during the window: its book is recorded lost over the window). While the window is open and until its listing
+is done, :meth:`TradeBackfill.unanchored_since` holds the coverage heartbeat at the window's start (a ``kill -9``
+meanwhile leaves a restart window over it), and a graceful shutdown lists them before it stops receiving
+(:meth:`TradeBackfill.anchor_pending`).
 """
 
 from __future__ import annotations
@@ -161,9 +163,11 @@ class TradeBackfill:
         self._queue.put_nowait(w)
 
     def unanchored_since(self, now: int) -> int:
-        """The start of the oldest lifecycle window whose re-anchor listing is not done (``now`` when none): markets
-        activated since then may be unknown to this gatherer, so the coverage heartbeat does not pass it."""
-        return min([now, *(w.from_ts for w in self._unanchored.values())])
+        """The start of the oldest lifecycle window still open or whose re-anchor listing is not done (``now`` when
+        none): markets activated since then may be unknown to this gatherer, so the coverage heartbeat does not pass
+        it (a ``kill -9`` meanwhile leaves a restart window from there)."""
+        blind = self.gaplog.open_since(LIFECYCLE_CHANNELS)
+        return min([now, *(w.from_ts for w in self._unanchored.values()), *([blind] if blind is not None else [])])
 
     async def anchor_pending(self, timeout: float) -> int:
         """At shutdown: stop the worker and list now the markets of every lifecycle window not yet re-anchored

@@ -236,6 +236,11 @@ class GapLog:
     def window(self, window_id: int, instance_id: str | None = None) -> Window | None:
         return self._windows.get((instance_id or self.instance_id, window_id))
 
+    def open_since(self, channels: frozenset[str]) -> int | None:
+        """The start of the oldest window still open on one of ``channels`` (None when there is none)."""
+        starts = (w.from_ts for w in self._windows.values() if w.to_ts is None and w.channel in channels)
+        return min(starts, default=None)
+
     def open_windows(self) -> list[dict[str, Any]]:
         """Windows still open (for /status)."""
         return [w.as_dict() for w in self._windows.values() if w.to_ts is None]

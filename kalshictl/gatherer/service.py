@@ -19,14 +19,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.errors import ExitCode, KalshiCtlError
-from kalshictl.gatherer.backfill import TradeBackfill, created_us
+from kalshictl.gatherer.backfill import LIFECYCLE_CHANNELS, TradeBackfill, created_us
 from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.poller import SnapshotPoller
 from kalshictl.gatherer.registry import MarketRegistry, recordable
 from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US
+from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US, ORDERBOOK
 from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
 from kalshictl.kalshi.rest import KalshiApiError
@@ -445,19 +445,28 @@ class Gatherer:
     def _on_listed_markets(self, markets: list[dict], w: Any) -> None:
         """A re-anchor listing after a ticker/lifecycle window (the trade backfill's): markets this gatherer does not
         hold (created or re-listed while the lifecycle channel was blind) are subscribed now, and their order books
-        from the window's start (or their creation) until their first snapshot are recorded as an ``outage``."""
+        from the window's start (or their creation) until their first snapshot are recorded as an ``outage``. After a
+        lifecycle window, a listed market it does not hold that is not recordable now (paused or closed again) may
+        have been active meanwhile: its book over the window is recorded lost too."""
         if self.shards is None:
             return
         new: list[str] = []
+        passed: list[str] = []
         start = w.from_ts
         for m in markets:
             t, status = m.get("ticker"), m.get("status")
-            if not t or t in self.shards.sub_of or not recordable(status or "active"):
+            if not t or t in self.shards.sub_of:
+                continue
+            if not recordable(status or "active"):
+                passed.append(t)
                 continue
             self.registry.add(t, status or "active")
             new.append(t)
             with contextlib.suppress(Exception):
                 start = min(start, created_us(m["created_time"]))
+        if passed and w.channel in LIFECYCLE_CHANNELS:
+            wid = self.gaplog.open(channel=ORDERBOOK, reason="outage", from_ts=w.from_ts, tickers=sorted(passed))
+            self.gaplog.close(wid, now_us())
         if not new:
             return
         log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))

@@ -162,8 +162,11 @@ async def test_markets_hidden_by_a_lifecycle_window_are_recorded_before_shutdown
     """A market re-activated while the lifecycle channel was blind is unknown to the gatherer until the window's
     re-anchor listing names it. Until then the coverage heartbeat stays at the window's start (so a kill -9 leaves a
     restart window over it), and a graceful shutdown lists it first: its book is recorded lost from the window's
-    start (an ``outage`` window naming it), not silently."""
+    start (an ``outage`` window naming it), not silently. A market active only inside the window (paused again before
+    the listing) is recorded lost over the window."""
     import psycopg
+
+    from kalshictl.sim.markets import INACTIVE
 
     cfg = SimConfig(markets=20, seed=46, rate=0, paused=True)
     async with SimExchange(cfg) as ex:
@@ -172,22 +175,29 @@ async def test_markets_hidden_by_a_lifecycle_window_are_recorded_before_shutdown
         try:
             assert await g.wait_ready(30)
             await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
-            market = sorted(g.shards.sub_of)[0]
-            g.router.remove_markets([market])  # the gatherer saw it deactivated ...
-            await until(lambda: market not in set(sub_markets(ex)), 10, "market unsubscribed")
+            market, brief = sorted(g.shards.sub_of)[:2]
+            g.router.remove_markets([market, brief])  # the gatherer saw them deactivated ...
+            await until(lambda: not {market, brief} & set(sub_markets(ex)), 10, "markets unsubscribed")
             start = time.time_ns() // 1000
-            # ... then its lifecycle connection was away while the exchange re-activated it
+            # ... then its lifecycle connection was away while the exchange re-activated one, and re-activated and
+            # paused the other
             wid = g.gaplog.open(channel="market_lifecycle_v2", reason="disconnect", from_ts=start)
+            assert g.gaplog.committed_through_us(time.time_ns() // 1000) <= start  # the heartbeat waits while blind
             ex.universe.state(ex.universe.index_of(market)).updated_ts = start // 1_000_000 + 1
+            paused = ex.universe.state(ex.universe.index_of(brief))
+            paused.status, paused.updated_ts = INACTIVE, start // 1_000_000 + 1
             g.gaplog.close(wid, time.time_ns() // 1000)
-            assert g.gaplog.committed_through_us(time.time_ns() // 1000) <= start  # the heartbeat waits for it
+            assert g.gaplog.committed_through_us(time.time_ns() // 1000) <= start  # ... and until it is listed
         finally:
             g.request_stop()  # at once: the backfill worker has not listed the window's markets yet
             await asyncio.wait_for(task, 30)
     with psycopg.connect(gatherer_dsn) as c:
-        windows = c.execute(
-            "SELECT from_ts FROM sequence_gaps WHERE channel = 'orderbook_delta' AND reason = 'outage'"
-            " AND %s = ANY(tickers)",
-            (market,),
-        ).fetchall()
-    assert windows and windows[0][0] <= start, windows
+        for ticker in (market, brief):
+            windows = c.execute(
+                "SELECT from_ts, to_ts FROM sequence_gaps WHERE channel = 'orderbook_delta' AND reason = 'outage'"
+                " AND %s = ANY(tickers)",
+                (ticker,),
+            ).fetchall()
+            assert windows and windows[0][0] <= start, (ticker, windows)
+            if ticker == brief:
+                assert windows[0][1] is not None and windows[0][1] > start  # over the whole window
