@@ -262,11 +262,15 @@ class BatchWriter:
         """Flush what is buffered (within ``timeout``), stop the loop and close the connection."""
         self._stopping = True
         ok = await self.flush(timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # asyncio.wait_for (3.11) swallows a cancel that meets an inner await finishing in the same step (the
+            # loop then carried on retrying and this await never returned): cancel until the loop has ended
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if not task.cancelled():
+                task.exception()  # retrieve it: the loop only ends by cancellation
         await self._close()
         if not ok:
             log.error("%s: %d rows still buffered at shutdown", self.spec.name, len(self._buf))
