@@ -169,22 +169,31 @@ def delta_rows(data: list[bytes]) -> list[tuple]:
     return rows
 
 
-def copy_ceiling(dsn: str, rows: list[tuple], table: str) -> float:
-    """Binary COPY of ``rows`` (deltas) into ``table``, rows/s."""
+def copy_ceiling(dsn: str, rows: list[tuple], table: str, connections: int = 1, batch: int = 5000) -> float:
+    """Binary COPY of ``rows`` (deltas) into ``table``, rows/s: batches of ``batch`` rows, one transaction each, dealt
+    in turns to ``connections`` connections writing concurrently (the gatherer's deltas use DELTAS.writers)."""
+
+    async def one(conn: psycopg.AsyncConnection, types: list[int], parts: list[list[tuple]]) -> None:
+        sql = f"COPY {table} ({', '.join(DELTAS.columns)}) FROM STDIN (FORMAT BINARY)"
+        for part in parts:
+            async with conn.transaction():
+                async with conn.cursor() as cur:
+                    async with cur.copy(sql) as copy:
+                        copy.set_types(types)
+                        for r in part:
+                            await copy.write_row(r)
 
     async def run() -> float:
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            types = await column_types(conn, "orderbook_deltas", DELTAS.columns)
-            await conn.commit()
+        conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(connections)]
+        try:
+            types = await column_types(conns[0], "orderbook_deltas", DELTAS.columns)
+            batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
             t0 = time.perf_counter()
-            async with conn.cursor() as cur:
-                sql = f"COPY {table} ({', '.join(DELTAS.columns)}) FROM STDIN (FORMAT BINARY)"
-                async with cur.copy(sql) as copy:
-                    copy.set_types(types)
-                    for r in rows:
-                        await copy.write_row(r)
-            await conn.commit()
+            await asyncio.gather(*(one(c, types, batches[k::connections]) for k, c in enumerate(conns)))
             return len(rows) / (time.perf_counter() - t0)
+        finally:
+            for c in conns:
+                await c.close()
 
     return asyncio.run(run())
 
@@ -247,6 +256,9 @@ def main() -> int:
         rows = delta_rows(data)
         copy_plain = copy_ceiling(cluster.dsn("ceiling"), rows, "plain_deltas")
         copy_keyed = copy_ceiling(cluster.dsn("ceiling"), rows, "orderbook_deltas")
+        with psycopg.connect(cluster.dsn("ceiling"), autocommit=True) as c:
+            c.execute("TRUNCATE orderbook_deltas")
+        copy_keyed_n = copy_ceiling(cluster.dsn("ceiling"), rows, "orderbook_deltas", connections=DELTAS.writers)
         # the figure
         got, elapsed, lat, cpu = run_ingest(cluster.dsn("e2e"), n, profile=args.profile)
         rate = got / elapsed
@@ -270,7 +282,9 @@ def main() -> int:
     )
     print(
         f"write ceilings (same delta rows): binary COPY unindexed {copy_plain:,.0f} rows/s,"
-        f" keyed orderbook_deltas {copy_keyed:,.0f} rows/s"
+        f" keyed orderbook_deltas {copy_keyed:,.0f} rows/s on one connection,"
+        f" {copy_keyed_n:,.0f} rows/s on {DELTAS.writers} (the gatherer's deltas writers; ingest deltas"
+        f" x{rate * len(rows) / n / copy_keyed_n:.2f} of it)"
     )
     print(
         f"gatherer process CPU: {got / cpu:,.0f} msgs per CPU-second (receive + parse + route + COPY client side;"
