@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import io
 import logging
 import pstats
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -39,7 +41,16 @@ from kalshictl.db.migrate import migrate
 from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.writers import ALL_TABLES, DELTAS, BatchWriter, WriterSet, column_types, now_us
+from kalshictl.gatherer.writers import (
+    ALL_TABLES,
+    DELTAS,
+    BatchWriter,
+    WriterGroup,
+    WriterSet,
+    column_types,
+    make_writer,
+    now_us,
+)
 from kalshictl.kalshi.messages import OrderbookDelta, Parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +68,9 @@ class _Errors(logging.Handler):
 class LatencyWriter(BatchWriter):
     """The real writer, also recording each committed row's receive -> commit latency."""
 
-    latencies: list[float]
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.latencies: list[float] = []
 
     async def _write_batch(self, batch):  # type: ignore[override]
         await super()._write_batch(batch)
@@ -79,19 +92,24 @@ def source(n_frames: int, pace: float = 0.0) -> tuple[subprocess.Popen, str]:
     return proc, f"ws://127.0.0.1:{port}/trade-api/ws/v2"
 
 
-async def ingest(dsn: str, url: str, pace: float = 0.0) -> tuple[int, float, list[float], float]:
+async def ingest(
+    dsn: str, url: str, pace: float = 0.0, delta_writers: int | None = None
+) -> tuple[int, float, list[float], float]:
     """Receive every frame of one connection, route and commit it; returns (frames, seconds, latencies ms, CPU s of
-    this process)."""
+    this process). ``delta_writers`` overrides the deltas table's writer count (``TableSpec.writers``)."""
     import aiohttp
 
     async def connect() -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(dsn)
 
-    writers = {}
+    writers: dict[str, Any] = {}
+    parts: list[LatencyWriter] = []
     for spec in ALL_TABLES:
-        w = LatencyWriter(spec, connect, batch_rows=5000, flush_ms=50)
-        w.latencies = []
+        if spec is DELTAS and delta_writers is not None:
+            spec = dataclasses.replace(spec, writers=delta_writers)
+        w = make_writer(spec, connect, batch_rows=5000, flush_ms=50, cls=LatencyWriter)
         writers[spec.name] = w
+        parts.extend(w.parts if isinstance(w, WriterGroup) else [w])  # type: ignore[arg-type]
     ws_set = WriterSet(writers)
     ws_set.start()
     metrics = GathererMetrics("bench")
@@ -120,7 +138,7 @@ async def ingest(dsn: str, url: str, pace: float = 0.0) -> tuple[int, float, lis
             elapsed = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
     await ws_set.stop()
-    return n, elapsed, [x for w in writers.values() for x in w.latencies], cpu
+    return n, elapsed, [x for w in parts for x in w.latencies], cpu
 
 
 def run_ingest(
@@ -151,22 +169,31 @@ def delta_rows(data: list[bytes]) -> list[tuple]:
     return rows
 
 
-def copy_ceiling(dsn: str, rows: list[tuple], table: str) -> float:
-    """Binary COPY of ``rows`` (deltas) into ``table``, rows/s."""
+def copy_ceiling(dsn: str, rows: list[tuple], table: str, connections: int = 1, batch: int = 5000) -> float:
+    """Binary COPY of ``rows`` (deltas) into ``table``, rows/s: batches of ``batch`` rows, one transaction each, dealt
+    in turns to ``connections`` connections writing concurrently (the gatherer's deltas use DELTAS.writers)."""
+
+    async def one(conn: psycopg.AsyncConnection, types: list[int], parts: list[list[tuple]]) -> None:
+        sql = f"COPY {table} ({', '.join(DELTAS.columns)}) FROM STDIN (FORMAT BINARY)"
+        for part in parts:
+            async with conn.transaction():
+                async with conn.cursor() as cur:
+                    async with cur.copy(sql) as copy:
+                        copy.set_types(types)
+                        for r in part:
+                            await copy.write_row(r)
 
     async def run() -> float:
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            types = await column_types(conn, "orderbook_deltas", DELTAS.columns)
-            await conn.commit()
+        conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(connections)]
+        try:
+            types = await column_types(conns[0], "orderbook_deltas", DELTAS.columns)
+            batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
             t0 = time.perf_counter()
-            async with conn.cursor() as cur:
-                sql = f"COPY {table} ({', '.join(DELTAS.columns)}) FROM STDIN (FORMAT BINARY)"
-                async with cur.copy(sql) as copy:
-                    copy.set_types(types)
-                    for r in rows:
-                        await copy.write_row(r)
-            await conn.commit()
+            await asyncio.gather(*(one(c, types, batches[k::connections]) for k, c in enumerate(conns)))
             return len(rows) / (time.perf_counter() - t0)
+        finally:
+            for c in conns:
+                await c.close()
 
     return asyncio.run(run())
 
@@ -229,6 +256,9 @@ def main() -> int:
         rows = delta_rows(data)
         copy_plain = copy_ceiling(cluster.dsn("ceiling"), rows, "plain_deltas")
         copy_keyed = copy_ceiling(cluster.dsn("ceiling"), rows, "orderbook_deltas")
+        with psycopg.connect(cluster.dsn("ceiling"), autocommit=True) as c:
+            c.execute("TRUNCATE orderbook_deltas")
+        copy_keyed_n = copy_ceiling(cluster.dsn("ceiling"), rows, "orderbook_deltas", connections=DELTAS.writers)
         # the figure
         got, elapsed, lat, cpu = run_ingest(cluster.dsn("e2e"), n, profile=args.profile)
         rate = got / elapsed
@@ -252,7 +282,9 @@ def main() -> int:
     )
     print(
         f"write ceilings (same delta rows): binary COPY unindexed {copy_plain:,.0f} rows/s,"
-        f" keyed orderbook_deltas {copy_keyed:,.0f} rows/s"
+        f" keyed orderbook_deltas {copy_keyed:,.0f} rows/s on one connection,"
+        f" {copy_keyed_n:,.0f} rows/s on {DELTAS.writers} (the gatherer's deltas writers; ingest deltas"
+        f" x{rate * len(rows) / n / copy_keyed_n:.2f} of it)"
     )
     print(
         f"gatherer process CPU: {got / cpu:,.0f} msgs per CPU-second (receive + parse + route + COPY client side;"

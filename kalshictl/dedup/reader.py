@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     import psycopg
 
 BIGINT_MAX = 9223372036854775807
+# COPY out arrives one row per message; the rows are kept (and COPYed into staging) in blocks of about this size, so
+# the merge sends a few hundred large writes instead of one write per row (psycopg writes up to 128 KiB unsplit).
+COPY_BLOCK = 96 * 1024
 BINARY_TABLES = frozenset(t.name for t in (TRADES, DELTAS, SNAPSHOTS, TICKERS))
 
 
@@ -45,7 +48,7 @@ class Batch:
     cursor: int  # lower bound (inclusive)
     upper: int  # upper bound (exclusive): the new cursor
     xmin: int  # the snapshot's xmin
-    chunks: list[bytes] = field(default_factory=list)  # COPY data (format: ``copy_format``), production column order
+    chunks: list[bytes] = field(default_factory=list)  # COPY data (``copy_format``, production column order) in blocks
     rows: int = 0  # rows in chunks
     full: bool = False  # the batch was capped (more committed rows wait beyond ``upper``)
     backlog_oldest: int | None = None  # oldest clock value (us) of visible rows at or beyond ``upper``
@@ -135,9 +138,15 @@ async def read_batch(
                 f" TO STDOUT (FORMAT {copy_format(spec)})"
             )
             cur = gconn.cursor()
+            block = bytearray()
             async with cur.copy(query) as copy:
                 async for data in copy:
-                    batch.chunks.append(bytes(data))
+                    block += data
+                    if len(block) >= COPY_BLOCK:
+                        batch.chunks.append(bytes(block))
+                        block.clear()
+            if block:
+                batch.chunks.append(bytes(block))
             batch.rows = max(cur.rowcount, 0)
             if not batch.rows:
                 batch.chunks.clear()

@@ -42,17 +42,27 @@ class BookFrames:
     """
 
     def _delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
-        ss = self._sid(conn, d.sid)
-        if self._orphan(ss):
+        st = self.states[conn]
+        ss = st.sids.get(d.sid)
+        if ss is None:
+            ss = self._sid(conn, d.sid)
+        if not ss.subs and self._orphan(ss):
             return
-        prev = ss.tracker.last
-        if not self._seq(conn, ss, ss.tracker.check(d.seq), prev, d.seq, rx):
+        tracker = ss.tracker
+        prev = tracker.last
+        seq = d.seq
+        if prev is not None and seq == prev + 1:
+            # the next seq of the sid (nearly every frame): SeqTracker.check's "ok" and _seq's "ok" branch, inline
+            # (tests/gatherer/test_hot_path.py holds the two to the same state)
+            tracker.last = seq
+            st.last_in_sequence_rx = rx
+            ss.last_rx = rx
+        elif not self._seq(conn, ss, tracker.check(seq), prev, seq, rx):
             return
         ts = d.exchange_ts
         if ts is None:  # ts_ms is optional in the AsyncAPI: the receive time stands in (docs/gatherer.md)
             ts = rx
             self.no_ts_deltas += 1
-        st = self.states[conn]
         if ss.last_ts > ss.verified:
             ss.verified = ss.last_ts  # this frame arrived in sequence: everything the sid sent before it did too
         if ts > ss.last_ts:
@@ -61,16 +71,23 @@ class BookFrames:
             st.last_exchange_ts = ts
             if ts > self.last_exchange_ts:
                 self.last_exchange_ts = ts
-        pending = self._pending_snaps.pop(d.ticker, None)
-        if pending is not None:
-            for fields, _conn, _last, _rx in pending:
-                self._store_snapshot(fields, ts - 1)  # every delta after the snapshot is at or after ts
-        self.digest.apply(d.ticker, d.side, d.price, d.size_delta)
-        occurrence = self.occ.next(d.ticker, ts, d.side, d.price, d.size_delta)
-        if not self.sync.accept_delta(d.ticker, ts):
+        ticker = d.ticker
+        pending_snaps = self._pending_snaps
+        if pending_snaps:
+            pending = pending_snaps.pop(ticker, None)
+            if pending is not None:
+                for fields, _conn, _last, _rx in pending:
+                    self._store_snapshot(fields, ts - 1)  # every delta after the snapshot is at or after ts
+        side = d.side
+        price = d.price
+        size = d.size_delta
+        self.digest.apply(ticker, side, price, size)
+        occurrence = self.occ.next(ticker, ts, side, price, size)
+        sync = self.sync
+        if (ticker in sync.awaiting or ticker in sync.cutoff) and not sync.accept_delta(ticker, ts):
             self.dropped_resync += 1
             return
-        self._deltas.add((ts, rx, d.ticker, d.side, d.price, d.size_delta, occurrence, d.seq, d.sid))
+        self._deltas.add((ts, rx, ticker, side, price, size, occurrence, seq, d.sid))
 
     def _snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
         ss = self._sid(conn, s.sid)

@@ -2,7 +2,46 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+
+
+class MessageCounts(dict):
+    """Frames received per message type, counted in plain ints on the hot path (``counts[type] += 1``: no lock, no
+    method call); :class:`MessagesCollector` publishes them when the registry is scraped. A type appears the first
+    time it is counted (as a labelled :class:`~prometheus_client.Counter` did), with its ``_created`` time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: dict[str, float] = {}
+
+    def __missing__(self, mtype: str) -> int:
+        self.created[mtype] = time.time()
+        return 0
+
+
+class MessagesCollector:
+    """The counter ``kalshi_gatherer_messages_total{type}``, read from :class:`MessageCounts` at scrape time."""
+
+    name = "kalshi_gatherer_messages"
+    documentation = "WS frames received by type"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counts = MessageCounts()
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=["type"])
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily(self.name, self.documentation, labels=["type"])
+        created = self.counts.created
+        for mtype, n in list(self.counts.items()):
+            fam.add_metric([mtype], float(n), created=created.get(mtype))
+        yield fam
 
 
 class GathererMetrics:
@@ -11,7 +50,7 @@ class GathererMetrics:
     def __init__(self, gatherer: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.messages = Counter("kalshi_gatherer_messages", "WS frames received by type", ["type"], registry=r)
+        self.messages = MessagesCollector(r)  # the router counts into messages.counts; read at scrape time
         self.parse_errors = Counter("kalshi_gatherer_parse_errors", "Frames that failed to parse", ["kind"], registry=r)
         self.unknown_fields = Counter("kalshi_gatherer_unknown_fields", "Unknown message fields seen", registry=r)
         self.duplicates = Counter("kalshi_gatherer_duplicate_frames", "Frames dropped as duplicates", registry=r)

@@ -102,7 +102,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self.states: dict[WsConnection, ConnState] = ConnStates()
         self._tasks: set[asyncio.Task] = set()
         self._log = LogLimiter()
-        self._msg_counters: dict[str, Any] = {}
+        self.msg_counts = metrics.messages.counts  # frames per type: plain ints, published to Prometheus at scrape time
         self.snapshot_requested: dict[str, float] = {}
         self.dropped_resync = 0
         self.tail_gaps = 0  # losses revealed by a seq probe's ack (incl. ambiguous acks resolved later)
@@ -157,12 +157,6 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         return all(sub.active for sub in self.shards.subs[conn] if sub.tickers)
 
     # ----- helpers ----------------------------------------------------------------------------------------------------
-    def _count(self, mtype: str) -> None:
-        c = self._msg_counters.get(mtype)
-        if c is None:
-            c = self._msg_counters[mtype] = self.metrics.messages.labels(type=mtype)
-        c.inc()
-
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a command coroutine in the background (kept referenced until done)."""
         task = asyncio.ensure_future(coro)
@@ -238,42 +232,43 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
     def handle(self, conn: WsConnection, raw: str | bytes, rx: int) -> None:
         """Handle one text frame received at ``rx`` (µs); never raises."""
         rec = self.parser.parse(raw)
+        counts = self.msg_counts
         try:
             match rec:
                 case OrderbookDelta():
-                    self._count("orderbook_delta")
+                    counts["orderbook_delta"] += 1
                     self._delta(conn, rec, rx)
                 case TickerUpdate():
-                    self._count("ticker")
+                    counts["ticker"] += 1
                     self._seen(conn, rec.exchange_ts)
                     self._ticker(rec, rx)
                 case Trade():
-                    self._count("trade")
+                    counts["trade"] += 1
                     self._seen(conn, rec.exchange_ts)
                     self._trade(rec, rx)
                 case OrderbookSnapshot():
-                    self._count("orderbook_snapshot")
+                    counts["orderbook_snapshot"] += 1
                     self._snapshot(conn, rec, rx)
                 case Lifecycle():
-                    self._count(rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2")
+                    counts[rec.event_type if rec.event_type == "event_lifecycle" else "market_lifecycle_v2"] += 1
                     self._lifecycle(rec, rx)
                 case FeeUpdate():
-                    self._count("event_fee_update")
+                    counts["event_fee_update"] += 1
                     self._lifecycle(rec, rx)  # stored as a lifecycle row, event_type 'event_fee_update'
                 case ParseError():
                     self._parse_error(rec)
                 case Subscribed():
-                    self._count("subscribed")
+                    counts["subscribed"] += 1
                     self._subscribed(conn, rec, rx)
                 case ErrorMsg():
-                    self._count("error")
+                    counts["error"] += 1
                     self._error(conn, rec)
                 case Ack():
-                    self._count(rec.type)
+                    counts[rec.type] += 1
                     self._ack(conn, rec, rx)
         except Exception:  # a routing bug must not kill the connection's read loop
             log.exception("router: failed to handle a %s", type(rec).__name__)
-        n_unknown = sum(self.parser.unknown_fields.values())
+        n_unknown = self.parser.unknown_total
         if n_unknown != self._unknown_seen:
             self.metrics.unknown_fields.inc(n_unknown - self._unknown_seen)
             if self._log.ok("unknown"):

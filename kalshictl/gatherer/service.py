@@ -28,7 +28,7 @@ from kalshictl.gatherer.registry import MarketRegistry, recordable
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US, ORDERBOOK
 from kalshictl.gatherer.shards import Shards
-from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet, now_us
+from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterGroup, WriterSet, make_writer, now_us
 from kalshictl.kalshi.rest import KalshiApiError
 
 if TYPE_CHECKING:
@@ -67,13 +67,13 @@ class Gatherer:
         self.registry = MarketRegistry()
         self.progress = sys.stderr.isatty() if progress is None else progress
         w = settings.writer
-        writers: dict[str, BatchWriter | GapLog] = {}
+        writers: dict[str, BatchWriter | WriterGroup | GapLog] = {}
         self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
         for spec in ALL_TABLES:
             if spec.name == "sequence_gaps":
                 writers[spec.name] = self.gaplog  # windows are written when they open
                 continue
-            writers[spec.name] = BatchWriter(
+            writers[spec.name] = make_writer(  # the deltas: a group of writers on their own connections
                 spec,
                 self._connect,
                 batch_rows=w.batch_rows,

@@ -1,5 +1,6 @@
-"""Batch writers: one per table, binary COPY into a temp staging table then ``INSERT … SELECT … ON CONFLICT DO
-NOTHING`` (tables without duplicates: binary COPY straight in).
+"""Batch writers: one per table (the deltas: a :class:`WriterGroup` of two, taking turns of one batch on two
+connections), binary COPY into a temp staging table then ``INSERT … SELECT … ON CONFLICT DO NOTHING`` (tables without
+duplicates: binary COPY straight in).
 
 * A batch is flushed when it reaches ``batch_rows`` or when its oldest row is ``flush_ms`` old, whichever first.
 * Deltas, trades, tickers and snapshots (where a duplicate key is rare) are COPYed straight into their keyed table;
@@ -58,6 +59,7 @@ class TableSpec:
     time_index: int = 1  # index of the received-at style column (µs) used for commit lag and overflow windows
     var_indexes: tuple[int, ...] = ()
     direct_first: bool = False  # duplicates are rare: COPY straight in, staging + ON CONFLICT only when one occurs
+    writers: int = 1  # writers (each with its own buffer and connection) taking the rows in turns of one batch
 
     def with_text(self, *names: str) -> TableSpec:
         return dataclasses.replace(self, var_indexes=tuple(self.columns.index(n) for n in names))
@@ -76,8 +78,14 @@ TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2, di
 # connections): COPY straight into the keyed table (about twice the rate of staging + INSERT ... ON CONFLICT); a batch
 # that meets a duplicate is redone through staging, and the next DIRECT_COOLDOWN_BATCHES batches too, so a table that
 # keeps seeing duplicates wastes one COPY in that many. Lifecycle rows always go through staging.
+# Deltas are most of the rows and their keyed insert is the database's slowest: two writers on two connections take
+# turns of one batch, so one batch is in the database while the next is encoded (x1.16 end to end, docs/performance.md).
 DELTAS = TableSpec(
-    "orderbook_deltas", (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"), time_index=1, direct_first=True
+    "orderbook_deltas",
+    (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"),
+    time_index=1,
+    direct_first=True,
+    writers=2,
 ).with_text("ticker")
 SNAPSHOTS = TableSpec(
     "orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0, direct_first=True
@@ -128,6 +136,8 @@ class BatchWriter:
         self._in_flight_bytes = 0
         self.metrics = metrics
         self.on_overflow = on_overflow
+        self.on_batch: Callable[[], None] | None = None  # a full batch was buffered (a WriterGroup turns to the next)
+        self.group: WriterGroup | None = None
         self.retry_max_s = retry_max_s
         self._buf: list[tuple] = []
         self._oldest: float | None = None  # monotonic time the oldest buffered row arrived
@@ -209,6 +219,8 @@ class BatchWriter:
             n + self._in_flight >= self.max_buffer_rows
             or self._bytes + self._in_flight_bytes + size > self.max_buffer_bytes
         ):
+            if self.group is not None and self.group.spill(row, self):
+                return True
             self._overflow(row)
             return False
         if not n:
@@ -217,9 +229,18 @@ class BatchWriter:
             self._kick.set()
         buf.append(row)
         self._bytes += size
-        if n + 1 == self.batch_rows:
+        if (n + 1) % self.batch_rows == 0:  # a full batch (or one more while the database is away)
             self._kick.set()
+            if self.on_batch is not None:
+                self.on_batch()
         return True
+
+    def has_room(self, row: tuple) -> bool:
+        """Whether :meth:`add` would buffer ``row`` now (within both bounds)."""
+        return (
+            len(self._buf) + self._in_flight < self.max_buffer_rows
+            and self._bytes + self._in_flight_bytes + self.row_bytes(row) <= self.max_buffer_bytes
+        )
 
     def _overflow(self, row: tuple) -> None:
         ts = row[self.spec.time_index] or 0
@@ -262,11 +283,15 @@ class BatchWriter:
         """Flush what is buffered (within ``timeout``), stop the loop and close the connection."""
         self._stopping = True
         ok = await self.flush(timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # asyncio.wait_for (3.11) swallows a cancel that meets an inner await finishing in the same step (the
+            # loop then carried on retrying and this await never returned): cancel until the loop has ended
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if not task.cancelled():
+                task.exception()  # retrieve it: the loop only ends by cancellation
         await self._close()
         if not ok:
             log.error("%s: %d rows still buffered at shutdown", self.spec.name, len(self._buf))
@@ -343,7 +368,8 @@ class BatchWriter:
                 continue
             self._report_overflow()
             if self.metrics is not None:
-                self.metrics.buffer_depth.labels(table=self.spec.name).set(len(self._buf))
+                depth = len(self._buf) if self.group is None else self.group.buffered_rows
+                self.metrics.buffer_depth.labels(table=self.spec.name).set(depth)
 
     def _report_overflow(self) -> None:
         if not self._buf:
@@ -440,6 +466,110 @@ class BatchWriter:
                 if _is_outage(exc):
                     raise
                 await self._bisect(part)
+
+
+class WriterGroup:
+    """Several :class:`BatchWriter` of one table, each with its own buffer and connection, taking the rows in turns
+    of one batch: while one writer's batch is in the database the next batch fills and goes out on the next
+    connection. Each writer keeps every guarantee of its own (bounds, retries, bisection, staging after a
+    duplicate, flush at shutdown); the group's bounds are the sum of its writers' (each holds an equal share), a
+    row is buffered by exactly one writer, and the group's committed-through time is its writers' minimum.
+
+    Rows of one market may commit out of order across writers; nothing depends on commit order but the
+    committed-through time, which is taken over all writers.
+    """
+
+    def __init__(self, parts: Sequence[BatchWriter]) -> None:
+        if not parts:
+            raise ValueError("a writer group needs at least one writer")
+        self.parts = list(parts)
+        self.spec = parts[0].spec
+        self._turn = 0
+        self.add: Callable[[tuple], bool] = self.parts[0].add  # the hot path calls the current writer directly
+        for p in self.parts:
+            p.on_batch = self._next
+            p.group = self
+
+    def _next(self) -> None:
+        self._turn = (self._turn + 1) % len(self.parts)
+        self.add = self.parts[self._turn].add
+
+    def spill(self, row: tuple, full: BatchWriter) -> bool:
+        """``full`` has no room for ``row``: the turn passes to the next writer that has (which buffers it); False
+        when none has (``full`` then drops it, loudly)."""
+        n = len(self.parts)
+        for k in range(1, n):
+            i = (self.parts.index(full) + k) % n
+            p = self.parts[i]
+            if p.has_room(row):
+                self._turn = i
+                self.add = p.add
+                return p.add(row)
+        return False
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows buffered and not yet being written (the buffer-depth gauge)."""
+        return sum(len(p._buf) for p in self.parts)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(p.buffered_bytes for p in self.parts)
+
+    def committed_through_us(self, now: int) -> int:
+        return min(p.committed_through_us(now) for p in self.parts)
+
+    def start(self) -> None:
+        for p in self.parts:
+            p.start()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        return all(await asyncio.gather(*(p.flush(timeout) for p in self.parts)))
+
+    async def stop(self, timeout: float = 10.0) -> bool:
+        return all(await asyncio.gather(*(p.stop(timeout) for p in self.parts)))
+
+    @property
+    def full(self) -> bool:
+        return any(p.full for p in self.parts)
+
+    @property
+    def connected(self) -> bool:
+        return all(p.connected for p in self.parts)
+
+    @property
+    def last_error(self) -> str | None:
+        return next((p.last_error for p in self.parts if p.last_error is not None), None)
+
+    written = property(lambda self: sum(p.written for p in self.parts))
+    dropped = property(lambda self: sum(p.dropped for p in self.parts))
+    rejected = property(lambda self: sum(p.rejected for p in self.parts))
+    failures = property(lambda self: sum(p.failures for p in self.parts))
+
+
+def make_writer(
+    spec: TableSpec,
+    connect: Connect,
+    *,
+    max_buffer_rows: int = 2_000_000,
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+    cls: type[BatchWriter] = BatchWriter,
+    **kw: Any,
+) -> BatchWriter | WriterGroup:
+    """The writer of a table: one :class:`BatchWriter`, or a :class:`WriterGroup` of ``spec.writers`` sharing the
+    bounds equally."""
+    n = spec.writers
+    if n <= 1:
+        return cls(spec, connect, max_buffer_rows=max_buffer_rows, max_buffer_bytes=max_buffer_bytes, **kw)
+    return WriterGroup(
+        [
+            cls(spec, connect, max_buffer_rows=max_buffer_rows // n, max_buffer_bytes=max_buffer_bytes // n, **kw)
+            for _ in range(n)
+        ]
+    )
 
 
 async def column_types(conn: psycopg.AsyncConnection, table: str, columns: Sequence[str]) -> list[int]:

@@ -685,6 +685,7 @@ class Parser:
     def __init__(self, *, use_yes_price: bool = False) -> None:
         self.use_yes_price = use_yes_price
         self.unknown_fields: Counter[str] = Counter()
+        self.unknown_total = 0  # sum of unknown_fields (read per frame by the router)
         self.errors: Counter[str] = Counter()
         self.slow = 0  # frames parsed by the reference path (declined by the fast path, or not a hot type)
 
@@ -894,6 +895,7 @@ class Parser:
             for key in msg:
                 if key not in known:
                     self.unknown_fields[f"{mtype}.{key[:64]}"] += 1
+                    self.unknown_total += 1
 
     def parse_reference(self, raw: bytes | str) -> Record | ParseError:
         """Parse one frame with the reference (pure Python) path; never raises."""

@@ -69,6 +69,28 @@ async def test_batches_are_txid_ranges_and_never_split_a_transaction(dedup_env: 
     await loop.close_production()
 
 
+async def test_a_batch_larger_than_a_copy_block_is_merged_whole(dedup_env: DedupEnv) -> None:
+    """COPY-out rows are kept in blocks of ~COPY_BLOCK bytes; a batch spanning several blocks (rows split across
+    none: the blocks are one byte stream) lands whole."""
+    from kalshictl.dedup.reader import COPY_BLOCK, read_batch
+
+    base = now_us()
+    with dedup_env.gatherers[0].conn() as c:
+        write_trades(c, [trade_row(i, base) for i in range(5000)])
+    loop = _loop(dedup_env, 0, min_batch_rows=10_000)
+    await loop._connect()
+    assert loop.gconn is not None and loop.instance_id is not None
+    batch = await read_batch(
+        loop.gconn, TRADES, loop.cursor, 10_000, gatherer="gatherer-1", instance_id=loop.instance_id
+    )
+    assert batch.rows == 5000 and len(batch.chunks) >= 3
+    assert all(len(b) >= COPY_BLOCK for b in batch.chunks[:-1])
+    assert await loop.step() is False
+    assert len(_trade_ids(dedup_env)) == 5000
+    await loop.close_gatherer()
+    await loop.close_production()
+
+
 async def test_overlap_is_absorbed_and_counted(dedup_env: DedupEnv) -> None:
     base = now_us()
     truth = [trade_row(i, base) for i in range(300)]

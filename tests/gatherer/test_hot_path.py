@@ -1,0 +1,129 @@
+"""The router's per-frame path on a real Router and real writers (not started: rows stay buffered): message counts
+reach the Prometheus exposition unchanged, and the in-sequence fast path keeps every sequence verdict exact."""
+
+from __future__ import annotations
+
+import orjson
+from prometheus_client import generate_latest
+
+from kalshictl.config import WebSocketSettings
+from kalshictl.gatherer.connections import ConnectionPool
+from kalshictl.gatherer.metrics import GathererMetrics
+from kalshictl.gatherer.router import Router
+from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet
+
+
+async def _no_db() -> None:
+    raise RuntimeError("no database in this test")
+
+
+def router() -> tuple[Router, object, GathererMetrics]:
+    writers = WriterSet({s.name: BatchWriter(s, _no_db) for s in ALL_TABLES})  # type: ignore[arg-type]
+    metrics = GathererMetrics("t")
+    r = Router("t", writers, metrics)
+    pool = ConnectionPool(
+        WebSocketSettings(), "ws://unused", metrics, on_open=r.on_open, on_frame=r.handle, on_close=r.on_close
+    )
+    return r, pool.book_conns[0], metrics
+
+
+def delta(seq: int | None, ts_ms: int = 1, price: str = "0.50", size: str = "1.00", sid: int = 2) -> bytes:
+    frame: dict = {
+        "type": "orderbook_delta",
+        "sid": sid,
+        "msg": {"market_ticker": "A", "price_dollars": price, "delta_fp": size, "side": "yes", "ts_ms": ts_ms},
+    }
+    if seq is not None:
+        frame["seq"] = seq
+    return orjson.dumps(frame)
+
+
+def test_message_counts_are_published_at_scrape_time() -> None:
+    r, conn, metrics = router()
+    trade = {
+        "type": "trade",
+        "sid": 3,
+        "msg": {
+            "trade_id": "4f9a1c2e-0b7d-4e51-9a3f-2c8d6e1b7a90",
+            "market_ticker": "A",
+            "yes_price_dollars": "0.5",
+            "count_fp": "1",
+            "taker_side": "yes",
+            "ts_ms": 1,
+        },
+    }
+    for i in range(1, 4):
+        r.handle(conn, delta(i), 1)
+    r.handle(conn, orjson.dumps(trade), 1)
+    r.handle(conn, b"{not json", 1)
+    text = generate_latest(metrics.registry).decode()
+    assert 'kalshi_gatherer_messages_total{type="orderbook_delta"} 3.0' in text
+    assert 'kalshi_gatherer_messages_total{type="trade"} 1.0' in text
+    assert 'kalshi_gatherer_messages_created{type="trade"}' in text
+    assert 'type="ticker"' not in text  # a type appears once it is counted, as with a labelled Counter
+    samples = {
+        s.labels["type"]: s.value for m in metrics.messages.collect() for s in m.samples if s.name.endswith("_total")
+    }
+    assert samples == {"orderbook_delta": 3, "trade": 1}
+    assert r.parse_errors == 1
+
+
+def test_unknown_fields_reach_the_metric() -> None:
+    r, conn, metrics = router()
+    frame = orjson.loads(delta(1))
+    frame["msg"]["brand_new"] = 1
+    r.handle(conn, orjson.dumps(frame), 1)
+    r.handle(conn, orjson.dumps(frame), 1)  # a duplicate seq, but parsed (and counted) all the same
+    assert r.parser.unknown_total == sum(r.parser.unknown_fields.values()) == 2
+    assert "kalshi_gatherer_unknown_fields_total 2.0" in generate_latest(metrics.registry).decode()
+
+
+def _seq_state(r: Router, conn: object, sid: int = 2) -> dict:
+    """What a sequence verdict may change: the connection's and the sid's state, and the router's counters (the
+    exchange times _delta sets after the verdict excluded)."""
+    st = r.states[conn]
+    ss = st.sids[sid]
+    conn_state = {k: v for k, v in vars(st).items() if k not in ("last_exchange_ts", "sids")}
+    conn_state["sids"] = sorted(st.sids)
+    sid_state = {k: getattr(ss, k) for k in ss.__slots__ if k not in ("last_ts", "verified", "tracker", "subs")}
+    counters = {k: v for k, v in vars(r).items() if isinstance(v, int) and k != "last_exchange_ts"}
+    return {"conn": conn_state, "sid": sid_state, "last": ss.tracker.last, "counters": counters}
+
+
+def test_in_sequence_fast_path_matches_the_general_verdict() -> None:
+    """_delta takes the next seq inline; the state it leaves is what SeqTracker.check + _seq leave."""
+    fast, conn_a, _ = router()
+    general, conn_b, _ = router()
+    for r, c in ((fast, conn_a), (general, conn_b)):
+        r.handle(c, delta(1, ts_ms=1), 10)  # the sid's first frame: general path on both
+    fast.handle(conn_a, delta(2, ts_ms=2), 20)
+    ss = general.states[conn_b].sids[2]
+    prev = ss.tracker.last
+    assert general._seq(conn_b, ss, ss.tracker.check(2), prev, 2, 20)
+    assert _seq_state(fast, conn_a) == _seq_state(general, conn_b)
+
+
+def test_sequence_verdicts_stay_exact() -> None:
+    r, conn, _ = router()
+    for seq, ts in ((1, 1), (2, 2), (2, 2), (3, 3), (6, 4), (5, 5), (6, 6), (None, 7)):
+        r.handle(conn, delta(seq, ts_ms=ts, size=f"{ts}.00"), ts * 1000)
+    # 2 repeated: dropped as a duplicate; 6 after 3: a gap (stored, re-based); 5 after 6: backwards (stored);
+    # 6 after 5: in sequence again; no seq: accepted without a verdict
+    assert r.duplicates == 1
+    rows = r.writers["orderbook_deltas"]._buf
+    assert [row[7] for row in rows] == [1, 2, 3, 6, 5, 6, None]
+    assert r.states[conn].sids[2].tracker.last == 6
+    assert [row[6] for row in rows] == [0] * 7  # occurrence numbers: every delta distinct
+
+
+def test_resyncing_market_drops_its_deltas_until_the_cut() -> None:
+    r, conn, _ = router()
+    r.handle(conn, delta(1, ts_ms=1), 1000)
+    r.sync.invalidate("A", 1000)
+    r.handle(conn, delta(2, ts_ms=2), 2000)  # awaiting a snapshot: dropped
+    r.sync.on_snapshot("A", 3000)  # cut at 3 ms
+    r.handle(conn, delta(3, ts_ms=3), 3000)  # at the cut: dropped
+    r.handle(conn, delta(4, ts_ms=4), 4000)  # after it: stored, and the cut is gone
+    assert r.dropped_resync == 2
+    assert [row[7] for row in r.writers["orderbook_deltas"]._buf] == [1, 4]
+    assert "A" not in r.sync.cutoff
