@@ -2,6 +2,8 @@
 gatherer and SIGKILLs during resnapshots); zero lost without a record, zero duplicated, zero trades lost at all."""
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -23,10 +25,20 @@ VARIANTS = [
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_chaos_nothing_lost_nothing_duplicated(tmp_path, variant):
+def test_chaos_nothing_lost_nothing_duplicated(request, variant):
     duration = float(os.environ.get("CHAOS_DURATION", "240"))
-    chaos = Chaos(ChaosOptions(duration_s=duration, min_faults=20, exchange_variant=variant))
+    # CHAOS_KEEP_DIR=DIR keeps a failed run's clusters (stopped), logs and ground truth in DIR/<variant> to diagnose
+    keep = os.environ.get("CHAOS_KEEP_DIR")
+    workdir = Path(keep) / request.node.callspec.id if keep else None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    chaos = Chaos(ChaosOptions(duration_s=duration, min_faults=20, exchange_variant=variant, workdir=workdir))
     result = chaos.run()
+    if workdir is not None:
+        if result.ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print("the failed run is kept in", workdir)
     totals = result.totals()
     print("\nCHAOS RESULT", {k: sum(f["kind"] == k for f in result.faults) for k in ChaosOptions().kinds})
     print(result.table())
