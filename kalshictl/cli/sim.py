@@ -30,6 +30,9 @@ def register(root: typer.Typer) -> None:
         snapshot_seq: str = typer.Option("consume", "--snapshot-seq", help="consume|none: get_snapshot takes a seq."),
         repeat_subscribe: str = typer.Option("merge", "--repeat-subscribe", help="merge|new_sid: repeat subscribe."),
         delta_ts_ms: str = typer.Option("always", "--delta-ts-ms", help="always|sometimes: deltas carry ts_ms."),
+        mve_listing: str = typer.Option(
+            "include", "--mve-listing", help="include|exclude: KXMVE markets in GET /markets without mve_filter."
+        ),
         mve_share: float = typer.Option(0.1, "--mve-share", min=0, max=1, help="Share of multivariate series."),
     ) -> None:
         """Serve Kalshi's REST + WebSocket protocol with seeded activity, fault injection and a ground-truth log."""
@@ -53,6 +56,7 @@ def register(root: typer.Typer) -> None:
             "snapshot_seq": snapshot_seq,
             "repeat_subscribe": repeat_subscribe,
             "delta_ts_ms": delta_ts_ms,
+            "mve_listing": mve_listing,
         }
         for name, value in options.items():
             try:

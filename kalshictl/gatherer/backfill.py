@@ -133,6 +133,9 @@ class TradeBackfill:
         # called with the markets of a re-anchor listing (the service subscribes those it did not know)
         self.on_markets: Callable[[list[dict], Window], None] | None = None
         self.anchored_markets = 0
+        # whether multivariate markets need their own listing (``mve_filter=only``): set from the registry, which saw
+        # whether the exchange's default listing included them
+        self.list_mve_separately: Callable[[], bool] = lambda: False
         self._connect = connect
         self.min_gap_s = 1.0 / max(1e-6, requests_per_second * share)
         self.margin_us = int(margin_s * 1_000_000)
@@ -275,15 +278,19 @@ class TradeBackfill:
             params["min_updated_ts"] = math.floor(w.from_ts / 1_000_000)
         wanted = None if w.tickers is None else set(w.tickers)
         markets: list[dict] = []
-        seen: set[str] = set()
-        while True:
-            body = await self._get(params, "/markets")
-            markets.extend(body.get("markets") or [])
-            cursor = body.get("cursor")
-            if not cursor or cursor in seen:
-                break
-            seen.add(cursor)
-            params["cursor"] = cursor
+        passes = [params]
+        if "min_updated_ts" in params and self.list_mve_separately():  # the default listing leaves KXMVE… out
+            passes.append({**params, "mve_filter": "only"})
+        for p in passes:
+            seen: set[str] = set()
+            while True:
+                body = await self._get(p, "/markets")
+                markets.extend(body.get("markets") or [])
+                cursor = body.get("cursor")
+                if not cursor or cursor in seen:
+                    break
+                seen.add(cursor)
+                p["cursor"] = cursor
         now = time.time_ns() // 1000
         n = 0
         for m in markets:

@@ -197,6 +197,7 @@ class Gatherer:
         self.gaplog.on_closed = self.backfill.on_closed
         self.gaplog.coverage_floors.append(self.backfill.unanchored_since)
         self.backfill.on_markets = self._on_listed_markets
+        self.backfill.list_mve_separately = lambda: s.websocket.record_mve and not self.registry.mve_in_default
         self.backfill.start()
         backoff = 1.0
         while not self._stop.is_set():

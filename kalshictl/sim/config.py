@@ -29,6 +29,8 @@ class SimConfig:
     * ``repeat_subscribe``: ``"merge"`` a second ``subscribe`` of a channel joins the existing sid (``ok`` ack,
       snapshots only for new markets); ``"new_sid"`` every subscribe opens a fresh sid.
     * ``delta_ts_ms``: ``"always"`` every delta has ``ts_ms``/``ts``; ``"sometimes"`` some deltas carry neither.
+    * ``mve_listing``: what ``GET /markets`` without ``mve_filter`` lists: ``"include"`` every market, ``"exclude"``
+      no multivariate (``KXMVE…``) market (the docs name the filter but not its default).
     """
 
     markets: int = 100
@@ -58,6 +60,7 @@ class SimConfig:
     snapshot_seq: str = "consume"
     repeat_subscribe: str = "merge"
     delta_ts_ms: str = "always"
+    mve_listing: str = "include"
     untimed_delta_share: float = 0.1  # with delta_ts_ms="sometimes": share of deltas sent without ts_ms/ts
     mve_share: float = 0.1  # share of series that are multivariate (KXMVE...) collections
     metadata_share: float = 0.01  # share of actions that are metadata_updated / event_fee_update / repeated deactivated
@@ -73,6 +76,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "snapshot_seq": ("consume", "none"),
     "repeat_subscribe": ("merge", "new_sid"),
     "delta_ts_ms": ("always", "sometimes"),
+    "mve_listing": ("include", "exclude"),
 }
 # Options that may change while the exchange runs (``POST /_sim/options``).
 OPTIONS: tuple[str, ...] = (*CHOICES, "max_markets_per_sub", "untimed_delta_share")

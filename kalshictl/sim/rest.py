@@ -170,6 +170,8 @@ class RestApi:
         mve_filter = request.query.get("mve_filter") or None
         if mve_filter not in (None, "only", "exclude"):
             raise BadRequest("mve_filter must be 'only' or 'exclude'")
+        if mve_filter is None and self.ex.cfg.mve_listing == "exclude":  # the reading where the default leaves them out
+            mve_filter = "exclude"
         times = {k: _int(request, k, None) for k in TIME_FILTERS}
         times = {k: v for k, v in times.items() if v is not None}
         tickers = _list(request, "tickers")

@@ -201,3 +201,29 @@ async def test_markets_hidden_by_a_lifecycle_window_are_recorded_before_shutdown
             assert windows and windows[0][0] <= start, (ticker, windows)
             if ticker == brief:
                 assert windows[0][1] is not None and windows[0][1] > start  # over the whole window
+
+
+async def test_lifecycle_window_listing_finds_multivariate_markets_left_out_of_the_default_listing(
+    gatherer_dsn: str,
+) -> None:
+    """Kalshi's docs name ``mve_filter`` but not its default. Where the default listing leaves ``KXMVE…`` markets
+    out, a lifecycle window's re-anchor listing asks for them on their own, so a multivariate market re-activated
+    while the channel was blind is found and recorded."""
+    cfg = SimConfig(markets=40, seed=47, rate=0, paused=True, mve_share=0.5, mve_listing="exclude")
+    async with SimExchange(cfg) as ex:
+        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
+        task = asyncio.create_task(g.run())
+        try:
+            assert await g.wait_ready(30)
+            assert not g.registry.mve_in_default
+            market = sorted(t for t in g.shards.sub_of if t.startswith("KXMVE"))[0]
+            g.router.remove_markets([market])  # seen deactivated, then re-activated while the channel was blind
+            await until(lambda: market not in set(sub_markets(ex)), 10, "market unsubscribed")
+            start = time.time_ns() // 1000
+            wid = g.gaplog.open(channel="multivariate_market_lifecycle", reason="disconnect", from_ts=start)
+            ex.universe.state(ex.universe.index_of(market)).updated_ts = start // 1_000_000 + 1
+            g.gaplog.close(wid, time.time_ns() // 1000)
+            await until(lambda: market in set(sub_markets(ex)), 15, "the listing found the multivariate market")
+        finally:
+            g.request_stop()
+            await asyncio.wait_for(task, 30)

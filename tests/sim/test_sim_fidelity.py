@@ -342,7 +342,7 @@ async def test_control_index_options_and_subscriptions(sim: SimExchange, ws_clie
     _, options = await get_json(http, f"{base}/options")
     assert options == {
         "ack_seq": "own", "snapshot_seq": "consume", "repeat_subscribe": "merge", "delta_ts_ms": "always",
-        "max_markets_per_sub": 10_000, "untimed_delta_share": 0.1,
+        "mve_listing": "include", "max_markets_per_sub": 10_000, "untimed_delta_share": 0.1,
     }  # fmt: skip
     t = sim.universe.ticker(sim.universe.busy[0])
     sid = (await ws_client.reply(await ws_client.send("subscribe", channels=["orderbook_delta"], market_ticker=t)))[
