@@ -425,7 +425,8 @@ class Gatherer:
                     # the market's book is not ours until its first snapshot: from its creation (now, less clock
                     # slack), or — its `created` missed while the lifecycle channel was blind — from that window's start
                     start = now_us() - GAP_CLOCK_SLACK_US
-                    blind = self.gaplog.last_from.get("market_lifecycle_v2")
+                    blinds = [self.gaplog.last_from[c] for c in LIFECYCLE_CHANNELS if c in self.gaplog.last_from]
+                    blind = max(blinds, default=None)  # the latest window of either lifecycle channel
                     if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
                         start = min(start, blind)
                     self.router.record_late([t], start)
