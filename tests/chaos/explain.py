@@ -21,11 +21,10 @@ NEAR_US = 1_000_000
 WINDOW_COLUMNS = "channel, reason, subscription, tickers, from_ts, to_ts, recovery, instance_id"
 
 
-def _gatherers(run: Path) -> list[tuple[str, PostgresCluster, str]]:
+def _gatherers(clusters: dict[str, PostgresCluster]) -> list[tuple[str, PostgresCluster, str]]:
+    """(name, cluster, database) of each gatherer of the run."""
     out = []
-    for pg in sorted(run.glob("pg-gatherer-*")):
-        name = pg.name.removeprefix("pg-")
-        cluster = PostgresCluster(pg)
+    for name, cluster in clusters.items():
         with psycopg.connect(cluster.dsn(), autocommit=True) as c:
             dbs = [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'kalshi%'")]
         out.append((name, cluster, dbs[0]))
@@ -34,11 +33,12 @@ def _gatherers(run: Path) -> list[tuple[str, PostgresCluster, str]]:
 
 def explain(run: Path) -> None:
     production = PostgresCluster(run / "pg-production")
-    clusters = [production, *(PostgresCluster(p) for p in sorted(run.glob("pg-gatherer-*")))]
+    named = {p.name.removeprefix("pg-"): PostgresCluster(p) for p in sorted(run.glob("pg-gatherer-*"))}
+    clusters = [production, *named.values()]
     for c in clusters:
         c.start()
     try:
-        gatherers = _gatherers(run)
+        gatherers = _gatherers(named)
         reports = compare(production.dsn(PROD_DB), run / "ground-truth.jsonl", [g[0] for g in gatherers])
         print(render_table(reports))
         for rep in reports:
