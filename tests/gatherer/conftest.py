@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
 from kalshictl.config import GathererSettings, parse_settings
 from kalshictl.db.migrate import migrate
+
+if TYPE_CHECKING:
+    from kalshictl.gatherer.service import Gatherer
+    from kalshictl.sim import SimExchange
 
 
 def migrate_gatherer(dsn: str) -> None:
@@ -68,6 +73,26 @@ async def until(cond: Callable[[], Any], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_gatherer(
+    dsn: str, ex: SimExchange, *, all_subscribed: bool = True, **over: Any
+) -> AsyncIterator[Gatherer]:
+    """A gatherer (test settings, ``over`` as in :func:`make_settings`) on the local exchange ``ex``: ready, and with
+    every connection subscribed unless ``all_subscribed`` is false; stopped gracefully (within 30 s) on leaving."""
+    from kalshictl.gatherer.service import Gatherer
+
+    g = Gatherer(make_settings(dsn, ex.rest_url, ex.ws_url, **over), progress=False)
+    task = asyncio.create_task(g.run())
+    try:
+        assert await g.wait_ready(30)
+        if all_subscribed:
+            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
+        yield g
+    finally:
+        g.request_stop()
+        await asyncio.wait_for(task, 30)
 
 
 # ----- ground truth comparison ---------------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from collections import Counter
 import psycopg
 
 from kalshictl.gatherer.backfill import created_us, trade_row
-from kalshictl.gatherer.service import Gatherer
 from kalshictl.sim import SimConfig, SimExchange
 from kalshictl.sim.ground_truth import load
-from tests.gatherer.conftest import make_settings, until
+from tests.gatherer.conftest import running_gatherer, until
 
 
 def test_rest_trade_rows() -> None:
@@ -47,33 +46,25 @@ def _windows(dsn: str) -> list[tuple]:
 
 async def test_outage_trades_are_backfilled_and_window_recovered(gatherer_dsn: str, tmp_path) -> None:
     cfg = SimConfig(markets=40, seed=21, rate=300, trade_share=0.4, paused=True, ground_truth=tmp_path / "gt.jsonl")
-    async with SimExchange(cfg) as ex:
-        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
-        task = asyncio.create_task(g.run())
-        try:
-            assert await g.wait_ready(30)
-            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
-            ex.resume()
-            await asyncio.sleep(1.0)
-            ex.set_faults("refuse=1:2.5")  # the exchange refuses every reconnect for 2.5 s
-            ex.drop_connections()
-            await asyncio.sleep(4.0)
-            ex.set_faults("")
-            await until(lambda: g.manager.healthy_count() == g.manager.target, 20, "reconnected")
-            await asyncio.sleep(1.0)
-            ex.pause()
-            ex.flush()
-            truth = Counter(r["trade_id"] for r in load(ex.ground_truth_path) if r["kind"] == "trade")
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        ex.resume()
+        await asyncio.sleep(1.0)
+        ex.set_faults("refuse=1:2.5")  # the exchange refuses every reconnect for 2.5 s
+        ex.drop_connections()
+        await asyncio.sleep(4.0)
+        ex.set_faults("")
+        await until(lambda: g.manager.healthy_count() == g.manager.target, 20, "reconnected")
+        await asyncio.sleep(1.0)
+        ex.pause()
+        ex.flush()
+        truth = Counter(r["trade_id"] for r in load(ex.ground_truth_path) if r["kind"] == "trade")
 
-            def trade_windows_settled() -> bool:
-                ws = [w for w in _windows(gatherer_dsn) if w[0] in ("trade", "ticker", "market_lifecycle_v2", "*")]
-                return bool(ws) and all(w[4] in ("recovered", "failed") for w in ws)
+        def trade_windows_settled() -> bool:
+            ws = [w for w in _windows(gatherer_dsn) if w[0] in ("trade", "ticker", "market_lifecycle_v2", "*")]
+            return bool(ws) and all(w[4] in ("recovered", "failed") for w in ws)
 
-            await until(trade_windows_settled, 30, "trade windows to be backfilled")
-            await until(lambda: set(truth) <= {t for t, _s in _trades(gatherer_dsn)}, 10, "every trade stored")
-        finally:
-            g.request_stop()
-            await asyncio.wait_for(task, 30)
+        await until(trade_windows_settled, 30, "trade windows to be backfilled")
+        await until(lambda: set(truth) <= {t for t, _s in _trades(gatherer_dsn)}, 10, "every trade stored")
     rows = _trades(gatherer_dsn)
     stored = Counter(t for t, _s in rows)
     sources = Counter(s for _t, s in rows)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from kalshictl.gatherer.service import Gatherer
 from kalshictl.sim import SimConfig, SimExchange
-from tests.gatherer.conftest import make_settings, until
+from tests.gatherer.conftest import running_gatherer, until
 
 
 def _now_us() -> int:
@@ -21,23 +20,15 @@ async def test_heartbeat_holds_while_frames_may_be_lost_undetected(gatherer_dsn:
     # "own" every probe ack is ambiguous and the floor is held back up to three probe intervals by design
     # (docs/gatherer.md, "Fidelity"), which would hide the hold-and-resume this test is about.
     cfg = SimConfig(markets=30, seed=4, rate=300, paused=True, ground_truth=tmp_path / "gt.jsonl", ack_seq="last")
-    async with SimExchange(cfg) as ex:
-        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
-        task = asyncio.create_task(g.run())
-        try:
-            assert await g.wait_ready(30)
-            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
-            ex.resume()
-            await asyncio.sleep(1.5)
-            assert g.writers.committed_through_us(_now_us()) > _now_us() - 1_000_000  # busy and complete: ~now
-            silent_from = _now_us()
-            ex.set_faults("skip_seq=1")  # from now on every order-book delta is lost, and nothing reveals it
-            await asyncio.sleep(2.0)
-            held = g.writers.committed_through_us(_now_us())
-            assert held <= silent_from + 200_000, (held - silent_from) / 1e6
-            ex.set_faults("")
-            # once frames flow again the gaps are revealed, recorded, and the heartbeat moves on
-            await until(lambda: g.writers.committed_through_us(_now_us()) > _now_us() - 1_000_000, 15, "heartbeat")
-        finally:
-            g.request_stop()
-            await asyncio.wait_for(task, 30)
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        ex.resume()
+        await asyncio.sleep(1.5)
+        assert g.writers.committed_through_us(_now_us()) > _now_us() - 1_000_000  # busy and complete: ~now
+        silent_from = _now_us()
+        ex.set_faults("skip_seq=1")  # from now on every order-book delta is lost, and nothing reveals it
+        await asyncio.sleep(2.0)
+        held = g.writers.committed_through_us(_now_us())
+        assert held <= silent_from + 200_000, (held - silent_from) / 1e6
+        ex.set_faults("")
+        # once frames flow again the gaps are revealed, recorded, and the heartbeat moves on
+        await until(lambda: g.writers.committed_through_us(_now_us()) > _now_us() - 1_000_000, 15, "heartbeat")

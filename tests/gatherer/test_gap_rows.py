@@ -8,41 +8,32 @@ from collections import Counter
 
 import psycopg
 
-from kalshictl.gatherer.service import Gatherer
 from kalshictl.sim import SimConfig, SimExchange
-from tests.gatherer.conftest import make_settings, probe_all, until
+from tests.gatherer.conftest import probe_all, running_gatherer, until
 
 
 async def test_frame_drops_write_one_row_per_subscription_per_gap(gatherer_dsn: str, tmp_path) -> None:
     markets = 240
     cfg = SimConfig(markets=markets, seed=9, rate=600, paused=True, ground_truth=tmp_path / "gt.jsonl")
-    async with SimExchange(cfg) as ex:
-        g = Gatherer(make_settings(gatherer_dsn, ex.rest_url, ex.ws_url), progress=False)
-        task = asyncio.create_task(g.run())
-        try:
-            assert await g.wait_ready(30)
-            await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
-            per_sub = {sub.name: len(sub.tickers) for sub in g.shards.all_subs()}
-            ex.set_faults("skip_seq=0.01")
-            ex.resume()
-            # the workload with frame drops (not a sync wait); markets created and settled meanwhile join and leave
-            # the subscriptions, so each one's size is sampled throughout
-            end = asyncio.get_running_loop().time() + 6.0
-            while asyncio.get_running_loop().time() < end:
-                for sub in g.shards.all_subs():
-                    per_sub[sub.name] = max(per_sub.get(sub.name, 0), len(sub.tickers))
-                await asyncio.sleep(0.02)
-            ex.set_faults("")
-            ex.pause()
-            await probe_all(g)
-            await until(lambda: not g.router.sync.awaiting, 20, "every market to resync")
-            await g.gaplog.flush(5)
-            skipped = ex.stats()["faults"].get("skip_seq", 0)
-            for sub in g.shards.all_subs():  # markets created during the run joined the subscriptions
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        per_sub = {sub.name: len(sub.tickers) for sub in g.shards.all_subs()}
+        ex.set_faults("skip_seq=0.01")
+        ex.resume()
+        # the workload with frame drops (not a sync wait); markets created and settled meanwhile join and leave
+        # the subscriptions, so each one's size is sampled throughout
+        end = asyncio.get_running_loop().time() + 6.0
+        while asyncio.get_running_loop().time() < end:
+            for sub in g.shards.all_subs():
                 per_sub[sub.name] = max(per_sub.get(sub.name, 0), len(sub.tickers))
-        finally:
-            g.request_stop()
-            await asyncio.wait_for(task, 30)
+            await asyncio.sleep(0.02)
+        ex.set_faults("")
+        ex.pause()
+        await probe_all(g)
+        await until(lambda: not g.router.sync.awaiting, 20, "every market to resync")
+        await g.gaplog.flush(5)
+        skipped = ex.stats()["faults"].get("skip_seq", 0)
+        for sub in g.shards.all_subs():  # markets created during the run joined the subscriptions
+            per_sub[sub.name] = max(per_sub.get(sub.name, 0), len(sub.tickers))
     with psycopg.connect(gatherer_dsn) as conn:
         rows = conn.execute(
             "SELECT subscription, expected_seq, received_seq, cardinality(tickers), to_ts FROM sequence_gaps"
