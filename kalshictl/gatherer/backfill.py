@@ -179,7 +179,7 @@ class TradeBackfill:
         await self.stop()
         done = 0
         deadline = time.monotonic() + timeout
-        for key, w in list(self._unanchored.items()):
+        for w in list(self._unanchored.values()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -188,12 +188,19 @@ class TradeBackfill:
             except Exception as exc:  # the heartbeat stays below the window: the next start's restart window covers it
                 log.warning("re-anchor of window %s/%d at shutdown failed: %s", w.instance_id, w.window_id, exc)
                 continue
-            self._unanchored.pop(key, None)
-            if w.channel not in TRADE_CHANNELS:
-                self.gaplog.set_recovery(w.key, "recovered")
-                w.recovery = "recovered"
+            self._settle(w, "recovered")  # a lifecycle window: its listing is its whole recovery
             done += 1
         return done
+
+    def _settle(self, w: Window, outcome: str) -> None:
+        """A window's recovery is over (``recovered`` or ``failed``): counted, recorded, and no longer unanchored."""
+        self._unanchored.pop(w.key, None)
+        if outcome == "recovered":
+            self.recovered_windows += 1
+        else:
+            self.failed_windows += 1
+        self.gaplog.set_recovery(w.key, outcome)
+        w.recovery = outcome
 
     def start(self) -> None:
         if self._task is None:
@@ -251,23 +258,30 @@ class TradeBackfill:
                             exc,
                         )
                         await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
-                self._unanchored.pop(w.key, None)
-                if outcome == "recovered":
-                    self.recovered_windows += 1
-                else:
-                    self.failed_windows += 1
-                self.gaplog.set_recovery(w.key, outcome)
-                w.recovery = outcome
+                self._settle(w, outcome)
             finally:
                 self.busy = False
 
-    async def _get(self, params: dict[str, Any], path: str = "/markets/trades") -> dict:
+    async def _get(self, params: dict[str, Any], path: str) -> dict:
         wait = self._last_request + self.min_gap_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         self._last_request = time.monotonic()
         self.requests += 1
         return await self.rest.get(path, params) or {}
+
+    async def _all_pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict]:
+        """Every item under ``key`` of every page (Kalshi's ``cursor`` paging; a cursor seen before ends it)."""
+        out: list[dict] = []
+        seen: set[str] = set()
+        while True:
+            body = await self._get(params, path)
+            out.extend(body.get(key) or [])
+            cursor = body.get("cursor")
+            if not cursor or cursor in seen:
+                return out
+            seen.add(cursor)
+            params["cursor"] = cursor
 
     async def reanchor(self, w: Window) -> int:
         """One REST market listing of the window's markets, stored as ticker snapshot rows; returns how many."""
@@ -282,15 +296,7 @@ class TradeBackfill:
         if "min_updated_ts" in params and self.list_mve_separately():  # the default listing leaves KXMVE… out
             passes.append({**params, "mve_filter": "only"})
         for p in passes:
-            seen: set[str] = set()
-            while True:
-                body = await self._get(p, "/markets")
-                markets.extend(body.get("markets") or [])
-                cursor = body.get("cursor")
-                if not cursor or cursor in seen:
-                    break
-                seen.add(cursor)
-                p["cursor"] = cursor
+            markets.extend(await self._all_pages("/markets", "markets", p))
         now = time.time_ns() // 1000
         n = 0
         for m in markets:
@@ -316,16 +322,7 @@ class TradeBackfill:
         }
         if ticker is not None:
             params["ticker"] = ticker
-        out: list[dict] = []
-        seen: set[str] = set()
-        while True:
-            body = await self._get(params)
-            out.extend(body.get("trades") or [])
-            cursor = body.get("cursor")
-            if not cursor or cursor in seen:
-                return out
-            seen.add(cursor)
-            params["cursor"] = cursor
+        return await self._all_pages("/markets/trades", "trades", params)
 
     async def backfill(self, w: Window) -> int:
         """Fetch and store the trades of window ``w``; returns how many rows were handed to the writer."""
