@@ -467,8 +467,9 @@ class Gatherer:
             with contextlib.suppress(Exception):
                 start = min(start, created_us(m["created_time"]))
         if passed and w.channel in LIFECYCLE_CHANNELS:
-            wid = self.gaplog.open(channel=ORDERBOOK, reason="outage", from_ts=w.from_ts, tickers=sorted(passed))
-            self.gaplog.close(wid, now_us())
+            self.gaplog.record(
+                channel=ORDERBOOK, reason="outage", from_ts=w.from_ts, to_ts=now_us(), tickers=sorted(passed)
+            )
         if not new:
             return
         log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))
@@ -479,8 +480,7 @@ class Gatherer:
         if table == "sequence_gaps":
             return
         log.error("%s: %s overflowed: %d rows dropped between %d and %d", self.name, table, rows, from_ts, to_ts)
-        wid = self.gaplog.open(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts)
-        self.gaplog.close(wid, to_ts)
+        self.gaplog.record(channel=TABLE_CHANNEL.get(table, "*"), reason="overflow", from_ts=from_ts, to_ts=to_ts)
 
     # ----- health / status ------------------------------------------------------------------------------------
     def coverage(self) -> dict[str, int] | None:
