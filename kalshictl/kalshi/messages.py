@@ -37,7 +37,7 @@ import msgspec
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from kalshictl.kalshi.validate import is_ticker, ticker_problem
+from kalshictl.kalshi.validate import TRADE_ID, is_ticker, ticker_problem
 from kalshictl.units import (
     MAX_NUMBER_CHARS,
     PRICE_MAX,
@@ -335,7 +335,7 @@ def _id(value: Any, what: str) -> int:
 
 
 _UUID_CANON = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")  # fast path: canonical
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_UUID = TRADE_ID  # any UUID spelling PostgreSQL accepts (match: anchored at both ends)
 
 
 def _str(msg: dict, key: str, max_len: int = 128) -> str:

@@ -9,11 +9,14 @@ A ticker is a non-empty string of at most :data:`MAX_TICKER_LEN` printable, non-
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-MAX_TICKER_LEN = 128  # kalshictl.kalshi.messages._str's bound and the tables' varchar(128)
+MAX_TICKER_LEN = 128  # the tables' varchar(128)
+# A trade id: a UUID, hyphens optional (PostgreSQL's uuid input); the WebSocket parser and the REST backfill use it.
+TRADE_ID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
 _LOGGED_PER_REASON = 5
 
 log = logging.getLogger("kalshictl.kalshi.validate")
