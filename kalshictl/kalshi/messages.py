@@ -310,6 +310,22 @@ def _price_str(s: str) -> int | None:
         return None
 
 
+# Tickers that passed the rule (bounded): the fast path's check is then one set lookup, not the rule again.
+_GOOD_TICKERS: set[str] = set()
+_GOOD_TICKERS_MAX = 65_536
+
+
+def _ticker_ok(ticker: str) -> bool:
+    """:func:`~kalshictl.kalshi.validate.is_ticker`, remembered for the next frames (bounded)."""
+    if ticker in _GOOD_TICKERS:
+        return True
+    if not is_ticker(ticker):
+        return False
+    if len(_GOOD_TICKERS) < _GOOD_TICKERS_MAX:
+        _GOOD_TICKERS.add(ticker)
+    return True
+
+
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise _Bad("value", f"{what}: expected an integer")
@@ -721,7 +737,7 @@ class Parser:
                 else:
                     ts = m.ts_ms
                     ticker = m.market_ticker
-                    if ts is not None and is_ticker(ticker):
+                    if ts is not None and (ticker in _GOOD_TICKERS or _ticker_ok(ticker)):
                         if m.side == "yes":
                             return OrderbookDelta(f.sid, f.seq, ticker, True, price, size, ts * 1000)
                         if self.use_yes_price:
@@ -751,7 +767,7 @@ class Parser:
                 except KeyError:
                     rec = self._fast_ticker(f)
                 else:
-                    if not is_ticker(rec.ticker):
+                    if not (rec.ticker in _GOOD_TICKERS or _ticker_ok(rec.ticker)):
                         rec = None
             elif t is _TradeFrame:
                 m = f.msg
@@ -769,7 +785,7 @@ class Parser:
                     and size is not None
                     and (taker == "yes" or taker == "no")
                     and _UUID_CANON.match(tid)
-                    and is_ticker(m.market_ticker)
+                    and (m.market_ticker in _GOOD_TICKERS or _ticker_ok(m.market_ticker))
                 ):
                     return Trade(
                         f.sid,
@@ -794,7 +810,7 @@ class Parser:
     def _fast_delta(self, f: _DeltaFrame) -> OrderbookDelta | None:
         m = f.msg
         ticker = m.market_ticker
-        if not is_ticker(ticker):
+        if not _ticker_ok(ticker):
             return None
         side = m.side
         if side == "yes":
@@ -824,7 +840,7 @@ class Parser:
     def _fast_ticker(self, f: _TickerFrame) -> TickerUpdate | None:
         m = f.msg
         ticker = m.market_ticker
-        if not is_ticker(ticker):
+        if not _ticker_ok(ticker):
             return None
         bid = _opt_price(m.yes_bid_dollars)
         ask = _opt_price(m.yes_ask_dollars)
@@ -865,7 +881,7 @@ class Parser:
         m = f.msg
         ticker = m.market_ticker
         tid = m.trade_id
-        if not is_ticker(ticker) or len(tid) > 128 or not _UUID.match(tid):
+        if not _ticker_ok(ticker) or len(tid) > 128 or not _UUID.match(tid):
             return None
         if m.yes_price_dollars is not None:
             price = _price_str(m.yes_price_dollars)
@@ -891,7 +907,7 @@ class Parser:
 
     def _fast_snapshot(self, f: _SnapFrame) -> OrderbookSnapshot | None:
         m = f.msg
-        if not is_ticker(m.market_ticker) or (m.yes_dollars_fp is UNSET and m.no_dollars_fp is UNSET):
+        if not _ticker_ok(m.market_ticker) or (m.yes_dollars_fp is UNSET and m.no_dollars_fp is UNSET):
             return None
         sides = []
         for levels in (m.yes_dollars_fp, m.no_dollars_fp):
