@@ -44,6 +44,11 @@ class UnitError(ValueError):
 
 
 def _excerpt(value: object) -> str:
+    """A short excerpt for an error message, itself bounded (no repr of a long string or of a huge integer)."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, int) and not -_INT_LIMIT < value < _INT_LIMIT:
+        return f"<an integer of {value.bit_length()} bits>"
     return repr(value)[:40]
 
 
@@ -72,8 +77,12 @@ def _scaled(value: object, places: int, what: str) -> int:
     if isinstance(value, float):
         if not math.isfinite(value) or abs(value) >= _FLOAT_LIMIT:
             raise UnitError(f"{what}: {_excerpt(value)} not finite or out of range")
-        dec = Decimal(repr(value)).scaleb(places)  # |value| < 1e18: a small exponent, exact
-        if dec != dec.to_integral_value():
+        try:
+            dec = Decimal(repr(value)).scaleb(places)  # |value| < 1e18: a small exponent, exact
+            exact = dec == dec.to_integral_value()
+        except ArithmeticError:  # decimal.Overflow / InvalidOperation: cannot happen within the bound; refuse
+            raise UnitError(f"{what}: {_excerpt(value)} cannot be scaled exactly") from None
+        if not exact:
             raise UnitError(f"{what}: {_excerpt(value)} has more precision than 1/{10**places}")
         return int(dec)
     raise UnitError(f"{what}: expected a number or numeric string, got {type(value).__name__}")
