@@ -219,7 +219,9 @@ async def _connect_to(dsn: str) -> Any:
     return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 
 
-async def test_one_malformed_trade_does_not_fail_its_backfill_window(gatherer_dsn: str) -> None:
+async def test_one_malformed_trade_does_not_fail_its_backfill_window(
+    gatherer_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
     good = [_trade(ticker=t) for t in ("A", "B") for _ in range(5)]
     items = [good[0], *BAD_TRADES, *good[1:]]
     writer = BatchWriter(TRADES, lambda: _connect_to(gatherer_dsn), flush_ms=20)
@@ -237,6 +239,8 @@ async def test_one_malformed_trade_does_not_fail_its_backfill_window(gatherer_ds
     with psycopg.connect(gatherer_dsn) as conn:
         ids = {r[0] for r in conn.execute("SELECT trade_id::text FROM trades WHERE source = 'rest'")}
     assert ids == {t["trade_id"] for t in good}
+    refused = [r for r in caplog.records if r.name == "kalshictl.gatherer.backfill" and "refused" in r.getMessage()]
+    assert refused and len(refused) <= len(bf.rejected)  # logged, one line per reason (rate-limited)
 
 
 async def test_a_reanchor_listing_keeps_its_good_markets(gatherer_dsn: str) -> None:
