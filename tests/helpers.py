@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +25,19 @@ def gatherer_db_section(cluster, dbname: str, *, user: str = "gatherer", passwor
     if password_env:
         section["password"] = f"env:{password_env}"
     return section
+
+
+def cpu_cost(fn: Callable[..., Any], *args: Any, tries: int = 3) -> tuple[Any, float]:
+    """``fn(*args)``'s result (or the exception it raised) and its cost: the least CPU time of this thread over
+    ``tries`` calls, in seconds. CPU time, so that a shared, loaded machine preempting the test does not count; the
+    work of parsing a hostile value does."""
+    best = float("inf")
+    out: Any = None
+    for _ in range(tries):
+        t0 = time.thread_time()
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            out = exc
+        best = min(best, time.thread_time() - t0)
+    return out, best

@@ -21,6 +21,7 @@ from kalshictl.kalshi.messages import (
     ERROR_KINDS,
     ID_MAX,
     TS_US_MAX,
+    UNKNOWN_FIELDS_MAX,
     Ack,
     ErrorMsg,
     FeeUpdate,
@@ -33,6 +34,8 @@ from kalshictl.kalshi.messages import (
     TickerUpdate,
     Trade,
 )
+from kalshictl.kalshi.validate import ticker_problem
+from tests.helpers import cpu_cost
 
 RECORDS = (OrderbookSnapshot, OrderbookDelta, Trade, TickerUpdate, Lifecycle, FeeUpdate, Subscribed, Ack, ErrorMsg)
 BIG = 2**62
@@ -197,6 +200,23 @@ SPECIAL: list[Any] = [
     "0.00",
     "1e400",
     "1e-400",
+    # exponent and precision extremes: refused before any arithmetic (tests/test_units.py)
+    "9e99999",
+    "9e999999",
+    "-9e999999",
+    "1e10000000",
+    "1e-999999999",
+    "0e-999999999",
+    "4100e-4",
+    "1E+2",
+    "0.560000",
+    "0.5600001",
+    "0." + "0" * 300 + "1",
+    "1" + "0" * 40,
+    "EVIL,X Y\n\u202e",
+    "A B",
+    "A,B",
+    "\u202eA",
     "NaN",
     "inf",
     "\u00b2",
@@ -466,3 +486,111 @@ def test_fuzz_shapes_give_a_known_kind(mtype: str, sid: object, msg: object) -> 
         assert out.kind in ERROR_KINDS
     else:
         assert isinstance(out, RECORDS)
+
+
+# ----- hostile input: bounded in time, in memory, and one ticker rule -------------------------------------------
+HOSTILE_NUMBERS = [
+    "9e99999",
+    "9e999999",
+    "-9e999999",
+    "1e10000000",
+    "1e-999999999",
+    "0e-999999999",
+    "4100e-4",
+    "1E+2",
+    "0.5600001",
+    "0." + "0" * 300 + "1",
+    "1" * 5000,
+    "1" + "0" * 40,
+    2**64,
+    1e300,
+]
+# (base frame index, path to the numeric value): the hot shapes (fast path) and the legacy ones (reference path)
+NUMERIC_FIELDS = [
+    (0, ("msg", "price_dollars")),
+    (0, ("msg", "delta_fp")),
+    (1, ("msg", "price")),
+    (1, ("msg", "delta")),
+    (2, ("msg", "yes_price_dollars")),
+    (2, ("msg", "count_fp")),
+    (3, ("msg", "yes_bid_dollars")),
+    (3, ("msg", "volume_fp")),
+    (3, ("msg", "last_trade_size_fp")),
+    (4, ("msg", "yes_dollars_fp", 0, 0)),
+    (4, ("msg", "yes_dollars_fp", 0, 1)),
+    (4, ("msg", "no_dollars_fp", 0, 0)),
+]
+
+
+def _with(base: dict, path: tuple, value: Any) -> bytes:
+    frame = json.loads(json.dumps(base))
+    target = frame
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return orjson.dumps(frame)
+
+
+def _encode(base: dict, path: tuple, value: Any) -> bytes:
+    if isinstance(value, int) and abs(value) >= 2**63:  # orjson refuses big ints: splice the digits in
+        return _with(base, path, "@BIG@").replace(b'"@BIG@"', str(value).encode())
+    return _with(base, path, value)
+
+
+def test_hostile_numbers_are_refused_within_10ms_on_both_paths() -> None:
+    """Each hostile number in each numeric field: a ``value`` error (never a record, never ``internal``, never an
+    exception), in under 10 ms on the fast path and on the reference path."""
+    parser = Parser()
+    slow = []
+    for i, path in NUMERIC_FIELDS:
+        for value in HOSTILE_NUMBERS:
+            raw = _encode(BASES[i], path, value)
+            for parse in (parser.parse, parser.parse_reference):
+                out, took = cpu_cost(parse, raw)
+                assert isinstance(out, ParseError) and out.kind == "value", (path, str(value)[:30], out)
+                if took >= 0.010:
+                    slow.append((path, str(value)[:30], parse.__name__, round(took * 1000, 1)))
+    assert not slow, slow
+    assert parser.errors["internal"] == 0 and parser.errors["value"] == 3 * 2 * len(NUMERIC_FIELDS) * len(
+        HOSTILE_NUMBERS
+    )
+
+
+def test_unknown_fields_are_bounded() -> None:
+    """A stream of frames, each with a new field name, keeps a bounded table (every field still counted)."""
+    parser = Parser()
+    n = 3 * UNKNOWN_FIELDS_MAX
+    for k in range(n):
+        frame = dict(BASES[3], msg={**BASES[3]["msg"], f"field_{k}_" + "x" * 50: 1})
+        assert isinstance(parser.parse(orjson.dumps(frame)), TickerUpdate)
+    assert parser.unknown_total == n
+    assert len(parser.unknown_fields) <= UNKNOWN_FIELDS_MAX + 1
+    assert sum(parser.unknown_fields.values()) == n
+
+
+TICKER_FRAMES = [  # (base frame index, ticker key)
+    (0, "market_ticker"),
+    (1, "market_ticker"),
+    (2, "market_ticker"),
+    (3, "market_ticker"),
+    (4, "market_ticker"),
+    (5, "market_ticker"),
+    (6, "event_ticker"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=12), st.text("AB-., \t\n\u202e\u00a0\x00", max_size=6), st.just("Y" * 129)))
+def test_the_websocket_ticker_rule_is_the_rest_rule(ticker: str) -> None:
+    for i, key in TICKER_FRAMES:
+        out = same_answer(_with(BASES[i], ("msg", key), ticker))
+        if ticker_problem(ticker) is None:
+            assert not isinstance(out, ParseError), (ticker, out)
+        else:
+            assert isinstance(out, ParseError) and out.kind in ("shape", "value"), (ticker, out)
+
+
+def test_a_hostile_ticker_is_refused() -> None:
+    for i, key in TICKER_FRAMES:
+        out = same_answer(_with(BASES[i], ("msg", key), "EVIL,X Y\n\u202e"))
+        assert isinstance(out, ParseError) and out.kind == "value", out

@@ -21,6 +21,12 @@ active during the window: its book is recorded lost over the window). While the 
 is done, :meth:`TradeBackfill.unanchored_since` holds the coverage heartbeat at the window's start (a ``kill -9``
 meanwhile leaves a restart window over it), and a graceful shutdown lists them before it stops receiving
 (:meth:`TradeBackfill.anchor_pending`).
+
+Every REST item is checked on its own before it becomes a row (the ticker rule of :mod:`kalshictl.kalshi.validate`,
+a UUID trade id, prices in [0, 1] dollar, counts in [0, 2**62) hundredths, a ``yes``/``no`` taker side, an RFC 3339
+``created_time`` -- UTC when it has no zone): an item that fails is refused, counted (``rejected_rows`` in
+:meth:`TradeBackfill.status`) and logged (rate-limited), and the rest of its window is stored (docs/security.md,
+"Bad input and what it gets").
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.units import PRICE_MAX, parse_price, parse_size
+from kalshictl.gatherer.router_state import LogLimiter
+from kalshictl.kalshi.validate import TRADE_ID, ticker_problem, valid_markets
+from kalshictl.units import PRICE_MAX, parse_cents, parse_price, parse_size, rfc3339_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -51,34 +59,60 @@ PAGE_LIMIT = 1000
 MAX_TICKER_FILTERS = 20  # a window over more markets is fetched without a ticker filter and filtered here
 
 
-def created_us(value: str) -> int:
-    """RFC3339 ``created_time`` → µs, truncated to the millisecond (the WebSocket's ``ts_ms`` resolution)."""
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    us = int(dt.timestamp()) * 1_000_000 + dt.microsecond
+class BadRestRow(ValueError):
+    """A REST item that cannot be stored (the reason names the field, with a short excerpt at most)."""
+
+
+def created_us(value: object) -> int:
+    """RFC3339 ``created_time`` → µs (UTC when it has no zone), truncated to the millisecond (the WebSocket's
+    ``ts_ms`` resolution); :class:`~kalshictl.units.UnitError` (a ``ValueError``) when it is not one."""
+    us = rfc3339_us(value)
     return us - us % 1000
 
 
-def trade_row(t: dict[str, Any], received_at: int) -> tuple:
-    """A REST ``Trade`` as a trades-writer row (``source = 'rest'``, no sid)."""
+def _trade_price(t: dict[str, Any]) -> int:
     if t.get("yes_price_dollars") is not None:
-        price = parse_price(t["yes_price_dollars"])
-    elif t.get("no_price_dollars") is not None:
-        price = PRICE_MAX - parse_price(t["no_price_dollars"])
-    else:
-        price = int(t["yes_price"]) * 100
-    size = parse_size(t["count_fp"]) if t.get("count_fp") is not None else int(t["count"]) * 100
+        return parse_price(t["yes_price_dollars"])
+    if t.get("no_price_dollars") is not None:
+        return PRICE_MAX - parse_price(t["no_price_dollars"])
+    if t.get("yes_price") is not None:  # legacy integer cents
+        return parse_cents(t["yes_price"])
+    if t.get("no_price") is not None:
+        return PRICE_MAX - parse_cents(t["no_price"])
+    raise BadRestRow("yes_price_dollars: missing")
+
+
+def trade_row(t: Any, received_at: int) -> tuple:
+    """A REST ``Trade`` as a trades-writer row (``source = 'rest'``, no sid); :class:`BadRestRow` or
+    :class:`~kalshictl.units.UnitError` (both ``ValueError``) naming the field when it cannot be stored."""
+    if not isinstance(t, dict):
+        raise BadRestRow(f"not an object ({type(t).__name__})")
+    trade_id = t.get("trade_id")
+    if not isinstance(trade_id, str) or not TRADE_ID.match(trade_id):
+        raise BadRestRow(f"trade_id: not a UUID: {repr(trade_id)[:40]}")
+    ticker = t.get("ticker")
+    problem = ticker_problem(ticker)
+    if problem is not None:
+        raise BadRestRow(f"{problem}: {repr(ticker)[:40]}")
+    size = parse_size(t["count_fp"] if t.get("count_fp") is not None else t.get("count"))
     taker = t.get("taker_outcome_side") or t.get("taker_side")
     if taker is None and "taker_book_side" in t:
-        taker = "yes" if t["taker_book_side"] == "bid" else "no"
+        book_side = t["taker_book_side"]
+        taker = "yes" if book_side == "bid" else "no" if book_side == "ask" else None
+    if taker not in ("yes", "no"):
+        raise BadRestRow(f"taker_outcome_side: expected yes|no, got {repr(taker)[:40]}")
+    block = t.get("is_block_trade", False)
+    if block is not None and not isinstance(block, bool):
+        raise BadRestRow(f"is_block_trade: expected true/false, got {repr(block)[:40]}")
     return (
-        str(t["trade_id"]),
-        created_us(t["created_time"]),
+        trade_id,
+        created_us(t.get("created_time")),
         received_at,
-        t["ticker"],
-        price,
+        ticker,
+        _trade_price(t),
         size,
         taker == "yes",
-        bool(t.get("is_block_trade", False)),
+        block is True,
         "rest",
         None,
     )
@@ -150,6 +184,8 @@ class TradeBackfill:
         self.failed_windows = 0
         self.trades_fetched = 0
         self.trades_stored = 0
+        self.rejected: Counter[str] = Counter()  # REST items refused, by reason
+        self._log = LogLimiter()
         self.busy = False
 
     # ----- scheduling -----------------------------------------------------------------------------------------
@@ -226,7 +262,15 @@ class TradeBackfill:
             "trades_fetched": self.trades_fetched,
             "trades_stored": self.trades_stored,
             "anchored_markets": self.anchored_markets,
+            "rejected_rows": sum(self.rejected.values()),
         }
+
+    def _reject(self, what: str, exc: Exception) -> None:
+        """Count and log (rate-limited) one REST item that cannot be stored; the rest of its window goes on."""
+        key = f"{what}: {type(exc).__name__}"
+        self.rejected[key] += 1
+        if self._log.ok(key):
+            log.warning("backfill: refused a REST %s (%d refused so far): %s", what, self.rejected[key], exc)
 
     # ----- the worker -----------------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -297,12 +341,18 @@ class TradeBackfill:
             passes.append({**params, "mve_filter": "only"})
         for p in passes:
             markets.extend(await self._all_pages("/markets", "markets", p))
+        markets = list(valid_markets(markets, self.rejected))  # objects with a good ticker; the others counted
         now = time.time_ns() // 1000
         n = 0
         for m in markets:
             if wanted is not None and m.get("ticker") not in wanted:
                 continue
-            if not self.tickers_writer.add(ticker_snapshot_row(m, now + n)):  # distinct times: one row per market
+            try:
+                row = ticker_snapshot_row(m, now + n)
+            except Exception as exc:  # one bad market costs only itself (parsing only: no I/O here)
+                self._reject("market", exc)
+                continue
+            if not self.tickers_writer.add(row):  # distinct times: one row per market
                 raise RuntimeError("tickers buffer full")
             n += 1
         if n and not await self.tickers_writer.flush(30):
@@ -338,9 +388,13 @@ class TradeBackfill:
         now = time.time_ns() // 1000
         rows = []
         for t in trades:
-            if wanted is not None and t.get("ticker") not in wanted:
+            try:
+                row = trade_row(t, now)
+            except Exception as exc:  # one bad trade costs only itself (parsing only: no I/O here)
+                self._reject("trade", exc)
                 continue
-            row = trade_row(t, now)
+            if wanted is not None and row[3] not in wanted:
+                continue
             if lo - 1_000_000 <= row[1] <= hi + 1_000_000:
                 rows.append(row)
         self.trades_fetched += len(rows)

@@ -231,9 +231,10 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
     # ----- entry point ------------------------------------------------------------------------------------------------
     def handle(self, conn: WsConnection, raw: str | bytes, rx: int) -> None:
         """Handle one text frame received at ``rx`` (µs); never raises."""
-        rec = self.parser.parse(raw)
         counts = self.msg_counts
+        rec = None
         try:
+            rec = self.parser.parse(raw)
             match rec:
                 case OrderbookDelta():
                     counts["orderbook_delta"] += 1

@@ -5,7 +5,10 @@ integer-cent shapes recorded before 2026-03-12 (``price`` / ``delta`` / ``yes`` 
 JSON numbers or strings. :meth:`Parser.parse` never raises: bad input (malformed JSON, unknown type, missing or
 out-of-range values) comes back as a :class:`ParseError` with a ``kind`` (json | shape | type | value) that callers
 count; ``internal`` would mean a parser bug and the fuzz tests fail on it. Unknown *fields* are tolerated (Kalshi
-adds fields) and reported in :attr:`Parser.unknown_fields` so they show up in metrics.
+adds fields) and reported in :attr:`Parser.unknown_fields` so they show up in metrics (at most
+:data:`UNKNOWN_FIELDS_MAX` names, the rest under ``"(other)"``). Every numeric value is bounded before any arithmetic
+(:mod:`kalshictl.units`) and every ticker obeys the REST rule (:mod:`kalshictl.kalshi.validate`), so a hostile frame
+costs microseconds and is refused (docs/security.md, "Bad input and what it gets").
 
 Two paths, one answer:
 
@@ -28,14 +31,24 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from kalshictl.units import PRICE_MAX, UnitError, parse_cents, parse_price, parse_size
+from kalshictl.kalshi.validate import TRADE_ID, is_ticker, ticker_problem
+from kalshictl.units import (
+    MAX_NUMBER_CHARS,
+    PRICE_MAX,
+    SIZE_LIMIT,
+    TS_US_LIMIT,
+    UnitError,
+    parse_cents,
+    parse_price,
+    parse_size,
+    rfc3339_us,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # records (msgspec Structs: positional construction and equality like the dataclasses they replace, cheaper)
@@ -171,8 +184,9 @@ TERMINAL_ERROR_CODES = frozenset((10, 17, 25))
 LIFECYCLE_TYPES = ("market_lifecycle_v2", "multivariate_market_lifecycle")
 
 ID_MAX = 2**63  # sid / seq / id: PostgreSQL bigint, never negative
-_BIGINT = 2**62  # sizes and volumes: |value| below this (bigint with headroom for sums)
-TS_US_MAX = 2**53 * 1000  # exchange times (µs): ts_ms below 2**53
+_BIGINT = SIZE_LIMIT  # sizes and volumes: |value| below this (bigint with headroom for sums)
+TS_US_MAX = TS_US_LIMIT  # exchange times (µs): ts_ms below 2**53
+UNKNOWN_FIELDS_MAX = 1000  # distinct unknown field names remembered; the rest are counted under "(other)"
 _TS_S_MAX = 2**43  # legacy integer ``ts`` in seconds
 
 
@@ -188,7 +202,7 @@ class _Bad(Exception):
 
 _DIGITS = frozenset("0123456789")
 _INT = re.compile(r"-?[0-9]{1,19}")
-_NUM_MAX_LEN = 40  # longer numeric strings are refused before any conversion
+_NUM_MAX_LEN = MAX_NUMBER_CHARS  # longer numeric strings are refused before any conversion
 
 
 def _fixed(text: str, places: int) -> int | None:
@@ -296,6 +310,22 @@ def _price_str(s: str) -> int | None:
         return None
 
 
+# Tickers that passed the rule (bounded): the fast path's check is then one set lookup, not the rule again.
+_GOOD_TICKERS: set[str] = set()
+_GOOD_TICKERS_MAX = 65_536
+
+
+def _ticker_ok(ticker: str) -> bool:
+    """:func:`~kalshictl.kalshi.validate.is_ticker`, remembered for the next frames (bounded)."""
+    if ticker in _GOOD_TICKERS:
+        return True
+    if not is_ticker(ticker):
+        return False
+    if len(_GOOD_TICKERS) < _GOOD_TICKERS_MAX:
+        _GOOD_TICKERS.add(ticker)
+    return True
+
+
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise _Bad("value", f"{what}: expected an integer")
@@ -321,7 +351,7 @@ def _id(value: Any, what: str) -> int:
 
 
 _UUID_CANON = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")  # fast path: canonical
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_UUID = TRADE_ID  # any UUID spelling PostgreSQL accepts (match: anchored at both ends)
 
 
 def _str(msg: dict, key: str, max_len: int = 128) -> str:
@@ -331,6 +361,16 @@ def _str(msg: dict, key: str, max_len: int = 128) -> str:
         raise _Bad("shape", f"{key}: missing or not a string")
     if len(value) > max_len or "\x00" in value:
         raise _Bad("value", f"{key}: too long or contains NUL")
+    return value
+
+
+def _ticker(msg: dict, key: str) -> str:
+    """A market/event/series ticker: the REST rule (:func:`kalshictl.kalshi.validate.ticker_problem`)."""
+    value = msg.get(key)
+    if not isinstance(value, str) or not value:
+        raise _Bad("shape", f"{key}: missing or not a string")
+    if not is_ticker(value):
+        raise _Bad("value", f"{key}: {ticker_problem(value)}")
     return value
 
 
@@ -348,22 +388,12 @@ def _side(value: Any, what: str = "side") -> bool:
     raise _Bad("value", f"{what}: expected yes|no, got {str(value)[:40]!r}")
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-
 def _rfc3339_us(ts: str) -> int:
     """An RFC 3339 time in microseconds; a time without a zone is UTC (never the host's local time)."""
     try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        value = (dt - _EPOCH) // _US
-    except (ValueError, OverflowError):
-        raise _Bad("value", f"ts: not RFC3339: {ts[:40]!r}") from None
-    if not 0 <= value < TS_US_MAX:
-        raise _Bad("value", "ts: out of range")
-    return value
+        return rfc3339_us(ts)
+    except UnitError:
+        raise _Bad("value", f"ts: not RFC3339 or out of range: {ts[:40]!r}") from None
 
 
 def _ts_us(msg: dict) -> int | None:
@@ -695,82 +725,92 @@ class Parser:
             f = _FAST.decode(raw)
         except Exception:  # declined (msgspec.DecodeError / ValidationError, TypeError): the reference path answers
             return self.parse_reference(raw)
-        t = type(f)
-        if t is _DeltaFrame:  # the common case, inline: every value from a table of values already validated
-            m = f.msg
-            try:
-                price = _PRICE_CACHE[m.price_dollars]
-                size = _DELTA_CACHE[m.delta_fp]
-            except KeyError:
-                rec = self._fast_delta(f)
+        try:  # zero-cost unless raised: a value that upsets the fast path goes to the reference path
+            t = type(f)
+            if t is _DeltaFrame:  # the common case, inline: every value from a table of values already validated
+                m = f.msg
+                try:
+                    price = _PRICE_CACHE[m.price_dollars]
+                    size = _DELTA_CACHE[m.delta_fp]
+                except KeyError:
+                    rec = self._fast_delta(f)
+                else:
+                    ts = m.ts_ms
+                    ticker = m.market_ticker
+                    if ts is not None and (ticker in _GOOD_TICKERS or _ticker_ok(ticker)):
+                        if m.side == "yes":
+                            return OrderbookDelta(f.sid, f.seq, ticker, True, price, size, ts * 1000)
+                        if self.use_yes_price:
+                            price = PRICE_MAX - price
+                        return OrderbookDelta(f.sid, f.seq, ticker, False, price, size, ts * 1000)
+                    rec = self._fast_delta(f)
+            elif t is _TickerFrame:
+                m = f.msg
+                P = _PRICE_CACHE
+                S = _SIZE_CACHE
+                try:
+                    rec = TickerUpdate(
+                        f.sid,
+                        m.market_ticker,
+                        m.ts_ms * 1000,
+                        P[m.yes_bid_dollars],
+                        P[m.yes_ask_dollars],
+                        P[m.price_dollars],
+                        S[m.volume_fp],
+                        S[m.open_interest_fp],
+                        m.dollar_volume,
+                        m.dollar_open_interest,
+                        S[m.yes_bid_size_fp],
+                        S[m.yes_ask_size_fp],
+                        S[m.last_trade_size_fp],
+                    )
+                except KeyError:
+                    rec = self._fast_ticker(f)
+                else:
+                    if not (rec.ticker in _GOOD_TICKERS or _ticker_ok(rec.ticker)):
+                        rec = None
+            elif t is _TradeFrame:
+                m = f.msg
+                tid = m.trade_id
+                taker = m.taker_outcome_side
+                if taker is UNSET:
+                    taker = m.taker_side
+                try:
+                    price = _PRICE_CACHE[m.yes_price_dollars]
+                    size = _SIZE_CACHE[m.count_fp]
+                except KeyError:
+                    price = None
+                if (
+                    price is not None
+                    and size is not None
+                    and (taker == "yes" or taker == "no")
+                    and _UUID_CANON.match(tid)
+                    and (m.market_ticker in _GOOD_TICKERS or _ticker_ok(m.market_ticker))
+                ):
+                    return Trade(
+                        f.sid,
+                        tid,
+                        m.market_ticker,
+                        m.ts_ms * 1000,
+                        price,
+                        size,
+                        taker == "yes",
+                        m.is_block_trade is True,
+                    )
+                rec = self._fast_trade(f)
             else:
-                ts = m.ts_ms
-                ticker = m.market_ticker
-                if ts is not None and "\x00" not in ticker:
-                    if m.side == "yes":
-                        return OrderbookDelta(f.sid, f.seq, ticker, True, price, size, ts * 1000)
-                    if self.use_yes_price:
-                        price = PRICE_MAX - price
-                    return OrderbookDelta(f.sid, f.seq, ticker, False, price, size, ts * 1000)
-                rec = self._fast_delta(f)
-        elif t is _TickerFrame:
-            m = f.msg
-            P = _PRICE_CACHE
-            S = _SIZE_CACHE
-            try:
-                rec = TickerUpdate(
-                    f.sid,
-                    m.market_ticker,
-                    m.ts_ms * 1000,
-                    P[m.yes_bid_dollars],
-                    P[m.yes_ask_dollars],
-                    P[m.price_dollars],
-                    S[m.volume_fp],
-                    S[m.open_interest_fp],
-                    m.dollar_volume,
-                    m.dollar_open_interest,
-                    S[m.yes_bid_size_fp],
-                    S[m.yes_ask_size_fp],
-                    S[m.last_trade_size_fp],
-                )
-            except KeyError:
-                rec = self._fast_ticker(f)
-            else:
-                if "\x00" in rec.ticker:
-                    rec = None
-        elif t is _TradeFrame:
-            m = f.msg
-            tid = m.trade_id
-            taker = m.taker_outcome_side
-            if taker is UNSET:
-                taker = m.taker_side
-            try:
-                price = _PRICE_CACHE[m.yes_price_dollars]
-                size = _SIZE_CACHE[m.count_fp]
-            except KeyError:
-                price = None
-            if (
-                price is not None
-                and size is not None
-                and (taker == "yes" or taker == "no")
-                and _UUID_CANON.match(tid)
-                and "\x00" not in m.market_ticker
-            ):
-                return Trade(
-                    f.sid, tid, m.market_ticker, m.ts_ms * 1000, price, size, taker == "yes", m.is_block_trade is True
-                )
-            rec = self._fast_trade(f)
-        else:
-            rec = self._fast_snapshot(f)
-        if rec is None:
+                rec = self._fast_snapshot(f)
+            if rec is None:
+                return self.parse_reference(raw)
+            return rec
+        except Exception:
             return self.parse_reference(raw)
-        return rec
 
     # ----- fast path: None = decline (the reference path answers) ----------------------------------------------
     def _fast_delta(self, f: _DeltaFrame) -> OrderbookDelta | None:
         m = f.msg
         ticker = m.market_ticker
-        if "\x00" in ticker:
+        if not _ticker_ok(ticker):
             return None
         side = m.side
         if side == "yes":
@@ -800,7 +840,7 @@ class Parser:
     def _fast_ticker(self, f: _TickerFrame) -> TickerUpdate | None:
         m = f.msg
         ticker = m.market_ticker
-        if "\x00" in ticker:
+        if not _ticker_ok(ticker):
             return None
         bid = _opt_price(m.yes_bid_dollars)
         ask = _opt_price(m.yes_ask_dollars)
@@ -841,7 +881,7 @@ class Parser:
         m = f.msg
         ticker = m.market_ticker
         tid = m.trade_id
-        if "\x00" in ticker or len(tid) > 128 or not _UUID.match(tid):
+        if not _ticker_ok(ticker) or len(tid) > 128 or not _UUID.match(tid):
             return None
         if m.yes_price_dollars is not None:
             price = _price_str(m.yes_price_dollars)
@@ -867,7 +907,7 @@ class Parser:
 
     def _fast_snapshot(self, f: _SnapFrame) -> OrderbookSnapshot | None:
         m = f.msg
-        if "\x00" in m.market_ticker or (m.yes_dollars_fp is UNSET and m.no_dollars_fp is UNSET):
+        if not _ticker_ok(m.market_ticker) or (m.yes_dollars_fp is UNSET and m.no_dollars_fp is UNSET):
             return None
         sides = []
         for levels in (m.yes_dollars_fp, m.no_dollars_fp):
@@ -892,9 +932,11 @@ class Parser:
     # ----- reference path ---------------------------------------------------------------------------------------
     def _unknown(self, mtype: str, msg: dict, known: frozenset[str]) -> None:
         if not known.issuperset(msg):
+            seen = self.unknown_fields
             for key in msg:
                 if key not in known:
-                    self.unknown_fields[f"{mtype}.{key[:64]}"] += 1
+                    name = f"{mtype}.{key[:64]}"
+                    seen[name if name in seen or len(seen) < UNKNOWN_FIELDS_MAX else "(other)"] += 1
                     self.unknown_total += 1
 
     def parse_reference(self, raw: bytes | str) -> Record | ParseError:
@@ -971,7 +1013,7 @@ class Parser:
                 _opt_id(frame.get("id")),
                 code,
                 str(msg.get("msg", ""))[:500],
-                mt if isinstance(mt, str) and len(mt) <= 128 else None,
+                mt if isinstance(mt, str) and is_ticker(mt) else None,
             )
         raise _Bad("type", f"unknown message type {str(mtype)[:64]!r}")
 
@@ -979,7 +1021,7 @@ class Parser:
         if sid is None:
             raise _Bad("shape", "orderbook_delta without sid")
         self._unknown("orderbook_delta", msg, _DELTA_FIELDS)
-        ticker = _str(msg, "market_ticker")
+        ticker = _ticker(msg, "market_ticker")
         side = _side(msg.get("side"))
         price = _price_field(msg, "price_dollars", "price")
         if self.use_yes_price and not side:
@@ -993,7 +1035,7 @@ class Parser:
         if sid is None:
             raise _Bad("shape", "orderbook_snapshot without sid")
         self._unknown("orderbook_snapshot", msg, _SNAPSHOT_FIELDS)
-        ticker = _str(msg, "market_ticker")
+        ticker = _ticker(msg, "market_ticker")
         if "yes_dollars_fp" in msg or "no_dollars_fp" in msg:
             yes = _levels(msg.get("yes_dollars_fp"), "yes_dollars_fp", cents=False)
             no = _levels(msg.get("no_dollars_fp"), "no_dollars_fp", cents=False)
@@ -1012,7 +1054,7 @@ class Parser:
         trade_id = _str(msg, "trade_id")
         if not _UUID.match(trade_id):
             raise _Bad("value", f"trade_id: not a UUID: {trade_id[:40]!r}")
-        ticker = _str(msg, "market_ticker")
+        ticker = _ticker(msg, "market_ticker")
         price = _price_field(msg, "yes_price_dollars", "yes_price", required=False)
         if price is None:
             no_price = _price_field(msg, "no_price_dollars", "no_price", required=False)
@@ -1030,7 +1072,7 @@ class Parser:
         self._unknown("ticker", msg, _TICKER_FIELDS)
         return TickerUpdate(
             sid,
-            _str(msg, "market_ticker"),
+            _ticker(msg, "market_ticker"),
             _required_ts(msg),
             _price_field(msg, "yes_bid_dollars", "yes_bid", required=False),
             _price_field(msg, "yes_ask_dollars", "yes_ask", required=False),
@@ -1046,7 +1088,7 @@ class Parser:
 
     def _lifecycle(self, mtype: str, msg: dict, sid: int | None) -> Lifecycle:
         self._unknown(mtype, msg, _LIFECYCLE_FIELDS)
-        ticker = _str(msg, "market_ticker")
+        ticker = _ticker(msg, "market_ticker")
         event_type = _str(msg, "event_type", 64)
         ts = _ts_us(msg)
         if ts is None and event_type in LIFECYCLE_OWN_TIME:
@@ -1055,12 +1097,12 @@ class Parser:
 
     def _event_lifecycle(self, msg: dict, sid: int | None) -> Lifecycle:
         self._unknown("event_lifecycle", msg, _EVENT_FIELDS)
-        ticker = _str(msg, "event_ticker")
+        ticker = _ticker(msg, "event_ticker")
         return Lifecycle(sid, ticker, "event_lifecycle", _ts_us(msg), _clean_payload(msg), "event_lifecycle")
 
     def _fee_update(self, msg: dict, sid: int | None) -> FeeUpdate:
         self._unknown("event_fee_update", msg, _FEE_FIELDS)
-        ticker = _str(msg, "event_ticker") if "event_ticker" in msg else _str(msg, "series_ticker")
+        ticker = _ticker(msg, "event_ticker") if "event_ticker" in msg else _ticker(msg, "series_ticker")
         fee_type = msg.get("fee_type_override")
         if fee_type is not None and (not isinstance(fee_type, str) or len(fee_type) > 64):
             raise _Bad("value", "fee_type_override: not a fee type")

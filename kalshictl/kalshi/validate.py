@@ -1,4 +1,5 @@
-"""Validation of REST objects before they enter the gatherer (the WebSocket parser applies the same ticker rule).
+"""Validation of REST objects before they enter the gatherer; the ticker rule's one home (the WebSocket parser,
+:mod:`kalshictl.kalshi.messages`, and the REST paths of the gatherer apply it).
 
 A ticker is a non-empty string of at most :data:`MAX_TICKER_LEN` printable, non-space characters without a comma
 (``GET /markets?tickers=A,B`` and ``/markets/orderbooks`` join tickers with commas) and without NUL; it must fit the
@@ -8,18 +9,28 @@ A ticker is a non-empty string of at most :data:`MAX_TICKER_LEN` printable, non-
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-MAX_TICKER_LEN = 128  # kalshictl.kalshi.messages._str's bound and the tables' varchar(128)
+MAX_TICKER_LEN = 128  # the tables' varchar(128)
+# A trade id: a UUID, hyphens optional (PostgreSQL's uuid input); the WebSocket parser and the REST backfill use it.
+TRADE_ID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
 _LOGGED_PER_REASON = 5
 
 log = logging.getLogger("kalshictl.kalshi.validate")
 
 
+def is_ticker(value: str) -> bool:
+    """Whether the string ``value`` is an acceptable ticker (the rule; :func:`ticker_problem` says why not)."""
+    return 0 < len(value) <= MAX_TICKER_LEN and value.isprintable() and " " not in value and "," not in value
+
+
 def ticker_problem(value: Any) -> str | None:
     """Why ``value`` is not an acceptable ticker, or None if it is."""
+    if isinstance(value, str) and is_ticker(value):
+        return None
     if not isinstance(value, str) or not value:
         return "ticker missing or not a string"
     if len(value) > MAX_TICKER_LEN:
