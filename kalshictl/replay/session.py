@@ -182,10 +182,11 @@ class Session:
 
     async def run(self, on_batch: Callable[[int], Any] | None = None) -> None:
         """Wait for :attr:`started`, then send every event; ``on_batch(ts)`` (awaitable or not) after each timestamp."""
-        await self.started.wait()
-        self._t0 = self.monotonic()
         try:
-            pending = asyncio.ensure_future(asyncio.to_thread(self._chunk))
+            pending = asyncio.ensure_future(asyncio.to_thread(self._chunk))  # the first chunk is read before the start
+            await pending
+            await self.started.wait()
+            self._t0 = self.monotonic()
             while True:
                 chunk = await pending
                 if not chunk:
