@@ -209,6 +209,10 @@ class Session:
                 delay = self._t0 + (ts - self.from_us) / 1e6 / self.speed - self.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                    self._yielded = self.events
+                elif self.events - self._yielded >= YIELD_EVERY:  # behind the clock: still let the writers run
+                    self._yielded = self.events
+                    await asyncio.sleep(0)
             else:
                 await self._backpressure()
             feed.clock_us = ts

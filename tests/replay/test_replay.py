@@ -237,3 +237,25 @@ async def test_a_window_no_gatherer_recorded_is_listed_and_followed_by_a_fresh_s
     expected = _book_show(recorded, ticker, gap_to)
     assert _levels(frames[k]["msg"].get("yes_dollars_fp")) == expected["yes_bids"]
     assert _levels(frames[k]["msg"].get("no_dollars_fp")) == expected["no_bids"]
+
+
+@pytest.mark.timeout(300)
+async def test_a_client_that_does_not_read_is_disconnected_with_kalshis_error_25(recorded):
+    import socket
+
+    from_us, to_us = recorded.first_ts, recorded.last_ts
+    tickers = recorded.busiest(from_us, to_us, 100)
+    opts = ReplayOptions(from_us, to_us, speed=100.0, port=0, buffer_bytes=16 * 1024)
+    async with ReplayServer(recorded.db, opts) as rs:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow link: little room in flight
+        sock.connect(("127.0.0.1", rs.port))
+        async with websockets.connect(rs.ws_url, sock=sock, max_size=None) as ws:
+            params = {"channels": ["orderbook_delta", "trade", "ticker"], "market_tickers": tickers}
+            await ws.send(orjson.dumps({"id": 1, "cmd": "subscribe", "params": params}).decode())
+            await rs.done()  # the client reads nothing while the whole period is sent
+            frames = [m for _, m in await _read_all(ws)]
+        async with httpx.AsyncClient(base_url=rs.base_url) as http:
+            status = (await http.get("/replay/status")).json()
+    assert frames[-1] == {"id": 0, "type": "error", "msg": {"code": 25, "msg": "Subscription buffer overflow"}}
+    assert status["slow_consumer_disconnects"] == 1
