@@ -83,9 +83,12 @@ class ReplayRest:
             web.get(f"{p}/exchange/status", self.exchange_status),
             web.get(f"{p}/markets", self.markets),
             web.get(f"{p}/markets/trades", self.trades),
+            web.get(f"{p}/markets/orderbooks", self.orderbooks),
             web.get(f"{p}/markets/{{ticker}}/orderbook", self.orderbook),
             web.get(f"{p}/markets/{{ticker}}", self.market),
+            web.get(f"{p}/events", self.events),
             web.get(f"{p}/events/{{event_ticker}}", self.event),
+            web.get(f"{p}/series", self.series_list),
             web.get(f"{p}/series/{{ticker}}", self.series),
         ]
 
@@ -228,21 +231,33 @@ class ReplayRest:
         cursor = out[-1]["ticker"] if more else ""
         return json_response({"markets": out, "cursor": cursor})
 
+    def _orderbook_fp(self, ticker: str, depth: int = 0) -> dict:
+        book = self.feed.book(ticker)
+        return {
+            "yes_dollars": [[PRICE_STR[p], size_str(s)] for p, s in book.bids(True, depth)],
+            "no_dollars": [[PRICE_STR[p], size_str(s)] for p, s in book.bids(False, depth)],
+        }
+
     async def orderbook(self, request: web.Request) -> web.Response:
         """``GET /markets/{ticker}/orderbook?depth=N``: the replay's book at the clock."""
         ticker = request.match_info["ticker"]
         if not self.scope.allows(ticker):
             raise web.HTTPNotFound()
         depth = _int(request, "depth", 0, 0, 100)
-        book = self.feed.book(ticker)
-        return json_response(
-            {
-                "orderbook_fp": {
-                    "yes_dollars": [[PRICE_STR[p], size_str(s)] for p, s in book.bids(True, depth)],
-                    "no_dollars": [[PRICE_STR[p], size_str(s)] for p, s in book.bids(False, depth)],
-                }
-            }
-        )
+        return json_response({"orderbook_fp": self._orderbook_fp(ticker, depth)})
+
+    async def orderbooks(self, request: web.Request) -> web.Response:
+        """``GET /markets/orderbooks?tickers=A&tickers=B`` (1-100 repeated values, as Kalshi's OpenAPI and the sim)."""
+        tickers = request.query.getall("tickers", [])
+        if not 1 <= len(tickers) <= 100 or any(not t or len(t) > 200 for t in tickers):
+            raise BadRequest("tickers: between 1 and 100 values of 1-200 characters required")
+        known = {
+            r[0] for r in self.conn.execute("SELECT ticker FROM markets WHERE ticker = ANY(%s)", (tickers,)).fetchall()
+        }
+        books = [
+            {"ticker": t, "orderbook_fp": self._orderbook_fp(t)} for t in tickers if t in known and self.scope.allows(t)
+        ]
+        return json_response({"orderbooks": books})
 
     async def trades(self, request: web.Request) -> web.Response:
         """``GET /markets/trades`` newest first up to the clock: limit, cursor, ticker, min_ts/max_ts (seconds)."""
@@ -300,6 +315,35 @@ class ReplayRest:
         if request.query.get("with_nested_markets", "false").lower() == "true":
             event["markets"] = markets
         return json_response({"event": event, "markets": markets})
+
+    async def events(self, request: web.Request) -> web.Response:
+        """``GET /events``: limit (<= 200), cursor, series_ticker, with_nested_markets (markets as of the clock)."""
+        limit = _int(request, "limit", 200, 1, 200)
+        after = request.query.get("cursor") or ""
+        where, args = "event_ticker > %s", [after]
+        if series := request.query.get("series_ticker"):
+            where, args = where + " AND series_ticker = %s", [*args, series]
+        rows = self.conn.execute(
+            f"SELECT event_ticker, data FROM events WHERE {where} ORDER BY event_ticker LIMIT %s", (*args, limit + 1)
+        ).fetchall()
+        nested = request.query.get("with_nested_markets", "false").lower() == "true"
+        out = []
+        for event_ticker, data in rows[:limit]:
+            event = dict(data)
+            if nested:
+                markets = self.conn.execute(
+                    "SELECT ticker, data FROM markets WHERE event_ticker = %s ORDER BY ticker", (event_ticker,)
+                ).fetchall()
+                event["markets"] = self._as_of([r for r in markets if self.scope.allows(r[0])])
+            out.append(event)
+        return json_response({"events": out, "cursor": rows[limit - 1][0] if len(rows) > limit else ""})
+
+    async def series_list(self, request: web.Request) -> web.Response:
+        """``GET /series`` (every series; ``category`` filter)."""
+        rows = self.conn.execute("SELECT data FROM series ORDER BY ticker").fetchall()
+        category = request.query.get("category")
+        out = [r[0] for r in rows if not category or r[0].get("category") == category]
+        return json_response({"series": out})
 
     async def series(self, request: web.Request) -> web.Response:
         """``GET /series/{ticker}``."""

@@ -141,6 +141,16 @@ async def test_rest_answers_as_of_the_replay_clock(recorded):
             series = (await http.get(f"/events/{event}")).json()["event"]["series_ticker"]
             assert (await http.get(f"/series/{series}")).json()["series"]["ticker"] == series
             assert (await http.get("/markets/NOPE-1")).status_code == 404
+            books = (await http.get("/markets/orderbooks", params={"tickers": [ticker, "NOPE-1"]})).json()
+            assert books["orderbooks"] == [{"ticker": ticker, "orderbook_fp": book}]
+            events, cursor = [], ""
+            while True:
+                page = (await http.get("/events", params={"limit": 3, "cursor": cursor})).json()
+                events += [e["event_ticker"] for e in page["events"]]
+                if not (cursor := page["cursor"]):
+                    break
+            assert event in events and len(events) == len(set(events))
+            assert series in [s["ticker"] for s in (await http.get("/series")).json()["series"]]
             rs.session.started.set()  # run the whole period with no client, then the book is the book at --to
             await rs.done()
             book = (await http.get(f"/markets/{ticker}/orderbook")).json()["orderbook_fp"]
