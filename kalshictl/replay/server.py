@@ -29,8 +29,8 @@ from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX, WS_PATH, SimConfig
 from kalshictl.sim.connection import Connection
 from kalshictl.sim.faults import FaultInjector
-from kalshictl.sim.feed import CHANNELS, MVE_LIFECYCLE, ORDERBOOK, Sub
 from kalshictl.sim.feed import LIFECYCLE as LIFECYCLE_CHANNEL
+from kalshictl.sim.feed import MVE_LIFECYCLE, ORDERBOOK, Sub
 from kalshictl.sim.stats import Stats
 from kalshictl.sim.ws import handle_ws
 
@@ -320,7 +320,3 @@ async def ndjson(
         point.close()
     return lines
 
-
-def channel_names() -> frozenset[str]:
-    """Every channel name the protocol layer accepts (recorded ones carry data)."""
-    return CHANNELS
