@@ -319,4 +319,3 @@ async def ndjson(
         stream.close()
         point.close()
     return lines
-
