@@ -43,7 +43,10 @@ def register(root: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
         port: int = typer.Option(8770, "--port", min=0, max=65535, help="Port to bind (0 = any free port)."),
         wait_clients: int = typer.Option(
-            1, "--wait-clients", min=1, help="The clock starts once this many connections have subscribed."
+            1,
+            "--wait-clients",
+            min=0,
+            help="The clock starts once this many connections have subscribed (0 = on POST /replay/start).",
         ),
         buffer_mb: int = typer.Option(
             64, "--buffer-mb", min=1, help="Per-connection send queue; beyond it the client is disconnected."

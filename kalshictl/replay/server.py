@@ -7,8 +7,8 @@ run once ``wait_clients`` connections have subscribed, so each client's first sn
 When the period ends every connection is closed (code 1000) after its queue drains.
 
 Besides Kalshi's paths: ``GET /replay/gaps`` (windows no gatherer recorded), ``GET /replay/status`` (clock, events,
-clients) and ``GET /replay?from=&to=&channels=&tickers=`` (NDJSON ``{"ts": µs, "message": {…}}``, an independent
-replay of its own window at full speed; see :func:`ndjson`).
+clients), ``POST /replay/start`` (start the clock now) and ``GET /replay?from=&to=&channels=&tickers=`` (NDJSON
+``{"ts": µs, "message": {…}}``, an independent replay of its own window at full speed; see :func:`ndjson`).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class ReplayServer:
 
     def _on_subscribe(self, sub: Sub) -> None:
         self._subscribed.add(sub.conn.cid)
-        if len(self._subscribed) >= self.opts.wait_clients:
+        if self.opts.wait_clients and len(self._subscribed) >= self.opts.wait_clients:
             self.session.started.set()
 
     # ----- lifecycle --------------------------------------------------------------------------------------------
@@ -135,6 +135,7 @@ class ReplayServer:
         app.router.add_get(WS_PATH, self._ws)
         app.router.add_get("/replay/gaps", self._gaps)
         app.router.add_get("/replay/status", self._status)
+        app.router.add_post("/replay/start", self._start)
         app.router.add_get("/replay", self._ndjson)
         app.on_shutdown.append(self._on_shutdown)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -208,6 +209,11 @@ class ReplayServer:
     async def _gaps(self, request: web.Request) -> web.Response:
         """``GET /replay/gaps``: windows no gatherer recorded (``kalshictl coverage``'s production gaps)."""
         return web.json_response({"from": iso(self.opts.from_us), "to": iso(self.opts.to_us), "gaps": self.gaps})
+
+    async def _start(self, request: web.Request) -> web.Response:
+        """``POST /replay/start``: start the clock now (with ``--wait-clients 0`` nothing else starts it)."""
+        self.session.started.set()
+        return await self._status(request)
 
     async def _status(self, request: web.Request) -> web.Response:
         s = self.session
