@@ -51,6 +51,9 @@ def register(root: typer.Typer) -> None:
         buffer_mb: int = typer.Option(
             64, "--buffer-mb", min=1, help="Per-connection send queue; beyond it the client is disconnected."
         ),
+        shift_to_now: bool = typer.Option(
+            False, "--shift-to-now", help="Move message times so --from is when the clock starts (feeding a pipeline)."
+        ),
         config: Path = CONFIG_OPTION,
     ) -> None:
         """Serve [--from, --to] of production as Kalshi's WebSocket and REST, paced by exchange time."""
@@ -75,6 +78,7 @@ def register(root: typer.Typer) -> None:
             port=port,
             wait_clients=wait_clients,
             buffer_bytes=buffer_mb * 1024 * 1024,
+            shift_to_now=shift_to_now,
         )
         db = research_db(load(config))
 

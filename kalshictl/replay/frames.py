@@ -44,9 +44,11 @@ def snapshot_body(ticker: str, book: Book, yes_price: bool = False) -> bytes:
     return orjson.dumps(msg)
 
 
-def trade_body(row: tuple) -> bytes:
-    """A ``trade`` msg from a ``trades`` row (exchange_ts, trade_id, ticker, price, size, taker_side, is_block)."""
+def trade_body(row: tuple, shift_us: int = 0) -> bytes:
+    """A ``trade`` msg from a ``trades`` row (exchange_ts, trade_id, ticker, price, size, taker_side, is_block), its
+    time moved by ``shift_us``."""
     ts_us, trade_id, ticker, price, size, taker_yes, block = row
+    ts_us += shift_us
     taker = "yes" if taker_yes else "no"
     ts_ms = ts_us // 1000
     return orjson.dumps(
@@ -71,9 +73,10 @@ _TICKER_SIZES = ("volume_fp", "open_interest_fp")
 _TICKER_SIZES_2 = ("yes_bid_size_fp", "yes_ask_size_fp", "last_trade_size_fp")
 
 
-def ticker_body(row: tuple) -> bytes:
-    """A ``ticker`` msg from a ``tickers`` row; columns production did not record are left out."""
+def ticker_body(row: tuple, shift_us: int = 0) -> bytes:
+    """A ``ticker`` msg from a ``tickers`` row (time moved by ``shift_us``); columns not recorded are left out."""
     ts_us, ticker, yb, ya, last, volume, oi, dvol, doi, ybs, yas, lts = row
+    ts_us += shift_us
     ts_ms = ts_us // 1000
     msg: dict = {"market_ticker": ticker}
     for key, value in zip(_TICKER_PRICES, (yb, ya, last), strict=True):

@@ -265,10 +265,11 @@ class ReplayRest:
         where, args = "exchange_ts <= %s", [self.clock()]
         if ticker := request.query.get("ticker"):
             where, args = where + " AND ticker = %s", [*args, ticker]
+        shift = self.feed.shift_us  # message times are shifted (``--shift-to-now``): so are these filters
         if (lo := _int(request, "min_ts", None)) is not None:
-            where, args = where + " AND exchange_ts >= %s", [*args, lo * 1_000_000]
+            where, args = where + " AND exchange_ts >= %s", [*args, lo * 1_000_000 - shift]
         if (hi := _int(request, "max_ts", None)) is not None:
-            where, args = where + " AND exchange_ts < %s", [*args, (hi + 1) * 1_000_000]
+            where, args = where + " AND exchange_ts < %s", [*args, (hi + 1) * 1_000_000 - shift]
         if cursor := request.query.get("cursor"):
             ts, _, trade_id = cursor.partition("_")
             if not ts.isdigit() or not trade_id:
@@ -294,7 +295,7 @@ class ReplayRest:
                     "taker_side": taker,
                     "taker_outcome_side": taker,
                     "taker_book_side": "bid" if taker_yes else "ask",
-                    "created_time": iso(ts),
+                    "created_time": iso(ts + shift),
                     "is_block_trade": bool(block),
                 }
             )

@@ -58,6 +58,7 @@ class ReplayOptions:
     wait_clients: int = 1
     buffer_bytes: int = DEFAULT_BUFFER
     heartbeat_s: float = 10.0
+    shift_to_now: bool = False  # message times moved so that from_us is the moment the clock starts
 
 
 def _open(db: DatabaseSettings, autocommit: bool) -> psycopg.Connection:
@@ -128,7 +129,8 @@ class ReplayServer:
         self.known = {r[0] for r in self.point.execute(f"SELECT ticker FROM markets WHERE true{scope_sql}", scope_args)}
         self.feed = RecordedFeed(self.point, o.from_us, self._on_subscribe)
         source = events(self.stream, o.from_us, o.to_us, self.scope, extra=gap_ends(self.gaps, self.scope))
-        self.session = Session(self.feed, source, o.from_us, o.to_us, o.speed, lambda: list(self.connections.values()))
+        conns = lambda: list(self.connections.values())  # noqa: E731
+        self.session = Session(self.feed, source, o.from_us, o.to_us, o.speed, conns, shift_to_now=o.shift_to_now)
         self.rest = ReplayRest(self.point, self.feed, self.scope, lambda: self.session.clock_us)
         app = web.Application(middlewares=[self.rest.middleware])
         app.add_routes(self.rest.routes())
@@ -230,6 +232,7 @@ class ReplayServer:
                 "frames": self.feed.sent,
                 "clients": len(self.connections),
                 "slow_consumer_disconnects": self.counters.buffer_overflows,
+                "shift_us": self.feed.shift_us,
             }
         )
 

@@ -29,6 +29,7 @@ from kalshictl.research.book_query import book_at
 from kalshictl.sim.feed import ORDERBOOK, Sub, Subscriptions
 from kalshictl.sim.feed import TICKER as TICKER_CHANNEL
 from kalshictl.sim.feed import TRADE as TRADE_CHANNEL
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -49,6 +50,7 @@ class RecordedFeed(Subscriptions):
         self.books: dict[str, Book] = {}
         self.on_subscribe = on_subscribe
         self.sent = 0  # frames queued
+        self.shift_us = 0  # added to every message time (``Session(shift_to_now=True)``); books and clock stay recorded
 
     # ----- books ------------------------------------------------------------------------------------------------
     def book(self, ticker: str) -> Book:
@@ -97,17 +99,17 @@ class RecordedFeed(Subscriptions):
             body = body_yes = None
             for sub in list(subs):
                 if sub.yes_price and not side:
-                    body_yes = body_yes or frames.delta_body(ticker, side, price, size_delta, ts, True)
+                    body_yes = body_yes or frames.delta_body(ticker, side, price, size_delta, ts + self.shift_us, True)
                     b = body_yes
                 else:
-                    body = body or frames.delta_body(ticker, side, price, size_delta, ts)
+                    body = body or frames.delta_body(ticker, side, price, size_delta, ts + self.shift_us)
                     b = body
                 sub.seq += 1
                 self._send(sub.conn, b'{"type":"orderbook_delta","sid":%d,"seq":%d,"msg":%b}' % (sub.sid, sub.seq, b))
         elif kind == TRADE:
-            self._fan(TRADE_CHANNEL, "trade", row[2], lambda: frames.trade_body(row))
+            self._fan(TRADE_CHANNEL, "trade", row[2], lambda: frames.trade_body(row, self.shift_us))
         elif kind == TICKER:
-            self._fan(TICKER_CHANNEL, "ticker", row[1], lambda: frames.ticker_body(row))
+            self._fan(TICKER_CHANNEL, "ticker", row[1], lambda: frames.ticker_body(row, self.shift_us))
         elif kind == LIFECYCLE:
             _, ticker, event_type, payload = row
             channel, mtype = frames.lifecycle_route(ticker, event_type)
@@ -142,7 +144,9 @@ class Session:
 
     ``speed`` None = as fast as the clients read (the pump waits while any client's queue is above ``high_water``
     bytes); otherwise exchange time runs ``speed`` times faster than wall time, and a client that cannot keep up
-    overflows its bounded queue and is disconnected (``kalshictl.sim.connection``).
+    overflows its bounded queue and is disconnected (``kalshictl.sim.connection``). ``shift_to_now`` moves every
+    message time by one whole number of milliseconds so that ``from_us`` is the wall-clock moment the clock starts
+    (for a pipeline whose gatherers compare exchange times with their own clock; docs/replay.md).
     """
 
     def __init__(
@@ -155,6 +159,8 @@ class Session:
         connections: Callable[[], list[Connection]],
         high_water: int = 4 * 1024 * 1024,
         monotonic: Callable[[], float] = time.monotonic,
+        shift_to_now: bool = False,
+        wall_us: Callable[[], int] = now_us,
     ) -> None:
         self.feed = feed
         self.source = source
@@ -164,6 +170,8 @@ class Session:
         self.connections = connections
         self.high_water = high_water
         self.monotonic = monotonic
+        self.shift_to_now = shift_to_now
+        self.wall_us = wall_us
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
         self.events = 0
@@ -189,6 +197,8 @@ class Session:
             await pending
             await self.started.wait()
             self._t0 = self.monotonic()
+            if self.shift_to_now:
+                self.feed.shift_us = (self.wall_us() - self.from_us) // 1000 * 1000
             while True:
                 chunk = await pending
                 if not chunk:
