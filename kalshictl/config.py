@@ -141,6 +141,41 @@ class RemoteDatabaseSettings(DatabaseSettings):
         return self
 
 
+def _local_socket(dsn: str) -> bool:
+    """True if every host of a DSN is a Unix-domain socket (TLS does not apply there)."""
+    from kalshictl.db.dsn import parse_dsn
+
+    params = parse_dsn(dsn)
+    if params.get("hostaddr"):
+        return False
+    hosts = params.get("host") or os.environ.get("PGHOST", "")
+    return all(h.startswith(("/", "@")) for h in hosts.split(",")) if hosts else True
+
+
+def command_line_database(
+    dsn: str,
+    *,
+    option: str,
+    password: SecretRef | None = None,
+    sslrootcert: str | None = None,
+    allow_insecure: bool = False,
+) -> DatabaseSettings:
+    """Settings for a DSN given on the command line (``--admin-dsn``, ``--check-db``): over TCP the same TLS rules as
+    a remote database in the config (``verify-full`` by default, a CA from ``sslrootcert``, weaker modes only with
+    ``allow_insecure``); a Unix-domain socket as is. Errors name ``option``."""
+    if _local_socket(dsn):
+        return DatabaseSettings(dsn=dsn, password=password)
+    try:
+        return RemoteDatabaseSettings(
+            dsn=dsn, password=password, sslrootcert=sslrootcert, allow_insecure=allow_insecure
+        )
+    except ValidationError as exc:
+        text = _format_validation_error(exc).replace("(root): ", "").replace("allow_insecure: true", "--allow-insecure")
+        raise ConfigError(
+            f"{option}: {text}", hint="give the CA with --sslrootcert (or sslrootcert= in the DSN; 'system' for the OS)"
+        ) from None
+
+
 class ExchangeSettings(_Section):
     """Where the exchange is and how to authenticate (API key id + private key reference).
 
