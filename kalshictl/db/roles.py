@@ -117,6 +117,7 @@ def grant_statements(role: RoleSpec, dbname: str) -> list[str]:
         f"GRANT CONNECT ON DATABASE {db} TO {r}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {r}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {r}",
+        f"REVOKE CREATE ON SCHEMA public FROM {r}",
     ]
     return out
 
@@ -389,38 +390,41 @@ def hba_lines(target: Target, dbname: str, remote_cidr: str = "10.0.0.0/8") -> l
 
 
 def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[dict]:
-    """Compare each role's actual privileges with :func:`expected_privileges` (for preflight). One row per role.
+    """Compare each role with the policy (for preflight). One row per role.
 
-    Every table privilege is checked both ways: one missing (``no INSERT on trades``) or one too many
-    (``has DELETE on trades``) is a problem, and so is EXECUTE on the partition function for a role without it.
+    Checked both ways (a privilege missing or one too many): every table privilege, table and column level (a
+    column-level UPDATE counts), on tables and on partitions (which get none: rows are reached through the parent);
+    EXECUTE on the partition function; role attributes (SUPERUSER, CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS);
+    membership in any role (``pg_execute_server_program``, ...); CREATE on any schema.
     """
     rows = []
-    tables = [
-        r[0]
-        for r in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
-        ).fetchall()
-    ]
+    tables = _public_tables(conn)
+    names = [t for t, _ in tables]
+    partitions = {t for t, is_partition in tables if is_partition}
     has_fn = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]
     for spec in roles_for(target):
         if not role_exists(conn, spec.name):
             rows.append({"role": spec.name, "ok": False, "problem": "role missing"})
             continue
-        problems = []
+        problems = _role_problems(conn, spec.name)
         if not conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (spec.name, dbname)).fetchone()[0]:
             problems.append("no CONNECT")
         actual = conn.execute(
-            "SELECT t, p, has_table_privilege(%s, format('public.%%I', t), p)"
+            "SELECT t, p, has_table_privilege(%s, format('public.%%I', t), p),"
+            " p = ANY(%s::text[]) AND has_any_column_privilege(%s, format('public.%%I', t), p)"
             " FROM unnest(%s::text[]) t CROSS JOIN unnest(%s::text[]) p",
-            (spec.name, tables, list(TABLE_PRIVILEGES)),
+            (spec.name, list(COLUMN_PRIVILEGES), spec.name, names, list(TABLE_PRIVILEGES)),
         ).fetchall()
-        for table, privilege, granted in sorted(actual, key=lambda x: (x[0], TABLE_PRIVILEGES.index(x[1]))):
-            wanted = privilege in expected_privileges(spec.name, table)
+        for table, privilege, granted, on_columns in sorted(
+            actual, key=lambda x: (x[0] in partitions, x[0], TABLE_PRIVILEGES.index(x[1]))
+        ):
+            wanted = privilege in expected_privileges(spec.name, table) and table not in partitions
             if wanted and not granted:
                 problems.append(f"no {privilege} on {table}")
             elif granted and not wanted:
-                problems.append(f"has {privilege} on {table}")
+                problems.append(f"has {privilege} on {'partition ' if table in partitions else ''}{table}")
+            elif on_columns and not wanted:
+                problems.append(f"has {privilege} on columns of {table}")
         if has_fn:
             can_run = conn.execute(
                 "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, ENSURE_PARTITIONS_FN)
@@ -430,6 +434,46 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         rows.append({"role": spec.name, "ok": not problems, "problem": "; ".join(problems[:5]) + more or None})
     return rows
+
+
+def _role_problems(conn: psycopg.Connection, role: str) -> list[str]:
+    """Attributes, memberships and schema CREATE a service role (or the owner) must not have."""
+    problems = []
+    row = conn.execute(f"SELECT {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    problems += [f"is {name}" for name, on in zip(ROLE_ATTRIBUTES.values(), row, strict=True) if on]
+    for (granted,) in conn.execute(
+        "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+        " WHERE m.member = %s::regrole ORDER BY 1",
+        (role,),
+    ).fetchall():
+        problems.append(f"member of {granted}")
+    if role != OWNER_ROLE:
+        for (schema,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%' AND nspname <> 'information_schema'"
+            " AND has_schema_privilege(%s, oid, 'CREATE') ORDER BY 1",
+            (role,),
+        ).fetchall():
+            problems.append(f"has CREATE on schema {schema}")
+    return problems
+
+
+def check_owner(conn: psycopg.Connection) -> dict:
+    """The owner role exists, holds no attribute or membership, and owns every object of schema public (preflight)."""
+    if not role_exists(conn, OWNER_ROLE):
+        return {"ok": False, "problem": f"role {OWNER_ROLE} missing (kalshictl init-db or migrate creates it)"}
+    problems = _role_problems(conn, OWNER_ROLE)
+    others = conn.execute(
+        "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') AND c.relowner <> %s::regrole"
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
+        "  AND d.deptype = 'e') ORDER BY 1",
+        (OWNER_ROLE,),
+    ).fetchall()
+    if others:
+        more = f" (+{len(others) - 3} more)" if len(others) > 3 else ""
+        listed = ", ".join(f"{t} by {o}" for t, o in others[:3])
+        problems.append(f"owned by another role: {listed}{more} (run kalshictl migrate)")
+    return {"ok": not problems, "problem": "; ".join(problems) or None}
 
 
 def require_password(value: str | None, role: str) -> str:
