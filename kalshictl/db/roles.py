@@ -216,8 +216,14 @@ def ensure_owner(conn: psycopg.Connection) -> str | None:
         )
     elif not conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (OWNER_ROLE,)).fetchone()[0]:
         conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(owner))
-    conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(owner))
-    conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    if not conn.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", (OWNER_ROLE,)).fetchone()[0]:
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(owner))
+    public_creates = (
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a"
+        " WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE')"
+    )
+    if conn.execute(public_creates).fetchone()[0]:  # PostgreSQL before 15: everyone could create in public
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     for stmt in _ownership_statements(conn):
         conn.execute(stmt)
     return OWNER_ROLE
