@@ -228,3 +228,24 @@ def test_deduplicator_has_exactly_what_its_code_uses(cluster):
                 assert granted == set(), table  # reached through the parent only
             else:
                 assert granted == {"SELECT", "INSERT", "UPDATE"}, table
+
+
+def test_migrate_brings_an_older_database_to_the_owner_and_the_policy(cluster):
+    """A database set up by an older version (tables owned by the superuser, the deduplicator with ALL) is brought
+    to the owner role and the exact policy by `migrate`, even with no migration pending."""
+    from kalshictl.db.roles import check_owner
+
+    db = "kalshi_prod_upgrade"
+    cluster.create_database(db)
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        mig.migrate(conn, "production", flavor="partitioned")
+        ensure_role(conn, next(r for r in ROLES if r.name == "deduplicator"), None, db)
+        conn.execute("ALTER TABLE series OWNER TO postgres")
+        conn.execute("ALTER FUNCTION kalshi_ensure_partitions(bigint) OWNER TO postgres")
+        conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO deduplicator")
+        assert not check_owner(conn)["ok"]
+        assert "has TRIGGER on" in check_grants(conn, db, "production")[0]["problem"]
+        assert not mig.migrate(conn, "production").pending
+        assert check_owner(conn) == {"ok": True, "problem": None}
+        rows = {r["role"]: r for r in check_grants(conn, db, "production")}
+        assert rows["deduplicator"]["ok"], rows

@@ -189,9 +189,9 @@ def migrate(
                 hint="never edit an applied migration; add a new one",
             )
         chosen: Flavor = flavor or before.flavor
-        if dry_run or not before.pending:
+        if dry_run:
             return before
-        if chosen == "hypertable":
+        if before.pending and chosen == "hypertable":
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         from kalshictl.db.roles import acting_as, apply_object_grants, ensure_owner
 
@@ -210,7 +210,9 @@ def migrate(
                 if on_apply is not None:
                     on_apply(mig)
             conn.execute("SELECT kalshi_ensure_partitions()")
-            apply_object_grants(conn, target)  # every role gets the policy (kalshictl/db/roles.py) on new objects
+            # every role gets exactly the policy (kalshictl/db/roles.py) on every object: new tables get their grants,
+            # and a database an older version set up (a superuser owner, GRANT ALL) is brought to it with no migration
+            apply_object_grants(conn, target)
         before.flavor = chosen
         return before
     finally:
