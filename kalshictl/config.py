@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kalshictl.errors import ConfigError
 
@@ -133,9 +141,48 @@ class RemoteDatabaseSettings(DatabaseSettings):
         return self
 
 
-class ExchangeSettings(_Section):
-    """Where the exchange is and how to authenticate (API key id + private key reference)."""
+def _local_socket(dsn: str) -> bool:
+    """True if every host of a DSN is a Unix-domain socket (TLS does not apply there)."""
+    from kalshictl.db.dsn import parse_dsn
 
+    params = parse_dsn(dsn)
+    if params.get("hostaddr"):
+        return False
+    hosts = params.get("host") or os.environ.get("PGHOST", "")
+    return all(h.startswith(("/", "@")) for h in hosts.split(",")) if hosts else True
+
+
+def command_line_database(
+    dsn: str,
+    *,
+    option: str,
+    password: SecretRef | None = None,
+    sslrootcert: str | None = None,
+    allow_insecure: bool = False,
+) -> DatabaseSettings:
+    """Settings for a DSN given on the command line (``--admin-dsn``, ``--check-db``): over TCP the same TLS rules as
+    a remote database in the config (``verify-full`` by default, a CA from ``sslrootcert``, weaker modes only with
+    ``allow_insecure``); a Unix-domain socket as is. Errors name ``option``."""
+    if _local_socket(dsn):
+        return DatabaseSettings(dsn=dsn, password=password)
+    try:
+        return RemoteDatabaseSettings(
+            dsn=dsn, password=password, sslrootcert=sslrootcert, allow_insecure=allow_insecure
+        )
+    except ValidationError as exc:
+        text = _format_validation_error(exc).replace("(root): ", "").replace("allow_insecure: true", "--allow-insecure")
+        raise ConfigError(
+            f"{option}: {text}", hint="give the CA with --sslrootcert (or sslrootcert= in the DSN; 'system' for the OS)"
+        ) from None
+
+
+class ExchangeSettings(_Section):
+    """Where the exchange is and how to authenticate (API key id + private key reference).
+
+    The URLs must be ``https://`` and ``wss://`` unless ``allow_insecure: true`` (the local exchange: demos, tests).
+    """
+
+    allow_insecure: bool = Field(False, description="permit http:// and ws:// URLs (the local exchange only)")
     rest_url: str = "https://external-api.kalshi.com/trade-api/v2"
     ws_url: str = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
     api_key_id: str | None = None
@@ -143,12 +190,58 @@ class ExchangeSettings(_Section):
     requests_per_second: float = Field(18.0, gt=0, description="REST budget (Basic tier is 20 req/s)")
     timeout_s: float = Field(15.0, gt=0)
 
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _encrypted(cls, value: str, info: ValidationInfo) -> str:
+        secure, plain = ("https", "http") if info.field_name == "rest_url" else ("wss", "ws")
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme == secure:
+            return value
+        if scheme == plain and info.data.get("allow_insecure"):
+            return value
+        if scheme == plain:
+            raise ValueError(
+                f"{plain}:// is not encrypted; use {secure}:// or set allow_insecure: true in this section "
+                "(the local exchange only)"
+            )
+        raise ValueError(f"expected a {secure}:// URL, got {value!r}")
+
+
+def _public_bind(host: str) -> str | None:
+    """Why binding ``host`` would serve every network (None if it does not: loopback, private, a host name)."""
+    import ipaddress
+
+    if host.strip() in ("", "*"):
+        return "an empty host binds every interface"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # a host name: resolved when binding
+    if address.is_unspecified:
+        return f"{host} binds every interface"
+    if address.is_global:
+        return f"{host} is a public address"
+    return None
+
 
 class HttpSettings(_Section):
-    """The /health and /metrics listener."""
+    """The /health and /metrics listener: loopback or a private interface, never every interface (0.0.0.0, ::) or a
+    public address, unless ``allow_insecure: true``."""
 
+    allow_insecure: bool = Field(False, description="permit binding every interface or a public address")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _not_public(cls, value: str, info: ValidationInfo) -> str:
+        why = _public_bind(value)
+        if why and not info.data.get("allow_insecure"):
+            raise ValueError(
+                f"{why}; use 127.0.0.1 or the private interface that is polled, or set allow_insecure: true "
+                "in this section"
+            )
+        return value
 
 
 class WebSocketSettings(_Section):

@@ -192,7 +192,8 @@ class Deduplicator:
             try:
                 async with httpx.AsyncClient(timeout=3) as client:
                     resp = await client.get(g.health_url)
-                return resp.status_code == 200 and (resp.json() or {}).get("status") == "healthy"
+                body = resp.json()  # any JSON: only an object saying "healthy" counts
+                return resp.status_code == 200 and isinstance(body, dict) and body.get("status") == "healthy"
             except (httpx.HTTPError, ValueError):
                 return False
         return await self._connect_gatherer(g)
