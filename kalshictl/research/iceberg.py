@@ -224,7 +224,7 @@ def _day_files(tbl: Table, table: str, day: date | None) -> list[Any]:
     return [task.file for task in tasks if task.file.partition[0] == ordinal]
 
 
-def _production_query(table: str, cols: list[types.Column], day: date | None) -> tuple[str, tuple]:
+def production_query(table: str, cols: list[types.Column], day: date | None) -> tuple[str, tuple]:
     sql = types.select_sql(table, cols)
     tcol = types.time_column(table)
     names = {c.name for c in cols}
@@ -235,11 +235,11 @@ def _production_query(table: str, cols: list[types.Column], day: date | None) ->
     return f"{sql} WHERE {tcol} >= %s AND {tcol} < %s ORDER BY {order}", day_bounds(day)
 
 
-def _read_production(
+def read_production(
     conn: psycopg.Connection, table: str, cols: list[types.Column], day: date | None, batch_rows: int
 ) -> Any:
     """Yield batches of production rows of the table-day inside the caller's transaction (server-side cursor)."""
-    sql, params = _production_query(table, cols, day)
+    sql, params = production_query(table, cols, day)
     with conn.cursor(name=f"kalshictl_iceberg_{table}") as cur:
         cur.itersize = batch_rows
         cur.execute(sql, params)
@@ -308,7 +308,7 @@ class IcebergExporter:
 
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            for batch in _read_production(self.conn, table, cols, day, self.settings.batch_rows):
+            for batch in read_production(self.conn, table, cols, day, self.settings.batch_rows):
                 total = _add_checksum(total, batch, cols)
                 rows += len(batch)
                 pending.extend(batch)
@@ -343,7 +343,7 @@ class IcebergExporter:
         total = rows = 0
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            for batch in _read_production(self.conn, table, cols, day, self.settings.batch_rows):
+            for batch in read_production(self.conn, table, cols, day, self.settings.batch_rows):
                 total = _add_checksum(total, batch, cols)
                 rows += len(batch)
         tbl = self.catalog.load_table((self.settings.iceberg.namespace, table))

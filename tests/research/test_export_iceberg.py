@@ -3,6 +3,7 @@ with pyiceberg and Polars; one snapshot per export of a day; verification equal 
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ import yaml
 from kalshictl.config import load_settings
 from kalshictl.research import iceberg_types as types
 from kalshictl.research.iceberg import IcebergExporter
-from tests.research.test_export import BUCKET, DAY, DAY1, _seed
+from tests.research.test_export import BUCKET, DAY, DAY1, _export, _seed
 
 D1, D2 = date(2026, 11, 20), date(2026, 11, 21)
 EVENT_TABLES = list(types.TIME_COLUMN)
@@ -153,3 +154,21 @@ def test_catalog_lives_in_its_own_schema_and_exporter_stays_read_only(prod, buck
         ).fetchall()
         assert sorted(where) == [("iceberg", "iceberg_namespace_properties"), ("iceberg", "iceberg_tables")]
         assert conn.execute("SELECT count(*) FROM iceberg.iceberg_tables").fetchone()[0] == 1
+
+
+def test_cli_export_iceberg_json_lists_metadata_and_rows_per_day(prod, bucket, tmp_path):
+    _seed_all(prod)
+    cfg = _config(prod, tmp_path, bucket, sqlite_path=str(tmp_path / "catalog.db"))
+    proc = _export(cfg, "--all", "--from", "2026-11-20", "--to", "2026-11-21", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["format"] == "iceberg"
+    tables = out["tables"]
+    assert set(tables) == set(types.tables())
+    assert tables["trades"]["rows_per_day"] == {
+        "2026-11-20": _pg_count(prod, "trades", D1),
+        "2026-11-21": _pg_count(prod, "trades", D2),
+    }
+    assert tables["markets"]["rows_per_day"] == {"all": 2}
+    assert all(t["metadata_location"].startswith(f"s3://{BUCKET}/warehouse/") for t in tables.values())
+    assert (tmp_path / "catalog.db").exists()
