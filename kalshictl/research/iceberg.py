@@ -110,14 +110,14 @@ def _postgres_engine(db: DatabaseSettings, schema: str) -> Any:
     ``search_path`` set to the catalog's schema."""
     import_extra("sqlalchemy", "export")
     from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
 
     from kalshictl.db.connect import connect
 
     def creator() -> Any:
         return connect(db, options=f"-c search_path={schema}")
 
-    return create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool)
+    # a small pool: a commit takes several catalog round trips, each would otherwise pay a new TLS + SCRAM login
+    return create_engine("postgresql+psycopg://", creator=creator, pool_size=2, max_overflow=2, pool_pre_ping=True)
 
 
 def _check_catalog_schema(db: DatabaseSettings, schema: str) -> None:

@@ -30,6 +30,11 @@ def _config(prod, tmp_path, endpoint: str, **iceberg) -> object:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _polars_planner(monkeypatch):
+    monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # the optional polars_iceberg planner is not installed
+
+
 @pytest.fixture
 def bucket(s3_endpoint):
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
