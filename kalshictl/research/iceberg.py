@@ -284,10 +284,6 @@ class IcebergExporter:
             raise ConfigError(f"{table}: a day is required (it is partitioned by day)")
         return day
 
-    def table(self, table: str) -> Table:
-        cols = production_columns(self.conn, table)
-        return ensure_table(self.catalog, self.settings.iceberg.namespace, table, cols)
-
     def export_table_day(self, table: str, day: date | None) -> DayExport:
         """Replace ``table``'s ``day`` (or the whole state table) in one snapshot; see the module docs."""
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
@@ -353,10 +349,12 @@ class IcebergExporter:
             scan_kwargs["row_filter"] = _day_filter(tcol, day)
         if snapshot_id is not None:
             scan_kwargs["snapshot_id"] = snapshot_id
-        arrow = tbl.scan(**scan_kwargs).to_arrow()
-        ice_rows, ice_sum = types.row_checksum(types.to_production_rows(arrow, cols), cols)
+        ice_rows = ice_total = 0
+        for batch in tbl.scan(**scan_kwargs).to_arrow_batch_reader():  # bounded memory, batch by batch
+            n, part = types.row_checksum(types.to_production_rows(batch, cols), cols)
+            ice_rows, ice_total = ice_rows + n, (ice_total + int(part, 16)) & 0xFFFF_FFFF_FFFF_FFFF
         snap = snapshot_id if snapshot_id is not None else (s.snapshot_id if (s := tbl.current_snapshot()) else None)
-        return DayVerification(table, day, rows, f"{total:016x}", ice_rows, ice_sum, snap)
+        return DayVerification(table, day, rows, f"{total:016x}", ice_rows, f"{ice_total:016x}", snap)
 
 
 def _add_checksum(total: int, rows: list[tuple], cols: list[types.Column]) -> int:

@@ -327,8 +327,8 @@ def _unscaled(pa: Any, arr: Any) -> Any:
     return arr.view(pa.decimal128(arr.type.precision, 0)).cast(pa.int64())
 
 
-def to_production_rows(table: pa.Table, cols: Sequence[Column]) -> Iterable[tuple]:
-    """An Arrow table read from Iceberg -> rows in production's form (integers, booleans, levels as lists)."""
+def to_production_rows(table: pa.Table | pa.RecordBatch, cols: Sequence[Column]) -> Iterable[tuple]:
+    """Arrow data read from Iceberg -> rows in production's form (integers, booleans, levels as lists)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kalshictl.config import load_settings
+from kalshictl.errors import KalshiCtlError
 from kalshictl.research import iceberg_types as types
 from kalshictl.research.iceberg import IcebergExporter
 from tests.research.test_export import BUCKET, DAY, DAY1, _export, _seed
@@ -139,6 +140,14 @@ def test_iceberg_export_round_trips_every_table_and_reexport_is_one_snapshot(pro
         assert tbl.scan(snapshot_id=previous).to_arrow().num_rows == tbl.scan().to_arrow().num_rows
         assert exp.verify_table_day("trades", D1).ok
 
+        # a day with no rows commits an empty day (one snapshot, nothing else changes) and verifies
+        empty = exp.export_table_day("trades", date(2026, 11, 25))
+        assert empty.rows == 0 and exp.verify_table_day("trades", date(2026, 11, 25)).ok
+        assert (
+            exp.catalog.load_table(("kalshi", "trades")).scan().to_arrow().num_rows
+            == again.rows + results[("trades", D2)].rows
+        )
+
         # a changed production row makes verification fail (the checksum sees content, not only counts)
         with prod.connect() as conn:
             conn.execute(f"UPDATE trades SET price = price + 1 WHERE exchange_ts = {DAY1}")
@@ -159,6 +168,9 @@ def test_catalog_lives_in_its_own_schema_and_exporter_stays_read_only(prod, buck
         ).fetchall()
         assert sorted(where) == [("iceberg", "iceberg_namespace_properties"), ("iceberg", "iceberg_tables")]
         assert conn.execute("SELECT count(*) FROM iceberg.iceberg_tables").fetchone()[0] == 1
+        conn.execute("DROP SCHEMA iceberg CASCADE")  # as if init-db had not run: a clear error naming the key
+    with pytest.raises(KalshiCtlError, match="exporter.iceberg.catalog_schema: schema 'iceberg' does not exist"):
+        IcebergExporter.open(settings)
 
 
 def test_cli_export_iceberg_json_lists_metadata_and_rows_per_day(prod, bucket, tmp_path):
