@@ -56,14 +56,22 @@ def seed(conn: psycopg.Connection, n: int) -> None:
 
 
 def ceiling(exp: IcebergExporter, table: str, workdir: Path) -> tuple[float, int]:
-    """(rows/s, bytes) of pyarrow writing the same rows, already in the Iceberg types, to one local zstd file."""
+    """(rows/s, bytes) of pyarrow writing the same rows, already in the Iceberg types, to one local file with the
+    tables' Parquet settings (research/iceberg.py WRITE_PROPERTIES)."""
     cols = production_columns(exp.conn, table)
     sql, params = production_query(table, cols, DAY)  # the export's own query and row order
     rows = exp.conn.execute(sql, params).fetchall()
     arrow = types.to_iceberg_arrow(rows, cols)
     path = workdir / f"{table}.parquet"
     start = time.perf_counter()
-    pq.write_table(arrow, path, compression="zstd")
+    pq.write_table(
+        arrow,
+        path,
+        compression="zstd",
+        compression_level=3,
+        dictionary_pagesize_limit=128 << 10,
+        store_decimal_as_integer=True,
+    )  # fmt: skip  (the Iceberg tables' Parquet settings)
     return arrow.num_rows / (time.perf_counter() - start), path.stat().st_size
 
 

@@ -35,6 +35,14 @@ if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, ExportSettings, S3Settings
 
 EPOCH_DAY = date(1970, 1, 1)
+# Parquet settings of new tables. A 128 KiB dictionary page (pyiceberg's default: 2 MiB) makes the writer give up
+# dictionaries early on unique columns (times, trade ids), which then compress far better: half the bytes per row
+# in bench/bench_export.py (docs/performance.md); few-valued columns (side, source, gatherer) keep theirs.
+WRITE_PROPERTIES = {
+    "write.parquet.compression-codec": "zstd",
+    "write.parquet.compression-level": "3",
+    "write.parquet.dict-size-bytes": str(128 << 10),
+}
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ def ensure_table(catalog: Catalog, namespace: str, table: str, cols: list[types.
         if tcol := types.time_column(table):
             source = schema.find_field(tcol).field_id
             spec = PartitionSpec(PartitionField(source, 1000, DayTransform(), f"{tcol}_day"))
-        props = {"comment": types.TABLE_DOCS.get(table, table), "write.parquet.compression-codec": "zstd"}
+        props = {"comment": types.TABLE_DOCS.get(table, table), **WRITE_PROPERTIES}
         return catalog.create_table(ident, schema, partition_spec=spec, properties=props)
     known = {f.name for f in tbl.schema().fields}
     if any(c.name not in known for c in cols):
