@@ -176,10 +176,11 @@ def test_catalog_lives_in_its_own_schema_and_exporter_stays_read_only(prod, buck
 def test_cli_export_iceberg_json_lists_metadata_and_rows_per_day(prod, bucket, tmp_path):
     _seed_all(prod)
     cfg = _config(prod, tmp_path, bucket, sqlite_path=str(tmp_path / "catalog.db"))
-    proc = _export(cfg, "--all", "--from", "2026-11-20", "--to", "2026-11-21", "--json")
+    proc = _export(cfg, "--all", "--from", "2026-11-20", "--to", "2026-11-21", "--verify", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["format"] == "iceberg"
+    assert all(all(t["verified"].values()) for t in out["tables"].values())
     tables = out["tables"]
     assert set(tables) == set(types.tables())
     assert tables["trades"]["rows_per_day"] == {
@@ -189,3 +190,15 @@ def test_cli_export_iceberg_json_lists_metadata_and_rows_per_day(prod, bucket, t
     assert tables["markets"]["rows_per_day"] == {"all": 2}
     assert all(t["metadata_location"].startswith(f"s3://{BUCKET}/warehouse/") for t in tables.values())
     assert (tmp_path / "catalog.db").exists()
+
+
+def test_cli_refuses_options_of_the_other_format(prod, tmp_path):
+    cfg = _config(prod, tmp_path, "http://127.0.0.1:9", sqlite_path=str(tmp_path / "catalog.db"))
+    proc = _export(cfg, "--table", "trades", "--from", "2026-11-20", "--to", "2026-11-20", "--by-series")
+    assert proc.returncode == 2 and "--by-series and --force apply to --format parquet" in proc.stderr
+    proc = _export(cfg, "--table", "nope", "--from", "2026-11-20", "--to", "2026-11-20")
+    assert proc.returncode == 2 and "unknown table 'nope'" in proc.stderr
+    proc = _export(
+        cfg, "--table", "trades", "--format", "parquet", "--verify", "--from", "2026-11-20", "--to", "2026-11-20"
+    )
+    assert proc.returncode == 2 and "--verify applies to --format iceberg" in proc.stderr
