@@ -133,13 +133,16 @@ def _check_catalog_schema(db: DatabaseSettings, schema: str) -> None:
     from kalshictl.db.connect import connect
 
     with connect(db, autocommit=True) as conn:
-        exists, usable = conn.execute(
-            "SELECT to_regnamespace(%s) IS NOT NULL,"
-            " to_regnamespace(%s) IS NOT NULL AND has_schema_privilege(%s, 'USAGE, CREATE')",
-            (schema, schema, schema),
-        ).fetchone()
-    if not usable:
-        problem = "does not exist" if not exists else "is not writable (USAGE, CREATE) by this role"
+        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()[0]
+        usage = create = created = False
+        if exists:  # (a privilege list in one has_schema_privilege call means *any* of them: ask one by one)
+            usage, create, created = conn.execute(
+                "SELECT has_schema_privilege(%s, 'USAGE'), has_schema_privilege(%s, 'CREATE'),"
+                " to_regclass(format('%%I.iceberg_tables', %s::text)) IS NOT NULL",
+                (schema, schema, schema),
+            ).fetchone()
+    if not (usage and (create or created)):
+        problem = "does not exist" if not exists else "is not usable (USAGE, and CREATE for a new catalog) by this role"
         raise KalshiCtlError(
             f"exporter.iceberg.catalog_schema: schema {schema!r} {problem}",
             hint="run `kalshictl init-db --target production` (it creates schema iceberg for the exporter role)",
