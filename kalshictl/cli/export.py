@@ -74,7 +74,7 @@ def _export_iceberg(settings: Any, tables: list[str], days: list[Any], warehouse
 
     from kalshictl.errors import ConfigError, KalshiCtlError
     from kalshictl.research import iceberg_types as types
-    from kalshictl.research.iceberg import IcebergExporter
+    from kalshictl.research.iceberg import IcebergExporter, env_crash_hook
 
     for table in tables:
         if table not in types.tables():
@@ -84,7 +84,7 @@ def _export_iceberg(settings: Any, tables: list[str], days: list[Any], warehouse
     out: dict[str, Any] = {}
     failed = []
     with IcebergExporter.open(settings, warehouse=warehouse) as exporter, bar or contextlib.nullcontext():
-        exporter.on_rows = on_rows
+        exporter.on_rows, exporter.before_commit = on_rows, env_crash_hook()
         for table, day in steps:
             if on_step:
                 on_step(table, day)

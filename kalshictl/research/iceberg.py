@@ -266,6 +266,7 @@ class IcebergExporter:
     conn: psycopg.Connection
     catalog: Catalog
     on_rows: Callable[[int], None] | None = None
+    before_commit: Callable[[str, date | None], None] | None = None  # tests kill the process here
 
     @classmethod
     def open(cls, settings: ExportSettings, *, warehouse: str | None = None) -> IcebergExporter:
@@ -331,6 +332,8 @@ class IcebergExporter:
             "kalshictl.rows": str(rows),
             "kalshictl.checksum": checksum,
         }
+        if self.before_commit:
+            self.before_commit(table, day)
         tx = tbl.transaction()
         with tx.update_snapshot(snapshot_properties=summary).overwrite(commit_uuid) as overwrite:
             for old in _day_files(tbl, table, day):
@@ -386,3 +389,19 @@ def verify_table_day(
     """Compare one table-day in production and in its Iceberg table (count + checksum)."""
     with IcebergExporter.open(settings) as exporter:
         return exporter.verify_table_day(table, day, snapshot_id=snapshot_id)
+
+
+def env_crash_hook() -> Callable[[str, date | None], None] | None:
+    """``KALSHICTL_EXPORT_CRASH_BEFORE_COMMIT=TABLE`` kills the process after TABLE's data files are written, before
+    its snapshot is committed (crash tests only)."""
+    import os
+
+    victim = os.environ.get("KALSHICTL_EXPORT_CRASH_BEFORE_COMMIT")
+    if not victim:
+        return None
+
+    def hook(table: str, _day: date | None) -> None:
+        if table == victim:
+            os._exit(70)
+
+    return hook

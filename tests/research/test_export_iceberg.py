@@ -202,3 +202,27 @@ def test_cli_refuses_options_of_the_other_format(prod, tmp_path):
         cfg, "--table", "trades", "--format", "parquet", "--verify", "--from", "2026-11-20", "--to", "2026-11-20"
     )
     assert proc.returncode == 2 and "--verify applies to --format iceberg" in proc.stderr
+
+
+def test_crash_before_commit_leaves_the_day_as_it_was_and_a_rerun_replaces_it(prod, bucket, tmp_path):
+    _seed_all(prod)
+    cfg = _config(prod, tmp_path, bucket)
+    settings = load_settings(cfg).require("exporter")
+    with IcebergExporter.open(settings) as exp:
+        first = exp.export_table_day("trades", D1)
+    with prod.connect() as conn:
+        conn.execute(f"DELETE FROM trades WHERE exchange_ts < {DAY1 + DAY // 2}")
+    day = ("--table", "trades", "--from", "2026-11-20", "--to", "2026-11-20", "--json")
+    crash = _export(cfg, *day, env={"KALSHICTL_EXPORT_CRASH_BEFORE_COMMIT": "trades"})
+    assert crash.returncode == 70, crash.stderr
+    with IcebergExporter.open(settings) as exp:
+        tbl = exp.catalog.load_table(("kalshi", "trades"))
+        assert len(tbl.snapshots()) == 1 and tbl.current_snapshot().snapshot_id == first.snapshot_id
+        assert tbl.scan().to_arrow().num_rows == first.rows  # readers still see the whole old day
+    rerun = _export(cfg, *day)
+    assert rerun.returncode == 0, rerun.stderr
+    with IcebergExporter.open(settings) as exp:
+        tbl = exp.catalog.load_table(("kalshi", "trades"))
+        assert len(tbl.snapshots()) == 2
+        assert tbl.scan().to_arrow().num_rows == _pg_count(prod, "trades", D1) < first.rows
+        assert exp.verify_table_day("trades", D1).ok
