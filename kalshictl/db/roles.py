@@ -69,6 +69,9 @@ EXTRA_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     # retention of merged lifecycle copies (kalshictl/dedup/lifecycle_merge.py)
     "deduplicator": {"lifecycle_copies": frozenset({"DELETE"})},
 }
+# A schema of its own where a role may create tables (docs/security.md): the exporter keeps the Iceberg SQL catalog's
+# tables there (it stays read-only on every table of public).
+OWN_SCHEMAS: dict[str, str] = {"exporter": "iceberg"}
 # Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these.
 OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries")
 # Sequence privileges (bigserial ids): the writers only draw values.
@@ -119,6 +122,9 @@ def grant_statements(role: RoleSpec, dbname: str) -> list[str]:
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {r}",
         f"REVOKE CREATE ON SCHEMA public FROM {r}",
     ]
+    if own := OWN_SCHEMAS.get(role.name):
+        schema = _ident(own)
+        out += [f"CREATE SCHEMA IF NOT EXISTS {schema}", f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {r}"]
     return out
 
 
@@ -459,7 +465,8 @@ def _role_problems(conn: psycopg.Connection, role: str) -> list[str]:
             " AND has_schema_privilege(%s, oid, 'CREATE') ORDER BY 1",
             (role,),
         ).fetchall():
-            problems.append(f"has CREATE on schema {schema}")
+            if schema != OWN_SCHEMAS.get(role):  # its own schema (the exporter's Iceberg catalog) is the exception
+                problems.append(f"has CREATE on schema {schema}")
     return problems
 
 
