@@ -1,0 +1,406 @@
+"""``kalshictl history import``: Kalshi's markets, trades and candlesticks of a date range into production.
+
+The cutoff (``GET /historical/cutoff``) decides which endpoint holds what (docs/research.md, "History"): markets
+settled before ``market_settled_ts`` and their candles are under ``/historical/markets``; trades created before
+``trades_created_ts`` under ``/historical/trades``; the rest on the live endpoints (``/markets``, ``/markets/trades``,
+batch ``/markets/candlesticks``). Markets go through the deduplicator's market sync (kalshictl/dedup/market_sync.py).
+Work is cut into units (endpoint, scope, UTC day) with a checkpoint each (kalshictl/dedup/history/store.py), run by a
+few workers that share one rate-limited REST client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from kalshictl.dedup import market_sync
+from kalshictl.dedup.history import store
+from kalshictl.dedup.history.rows import candle_row, trade_row
+from kalshictl.dedup.history.store import Unit
+from kalshictl.dedup.market_sync import BadRow
+from kalshictl.kalshi.rest import end_of_pages
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kalshictl.kalshi.rest import KalshiRest
+
+log = logging.getLogger("kalshictl.dedup.history")
+
+DAY_S = 86_400
+PAGE_LIMIT = 1000
+BATCH_TICKERS = 100  # GET /markets/candlesticks: at most 100 tickers ...
+BATCH_CANDLES = 10_000  # ... and 10,000 candles per call
+PERIODS = (1, 60, 1440)
+
+
+@dataclass(frozen=True)
+class ImportRange:
+    """What to import: UTC days [day_from, day_to] (Unix seconds of their 00:00), a selection, candle periods."""
+
+    day_from: int
+    day_to: int
+    series: tuple[str, ...] = ()
+    tickers: tuple[str, ...] = ()
+    periods: tuple[int, ...] = (60, 1440)
+
+    @property
+    def lo(self) -> int:
+        return self.day_from
+
+    @property
+    def hi(self) -> int:
+        return self.day_to + DAY_S
+
+    def scope(self) -> str:
+        """The selection's name in checkpoints (a digest when long)."""
+        if self.tickers:
+            text = "tickers:" + ",".join(sorted(self.tickers))
+        elif self.series:
+            text = "series:" + ",".join(sorted(self.series))
+        else:
+            return "all"
+        return text if len(text) <= 200 else text[:160] + "#" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Progress:
+    """Counters of one import; ``render`` is called about once a second by the CLI."""
+
+    markets: int = 0
+    trades: int = 0
+    candles: int = 0
+    rejected: int = 0
+    units_total: int = 0
+    units_done: int = 0
+    units_skipped: int = 0  # complete in an earlier run
+    started: float = field(default_factory=time.monotonic)
+    requests_start: int = 0
+
+    def summary(self, rest: KalshiRest) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        requests = rest.requests - self.requests_start
+        remaining = self.units_total - self.units_done - self.units_skipped
+        rate = self.units_done / elapsed
+        return {
+            "markets": self.markets,
+            "trades": self.trades,
+            "candles": self.candles,
+            "rejected": self.rejected,
+            "units_total": self.units_total,
+            "units_done": self.units_done,
+            "units_skipped": self.units_skipped,
+            "requests": requests,
+            "throttled": rest.throttled,
+            "elapsed_s": round(elapsed, 3),
+            "requests_per_s": round(requests / elapsed, 2),
+            "rows_per_s": round((self.markets + self.trades + self.candles) / elapsed, 1),
+            "eta_s": None if rate == 0 else round(remaining / rate, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Market:
+    ticker: str
+    open_ts: int
+    close_ts: int
+    archived: bool  # settled before the cutoff: /historical/… only
+
+
+def _ts(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+async def read_cutoff(rest: KalshiRest) -> tuple[int, int]:
+    """(market_settled_ts, trades_created_ts) in Unix seconds."""
+    body = await rest.get("/historical/cutoff")
+    markets, trades = _ts((body or {}).get("market_settled_ts")), _ts((body or {}).get("trades_created_ts"))
+    if markets is None or trades is None:
+        raise BadRow(f"GET /historical/cutoff: unexpected answer {str(body)[:200]}")
+    return markets, trades
+
+
+class HistoryImport:
+    """One import run over ``rng``; ``connect`` opens a production connection (one per worker)."""
+
+    def __init__(
+        self,
+        rest: KalshiRest,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection]],
+        rng: ImportRange,
+        *,
+        workers: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rest = rest
+        self.connect = connect
+        self.rng = rng
+        self.workers = max(1, workers)
+        self.clock = clock
+        self.progress = Progress(requests_start=rest.requests)
+        self.markets: dict[str, Market] = {}
+
+    def _now_us(self) -> int:
+        return int(self.clock() * 1_000_000)
+
+    async def run(self) -> dict[str, Any]:
+        """Import everything in range; returns the summary (also available as ``progress`` while running)."""
+        pconn = await self.connect()
+        try:
+            market_cutoff, trade_cutoff = await read_cutoff(self.rest)
+            await self._markets(pconn)
+            done = {u for u, c in (await store.load_checkpoints(pconn)).items() if c.done}
+            cursors = {u: c.cursor for u, c in (await store.load_checkpoints(pconn)).items() if not c.done}
+        finally:
+            await pconn.close()
+        jobs = self._trade_jobs(trade_cutoff, done, cursors) + self._candle_jobs(done)
+        queue: asyncio.Queue = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+        await asyncio.gather(*(self._worker(queue) for _ in range(min(self.workers, max(1, len(jobs))))))
+        out = self.progress.summary(self.rest)
+        out["cutoff"] = {"market_settled_ts": market_cutoff, "trades_created_ts": trade_cutoff}
+        return out
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        pconn = await self.connect()
+        try:
+            while not queue.empty():
+                job = queue.get_nowait()
+                await job(pconn)
+                self.progress.units_done += 1
+        finally:
+            await pconn.close()
+
+    # ----- markets ----------------------------------------------------------------------------------------------
+    async def _listings(self) -> list[tuple[str, dict[str, Any], bool]]:
+        """(path, params, archived) of every market listing the selection needs."""
+        rng = self.rng
+        out: list[tuple[str, dict[str, Any], bool]] = []
+        if rng.tickers:
+            for i in range(0, len(rng.tickers), 100):
+                chunk = ",".join(rng.tickers[i : i + 100])
+                out += [("/historical/markets", {"tickers": chunk}, True), ("/markets", {"tickers": chunk}, False)]
+        elif rng.series:
+            for s in rng.series:
+                out.append(("/historical/markets", {"series_ticker": s}, True))
+                out.append(("/markets", {"series_ticker": s, "min_close_ts": rng.lo}, False))
+        else:
+            out += [("/historical/markets", {}, True), ("/markets", {"min_close_ts": rng.lo}, False)]
+        return out
+
+    async def _markets(self, pconn: psycopg.AsyncConnection) -> None:
+        """List the markets open at some time in range and upsert them with the market sync's code."""
+        rng = self.rng
+        for path, params, archived in await self._listings():
+            async for page in self.rest.paginate(path, "markets", params, limit=PAGE_LIMIT):
+                keep = []
+                for item in page:
+                    if not isinstance(item, dict):
+                        keep.append(item)  # upsert_page rejects and counts it
+                        continue
+                    opened, closed = _ts(item.get("open_time")), _ts(item.get("close_time"))
+                    ticker = item.get("ticker")
+                    if opened is None or closed is None or not isinstance(ticker, str):
+                        keep.append(item)
+                        continue
+                    if opened >= rng.hi or closed < rng.lo:
+                        continue
+                    keep.append(item)
+                    self.markets[ticker] = Market(ticker, opened, closed, archived)
+                written, rejected = await market_sync.upsert_page(pconn, "markets", keep)
+                self.progress.markets += written
+                self.progress.rejected += rejected
+
+    # ----- trades -----------------------------------------------------------------------------------------------
+    def _days(self) -> list[tuple[int, int]]:
+        return [(d, d + DAY_S) for d in range(self.rng.lo, self.rng.hi, DAY_S)]
+
+    def _trade_jobs(self, cutoff: int, done: set[Unit], cursors: dict[Unit, str]) -> list[Any]:
+        scopes: list[tuple[str, str | None]] = (
+            [(f"ticker:{t}", t) for t in self.rng.tickers] if self.rng.tickers else [(self.rng.scope(), None)]
+        )
+        wanted = None if not self.rng.series or self.rng.tickers else set(self.markets)
+        jobs = []
+        for lo, hi in self._days():
+            parts = [("historical/trades", lo, min(hi, cutoff)), ("markets/trades", max(lo, cutoff), hi)]
+            for endpoint, a, b in parts:
+                if a >= b:
+                    continue
+                for scope, ticker in scopes:
+                    unit = Unit(endpoint, scope, a, b)
+                    self.progress.units_total += 1
+                    if unit in done:
+                        self.progress.units_skipped += 1
+                        continue
+                    jobs.append(self._trades_job(unit, ticker, wanted, cursors.get(unit, "")))
+        return jobs
+
+    def _trades_job(self, unit: Unit, ticker: str | None, wanted: set[str] | None, cursor: str) -> Any:
+        async def job(pconn: psycopg.AsyncConnection) -> None:
+            params: dict[str, Any] = {"min_ts": unit.range_from, "max_ts": unit.range_to - 1, "limit": PAGE_LIMIT}
+            if ticker:
+                params["ticker"] = ticker
+            next_cursor = cursor
+            while True:
+                if next_cursor:
+                    params["cursor"] = next_cursor
+                body = await self.rest.get("/" + unit.endpoint, params)
+                items = (body or {}).get("trades") or []
+                received = self._now_us()
+                rows, bad = [], 0
+                for t in items:
+                    try:
+                        row = trade_row(t, received)
+                    except BadRow as exc:
+                        bad += 1
+                        store.log_rejected(unit.endpoint, exc)
+                        continue
+                    if wanted is None or row[3] in wanted:
+                        rows.append(row)
+                next_cursor = (body or {}).get("cursor")
+                end = end_of_pages(next_cursor) or next_cursor == params.get("cursor")
+                self.progress.trades += await store.write_trades(
+                    pconn, unit, rows, "" if end else str(next_cursor), end, bad
+                )
+                self.progress.rejected += bad
+                if end:
+                    return
+
+        return job
+
+    # ----- candles ----------------------------------------------------------------------------------------------
+    def _candle_span(self, m: Market, lo: int, hi: int, period: int) -> tuple[int, int, int]:
+        """(start_ts, end_ts, most candles) of market ``m`` on day [lo, hi): candles ending in (lo, hi]."""
+        length = period * 60
+        start = max(lo + 1, m.open_ts + 1)
+        end = min(hi, -(-m.close_ts // length) * length)
+        return start, end, max(0, (end - start) // length + 2)
+
+    def _candle_jobs(self, done: set[Unit]) -> list[Any]:
+        jobs: list[Any] = []
+        batches: dict[tuple[int, int, int], list[tuple[Unit, int]]] = {}
+        for m in sorted(self.markets.values(), key=lambda m: m.ticker):
+            for lo, hi in self._days():
+                for period in self.rng.periods:
+                    start, end, most = self._candle_span(m, lo, hi, period)
+                    if start > end:
+                        continue
+                    endpoint = "historical/candlesticks" if m.archived else "markets/candlesticks"
+                    unit = Unit(endpoint, f"{m.ticker}:{period}", lo, hi)
+                    self.progress.units_total += 1
+                    if unit in done:
+                        self.progress.units_skipped += 1
+                        continue
+                    if m.archived:
+                        jobs.append(self._historical_candles_job(unit, m.ticker, period, start, end))
+                    else:
+                        batches.setdefault((lo, hi, period), []).append((unit, most))
+        for (lo, hi, period), units in batches.items():
+            group: list[Unit] = []
+            budget = 0
+            for unit, most in units:
+                if group and (len(group) == BATCH_TICKERS or budget + most > BATCH_CANDLES):
+                    jobs.append(self._batch_candles_job(group, lo, hi, period))
+                    group, budget = [], 0
+                group.append(unit)
+                budget += most
+            if group:
+                jobs.append(self._batch_candles_job(group, lo, hi, period))
+        return jobs
+
+    def _rows(self, ticker: str, candles: Any, period: int, live: bool) -> tuple[list[tuple], int]:
+        received = self._now_us()
+        rows, bad = [], 0
+        for c in candles if isinstance(candles, list) else []:
+            try:
+                rows.append(candle_row(c, ticker, period, live, received))
+            except BadRow as exc:
+                bad += 1
+                store.log_rejected(f"candlesticks {ticker}", exc)
+        return rows, bad
+
+    def _historical_candles_job(self, unit: Unit, ticker: str, period: int, start: int, end: int) -> Any:
+        async def job(pconn: psycopg.AsyncConnection) -> None:
+            body = await self.rest.get(
+                f"/historical/markets/{ticker}/candlesticks",
+                {"start_ts": start, "end_ts": end, "period_interval": period},
+            )
+            rows, bad = self._rows(ticker, (body or {}).get("candlesticks"), period, live=False)
+            self.progress.candles += await store.write_candles(pconn, [unit], rows, bad)
+            self.progress.rejected += bad
+
+        return job
+
+    def _batch_candles_job(self, units: list[Unit], lo: int, hi: int, period: int) -> Any:
+        async def job(pconn: psycopg.AsyncConnection) -> None:
+            tickers = [u.scope.rsplit(":", 1)[0] for u in units]
+            spans = [self._candle_span(self.markets[t], lo, hi, period) for t in tickers]
+            body = await self.rest.get(
+                "/markets/candlesticks",
+                {
+                    "market_tickers": ",".join(tickers),
+                    "start_ts": min(s for s, _, _ in spans),
+                    "end_ts": max(e for _, e, _ in spans),
+                    "period_interval": period,
+                },
+            )
+            rows: list[tuple] = []
+            bad = 0
+            for entry in (body or {}).get("markets") or []:
+                ticker = entry.get("market_ticker") if isinstance(entry, dict) else None
+                if ticker not in self.markets:
+                    bad += 1
+                    store.log_rejected("markets/candlesticks", f"unexpected market {str(ticker)[:40]!r}")
+                    continue
+                r, b = self._rows(ticker, entry.get("candlesticks"), period, live=True)
+                rows += [row for row in r if lo * 1_000_000 < row[2] <= hi * 1_000_000]
+                bad += b
+            self.progress.candles += await store.write_candles(pconn, units, rows, bad)
+            self.progress.rejected += bad
+
+        return job
+
+
+async def import_history(
+    settings: Any,
+    rng: ImportRange,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    every_s: float = 1.0,
+) -> dict[str, Any]:
+    """Run an import with a deduplicator's settings (``DedupSettings``): production as its role, the exchange's REST
+    URL and key, ``history.requests_per_second`` as this import's budget; ``on_progress`` gets the summary so far."""
+    from kalshictl.db.connect import connect_async
+    from kalshictl.kalshi.rest import KalshiRest
+
+    ex = settings.exchange
+    key = ex.private_key.resolve() if ex.private_key else None
+    async with KalshiRest(
+        ex.rest_url,
+        requests_per_second=settings.history.requests_per_second,
+        key_id=ex.api_key_id,
+        private_key=key,
+        timeout=ex.timeout_s,
+    ) as rest:
+
+        async def connect() -> psycopg.AsyncConnection:
+            return await connect_async(settings.production)
+
+        run = HistoryImport(rest, connect, rng, workers=settings.history.workers)
+        task = asyncio.create_task(run.run())
+        while on_progress is not None and not task.done():
+            await asyncio.wait({task}, timeout=every_s)
+            on_progress(run.progress.summary(rest))
+        return await task
