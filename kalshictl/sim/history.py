@@ -64,6 +64,7 @@ class HistoryWorld:
         self._archived_trades: list[TradeRec] = []  # created before the cutoff, oldest first
         self._archived_by_ticker: dict[str, list[TradeRec]] = {}
         self._live_trades: list[TradeRec] = []
+        self.malformed: set[str] = set()  # trade ids served with an inexact count (tests of row isolation)
         if self.days:
             self._build(random.Random(f"history-{seed}"), markets_per_day)
 
