@@ -2,6 +2,7 @@
 -- Trades gain a third source: 'historical' = GET /historical/trades or GET /markets/trades read by the importer
 -- (the key stays trade_id, so a trade also recorded live is stored once, with the source stored first).
 ALTER TABLE trades DROP CONSTRAINT IF EXISTS trades_source_check;
+ALTER TABLE trades ALTER COLUMN source TYPE varchar(10);
 ALTER TABLE trades ADD CONSTRAINT trades_source_check CHECK (source IN ('ws', 'rest', 'historical'));
 
 -- One candle per (market, period, end of period). Prices in 1e-4 USD, counts in 1e-2 contracts, times in us since

@@ -147,8 +147,10 @@ async def test_documented_limits_answer_400(sim: SimExchange, http: aiohttp.Clie
         (u + "/historical/trades", {"cursor": "garbage"}),
         (u + f"/historical/markets/{ticker}/candlesticks", {"start_ts": 0, "end_ts": FAR}),  # period required
         (u + f"/historical/markets/{ticker}/candlesticks", {"start_ts": 0, "end_ts": FAR, "period_interval": 5}),
-        (u + "/markets/candlesticks", {"market_tickers": ",".join(["A"] * 101), "start_ts": 0, "end_ts": 1,
-                                      "period_interval": 1}),  # fmt: skip
+        (
+            u + "/markets/candlesticks",
+            {"market_tickers": ",".join(["A"] * 101), "start_ts": 0, "end_ts": 1, "period_interval": 1},
+        ),
     ]
     for url, params in bad:
         status, body = await get_json(http, url, **params)

@@ -178,8 +178,8 @@ class HistoryImport:
         try:
             while not queue.empty():
                 job = queue.get_nowait()
-                await job(pconn)
-                self.progress.units_done += 1
+                units = await job(pconn)  # (read the counter only after the await: workers share it)
+                self.progress.units_done += units
         finally:
             await pconn.close()
 
@@ -248,7 +248,7 @@ class HistoryImport:
         return jobs
 
     def _trades_job(self, unit: Unit, ticker: str | None, wanted: set[str] | None, cursor: str) -> Any:
-        async def job(pconn: psycopg.AsyncConnection) -> None:
+        async def job(pconn: psycopg.AsyncConnection) -> int:
             params: dict[str, Any] = {"min_ts": unit.range_from, "max_ts": unit.range_to - 1, "limit": PAGE_LIMIT}
             if ticker:
                 params["ticker"] = ticker
@@ -271,12 +271,11 @@ class HistoryImport:
                         rows.append(row)
                 next_cursor = (body or {}).get("cursor")
                 end = end_of_pages(next_cursor) or next_cursor == params.get("cursor")
-                self.progress.trades += await store.write_trades(
-                    pconn, unit, rows, "" if end else str(next_cursor), end, bad
-                )
+                written = await store.write_trades(pconn, unit, rows, "" if end else str(next_cursor), end, bad)
+                self.progress.trades += written
                 self.progress.rejected += bad
                 if end:
-                    return
+                    return 1
 
         return job
 
@@ -332,19 +331,21 @@ class HistoryImport:
         return rows, bad
 
     def _historical_candles_job(self, unit: Unit, ticker: str, period: int, start: int, end: int) -> Any:
-        async def job(pconn: psycopg.AsyncConnection) -> None:
+        async def job(pconn: psycopg.AsyncConnection) -> int:
             body = await self.rest.get(
                 f"/historical/markets/{ticker}/candlesticks",
                 {"start_ts": start, "end_ts": end, "period_interval": period},
             )
             rows, bad = self._rows(ticker, (body or {}).get("candlesticks"), period, live=False)
-            self.progress.candles += await store.write_candles(pconn, [unit], rows, bad)
+            written = await store.write_candles(pconn, [unit], rows, bad)
+            self.progress.candles += written
             self.progress.rejected += bad
+            return 1
 
         return job
 
     def _batch_candles_job(self, units: list[Unit], lo: int, hi: int, period: int) -> Any:
-        async def job(pconn: psycopg.AsyncConnection) -> None:
+        async def job(pconn: psycopg.AsyncConnection) -> int:
             tickers = [u.scope.rsplit(":", 1)[0] for u in units]
             spans = [self._candle_span(self.markets[t], lo, hi, period) for t in tickers]
             body = await self.rest.get(
@@ -367,8 +368,10 @@ class HistoryImport:
                 r, b = self._rows(ticker, entry.get("candlesticks"), period, live=True)
                 rows += [row for row in r if lo * 1_000_000 < row[2] <= hi * 1_000_000]
                 bad += b
-            self.progress.candles += await store.write_candles(pconn, units, rows, bad)
+            written = await store.write_candles(pconn, units, rows, bad)
+            self.progress.candles += written
             self.progress.rejected += bad
+            return len(units)
 
         return job
 

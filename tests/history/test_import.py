@@ -1,0 +1,158 @@
+"""``kalshictl history import`` against the local exchange's seeded past: the import equals the exchange's ground
+truth (trade ids, markets, candles), a rerun adds nothing, SIGKILL + rerun equals an uninterrupted run, and a
+malformed row is counted and skipped while the rest of its page lands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from kalshictl.dedup.history.importer import ImportRange, import_history
+from kalshictl.sim.history import HistoryWorld
+
+from .conftest import ANCHOR, DAYS, HistoryEnv
+
+FROM = ANCHOR - DAYS * 86_400
+ALL_DAYS = ImportRange(FROM, ANCHOR, periods=(1, 60, 1440))  # the past and the anchor day (late settlements)
+
+
+def truth_candles(h: HistoryWorld, periods: tuple[int, ...], lo: int, hi: int) -> set[tuple]:
+    out = set()
+    for ticker in h.markets:
+        for p in periods:
+            for c in h.candles(ticker, p, lo + 1, hi):
+                price = c.price or (None,) * 5
+                out.add((ticker, p, c.end_ts * 1_000_000, *c.yes_bid, *c.yes_ask, *price, c.previous, c.volume,
+                         c.open_interest))  # fmt: skip
+    return out
+
+
+CANDLE_SQL = (
+    "SELECT ticker, period_minutes, end_ts, yes_bid_open, yes_bid_low, yes_bid_high, yes_bid_close, yes_ask_open,"
+    " yes_ask_low, yes_ask_high, yes_ask_close, price_open, price_low, price_high, price_close, price_mean,"
+    " price_previous, volume, open_interest FROM candlesticks"
+)
+
+
+def snapshot(env: HistoryEnv) -> dict[str, object]:
+    return {
+        "trades": sorted(env.rows("SELECT trade_id::text, exchange_ts, ticker, price, size, taker_side FROM trades")),
+        "candles": sorted(env.rows(CANDLE_SQL)),
+        "markets": sorted(env.rows("SELECT ticker, status, result FROM markets")),
+    }
+
+
+def run(env: HistoryEnv, rng: ImportRange = ALL_DAYS, **kw: object) -> dict:
+    return asyncio.run(import_history(env.settings(**kw), rng))
+
+
+def test_import_equals_ground_truth_and_rerun_adds_nothing(history_env: HistoryEnv) -> None:
+    env = history_env
+    h = env.sim.ex.history
+    summary = run(env)
+    assert summary["rejected"] == 0 and summary["units_done"] == summary["units_total"] > 0
+
+    trades = env.rows("SELECT trade_id::text, exchange_ts, ticker, price, size, taker_side, source FROM trades")
+    truth = {(t.trade_id, t.ts_ms // 1000 * 1_000_000, t.ticker, t.yes_price, t.size, t.taker == "yes", "historical")
+             for t in h.all_trades()}  # fmt: skip
+    assert len(trades) == len(truth) and set(trades) == truth
+
+    markets = dict(env.rows("SELECT ticker, status FROM markets"))
+    assert all(markets.get(t) == "finalized" for t in h.markets)  # archived ones too, through market sync
+
+    candles = set(env.rows(CANDLE_SQL))
+    assert candles == truth_candles(h, (1, 60, 1440), ALL_DAYS.lo, ALL_DAYS.hi)
+    sources = dict(env.rows("SELECT source, count(*) FROM candlesticks GROUP BY source"))
+    assert sources.keys() == {"historical", "live"}
+
+    before = snapshot(env)
+    again = run(env)
+    assert (again["trades"], again["candles"], again["markets"]) == (0, 0, 0)
+    assert again["units_skipped"] == again["units_total"]
+    assert snapshot(env) == before
+
+
+def test_trades_recorded_live_are_not_duplicated(history_env: HistoryEnv) -> None:
+    env = history_env
+    h = env.sim.ex.history
+    first = h.all_trades()[-1]  # after the cutoff: GET /markets/trades, as a gatherer's backfill would see it
+    with env.prod() as c:
+        c.execute(
+            "INSERT INTO trades (trade_id, exchange_ts, received_at, ticker, price, size, taker_side, source, gatherer)"
+            " VALUES (%s, %s, 1, %s, %s, %s, %s, 'ws', 'g1')",
+            (first.trade_id, first.ts_ms * 1000, first.ticker, first.yes_price, first.size, first.taker == "yes"),
+        )
+    run(env, ImportRange(FROM, ANCHOR, periods=()))
+    rows = env.rows(f"SELECT source, exchange_ts FROM trades WHERE trade_id = '{first.trade_id}'")
+    assert rows == [("ws", first.ts_ms * 1000)]
+    assert env.rows("SELECT count(*), count(DISTINCT trade_id) FROM trades")[0] == (len(h.all_trades()),) * 2
+
+
+def test_malformed_row_is_isolated(history_env: HistoryEnv) -> None:
+    env = history_env
+    h = env.sim.ex.history
+    old = [t for t in h.all_trades() if t.ts_ms // 1000 < h.cutoff_ts]
+    bad = old[len(old) // 2].trade_id
+    env.sim.call(h.malformed.add, bad)
+    summary = run(env, ImportRange(FROM, ANCHOR, periods=()))
+    assert summary["rejected"] == 1
+    stored = {r[0] for r in env.rows("SELECT trade_id::text FROM trades")}
+    assert stored == {t.trade_id for t in h.all_trades()} - {bad}
+    assert env.rows("SELECT sum(rejected) FROM history_checkpoints")[0][0] == 1
+
+
+def test_sigkill_and_rerun_equals_an_uninterrupted_run(history_env: HistoryEnv, tmp_path: Path) -> None:
+    env = history_env
+    cfg = tmp_path / "dedup.yaml"
+    cfg.write_text(yaml.safe_dump({"deduplicator": env.config(rps=25.0, workers=2)}))
+    day = time.strftime("%Y-%m-%d", time.gmtime(FROM))
+    last = time.strftime("%Y-%m-%d", time.gmtime(ANCHOR))
+    args = [sys.executable, "-m", "kalshictl", "history", "import", "--config", str(cfg), "--from", day, "--to", last,
+            "--candles", "1,60,1440", "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill once some units are done and many are not
+            done = env.rows("SELECT count(*) FILTER (WHERE done), count(*) FROM history_checkpoints")[0]
+            if done[0] >= 10:
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        if proc.stderr:
+            proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    done_at_kill = env.rows("SELECT count(*) FILTER (WHERE done) FROM history_checkpoints")[0][0]
+    assert done_at_kill >= 10
+
+    result = subprocess.run(args, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    resumed = snapshot(env)
+    done_after = env.rows("SELECT count(*) FILTER (WHERE done), count(*) FROM history_checkpoints")[0]
+    assert done_at_kill < done_after[0] == done_after[1]  # killed halfway; the rerun finished the rest
+    assert env.rows("SELECT count(*), count(DISTINCT trade_id) FROM trades")[0][0] == len(resumed["trades"])
+
+    # the same import, uninterrupted, into a fresh production database
+    fresh = HistoryEnv(env.sim, env.cluster, _fresh_db(env))
+    try:
+        run(fresh, ALL_DAYS)
+        assert snapshot(fresh) == resumed
+    finally:
+        from tests.dedup.conftest import drop_db
+
+        drop_db(env.cluster, fresh.db)
+
+
+def _fresh_db(env: HistoryEnv) -> str:
+    from tests.dedup.conftest import make_db
+
+    return make_db(env.cluster, "production")
