@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from kalshictl.dedup.history.importer import ImportRange, import_history
+from kalshictl.schema import CANDLESTICKS
 from kalshictl.sim.history import HistoryWorld
 
 from .conftest import ANCHOR, DAYS, HistoryEnv
@@ -156,3 +157,16 @@ def _fresh_db(env: HistoryEnv) -> str:
     from tests.dedup.conftest import make_db
 
     return make_db(env.cluster, "production")
+
+
+def test_candlesticks_table_matches_its_schema_entry(history_env: HistoryEnv) -> None:
+    cols = history_env.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'candlesticks' ORDER BY ordinal_position"
+    )
+    assert tuple(c[0] for c in cols) == CANDLESTICKS["columns"]
+    key = history_env.rows(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+        " WHERE i.indrelid = 'candlesticks'::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
+    )
+    assert tuple(k[0] for k in key) == CANDLESTICKS["key"]
+    assert set(CANDLESTICKS["units"]) <= {c[0] for c in cols}

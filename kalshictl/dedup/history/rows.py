@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from kalshictl.dedup.market_sync import BadRow
+from kalshictl.schema import CANDLESTICKS
 from kalshictl.units import PRICE_MAX, UnitError, parse_price, parse_size
 
 MAX_TICKER = 128  # varchar(128) in production
@@ -111,13 +112,7 @@ def candle_row(c: Any, ticker: str, period: int, live: bool, received_at: int) -
     )
 
 
-CANDLE_COLUMNS = (
-    "ticker", "period_minutes", "end_ts",
-    "yes_bid_open", "yes_bid_low", "yes_bid_high", "yes_bid_close",
-    "yes_ask_open", "yes_ask_low", "yes_ask_high", "yes_ask_close",
-    "price_open", "price_low", "price_high", "price_close", "price_mean", "price_previous",
-    "volume", "open_interest", "source", "received_at",
-)  # fmt: skip
+CANDLE_COLUMNS: tuple[str, ...] = CANDLESTICKS["columns"]  # type: ignore[assignment]
 TRADE_COLUMNS = (
     "trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade", "source",
     "gatherer",
