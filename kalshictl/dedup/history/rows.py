@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from kalshictl.dedup.market_sync import BadRow
@@ -31,16 +32,27 @@ def _ticker(item: dict, field: str) -> str:
     return value
 
 
+@lru_cache(maxsize=1 << 16)
+def _cached_price(value: str) -> int:
+    return parse_price(value)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_size(value: str) -> int:
+    return parse_size(value)
+
+
 def _price(value: Any, field: str) -> int:
+    """A dollar string as an exact integer (a candle repeats a few thousand distinct strings: cached, bounded)."""
     try:
-        return parse_price(value)
+        return _cached_price(value) if isinstance(value, str) else parse_price(value)
     except (UnitError, TypeError, ValueError) as exc:
         raise BadRow(f"{field}: {exc}") from None
 
 
 def _size(value: Any, field: str) -> int:
     try:
-        return parse_size(value)
+        return _cached_size(value) if isinstance(value, str) else parse_size(value)
     except (UnitError, TypeError, ValueError) as exc:
         raise BadRow(f"{field}: {exc}") from None
 
@@ -86,8 +98,42 @@ def _opt_price(obj: dict, key: str, field: str) -> int | None:
     return None if value is None else _price(value, f"{field}.{key}")
 
 
+_OHLC = ("open", "low", "high", "close")
+_PRICE = ("open", "low", "high", "close", "mean", "previous")
+_NAMES = {
+    live: (
+        tuple(f"{k}{sfx}" for k in _OHLC),
+        tuple(f"{k}{sfx}" for k in _PRICE),
+        "volume_fp" if live else "volume",
+        "open_interest_fp" if live else "open_interest",
+    )
+    for live, sfx in ((True, "_dollars"), (False, ""))
+}
+
+
 def candle_row(c: Any, ticker: str, period: int, live: bool, received_at: int) -> tuple:
-    """A candle (live ``*_dollars``/``*_fp`` names, or the historical endpoint's plain ones) as a candlesticks row."""
+    """A candle (live ``*_dollars``/``*_fp`` names, or the historical endpoint's plain ones) as a candlesticks row.
+
+    The common case runs straight through cached lookups; anything unexpected is re-read field by field so the
+    :class:`BadRow` names the field."""
+    ohlc, names, volume, oi = _NAMES[live]
+    price, size = _cached_price, _cached_size
+    try:
+        end = c["end_period_ts"]
+        if type(end) is int and end > 0:
+            yb, ya, pr = c["yes_bid"], c["yes_ask"], c["price"]
+            return (
+                ticker, period, end * 1_000_000,
+                *[price(yb[k]) for k in ohlc], *[price(ya[k]) for k in ohlc],
+                *[None if pr[k] is None else price(pr[k]) for k in names],
+                size(c[volume]), size(c[oi]), "live" if live else "historical", received_at,
+            )  # fmt: skip
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        pass
+    return _candle_row_checked(c, ticker, period, live, received_at)
+
+
+def _candle_row_checked(c: Any, ticker: str, period: int, live: bool, received_at: int) -> tuple:
     if not isinstance(c, dict):
         raise BadRow(f"not an object ({type(c).__name__})")
     end = c.get("end_period_ts")
