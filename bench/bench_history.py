@@ -7,7 +7,7 @@ A REST-bound import should spend its whole budget: the figure is requests/s ÷ b
 candle periods (60, 1440). With 1-minute candles a request carries up to 10,000 rows and the import becomes
 row-bound: that mix is printed too (``--minute``), its floor is the ceiling's rows/s.
 Exits non-zero if a run was invalid (the trades differ from the exchange's ground truth) or below 0.9× the floor.
-Usage: python bench/bench_history.py [--days 16] [--rps 18] [--workers 4] [--minute]
+Usage: python bench/bench_history.py [--days 16] [--rps 18] [--workers 8] [--minute]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=16)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--rps", type=float, default=18.0, help="the import's REST budget (the floor)")
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--minute", action="store_true", help="also the 1-minute candle mix (row-bound)")
     args = ap.parse_args()
     os.environ["KB_PW"] = PW

@@ -251,7 +251,7 @@ class HistorySettings(_Section):
     requests_per_second: float = Field(
         5.0, gt=0, description="REST requests/s for the import, on top of exchange.requests_per_second's users"
     )
-    workers: int = Field(4, ge=1, le=32, description="units (endpoint, market or selection, day) fetched at once")
+    workers: int = Field(8, ge=1, le=32, description="units (endpoint, market or selection, day) fetched at once")
 
 
 class DedupSettings(_Section):

@@ -170,3 +170,29 @@ def test_candlesticks_table_matches_its_schema_entry(history_env: HistoryEnv) ->
     )
     assert tuple(k[0] for k in key) == CANDLESTICKS["key"]
     assert set(CANDLESTICKS["units"]) <= {c[0] for c in cols}
+
+
+def test_throttled_import_backs_off_and_still_equals_ground_truth(history_env: HistoryEnv) -> None:
+    env = history_env
+    h = env.sim.ex.history
+    env.sim.call(env.sim.ex.set_faults, "rest_429=0.3")
+    summary = run(env, ImportRange(FROM, ANCHOR, periods=(60,)))
+    env.sim.call(env.sim.ex.set_faults, "")
+    assert summary["throttled"] > 0
+    stored = {r[0] for r in env.rows("SELECT trade_id::text FROM trades")}
+    assert stored == {t.trade_id for t in h.all_trades()}
+    assert set(env.rows(CANDLE_SQL)) == truth_candles(h, (60,), ALL_DAYS.lo, ALL_DAYS.hi)
+
+
+def test_bad_arguments_exit_2_naming_the_option(tmp_path: Path) -> None:
+    cfg = tmp_path / "none.yaml"
+    base = [sys.executable, "-m", "kalshictl", "history", "import", "--config", str(cfg)]
+    cases = [
+        (["--from", "2026-11-02", "--to", "2026-11-01"], "--to"),
+        (["--from", "2026-11-01", "--to", "2026-11-01", "--candles", "5"], "--candles"),
+        (["--from", "11/01/2026", "--to", "2026-11-01"], "--from"),
+        (["--from", "2026-11-01", "--to", "2026-11-01", "--series", "A", "--tickers", "B"], "--series"),
+    ]
+    for args, option in cases:
+        result = subprocess.run(base + args, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and option in result.stderr, (args, result.stderr)
