@@ -196,3 +196,18 @@ def test_bad_arguments_exit_2_naming_the_option(tmp_path: Path) -> None:
     for args, option in cases:
         result = subprocess.run(base + args, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and option in result.stderr, (args, result.stderr)
+
+
+def test_a_day_still_under_way_is_read_again(history_env: HistoryEnv) -> None:
+    env = history_env
+    midday = float(ANCHOR + 12 * 3600)  # the import runs during the anchor day
+    rng = ImportRange(FROM, ANCHOR, periods=(60,))
+    first = asyncio.run(import_history(env.settings(), rng, clock=lambda: midday))
+    open_days = env.rows("SELECT DISTINCT range_from FROM history_checkpoints WHERE NOT done")
+    assert open_days == [(ANCHOR,)]
+    second = asyncio.run(import_history(env.settings(), rng, clock=lambda: midday))
+    assert 0 < first["units_total"] - second["units_skipped"] < first["units_total"]  # only the open day again
+    assert (second["trades"], second["candles"]) == (0, 0)
+    third = asyncio.run(import_history(env.settings(), rng, clock=lambda: ANCHOR + 86_400 + 61.0))
+    assert env.rows("SELECT count(*) FROM history_checkpoints WHERE NOT done") == [(0,)]
+    assert third["trades"] == 0

@@ -38,6 +38,7 @@ PAGE_LIMIT = 1000
 BATCH_TICKERS = 100  # GET /markets/candlesticks: at most 100 tickers ...
 BATCH_CANDLES = 10_000  # ... and 10,000 candles per call
 PERIODS = (1, 60, 1440)
+FINAL_MARGIN_S = 60
 
 
 @dataclass(frozen=True)
@@ -154,14 +155,20 @@ class HistoryImport:
     def _now_us(self) -> int:
         return int(self.clock() * 1_000_000)
 
+    def _final(self, unit: Unit) -> bool:
+        """Whether a unit's day is over (with a minute of margin): only then is it marked done. A day still under
+        way is read again by the next run (idempotently), so trades and candles after this run are not skipped."""
+        return unit.range_to + FINAL_MARGIN_S <= self.clock()
+
     async def run(self) -> dict[str, Any]:
         """Import everything in range; returns the summary (also available as ``progress`` while running)."""
         pconn = await self.connect()
         try:
             market_cutoff, trade_cutoff = await read_cutoff(self.rest)
             await self._markets(pconn)
-            done = {u for u, c in (await store.load_checkpoints(pconn)).items() if c.done}
-            cursors = {u: c.cursor for u, c in (await store.load_checkpoints(pconn)).items() if not c.done}
+            checkpoints = await store.load_checkpoints(pconn)
+            done = {u for u, c in checkpoints.items() if c.done}
+            cursors = {u: c.cursor for u, c in checkpoints.items() if not c.done}
         finally:
             await pconn.close()
         jobs = self._trade_jobs(trade_cutoff, done, cursors) + self._candle_jobs(done)
@@ -184,7 +191,7 @@ class HistoryImport:
             await pconn.close()
 
     # ----- markets ----------------------------------------------------------------------------------------------
-    async def _listings(self) -> list[tuple[str, dict[str, Any], bool]]:
+    def _listings(self) -> list[tuple[str, dict[str, Any], bool]]:
         """(path, params, archived) of every market listing the selection needs."""
         rng = self.rng
         out: list[tuple[str, dict[str, Any], bool]] = []
@@ -203,7 +210,7 @@ class HistoryImport:
     async def _markets(self, pconn: psycopg.AsyncConnection) -> None:
         """List the markets open at some time in range and upsert them with the market sync's code."""
         rng = self.rng
-        for path, params, archived in await self._listings():
+        for path, params, archived in self._listings():
             async for page in self.rest.paginate(path, "markets", params, limit=PAGE_LIMIT):
                 keep = []
                 for item in page:
@@ -271,7 +278,8 @@ class HistoryImport:
                         rows.append(row)
                 next_cursor = (body or {}).get("cursor")
                 end = end_of_pages(next_cursor) or next_cursor == params.get("cursor")
-                written = await store.write_trades(pconn, unit, rows, "" if end else str(next_cursor), end, bad)
+                done = end and self._final(unit)
+                written = await store.write_trades(pconn, unit, rows, "" if end else str(next_cursor), done, bad)
                 self.progress.trades += written
                 self.progress.rejected += bad
                 if end:
@@ -337,7 +345,7 @@ class HistoryImport:
                 {"start_ts": start, "end_ts": end, "period_interval": period},
             )
             rows, bad = self._rows(ticker, (body or {}).get("candlesticks"), period, live=False)
-            written = await store.write_candles(pconn, [unit], rows, bad)
+            written = await store.write_candles(pconn, [unit], rows, bad, self._final(unit))
             self.progress.candles += written
             self.progress.rejected += bad
             return 1
@@ -368,7 +376,7 @@ class HistoryImport:
                 r, b = self._rows(ticker, entry.get("candlesticks"), period, live=True)
                 rows += [row for row in r if lo * 1_000_000 < row[2] <= hi * 1_000_000]
                 bad += b
-            written = await store.write_candles(pconn, units, rows, bad)
+            written = await store.write_candles(pconn, units, rows, bad, self._final(units[0]))
             self.progress.candles += written
             self.progress.rejected += bad
             return len(units)
@@ -382,6 +390,7 @@ async def import_history(
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     every_s: float = 1.0,
+    clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     """Run an import with a deduplicator's settings (``DedupSettings``): production as its role, the exchange's REST
     URL and key, ``history.requests_per_second`` as this import's budget; ``on_progress`` gets the summary so far."""
@@ -401,7 +410,7 @@ async def import_history(
         async def connect() -> psycopg.AsyncConnection:
             return await connect_async(settings.production)
 
-        run = HistoryImport(rest, connect, rng, workers=settings.history.workers)
+        run = HistoryImport(rest, connect, rng, workers=settings.history.workers, clock=clock)
         task = asyncio.create_task(run.run())
         while on_progress is not None and not task.done():
             await asyncio.wait({task}, timeout=every_s)

@@ -92,9 +92,11 @@ async def write_trades(
     return inserted
 
 
-async def write_candles(pconn: psycopg.AsyncConnection, units: list[Unit], rows: list[tuple], rejected: int) -> int:
-    """Upsert candle rows (a still-forming candle read again replaces the earlier copy) and mark ``units`` done;
-    returns rows inserted or changed."""
+async def write_candles(
+    pconn: psycopg.AsyncConnection, units: list[Unit], rows: list[tuple], rejected: int, done: bool = True
+) -> int:
+    """Upsert candle rows (a still-forming candle read again replaces the earlier copy) and checkpoint ``units``
+    (``done`` unless their day is still under way); returns rows inserted or changed."""
     cols = ", ".join(CANDLE_COLUMNS)
     async with pconn.transaction():
         written = 0
@@ -115,7 +117,7 @@ async def write_candles(pconn: psycopg.AsyncConnection, units: list[Unit], rows:
             )
             written = max(cur.rowcount, 0)
         for i, unit in enumerate(units):
-            await _save(pconn, unit, "", True, written if i == 0 else 0, rejected if i == 0 else 0)
+            await _save(pconn, unit, "", done, written if i == 0 else 0, rejected if i == 0 else 0)
     return written
 
 
