@@ -211,3 +211,22 @@ def test_a_day_still_under_way_is_read_again(history_env: HistoryEnv) -> None:
     third = asyncio.run(import_history(env.settings(), rng, clock=lambda: ANCHOR + 86_400 + 61.0))
     assert env.rows("SELECT count(*) FROM history_checkpoints WHERE NOT done") == [(0,)]
     assert third["trades"] == 0
+
+
+def test_series_and_tickers_select_their_markets_only(history_env: HistoryEnv) -> None:
+    env = history_env
+    h = env.sim.ex.history
+    archived = next(m for t, m in sorted(h.markets.items()) if m.idx in h.archived_idx and m.trades)
+    live = next(m for t, m in sorted(h.markets.items()) if m.idx not in h.archived_idx and m.trades)
+    picked = {archived.ticker, live.ticker}
+    run(env, ImportRange(FROM, ANCHOR, tickers=tuple(sorted(picked)), periods=(60,)))
+    assert {r[0] for r in env.rows("SELECT DISTINCT ticker FROM trades")} == picked
+    assert set(env.rows(CANDLE_SQL)) == {c for c in truth_candles(h, (60,), ALL_DAYS.lo, ALL_DAYS.hi) if c[0] in picked}
+
+    series = archived.series
+    members = {t for t, m in h.markets.items() if m.series == series}
+    run(env, ImportRange(FROM, ANCHOR, series=(series,), periods=(60,)))
+    traded = {t.ticker for t in h.all_trades()}
+    assert {r[0] for r in env.rows("SELECT DISTINCT ticker FROM trades")} == (members & traded) | picked
+    want = {c for c in truth_candles(h, (60,), ALL_DAYS.lo, ALL_DAYS.hi) if c[0] in members | picked}
+    assert set(env.rows(CANDLE_SQL)) == want
