@@ -26,7 +26,8 @@ from kalshictl.config import DedupSettings
 from kalshictl.db.embedded import PostgresCluster
 from kalshictl.db.migrate import migrate
 from kalshictl.db.roles import ROLES, ensure_role
-from kalshictl.dedup.history.importer import ImportRange, import_history
+from kalshictl.dedup.history.importer import import_history
+from kalshictl.dedup.history.plan import ImportRange
 from kalshictl.sim.history import HistoryWorld
 from kalshictl.sim.markets import Universe
 

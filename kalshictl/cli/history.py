@@ -34,7 +34,8 @@ def register(root: typer.Typer) -> None:
 
         from kalshictl.cli import output
         from kalshictl.cli.common import load
-        from kalshictl.dedup.history.importer import PERIODS, ImportRange, import_history
+        from kalshictl.dedup.history.importer import import_history
+        from kalshictl.dedup.history.plan import PERIODS, ImportRange
         from kalshictl.errors import ConfigError
 
         def day(value: str, option: str) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kalshictl.dedup.history.importer import ImportRange, import_history
+from kalshictl.dedup.history.importer import import_history
+from kalshictl.dedup.history.plan import ImportRange
 from kalshictl.research.coverage import day_sources
 
 from .conftest import ANCHOR, DAYS, HistoryEnv

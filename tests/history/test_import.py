@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from kalshictl.dedup.history.importer import ImportRange, import_history
+from kalshictl.dedup.history.importer import import_history
+from kalshictl.dedup.history.plan import ImportRange
 from kalshictl.schema import CANDLESTICKS
 from kalshictl.sim.history import HistoryWorld
 
@@ -230,3 +231,16 @@ def test_series_and_tickers_select_their_markets_only(history_env: HistoryEnv) -
     assert {r[0] for r in env.rows("SELECT DISTINCT ticker FROM trades")} == (members & traded) | picked
     want = {c for c in truth_candles(h, (60,), ALL_DAYS.lo, ALL_DAYS.hi) if c[0] in members | picked}
     assert set(env.rows(CANDLE_SQL)) == want
+
+
+def test_missing_migration_is_a_clear_error(history_env: HistoryEnv) -> None:
+    import pytest
+
+    from kalshictl.errors import KalshiCtlError
+
+    env = history_env
+    with env.prod() as c:
+        c.execute("DROP TABLE history_checkpoints")
+    with pytest.raises(KalshiCtlError, match="migration 020"):
+        run(env)
+    assert env.rows("SELECT count(*) FROM markets") == [(0,)]  # nothing written before the check

@@ -11,16 +11,14 @@ few workers that share one rate-limited REST client.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.dedup import market_sync
 from kalshictl.dedup.history import store
+from kalshictl.dedup.history.plan import DAY_S, ImportRange, Market, Progress, parse_time, read_cutoff
 from kalshictl.dedup.history.rows import candle_row, trade_row
 from kalshictl.dedup.history.store import Unit
 from kalshictl.dedup.market_sync import BadRow
@@ -33,107 +31,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kalshictl.dedup.history")
 
-DAY_S = 86_400
 PAGE_LIMIT = 1000
 BATCH_TICKERS = 100  # GET /markets/candlesticks: at most 100 tickers ...
 BATCH_CANDLES = 10_000  # ... and 10,000 candles per call
-PERIODS = (1, 60, 1440)
 FINAL_MARGIN_S = 60
 
 
-@dataclass(frozen=True)
-class ImportRange:
-    """What to import: UTC days [day_from, day_to] (Unix seconds of their 00:00), a selection, candle periods."""
-
-    day_from: int
-    day_to: int
-    series: tuple[str, ...] = ()
-    tickers: tuple[str, ...] = ()
-    periods: tuple[int, ...] = (60, 1440)
-
-    @property
-    def lo(self) -> int:
-        return self.day_from
-
-    @property
-    def hi(self) -> int:
-        return self.day_to + DAY_S
-
-    def scope(self) -> str:
-        """The selection's name in checkpoints (a digest when long)."""
-        if self.tickers:
-            text = "tickers:" + ",".join(sorted(self.tickers))
-        elif self.series:
-            text = "series:" + ",".join(sorted(self.series))
-        else:
-            return "all"
-        return text if len(text) <= 200 else text[:160] + "#" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-@dataclass
-class Progress:
-    """Counters of one import; ``render`` is called about once a second by the CLI."""
-
-    markets: int = 0
-    trades: int = 0
-    candles: int = 0
-    rejected: int = 0
-    units_total: int = 0
-    units_done: int = 0
-    units_skipped: int = 0  # complete in an earlier run
-    started: float = field(default_factory=time.monotonic)
-    requests_start: int = 0
-
-    def summary(self, rest: KalshiRest) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        requests = rest.requests - self.requests_start
-        remaining = self.units_total - self.units_done - self.units_skipped
-        rate = self.units_done / elapsed
-        return {
-            "markets": self.markets,
-            "trades": self.trades,
-            "candles": self.candles,
-            "rejected": self.rejected,
-            "units_total": self.units_total,
-            "units_done": self.units_done,
-            "units_skipped": self.units_skipped,
-            "requests": requests,
-            "throttled": rest.throttled,
-            "elapsed_s": round(elapsed, 3),
-            "requests_per_s": round(requests / elapsed, 2),
-            "rows_per_s": round((self.markets + self.trades + self.candles) / elapsed, 1),
-            "eta_s": None if rate == 0 else round(remaining / rate, 1),
-        }
-
-
-@dataclass(frozen=True)
-class Market:
-    ticker: str
-    open_ts: int
-    close_ts: int
-    archived: bool  # settled before the cutoff: /historical/… only
-
-
-def _ts(value: Any) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return None
-
-
-async def read_cutoff(rest: KalshiRest) -> tuple[int, int]:
-    """(market_settled_ts, trades_created_ts) in Unix seconds."""
-    body = await rest.get("/historical/cutoff")
-    markets, trades = _ts((body or {}).get("market_settled_ts")), _ts((body or {}).get("trades_created_ts"))
-    if markets is None or trades is None:
-        raise BadRow(f"GET /historical/cutoff: unexpected answer {str(body)[:200]}")
-    return markets, trades
-
-
 class HistoryImport:
-    """One import run over ``rng``; ``connect`` opens a production connection (one per worker)."""
+    """One import run over ``rng``; ``connect`` opens an autocommit production connection (one per worker: every
+    write is its own explicit transaction)."""
 
     def __init__(
         self,
@@ -164,9 +70,9 @@ class HistoryImport:
         """Import everything in range; returns the summary (also available as ``progress`` while running)."""
         pconn = await self.connect()
         try:
+            checkpoints = await store.load_checkpoints(pconn)  # first: fails early without migration 020
             market_cutoff, trade_cutoff = await read_cutoff(self.rest)
             await self._markets(pconn)
-            checkpoints = await store.load_checkpoints(pconn)
             done = {u for u, c in checkpoints.items() if c.done}
             cursors = {u: c.cursor for u, c in checkpoints.items() if not c.done}
         finally:
@@ -217,7 +123,7 @@ class HistoryImport:
                     if not isinstance(item, dict):
                         keep.append(item)  # upsert_page rejects and counts it
                         continue
-                    opened, closed = _ts(item.get("open_time")), _ts(item.get("close_time"))
+                    opened, closed = parse_time(item.get("open_time")), parse_time(item.get("close_time"))
                     ticker = item.get("ticker")
                     if opened is None or closed is None or not isinstance(ticker, str):
                         keep.append(item)
@@ -408,7 +314,7 @@ async def import_history(
     ) as rest:
 
         async def connect() -> psycopg.AsyncConnection:
-            return await connect_async(settings.production)
+            return await connect_async(settings.production, autocommit=True)  # every write is an explicit transaction
 
         run = HistoryImport(rest, connect, rng, workers=settings.history.workers, clock=clock)
         task = asyncio.create_task(run.run())

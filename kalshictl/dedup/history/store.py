@@ -40,7 +40,14 @@ class Checkpoint:
 
 
 async def load_checkpoints(pconn: psycopg.AsyncConnection) -> dict[Unit, Checkpoint]:
-    """Every checkpoint in production."""
+    """Every checkpoint in production (a clear error when migration 020 is missing)."""
+    cur = await pconn.execute("SELECT to_regclass('history_checkpoints'), to_regclass('candlesticks')")
+    if None in (await cur.fetchone() or (None,)):
+        from kalshictl.errors import KalshiCtlError
+
+        raise KalshiCtlError(
+            "production lacks the history tables (migration 020)", hint="kalshictl migrate --target production"
+        )
     cur = await pconn.execute("SELECT endpoint, scope, range_from, range_to, cursor, done FROM history_checkpoints")
     return {Unit(r[0], r[1], r[2], r[3]): Checkpoint(r[4], r[5]) for r in await cur.fetchall()}
 
