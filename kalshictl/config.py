@@ -338,6 +338,15 @@ class SyncSettings(_Section):
     shutdown_timeout_s: float = Field(20.0, gt=0, description="wait this long for in-flight merges at stop")
 
 
+class HistorySettings(_Section):
+    """``kalshictl history import`` (docs/research.md, "History"): its own share of the exchange REST budget."""
+
+    requests_per_second: float = Field(
+        5.0, gt=0, description="REST requests/s for the import, on top of exchange.requests_per_second's users"
+    )
+    workers: int = Field(8, ge=1, le=32, description="units (endpoint, market or selection, day) fetched at once")
+
+
 class DedupSettings(_Section):
     """Settings of the deduplicator (``deduplicator:`` section)."""
 
@@ -346,6 +355,7 @@ class DedupSettings(_Section):
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> DedupSettings:

@@ -101,3 +101,32 @@ GAP_COLUMNS = (
     "detected_at",
     "recovery",
 )
+
+# ----- candlesticks: one self-contained entry (migrations/production/020_history.sql) -------------------------------
+# Written by ``kalshictl history import`` (docs/research.md, "History"); production only. Not yet in TIME_COLUMN or
+# COLUMN_UNITS, so ``kalshictl export`` does not list it until the table catalogue takes this entry in.
+CANDLESTICKS = {
+    "table": "candlesticks",
+    "columns": (
+        "ticker", "period_minutes", "end_ts",
+        "yes_bid_open", "yes_bid_low", "yes_bid_high", "yes_bid_close",
+        "yes_ask_open", "yes_ask_low", "yes_ask_high", "yes_ask_close",
+        "price_open", "price_low", "price_high", "price_close", "price_mean", "price_previous",
+        "volume", "open_interest", "source", "received_at",
+    ),
+    "key": ("ticker", "period_minutes", "end_ts"),
+    "time_column": "end_ts",  # the inclusive end of the period
+    "units": {
+        **dict.fromkeys(
+            ("yes_bid_open", "yes_bid_low", "yes_bid_high", "yes_bid_close", "yes_ask_open", "yes_ask_low",
+             "yes_ask_high", "yes_ask_close", "price_open", "price_low", "price_high", "price_close", "price_mean",
+             "price_previous"),
+            PRICE_UNIT,
+        ),
+        "volume": SIZE_UNIT,
+        "open_interest": SIZE_UNIT,
+        "end_ts": TIME_UNIT,
+        "received_at": TIME_UNIT,
+        "period_minutes": "minutes",
+    },
+}  # fmt: skip

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "export",
     "book",
     "coverage",
+    "history",
     "demo",
 )
 

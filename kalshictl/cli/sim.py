@@ -34,6 +34,9 @@ def register(root: typer.Typer) -> None:
             "include", "--mve-listing", help="include|exclude: KXMVE markets in GET /markets without mve_filter."
         ),
         mve_share: float = typer.Option(0.1, "--mve-share", min=0, max=1, help="Share of multivariate series."),
+        history_days: int = typer.Option(
+            0, "--history-days", min=0, help="Days of settled past markets and trades (/historical/..., candles)."
+        ),
     ) -> None:
         """Serve Kalshi's REST + WebSocket protocol with seeded activity, fault injection and a ground-truth log."""
         import asyncio
@@ -80,6 +83,7 @@ def register(root: typer.Typer) -> None:
             max_markets_per_sub=max_markets_per_sub,
             paused=paused,
             mve_share=mve_share,
+            history_days=history_days,
             **options,
         )
 

@@ -154,6 +154,13 @@ class Universe:
             self.states[idx] = st
         return e, list(range(first, first + n_markets))
 
+    def add_past_event(self, s: int, n_markets: int, created: int, close: int) -> list[int]:
+        """Append an event of series ``s`` with ``n_markets`` markets that existed before the run (the history
+        world, kalshictl/sim/history.py, fills in their states); returns the new market indexes."""
+        e = self._append_event(s, n_markets)
+        self._new_event_times[e] = (created, created, close)
+        return list(self.event_markets(e))
+
     # ----- naming -----------------------------------------------------------------------------------------------
     @property
     def n_markets(self) -> int:
