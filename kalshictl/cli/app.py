@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "book",
     "coverage",
     "demo",
+    "retention",
 )
 
 
