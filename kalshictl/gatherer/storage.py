@@ -3,7 +3,8 @@
 One task inside ``gather run`` (docs/retention.md): every ``disk.interval_s`` it reads the database's filesystem free
 space, and every ``retention.interval_s`` it runs the same retention pass as ``kalshictl retention run``
 (:func:`kalshictl.db.retention.apply`). Both sleep on the one clock (kalshictl/clock.py), so a sped-up clock runs
-them faster. Their results become metrics, log lines and two /health components (``disk`` and ``retention``).
+them faster. Their results become metrics, log lines and two /health details (``disk`` and ``retention``) whose
+statuses count in the overall status.
 """
 
 from __future__ import annotations
@@ -199,14 +200,15 @@ class StorageMonitor:
             )
 
     def annotate(self, report: HealthReport) -> HealthReport:
-        """Add the ``disk`` and ``retention`` components to a /health report and let them worsen its status."""
+        """Add ``disk`` and ``retention`` to a /health report's details (the seed's components stay as they are) and
+        let their statuses worsen the report's."""
         d = self.settings.disk
         reading = self.disk
         pct = reading.free_percent if reading is not None else None
         disk = disk_status(pct, d.warning_free_percent, d.critical_free_percent)
-        report.components["disk"] = reading.as_dict() if reading is not None else {"source": "not read yet"}
         report.details["disk"] = {
             "status": disk,
+            **(reading.as_dict() if reading is not None else {"source": "not read yet"}),
             "warning_free_percent": d.warning_free_percent,
             "critical_free_percent": d.critical_free_percent,
             **({"error": self.disk_error} if self.disk_error else {}),
