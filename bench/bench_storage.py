@@ -88,6 +88,7 @@ def rows_for(table: str, n: int, names: list[str], base_us: int, depth: int, rng
             yb, nb = levels(rng, depth), levels(rng, depth)
             ya = [[10_000 - p, s] for p, s in reversed(nb)]
             na = [[10_000 - p, s] for p, s in reversed(yb)]
+            rec = ts + 20_000  # snapshot_ts is in the key: strictly increasing, as one gatherer's clock
             out.append((rec, ts, t, "ws", json.dumps(yb), json.dumps(ya), json.dumps(nb), json.dumps(na),
                         yb[-1][0], ya[0][0], ya[0][0] - yb[-1][0], sid, i + 1))  # fmt: skip
     return out

@@ -195,3 +195,19 @@ def test_the_gatherer_role_cannot_drop_anything_itself(dedup_env: DedupEnv):
             c.execute("SELECT kalshi_record_merged('sequence_gaps', %s::uuid, '2'::xid8)", (instance,)).fetchone()[0]
             is False
         )  # not a table retention manages
+
+
+def test_preflight_checks_the_retention_grants_both_ways(dedup_env: DedupEnv):
+    from kalshictl.db.roles import check_grants
+
+    g = dedup_env.gatherers[0]
+    _gatherer_role(g)
+    with g.conn() as c:
+        assert all(r["ok"] for r in check_grants(c, g.db, "gatherer")), check_grants(c, g.db, "gatherer")
+        c.execute("GRANT EXECUTE ON FUNCTION kalshi_drop_merged_partition(text,text,bigint) TO dedup_reader")
+        c.execute("REVOKE EXECUTE ON FUNCTION kalshi_record_merged(text,uuid,xid8) FROM dedup_reader")
+        c.execute("GRANT INSERT ON kalshi_merge_ledger TO gatherer")
+        problem = {r["role"]: r["problem"] or "" for r in check_grants(c, g.db, "gatherer")}
+    assert "can EXECUTE kalshi_drop_merged_partition(text,text,bigint)" in problem["dedup_reader"]
+    assert "cannot EXECUTE kalshi_record_merged(text,uuid,xid8)" in problem["dedup_reader"]
+    assert "has INSERT on kalshi_merge_ledger" in problem["gatherer"]
