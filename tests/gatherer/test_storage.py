@@ -135,3 +135,24 @@ def test_disk_thresholds_must_be_ordered() -> None:
         make_settings(
             "postgresql://x@/y", "http://x", "ws://x", disk={"warning_free_percent": 5, "critical_free_percent": 10}
         )
+
+
+def test_retention_run_prints_each_partition_and_a_summary(gatherer_dsn: str, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import write_config
+
+    held = _old_partition(gatherer_dsn, clock.now_us(), 9)
+    cfg = write_config(tmp_path / "g.yaml", {"gatherer": {"database": {"dsn": gatherer_dsn}}})
+    cmd = [sys.executable, "-m", "kalshictl", "retention", "run", "--config", str(cfg), "--dry-run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "held_no_ledger" in out.stdout and "retention: keep 7 days" in out.stdout
+    assert f"trades/{held}: held_no_ledger" in out.stderr  # progress, one line per partition
+    assert "would drop 0 partition(s)" in out.stderr and "held 1 (not merged)" in out.stderr
+    bad = write_config(tmp_path / "d.yaml", {"log_level": "info"})
+    out = subprocess.run([*cmd[:5], "--config", str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "gatherer: section missing" in out.stderr
+    out = subprocess.run([*cmd, "--keep-days", "-1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--keep-days" in out.stderr
