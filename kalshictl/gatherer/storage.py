@@ -86,10 +86,11 @@ class StorageMonitor:
             self._task = asyncio.create_task(self._run(), name="storage-monitor")
 
     async def stop(self) -> None:
+        """Stop the timer: a pass in flight gets 2 s, then is cancelled (a drop interrupted rolls back whole)."""
         self._stop.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 10)
+                await asyncio.wait_for(self._task, 2)
             self._task = None
         await self._close()
 
