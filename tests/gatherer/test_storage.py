@@ -53,7 +53,9 @@ async def test_the_timer_runs_on_the_one_clock_and_reports_held_partitions(gathe
     manual = ManualClock(start)
     registry = CollectorRegistry()
     settings = _settings(
-        gatherer_dsn, retention={"keep_days": 2, "interval_s": 3600}, disk={"interval_s": 60, "path": "/"}
+        gatherer_dsn,
+        retention={"keep_days": 2, "interval_s": 3600},
+        disk={"interval_s": 60, "path": "/", "warning_free_percent": 0.2, "critical_free_percent": 0.1},
     )
     with clock.installed(manual):
         mon = StorageMonitor(settings, registry)
@@ -100,13 +102,16 @@ async def test_disk_thresholds_from_a_configured_volume_size(gatherer_dsn: str) 
         assert (report.status, report.details["disk"]["status"]) == (expected, expected), (size, db_bytes)
 
 
-async def test_a_local_superuser_reads_the_data_directory(gatherer_dsn: str) -> None:
+async def test_without_a_method_the_free_space_is_unknown_not_guessed(gatherer_dsn: str) -> None:
     mon = StorageMonitor(_settings(gatherer_dsn), CollectorRegistry())
     try:
         reading = await mon.read_disk()
     finally:
         await mon.stop()
-    assert reading.source.startswith("data_directory:") and 0 < reading.free_bytes <= reading.total_bytes
+    assert (reading.source, reading.free_bytes, reading.free_percent) == ("unknown", None, None)
+    assert "disk.path" in reading.detail and reading.database_bytes > 0
+    report = mon.annotate(_healthy_report())
+    assert report.status == "healthy" and report.details["disk"]["detail"] == reading.detail
 
 
 async def test_a_running_gatherer_reports_disk_and_retention(gatherer_dsn: str, sim_factory) -> None:
