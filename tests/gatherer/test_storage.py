@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from kalshictl import clock
 from kalshictl.clock import ManualClock
-from kalshictl.config import parse_settings
+from kalshictl.config import DiskSettings, parse_settings
+from kalshictl.db.disk import DiskReading
 from kalshictl.errors import ConfigError
 from kalshictl.gatherer.storage import StorageMonitor
+from kalshictl.health.disk import DiskWatch
 from kalshictl.health.thresholds import gatherer_health
 from tests.gatherer.conftest import make_settings, running_gatherer, until
 
@@ -64,7 +66,7 @@ async def test_the_timer_runs_on_the_one_clock_and_reports_held_partitions(gathe
 
             def idle_after(runs: float):
                 return lambda: (
-                    manual.sleepers == 1 and _sample(registry, "kalshi_retention_runs_total", outcome="ok") == runs
+                    manual.sleepers == 2 and _sample(registry, "kalshi_retention_runs_total", outcome="ok") == runs
                 )
 
             await until(idle_after(1), 20, "the first pass at start")
@@ -87,31 +89,36 @@ async def test_the_timer_runs_on_the_one_clock_and_reports_held_partitions(gathe
         assert c.execute("SELECT to_regclass(%s) IS NOT NULL", (held,)).fetchone()[0]
 
 
+async def _read(dsn: str, **disk) -> tuple[DiskWatch, DiskReading | None]:
+    watch = DiskWatch(DiskSettings(**disk), CollectorRegistry())
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return watch, await watch.read(conn)
+
+
 async def test_disk_thresholds_from_a_configured_volume_size(gatherer_dsn: str) -> None:
     with psycopg.connect(gatherer_dsn) as c:
         db_bytes = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     cases = [(db_bytes * 10, "healthy"), (int(db_bytes / 0.85), "degraded"), (int(db_bytes / 0.95), "unhealthy")]
     for size, expected in cases:
-        mon = StorageMonitor(_settings(gatherer_dsn, disk={"size_bytes": size}), CollectorRegistry())
-        try:
-            reading = await mon.read_disk()
-        finally:
-            await mon.stop()
+        watch, reading = await _read(gatherer_dsn, size_bytes=size)
         assert reading.source == "size_bytes" and reading.total_bytes == size
-        report = mon.annotate(_healthy_report())
+        report = watch.annotate(_healthy_report())
         assert (report.status, report.details["disk"]["status"]) == (expected, expected), (size, db_bytes)
+        assert watch.free._value.get() == size - reading.database_bytes  # the metric is the reading
 
 
 async def test_without_a_method_the_free_space_is_unknown_not_guessed(gatherer_dsn: str) -> None:
-    mon = StorageMonitor(_settings(gatherer_dsn), CollectorRegistry())
-    try:
-        reading = await mon.read_disk()
-    finally:
-        await mon.stop()
+    watch, reading = await _read(gatherer_dsn)
     assert (reading.source, reading.free_bytes, reading.free_percent) == ("unknown", None, None)
     assert "disk.path" in reading.detail and reading.database_bytes > 0
-    report = mon.annotate(_healthy_report())
+    report = watch.annotate(_healthy_report())
     assert report.status == "healthy" and report.details["disk"]["detail"] == reading.detail
+
+
+async def test_a_wrong_disk_path_is_reported(gatherer_dsn: str) -> None:
+    watch, reading = await _read(gatherer_dsn, path="/no/such/dir")
+    assert reading is None and "/no/such/dir" in watch.error
+    assert watch.annotate(_healthy_report()).details["disk"]["error"] == watch.error
 
 
 async def test_a_running_gatherer_reports_disk_and_retention(gatherer_dsn: str, sim_factory) -> None:
