@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "coverage",
     "history",
     "demo",
+    "retention",
 )
 
 

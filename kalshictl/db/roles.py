@@ -73,12 +73,22 @@ EXTRA_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
 # tables there (it stays read-only on every table of public).
 OWN_SCHEMAS: dict[str, str] = {"exporter": "iceberg"}
 # Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these.
-OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries")
+# The retention functions trust the merge ledger and keep the audit log (migrations/gatherer/019_retention.sql).
+OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries", "kalshi_merge_ledger", "kalshi_retention_log")
 # Sequence privileges (bigserial ids): the writers only draw values.
 SEQUENCE_PRIVILEGES: dict[str, str] = {"gatherer": "USAGE", "deduplicator": "USAGE"}
 # The SECURITY DEFINER partition maintenance function: only the writing role of each database may call it.
 ENSURE_PARTITIONS_FN = "kalshi_ensure_partitions(bigint)"
 EXECUTE_ROLES = frozenset({"gatherer", "deduplicator"})
+# Every SECURITY DEFINER function and the roles that may call it (EXECUTE is revoked from PUBLIC where it is made).
+# Retention (docs/retention.md): the deduplicator records its merge watermark in each gatherer database, and the
+# gatherer drops only partitions the ledger shows merged, through these narrow, audited functions.
+FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
+    ENSURE_PARTITIONS_FN: EXECUTE_ROLES,
+    "kalshi_record_merged(text,uuid,xid8)": frozenset({"dedup_reader"}),
+    "kalshi_retention_candidates(bigint)": frozenset({"gatherer"}),
+    "kalshi_drop_merged_partition(text,text,bigint)": frozenset({"gatherer"}),
+}
 # The role that owns every object of the schema and runs the migrations: no superuser, no other attribute, NOLOGIN
 # (``migrate`` switches to it with SET ROLE). A service role's code can never run with more than its privileges.
 OWNER_ROLE = "kalshi_owner"
@@ -172,10 +182,11 @@ def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[st
     seq = SEQUENCE_PRIVILEGES.get(role.name)
     if seq:
         out.append(f"GRANT {seq} ON ALL SEQUENCES IN SCHEMA public TO {r}")
-    if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]:
-        verb = "GRANT" if role.name in EXECUTE_ROLES else "REVOKE"
-        prep = "TO" if verb == "GRANT" else "FROM"
-        out.append(f"{verb} EXECUTE ON FUNCTION {ENSURE_PARTITIONS_FN} {prep} {r}")
+    for fn, roles in FUNCTION_EXECUTE.items():
+        if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)).fetchone()[0]:
+            verb = "GRANT" if role.name in roles else "REVOKE"
+            prep = "TO" if verb == "GRANT" else "FROM"
+            out.append(f"{verb} EXECUTE ON FUNCTION {fn} {prep} {r}")
     return out
 
 
@@ -413,7 +424,11 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
     tables = _public_tables(conn)
     names = [t for t, _ in tables]
     partitions = {t for t, is_partition in tables if is_partition}
-    has_fn = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]
+    functions = [
+        (fn, roles)
+        for fn, roles in FUNCTION_EXECUTE.items()
+        if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)).fetchone()[0]
+    ]
     for spec in roles_for(target):
         if not role_exists(conn, spec.name):
             rows.append({"role": spec.name, "ok": False, "problem": "role missing"})
@@ -437,12 +452,10 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
                 problems.append(f"has {privilege} on {'partition ' if table in partitions else ''}{table}")
             elif on_columns and not wanted:
                 problems.append(f"has {privilege} on columns of {table}")
-        if has_fn:
-            can_run = conn.execute(
-                "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, ENSURE_PARTITIONS_FN)
-            ).fetchone()[0]
-            if can_run != (spec.name in EXECUTE_ROLES):
-                problems.append(f"{'can' if can_run else 'cannot'} EXECUTE {ENSURE_PARTITIONS_FN}")
+        for fn, roles in functions:
+            can_run = conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, fn)).fetchone()[0]
+            if can_run != (spec.name in roles):
+                problems.append(f"{'can' if can_run else 'cannot'} EXECUTE {fn}")
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         rows.append({"role": spec.name, "ok": not problems, "problem": "; ".join(problems[:5]) + more or None})
     return rows
