@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kalshictl.db.roles import ROLES, ensure_role
+from kalshictl.db.roles import OWNER_ROLE, ROLES, ensure_role
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 from kalshictl.dedup.tables import TRADES
@@ -37,6 +37,7 @@ def _old_day_partition(g: GDB, days_ago: int) -> tuple[str, int]:
     chunk = now_us() // DAY_US - days_ago
     name = f"trades_p{chunk}"
     with g.conn() as c:
+        c.execute(f"SET ROLE {OWNER_ROLE}")
         c.execute(
             f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF trades FOR VALUES FROM ({chunk * DAY_US})"
             f" TO ({(chunk + 1) * DAY_US})"
