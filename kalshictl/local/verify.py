@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from kalshictl.schema import PRODUCTION_KEYS
+from kalshictl.schema import EVENT_TABLES
 
 KIND_TABLE = {"trade": "trades", "delta": "orderbook_deltas", "ticker": "tickers", "lifecycle": "lifecycle_events"}
 # the WebSocket channel whose gap windows excuse a table's losses ('*' windows excuse every channel)
@@ -40,11 +40,11 @@ OBSERVATIONS = frozenset(("tickers",))
 
 # A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
 # the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
-IDENTITY = {**PRODUCTION_KEYS, "trades": ("trade_id",)}
+IDENTITY = {**{t.name: t.key for t in EVENT_TABLES}, "trades": ("trade_id",)}
 
 
 def truth_key(table: str, rec: dict[str, Any]) -> tuple:
-    """A ground-truth record's identity (kalshictl.schema.PRODUCTION_KEYS, in that column order; trades: trade_id)."""
+    """A ground-truth record's identity (production's key, kalshictl/schema.py, in its order; trades: trade_id)."""
     return tuple(_truth_value(rec, col) for col in IDENTITY[table])
 
 
