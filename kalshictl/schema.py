@@ -50,12 +50,19 @@ class Merge(enum.Enum):
     TRADE_ID = "trade id"  # one row per trade_id whatever its time; the WebSocket copy preferred over REST
     CLAIMED_COPIES = "claimed copies"  # one event = same (ticker, event_type, digest) within a tolerance
     UPSERT_WINDOW = "upsert window"  # a gap window is updated as it closes and recovers (key: the window)
+    # exchange updates as FIRST_COPY; REST re-anchors (source 'rest') at most one per market per REST_ANCHOR_SPACING_US
+    UPDATES_AND_ANCHORS = "updates and anchors"
 
     @property
     def serialized(self) -> bool:
         """The identity is not a unique key: the merge must see the other gatherers' committed rows, so merges of
         the table run one at a time."""
-        return self in (Merge.TRADE_ID, Merge.CLAIMED_COPIES)
+        return self in (Merge.TRADE_ID, Merge.CLAIMED_COPIES, Merge.UPDATES_AND_ANCHORS)
+
+
+# Production keeps at most one REST re-anchor row (tickers.source = 'rest') per market within this span, whichever
+# gatherer listed it first; the gatherers list the same markets after the same outage (migrations/README.md).
+REST_ANCHOR_SPACING_US = 10_000_000
 
 
 class GathererWrite(enum.Enum):
@@ -195,6 +202,7 @@ class TickerRow(NamedTuple):
     yes_ask_size: int | None
     last_trade_size: int | None
     source: str
+    occurrence: int
     sid: int | None
 
 
@@ -316,14 +324,18 @@ TICKERS = Table(
         _size("yes_bid_size", "size at the best YES bid"),
         _size("yes_ask_size", "size at the best YES ask"),
         _size("last_trade_size", "size of the last trade"),
-        SOURCE._replace(doc="'ws' = a ticker update; 'rest' = a re-anchor from the REST market listing after a gap"),
+        SOURCE._replace(
+            doc="'ws' = an exchange ticker update (exchange_ts: its time); 'rest' = a re-anchor from the REST market"
+            " listing after a gap (exchange_ts = received_at: when the listing was received, shared by its rows)"
+        ),
+        OCCURRENCE._replace(doc="numbers the exchange updates of one market in one exchange ms, 0 first; REST: 0"),
     ),
     (SID,),
-    key=("ticker", "exchange_ts"),
+    key=("ticker", "exchange_ts", "source", "occurrence"),
     time_column="exchange_ts",
     clock="received_at",
     copy_format=CopyFormat.BINARY,
-    merge=Merge.FIRST_COPY,
+    merge=Merge.UPDATES_AND_ANCHORS,
     gatherer_write=GathererWrite.DIRECT_FIRST,
     row=TickerRow,
     sized=("ticker",),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kalshictl.dedup.lifecycle_merge import merge_lifecycle
 from kalshictl.dedup.reader import Batch
-from kalshictl.schema import Merge, Table
+from kalshictl.schema import REST_ANCHOR_SPACING_US, Merge, Table
 
 if TYPE_CHECKING:
     import psycopg
@@ -73,11 +73,32 @@ def trade_id_sql(spec: Table, source: str) -> str:
     )
 
 
+def updates_and_anchors_sql(spec: Table, source: str) -> str:
+    """Exchange updates: the first copy of each key. REST re-anchors (``source = 'rest'``): a row is stored only when
+    no REST row of its market is stored within ``REST_ANCHOR_SPACING_US`` of it, and no earlier one of the batch is
+    within that span before it: at most one per market per span over all gatherers (merges of the table run one at
+    a time, so each sees the others' rows)."""
+    cols = spec.production_columns
+    sel = ", ".join(f"s.{c}" for c in cols)
+    span = int(REST_ANCHOR_SPACING_US)
+    near = "{a}.ticker = s.ticker AND {a}.source = 'rest' AND {a}.exchange_ts > s.exchange_ts - {span}"
+    return (
+        f"INSERT INTO {spec.name} ({', '.join(cols)}) SELECT {sel} FROM {source} s"
+        " WHERE s.source <> 'rest' OR ("
+        f"NOT EXISTS (SELECT 1 FROM {spec.name} p WHERE {near.format(a='p', span=span)}"
+        f" AND p.exchange_ts < s.exchange_ts + {span})"
+        f" AND NOT EXISTS (SELECT 1 FROM {source} e WHERE {near.format(a='e', span=span)}"
+        " AND e.exchange_ts < s.exchange_ts))"
+        f" ON CONFLICT ({', '.join(spec.key)}) DO NOTHING"
+    )
+
+
 # The INSERT of each keyed merge policy (kalshictl/schema.py ``Merge``); claimed copies merge in lifecycle_merge.py.
 INSERT_SQL: dict[Merge, Callable[[Table, str], str]] = {
     Merge.FIRST_COPY: first_copy_sql,
     Merge.UPSERT_WINDOW: upsert_window_sql,
     Merge.TRADE_ID: trade_id_sql,
+    Merge.UPDATES_AND_ANCHORS: updates_and_anchors_sql,
 }
 
 
@@ -100,15 +121,16 @@ MERGERS: dict[Merge, Callable[[psycopg.AsyncConnection, Table, str, str], Awaita
     Merge.FIRST_COPY: insert_merge,
     Merge.UPSERT_WINDOW: insert_merge,
     Merge.TRADE_ID: insert_merge,
+    Merge.UPDATES_AND_ANCHORS: insert_merge,
     Merge.CLAIMED_COPIES: claimed_copies_merge,
 }
 
 
 def merge_lock_sql(spec: Table) -> str | None:
     """Tables whose identity is not a unique key (``Merge.serialized``: trades by trade_id, lifecycle by claimed
-    copies) are merged one gatherer at a time: the NOT EXISTS check must see the other gatherers' committed rows, so
-    concurrent merges of the same table would each miss the other's copy. Transaction-scoped advisory lock per
-    table."""
+    copies, REST ticker re-anchors by their spacing) are merged one gatherer at a time: the NOT EXISTS check must see
+    the other gatherers' committed rows, so concurrent merges of the same table would each miss the other's copy.
+    Transaction-scoped advisory lock per table."""
     if spec.merge.serialized:
         return f"SELECT pg_advisory_xact_lock({MERGE_LOCK_BASE}, hashtext('{spec.name}'))"
     return None

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.schema import TickerRow
 from kalshictl.units import PRICE_MAX, parse_price, parse_size
 
 if TYPE_CHECKING:
@@ -88,24 +89,25 @@ def _opt(fn: Callable[[Any], int], value: Any) -> int | None:
     return None if value is None or value == "" else fn(value)
 
 
-def ticker_snapshot_row(m: dict[str, Any], received_at: int) -> tuple:
-    """A REST ``Market`` as a tickers-writer snapshot row (``source = 'rest'``)."""
-    return (
-        received_at,
-        received_at,
-        m["ticker"],
-        _opt(parse_price, m.get("yes_bid_dollars")),
-        _opt(parse_price, m.get("yes_ask_dollars")),
-        _opt(parse_price, m.get("last_price_dollars")),
-        _opt(parse_size, m.get("volume_fp")),
-        _opt(parse_size, m.get("open_interest_fp")),
-        None,
-        None,
-        _opt(parse_size, m.get("yes_bid_size_fp")),
-        _opt(parse_size, m.get("yes_ask_size_fp")),
-        None,
-        "rest",
-        None,
+def ticker_snapshot_row(m: dict[str, Any], received_at: int) -> TickerRow:
+    """A REST ``Market`` as a tickers row (``source = 'rest'``) stamped with the time its listing was received."""
+    return TickerRow(
+        exchange_ts=received_at,
+        received_at=received_at,
+        ticker=m["ticker"],
+        yes_bid=_opt(parse_price, m.get("yes_bid_dollars")),
+        yes_ask=_opt(parse_price, m.get("yes_ask_dollars")),
+        last_price=_opt(parse_price, m.get("last_price_dollars")),
+        volume=_opt(parse_size, m.get("volume_fp")),
+        open_interest=_opt(parse_size, m.get("open_interest_fp")),
+        dollar_volume=None,
+        dollar_open_interest=None,
+        yes_bid_size=_opt(parse_size, m.get("yes_bid_size_fp")),
+        yes_ask_size=_opt(parse_size, m.get("yes_ask_size_fp")),
+        last_trade_size=None,
+        source="rest",
+        occurrence=0,
+        sid=None,
     )
 
 
@@ -297,12 +299,12 @@ class TradeBackfill:
             passes.append({**params, "mve_filter": "only"})
         for p in passes:
             markets.extend(await self._all_pages("/markets", "markets", p))
-        now = time.time_ns() // 1000
+        received = time.time_ns() // 1000  # when the listing arrived: every row of it carries this time
         n = 0
         for m in markets:
             if wanted is not None and m.get("ticker") not in wanted:
                 continue
-            if not self.tickers_writer.add(ticker_snapshot_row(m, now + n)):  # distinct times: one row per market
+            if not self.tickers_writer.add(ticker_snapshot_row(m, received)):
                 raise RuntimeError("tickers buffer full")
             n += 1
         if n and not await self.tickers_writer.flush(30):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import orjson
 
+from kalshictl.gatherer.occurrence import TickerOccurrences
 from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import FeeUpdate, Lifecycle, TickerUpdate, Trade
+from kalshictl.schema import TickerRow
 
 
 class GlobalChannels:
@@ -19,9 +23,14 @@ class GlobalChannels:
             (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
         )
 
+    @cached_property
+    def ticker_occurrences(self) -> TickerOccurrences:
+        """Numbers the exchange's ticker updates of one market in one millisecond (every one is kept)."""
+        return TickerOccurrences()
+
     def _ticker(self, u: TickerUpdate, rx: int) -> None:
         self._tickers.add(
-            (
+            TickerRow(
                 u.exchange_ts,
                 rx,
                 u.ticker,
@@ -36,6 +45,7 @@ class GlobalChannels:
                 u.yes_ask_size,
                 u.last_trade_size,
                 "ws",
+                self.ticker_occurrences.next(u.ticker, u.exchange_ts),
                 u.sid,
             )
         )

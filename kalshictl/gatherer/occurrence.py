@@ -1,4 +1,4 @@
-"""Occurrence numbers for order-book deltas (ARCHITECTURE.md decision 3).
+"""Occurrence numbers for order-book deltas and ticker updates (migrations/README.md).
 
 Identical deltas — same (ticker, exchange_ts, side, price, size_delta) — are numbered 0, 1, 2… in this gatherer's
 ordered stream of that market, so the k-th identical delta maps to the same row on every gatherer. Deltas of one
@@ -34,3 +34,20 @@ class OccurrenceCounter:
 
     def __len__(self) -> int:
         return len(self._by_ticker)
+
+
+class TickerOccurrences:
+    """Per-market numbering of exchange ticker updates within one exchange timestamp: every update of a market in
+    one millisecond is kept, numbered 0, 1, 2 … in the order received (the ticker channel is one subscription, in
+    exchange order), so the k-th update of that millisecond is the same row on every gatherer."""
+
+    __slots__ = ("_by_ticker",)
+
+    def __init__(self) -> None:
+        self._by_ticker: dict[str, tuple[int, int]] = {}  # ticker -> (exchange_ts, updates seen at it)
+
+    def next(self, ticker: str, exchange_ts: int) -> int:
+        ts, n = self._by_ticker.get(ticker, (None, 0))
+        n = n if ts == exchange_ts else 0
+        self._by_ticker[ticker] = (exchange_ts, n + 1)
+        return n

@@ -29,7 +29,7 @@ def rows() -> dict[str, list[tuple]]:
             (t, t + 6, "KX-A", False, 9600, -5450, 1, 4, 2),
         ],
         "orderbook_snapshots": [(t + 7, t - 1, "KX-A", "ws", *book, 2, 2)],
-        "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, "ws", 3)],
+        "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, "ws", 0, 3)],
         "lifecycle_events": [
             (t, t + 5, "KX-A", "settled", orjson.dumps({"result": "yes", "n": [1, 2]}).decode(), digest, 1, 5)
         ],
