@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kalshictl.gatherer.book_frames import book_row_fields
 from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi.messages import price_value, size_value
+from kalshictl.schema import SnapshotRow
 from kalshictl.units import UnitError, parse_cents
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class SnapshotPoller:
                 self.errors += 1
                 log.warning("poller: bad orderbook for %s: %s", ticker, exc)
                 continue
-            self.writer.add((now_us(), None, ticker, "rest", *book_row_fields(yes, no), None, None))
+            self.writer.add(SnapshotRow(now_us(), None, ticker, "rest", *book_row_fields(yes, no), sid=None, seq=None))
             if self.verify is not None and not self.settings.depth:
                 self.verify(ticker, yes, no, asked)
             n += 1
