@@ -25,30 +25,24 @@ class GlobalChannels:
 
     @cached_property
     def ticker_occurrences(self) -> TickerOccurrences:
-        """Numbers the exchange's ticker updates of one market in one millisecond (every one is kept)."""
+        """Numbers the exchange's ticker updates of one market in one millisecond (every distinct one is kept)."""
         return TickerOccurrences()
 
     def _ticker(self, u: TickerUpdate, rx: int) -> None:
-        self._tickers.add(
-            TickerRow(
-                u.exchange_ts,
-                rx,
-                u.ticker,
-                u.yes_bid,
-                u.yes_ask,
-                u.last_price,
-                u.volume,
-                u.open_interest,
-                u.dollar_volume,
-                u.dollar_open_interest,
-                u.yes_bid_size,
-                u.yes_ask_size,
-                u.last_trade_size,
-                "ws",
-                self.ticker_occurrences.next(u.ticker, u.exchange_ts),
-                u.sid,
-            )
+        state = (
+            u.yes_bid,
+            u.yes_ask,
+            u.last_price,
+            u.volume,
+            u.open_interest,
+            u.dollar_volume,
+            u.dollar_open_interest,
+            u.yes_bid_size,
+            u.yes_ask_size,
+            u.last_trade_size,
         )
+        occurrence = self.ticker_occurrences.next(u.ticker, u.exchange_ts, state)
+        self._tickers.add(TickerRow(u.exchange_ts, rx, u.ticker, *state, "ws", occurrence, u.sid))
 
     def _lifecycle(self, ev: Lifecycle | FeeUpdate, rx: int) -> None:
         # The message's own time when it has one, else the receive time; never a future time (lifecycle messages

@@ -1,5 +1,6 @@
 """Exchange ticker updates of one market in one millisecond are all kept, numbered in the order received
-(migrations/README.md, "Tickers"); a new millisecond, or another market, starts again at 0."""
+(migrations/README.md, "Tickers"); a new millisecond, or another market, starts again at 0; a frame delivered twice
+is one update."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_same_millisecond_updates_are_numbered() -> None:
     frames = [
         ticker("A", 1_000, "0.4000"),
         ticker("A", 1_000, "0.4100"),  # same market, same millisecond: a second row, not dropped
+        ticker("A", 1_000, "0.4100"),  # the same frame again (a repeated delivery): the same row
         ticker("B", 1_000, "0.3000"),
         ticker("A", 1_000, "0.4200"),
         ticker("A", 1_001, "0.4300"),
@@ -39,6 +41,7 @@ def test_same_millisecond_updates_are_numbered() -> None:
     got = [(row.ticker, row.exchange_ts, row.occurrence, row.yes_bid, row.source) for row in rows]
     assert got == [
         ("A", 1_000_000, 0, 4000, "ws"),
+        ("A", 1_000_000, 1, 4100, "ws"),
         ("A", 1_000_000, 1, 4100, "ws"),
         ("B", 1_000_000, 0, 3000, "ws"),
         ("A", 1_000_000, 2, 4200, "ws"),
