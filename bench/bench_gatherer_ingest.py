@@ -95,7 +95,8 @@ async def ingest(
     dsn: str, url: str, pace: float = 0.0, delta_writers: int | None = None
 ) -> tuple[int, float, list[float], float]:
     """Receive every frame of one connection, route and commit it; returns (frames, seconds, latencies ms, CPU s of
-    this process). ``delta_writers`` overrides the deltas table's writer count (``Table.writers``)."""
+        this process). ``delta_writers`` overrides the writer count of the tables written by several writers (the deltas,
+    ``Table.writers``)."""
     import aiohttp
 
     async def connect() -> psycopg.AsyncConnection:
@@ -104,7 +105,7 @@ async def ingest(
     writers: dict[str, Any] = {}
     parts: list[LatencyWriter] = []
     for spec in EVENT_TABLES:
-        if spec is DELTAS and delta_writers is not None:
+        if spec.writers > 1 and delta_writers is not None:
             spec = dataclasses.replace(spec, writers=delta_writers)
         w = make_writer(spec, connect, batch_rows=5000, flush_ms=50, cls=LatencyWriter)
         writers[spec.name] = w
