@@ -33,14 +33,13 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from kalshictl import schema
 from kalshictl.config import DedupSettings
 from kalshictl.db.embedded import PostgresCluster
 from kalshictl.db.migrate import migrate
 from kalshictl.db.roles import ROLES, ensure_role
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import BY_NAME
-from kalshictl.schema import EVENT_COLUMNS
 
 PW = "bench-pw"
 TABLES = ("orderbook_deltas", "tickers", "trades", "orderbook_snapshots")
@@ -79,7 +78,7 @@ def rows_for(table: str, n: int, names: list[str], base_us: int, depth: int, rng
             bid = rng.randint(1, 98) * 100
             vol = rng.randint(0, 10**7) * 100
             out.append(
-                (ts, rec, t, bid, bid + 100, bid, vol, vol // 3, vol // 100, vol // 300, 5000, 7000, 100, "ws", sid)
+                (ts, rec, t, bid, bid + 100, bid, vol, vol // 3, vol // 100, vol // 300, 5000, 7000, 100, "ws", 0, sid)
             )
         elif table == "trades":
             out.append((uuid.uuid4(), ts, rec, t, rng.randint(1, 99) * 100, rng.randint(1, 500) * 100,
@@ -95,8 +94,7 @@ def rows_for(table: str, n: int, names: list[str], base_us: int, depth: int, rng
 
 
 def gatherer_columns(table: str) -> tuple[str, ...]:
-    extra = {"orderbook_deltas": ("seq", "sid"), "orderbook_snapshots": ("sid", "seq")}.get(table, ("sid",))
-    return (*EVENT_COLUMNS[table], *extra)
+    return schema.TABLES[table].gatherer_columns
 
 
 def table_bytes(conn: psycopg.Connection, table: str) -> tuple[int, int]:
@@ -141,7 +139,7 @@ async def merge_all(cluster: PostgresCluster, prod: str, gdb: str) -> None:
         }
     )
     for table in TABLES:
-        loop = SyncLoop(s.gatherers[0], BY_NAME[table], s.production, s.sync, DedupMetrics(), asyncio.Event())
+        loop = SyncLoop(s.gatherers[0], schema.TABLES[table], s.production, s.sync, DedupMetrics(), asyncio.Event())
         while await loop.step():
             pass
         await loop.close_gatherer()

@@ -150,7 +150,7 @@ def register(root: typer.Typer) -> None:
             s3_client,
         )
         from kalshictl.research.times import days, parse_day
-        from kalshictl.schema import TIME_COLUMN
+        from kalshictl.schema import TABLES
 
         settings = load(config).require("exporter")
         if all_tables == bool(table):
@@ -187,7 +187,7 @@ def register(root: typer.Typer) -> None:
             return
         if verify:
             raise ConfigError("--verify applies to --format iceberg")
-        tables = list(TIME_COLUMN) if all_tables else table
+        tables = list(TABLES) if all_tables else table
         target = dest or settings.s3.dest
         if not target:
             raise ConfigError("--dest: no destination (or set exporter.s3.dest)")

@@ -20,8 +20,8 @@ from kalshictl.dedup.cursors import reconcile
 from kalshictl.dedup.gaps import Peer, judge
 from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
 from kalshictl.dedup.reader import InstanceChanged, read_batch
-from kalshictl.dedup.tables import DELTAS, TableSpec
 from kalshictl.errors import summarize
+from kalshictl.schema import Table
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class SyncLoop:
     def __init__(
         self,
         source: GathererSource,
-        spec: TableSpec,
+        spec: Table,
         production: DatabaseSettings,
         sync: SyncSettings,
         metrics: DedupMetrics,
@@ -119,7 +119,7 @@ class SyncLoop:
             gap_margin_us=margin_us,
         )
         extra: list = []
-        if self.spec is DELTAS and batch.suspects:
+        if self.spec.gap_screened and batch.suspects:
             verdict = await judge(batch.suspects, self.peers)
             extra = [(*row, self.source.name) for row in verdict.accepted]
             for decision in ("witnessed", "unwitnessed", "rejected"):

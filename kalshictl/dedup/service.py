@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from kalshictl.dedup.gaps import Peer
 from kalshictl.dedup.loops import OnMerge, SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import ALL_TABLES
 from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.health.disk import DiskWatch
+from kalshictl.schema import EVENT_TABLES
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Deduplicator:
         self.peers = {g.name: Peer(g, margin_us) for g in s.gatherers}
         for g in s.gatherers:
             others = [p for name, p in self.peers.items() if name != g.name]
-            for spec in ALL_TABLES:
+            for spec in EVENT_TABLES:
                 loop = SyncLoop(
                     g, spec, s.production, s.sync, self.metrics, self._sync_stop, peers=others, on_merge=self.on_merge
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.clock import now_us as clock_now_us
-from kalshictl.dedup.tables import ALL_TABLES
+from kalshictl.schema import EVENT_TABLES
 
 if TYPE_CHECKING:
     import psycopg
@@ -47,7 +47,7 @@ def collect_status(settings: DedupSettings) -> dict[str, Any]:
             gatherers[g.name] = "disconnected"
             error = str(exc)
         try:
-            for spec in ALL_TABLES:
+            for spec in EVENT_TABLES:
                 c = cursors.get((g.name, spec.name))
                 row: dict[str, Any] = {
                     "gatherer": g.name,

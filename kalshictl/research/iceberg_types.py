@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kalshictl.schema import LEVEL_COLUMNS, PRICE_COLUMNS, SIZE_COLUMNS, TIME_COLUMN, TIME_US_COLUMNS
+from kalshictl import schema
+from kalshictl.schema import LEVELS_UNIT, PRICE_UNIT, SIZE_UNIT, TIME_UNIT
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyiceberg.schema import Schema
 
 # Tables that hold the current state of the exchange's catalogue (no time of their own): each export replaces the
-# whole table in one snapshot. Every table of schema.TIME_COLUMN is an event table partitioned by day(time column).
+# whole table in one snapshot. Every table of the catalogue (kalshictl/schema.py) is partitioned by day(time column).
 STATE_TABLES: tuple[str, ...] = ("series", "events", "markets")
 
 TABLE_DOCS: dict[str, str] = {
@@ -44,9 +45,11 @@ TABLE_DOCS: dict[str, str] = {
     "tickers": "Market ticker updates (best prices, volume, open interest)",
     "lifecycle_events": "Market lifecycle messages (created, activated, closed, settled ...)",
     "sequence_gaps": "Windows in which a gatherer's subscription was not continuous: recorded loss, not quiet",
+    "candlesticks": "Kalshi's candles (1 min, 1 h, 1 day) imported from its REST history (kalshictl history import)",
 }
 
-# What a column means; the unit is added from its kind. Columns not listed get "production column <name>".
+# What a column of a state table (or one the catalogue does not describe) means; the unit is added from its kind.
+# The event and history tables' columns take their meaning from the catalogue (kalshictl/schema.py).
 COLUMN_DOCS: dict[str, str] = {
     "exchange_ts": "the exchange's time of the event",
     "received_at": "when the gatherer received it",
@@ -118,23 +121,24 @@ class Column:
 
 
 def tables() -> list[str]:
-    """Every exported table: the state tables, then each table with a time column (schema.TIME_COLUMN)."""
-    return [*STATE_TABLES, *TIME_COLUMN]
+    """Every exported table: the state tables, then the catalogue's event and history tables."""
+    return [*STATE_TABLES, *schema.TABLES, *(t.name for t in schema.HISTORY_TABLES)]
 
 
 def time_column(table: str) -> str | None:
     """The column whose UTC day partitions the table (None: a state table, replaced whole)."""
-    return TIME_COLUMN.get(table)
+    return schema.time_column(table)
 
 
 def _kind(name: str, pg_type: str) -> str:
-    if name in LEVEL_COLUMNS:
+    unit = schema.unit_of(name)
+    if unit == LEVELS_UNIT:
         return "levels"
-    if name in TIME_US_COLUMNS and pg_type == "bigint":
+    if unit == TIME_UNIT and pg_type == "bigint":
         return "time_us"
-    if name in PRICE_COLUMNS and pg_type in _DIGITS:
+    if unit == PRICE_UNIT and pg_type in _DIGITS:
         return "price"
-    if name in SIZE_COLUMNS and pg_type in _DIGITS:
+    if unit == SIZE_UNIT and pg_type in _DIGITS:
         return "size"
     if name in SIDE_COLUMNS and pg_type == "boolean":
         return "side"
@@ -162,6 +166,11 @@ _UNIT_DOCS = {
 }
 
 
+def _catalogue_column(table: str, name: str) -> schema.Column | None:
+    entry = schema.TABLES.get(table) or next((h for h in schema.HISTORY_TABLES if h.name == table), None)
+    return entry.find(name) if entry is not None else None
+
+
 def columns(table: str, pg_columns: Sequence[tuple[str, str]]) -> list[Column]:
     """The exported columns of a table from production's ``(name, data_type)`` list, in table order."""
     out = []
@@ -169,7 +178,8 @@ def columns(table: str, pg_columns: Sequence[tuple[str, str]]) -> list[Column]:
         if name in SKIP_COLUMNS:
             continue
         kind = _kind(name, pg_type)
-        meaning = COLUMN_DOCS.get(name, f"production column {table}.{name}")
+        described = _catalogue_column(table, name)
+        meaning = described.doc if described else COLUMN_DOCS.get(name, f"production column {table}.{name}")
         unit = _UNIT_DOCS.get(kind)
         out.append(Column(name, pg_type, kind, f"{meaning}; {unit}" if unit else meaning))
     return out

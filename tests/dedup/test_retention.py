@@ -17,7 +17,7 @@ import pytest
 from kalshictl.db.roles import OWNER_ROLE, ROLES, ensure_role
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import TRADES
+from kalshictl.schema import TRADES
 from tests.dedup.conftest import GDB, DedupEnv, now_us, trade_row, write_trades
 from tests.helpers import write_config
 

@@ -164,13 +164,12 @@ def test_candlesticks_table_matches_its_schema_entry(history_env: HistoryEnv) ->
     cols = history_env.rows(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'candlesticks' ORDER BY ordinal_position"
     )
-    assert tuple(c[0] for c in cols) == CANDLESTICKS["columns"]
+    assert tuple(c[0] for c in cols) == CANDLESTICKS.names
     key = history_env.rows(
         "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
         " WHERE i.indrelid = 'candlesticks'::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
     )
-    assert tuple(k[0] for k in key) == CANDLESTICKS["key"]
-    assert set(CANDLESTICKS["units"]) <= {c[0] for c in cols}
+    assert tuple(k[0] for k in key) == CANDLESTICKS.key
 
 
 def test_throttled_import_backs_off_and_still_equals_ground_truth(history_env: HistoryEnv) -> None:

@@ -19,7 +19,7 @@ from kalshictl.research.iceberg import IcebergExporter
 from tests.research.test_export import BUCKET, DAY, DAY1, _export, _seed
 
 D1, D2 = date(2026, 11, 20), date(2026, 11, 21)
-EVENT_TABLES = list(types.TIME_COLUMN)
+EVENT_TABLES = [t for t in types.tables() if types.time_column(t)]
 
 
 def _config(prod, tmp_path, endpoint: str, **iceberg) -> object:

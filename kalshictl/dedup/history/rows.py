@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from kalshictl.dedup.market_sync import BadRow
-from kalshictl.schema import CANDLESTICKS
+from kalshictl.schema import CANDLESTICKS, TRADES
 from kalshictl.units import PRICE_MAX, UnitError, parse_price, parse_size
 
 MAX_TICKER = 128  # varchar(128) in production
@@ -158,8 +158,5 @@ def _candle_row_checked(c: Any, ticker: str, period: int, live: bool, received_a
     )
 
 
-CANDLE_COLUMNS: tuple[str, ...] = CANDLESTICKS["columns"]  # type: ignore[assignment]
-TRADE_COLUMNS = (
-    "trade_id", "exchange_ts", "received_at", "ticker", "price", "size", "taker_side", "is_block_trade", "source",
-    "gatherer",
-)  # fmt: skip
+CANDLE_COLUMNS: tuple[str, ...] = CANDLESTICKS.names
+TRADE_COLUMNS: tuple[str, ...] = TRADES.production_columns

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.dedup.history.rows import CANDLE_COLUMNS, TRADE_COLUMNS
-from kalshictl.dedup.merge import merge_lock_sql, trade_insert_sql
-from kalshictl.dedup.tables import TRADES
+from kalshictl.dedup.merge import merge_lock_sql, trade_id_sql
+from kalshictl.schema import GATHERER, TRADES
 
 if TYPE_CHECKING:
     import psycopg
@@ -73,7 +73,6 @@ async def save_checkpoint(
 
 _TRADE_STAGE = "_stage_history_trades"
 _CANDLE_STAGE = "_stage_history_candles"
-_TRADE_TYPES = "uuid, bigint, bigint, varchar(128), integer, bigint, boolean, boolean, varchar(10), varchar(64)"
 
 
 async def write_trades(
@@ -85,7 +84,7 @@ async def write_trades(
     async with pconn.transaction():
         inserted = 0
         if rows:
-            defs = ", ".join(f"{c} {t}" for c, t in zip(TRADE_COLUMNS, _TRADE_TYPES.split(", "), strict=True))
+            defs = ", ".join(f"{c.name} {c.sql}" for c in (*TRADES.columns, GATHERER))
             await pconn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_TRADE_STAGE} ({defs}) ON COMMIT DELETE ROWS")
             async with pconn.cursor().copy(f"COPY {_TRADE_STAGE} ({cols}) FROM STDIN") as copy:
                 for row in rows:
@@ -93,7 +92,7 @@ async def write_trades(
             lock = merge_lock_sql(TRADES)
             if lock:
                 await pconn.execute(lock)
-            cur = await pconn.execute(trade_insert_sql(cols, _TRADE_STAGE))
+            cur = await pconn.execute(trade_id_sql(TRADES, _TRADE_STAGE))
             inserted = max(cur.rowcount, 0)
         await _save(pconn, unit, cursor, done, inserted, rejected)
     return inserted
