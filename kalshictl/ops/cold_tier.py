@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
+    from kalshictl.config import Settings
     from kalshictl.research.cold import ColdStore
 
 EPOCH = date(1970, 1, 1)
@@ -201,3 +202,45 @@ def drop_exported_days(
             else:
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "dropped", ledger["rows"], dropped))
     return run
+
+
+def run_export(settings: Settings, *, endpoint_url: str | None = None, tables: list[str] | None = None) -> ColdRun:
+    """``kalshictl cold export``: every closed day of production to the cold tier, verified and recorded. Runs as
+    the deduplicator role (it writes the ledger); reads ``exporter.s3`` for the destination."""
+    from kalshictl import clock
+    from kalshictl.config import ProductionTierSettings
+    from kalshictl.db.connect import connect
+    from kalshictl.research.cold import open_cold_store
+
+    dedup = settings.require("deduplicator")
+    tier = settings.production or ProductionTierSettings()
+    store = open_cold_store(settings.require("exporter"), endpoint_url=endpoint_url)
+    with connect(dedup.production, autocommit=True) as conn:
+        return export_closed_days(conn, store, clock.now_us(), settle_s=tier.export_settle_s, tables=tables)
+
+
+def run_retention(settings: Settings, *, keep_days: int | None = None, dry_run: bool = False) -> ColdRun:
+    """Production retention (``kalshictl retention run`` with a deduplicator config): drop days older than
+    ``production.keep_days`` whose verified export the ledger holds."""
+    from kalshictl import clock
+    from kalshictl.config import ProductionTierSettings
+    from kalshictl.db.connect import connect
+
+    dedup = settings.require("deduplicator")
+    tier = settings.production or ProductionTierSettings()
+    keep = tier.keep_days if keep_days is None else keep_days
+    with connect(dedup.production, autocommit=True) as conn:
+        return drop_exported_days(conn, clock.now_us(), keep, dry_run=dry_run)
+
+
+def status(settings: Settings) -> list[dict[str, Any]]:
+    """The ledger, newest day first."""
+    from kalshictl.db.connect import connect
+
+    with connect(settings.require("deduplicator").production, autocommit=True) as conn:
+        cur = conn.execute(
+            "SELECT table_name, day, rows, cold_rows, checksum, format, exports, exported_at, verified_at, dropped_at,"
+            " location FROM cold_exports ORDER BY day DESC, table_name"
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
