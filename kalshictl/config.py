@@ -204,6 +204,35 @@ class SnapshotPollerSettings(_Section):
     depth: int = Field(0, ge=0, le=100)
 
 
+class RetentionSettings(_Section):
+    """Gatherer retention (docs/retention.md): drop partitions older than ``keep_days`` once every row is merged."""
+
+    enabled: bool = Field(True, description="run the policy on a timer inside `gather run`")
+    keep_days: float = Field(7.0, ge=0, description="keep partitions whose range ends less than this long ago")
+    interval_s: float = Field(3600.0, gt=0, description="period of the timer (clock seconds)")
+
+
+class DiskSettings(_Section):
+    """Free space of the database's filesystem (docs/retention.md, "How the gatherer sees its disk")."""
+
+    path: str | None = Field(None, description="a path on the database's filesystem (statvfs), for a local database")
+    size_bytes: int | None = Field(
+        None, ge=1, description="the database volume's size, for a remote one: free = size_bytes - pg_database_size"
+    )
+    interval_s: float = Field(60.0, gt=0, description="how often the free space is read")
+    warning_free_percent: float = Field(20.0, gt=0, lt=100, description="/health degraded below this much free")
+    critical_free_percent: float = Field(10.0, ge=0, lt=100, description="/health unhealthy below this much free")
+
+    @model_validator(mode="after")
+    def _critical_below_warning(self) -> DiskSettings:
+        if self.critical_free_percent >= self.warning_free_percent:
+            raise ValueError(
+                f"critical_free_percent ({self.critical_free_percent:g}) must be below warning_free_percent"
+                f" ({self.warning_free_percent:g})"
+            )
+        return self
+
+
 # A gatherer name: stored in varchar(64) columns and used in metric labels; "_rest" and other "_" names are reserved.
 GATHERER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -218,6 +247,8 @@ class GathererSettings(_Section):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     snapshot_poller: SnapshotPollerSettings = Field(default_factory=SnapshotPollerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    disk: DiskSettings = Field(default_factory=DiskSettings)
     market_status: list[str] = Field(default_factory=lambda: ["unopened", "open", "paused"])
     shutdown_timeout_s: float = Field(25.0, gt=0)
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "book",
     "coverage",
     "demo",
+    "retention",
 )
 
 

@@ -57,13 +57,23 @@ BASE_PRIVILEGES: dict[str, frozenset[str]] = {
 EXTRA_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     "gatherer": {"gatherer_meta": frozenset({"UPDATE"}), "sequence_gaps": frozenset({"UPDATE"})},
 }
-# Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these.
-OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries")
+# Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these; the
+# retention functions trust the merge ledger and keep the audit log (migrations/gatherer/019_retention.sql).
+OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries", "kalshi_merge_ledger", "kalshi_retention_log")
 # Sequence privileges (bigserial ids): the gatherer only draws values.
 SEQUENCE_PRIVILEGES: dict[str, str] = {"gatherer": "USAGE", "deduplicator": "ALL"}
 # The SECURITY DEFINER partition maintenance function: only the writing role of each database may call it.
 ENSURE_PARTITIONS_FN = "kalshi_ensure_partitions(bigint)"
 EXECUTE_ROLES = frozenset({"gatherer", "deduplicator"})
+# Every SECURITY DEFINER function and the roles that may call it (EXECUTE is revoked from PUBLIC where it is made).
+# Retention (docs/retention.md): the deduplicator records its merge watermark in each gatherer database, and the
+# gatherer drops only partitions the ledger shows merged, through these narrow, audited functions.
+FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
+    ENSURE_PARTITIONS_FN: EXECUTE_ROLES,
+    "kalshi_record_merged(text,uuid,xid8)": frozenset({"dedup_reader"}),
+    "kalshi_retention_candidates(bigint)": frozenset({"gatherer"}),
+    "kalshi_drop_merged_partition(text,text,bigint)": frozenset({"gatherer"}),
+}
 
 
 def expected_privileges(role: str, table: str) -> frozenset[str]:
@@ -104,8 +114,8 @@ def grant_statements(role: RoleSpec, dbname: str) -> list[str]:
 
 
 def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[str]:
-    """Grants on named objects that exist now: per-table extras, no writes on the migration bookkeeping tables, and
-    EXECUTE on the partition function."""
+    """Grants on named objects that exist now: per-table extras, no writes on the owner's bookkeeping tables, and
+    EXECUTE on the SECURITY DEFINER functions (:data:`FUNCTION_EXECUTE`)."""
     from psycopg import sql
 
     r = sql.Identifier(role.name).as_string(None)
@@ -118,10 +128,11 @@ def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[st
         if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()[0]:
             writes = ", ".join(p for p in TABLE_PRIVILEGES if p != "SELECT")
             out.append(f"REVOKE {writes} ON {sql.Identifier(table).as_string(None)} FROM {r}")
-    if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]:
-        verb = "GRANT" if role.name in EXECUTE_ROLES else "REVOKE"
-        prep = "TO" if verb == "GRANT" else "FROM"
-        out.append(f"{verb} EXECUTE ON FUNCTION {ENSURE_PARTITIONS_FN} {prep} {r}")
+    for fn, roles in FUNCTION_EXECUTE.items():
+        if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)).fetchone()[0]:
+            verb = "GRANT" if role.name in roles else "REVOKE"
+            prep = "TO" if verb == "GRANT" else "FROM"
+            out.append(f"{verb} EXECUTE ON FUNCTION {fn} {prep} {r}")
     return out
 
 
@@ -259,7 +270,11 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
         ).fetchall()
     ]
-    has_fn = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (ENSURE_PARTITIONS_FN,)).fetchone()[0]
+    functions = [
+        (fn, roles)
+        for fn, roles in FUNCTION_EXECUTE.items()
+        if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)).fetchone()[0]
+    ]
     for spec in roles_for(target):
         if not role_exists(conn, spec.name):
             rows.append({"role": spec.name, "ok": False, "problem": "role missing"})
@@ -278,12 +293,10 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
                 problems.append(f"no {privilege} on {table}")
             elif granted and not wanted:
                 problems.append(f"has {privilege} on {table}")
-        if has_fn:
-            can_run = conn.execute(
-                "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, ENSURE_PARTITIONS_FN)
-            ).fetchone()[0]
-            if can_run != (spec.name in EXECUTE_ROLES):
-                problems.append(f"{'can' if can_run else 'cannot'} EXECUTE {ENSURE_PARTITIONS_FN}")
+        for fn, roles in functions:
+            can_run = conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, fn)).fetchone()[0]
+            if can_run != (spec.name in roles):
+                problems.append(f"{'can' if can_run else 'cannot'} EXECUTE {fn}")
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         rows.append({"role": spec.name, "ok": not problems, "problem": "; ".join(problems[:5]) + more or None})
     return rows
