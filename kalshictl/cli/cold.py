@@ -28,6 +28,19 @@ def _report(data: dict[str, Any], title: str, as_json: bool) -> None:
     output.info(f"{title}: {summary}")
 
 
+def production_retention(settings: Any, keep_days: float | None, dry_run: bool, as_json: bool) -> None:
+    """Production retention, for ``cold retention`` and ``retention run`` with a deduplicator config."""
+    from kalshictl.ops.cold_tier import run_retention
+
+    if keep_days is not None and keep_days != int(keep_days):
+        from kalshictl.errors import ConfigError
+
+        raise ConfigError(f"--keep-days: production keeps whole UTC days, got {keep_days:g}")
+    keep = None if keep_days is None else int(keep_days)
+    run = run_retention(settings, keep_days=keep, dry_run=dry_run)
+    _report(run.as_dict(), "production retention", as_json)
+
+
 def register(root: typer.Typer) -> None:
     """Add the ``cold`` group to the root app."""
     group = typer.Typer(help="Production's cold tier on S3: export + verify closed days, retention, the ledger.",
@@ -59,10 +72,8 @@ def register(root: typer.Typer) -> None:
     ) -> None:
         """Drop production days older than keep_days whose verified export the ledger holds."""
         from kalshictl.cli.common import load
-        from kalshictl.ops.cold_tier import run_retention
 
-        run = run_retention(load(config), keep_days=keep_days, dry_run=dry_run)
-        _report(run.as_dict(), "production retention", as_json)
+        production_retention(load(config), keep_days, dry_run, as_json)
 
     @group.command("status")
     def status_cmd(config: Path = CONFIG_OPTION, as_json: bool = JSON_OPTION) -> None:

@@ -176,3 +176,41 @@ def test_book_show_cli_reads_the_cold_tier(cold):
     assert after.exit_code == 0, after.output
     strip = lambda out: {k: v for k, v in orjson.loads(out).items() if k != "elapsed_ms"}  # noqa: E731
     assert strip(after.output) == strip(before.output)
+
+
+def test_cold_export_and_retention_run_commands(cold, monkeypatch):
+    """``cold export`` then ``retention run --config deduplicator.yaml`` (the production path of the retention
+    command) on the one clock: DAY1 leaves production, DAY2 (within keep_days) stays."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from kalshictl import clock
+    from kalshictl.cli.app import app
+
+    prod, settings, dsn = cold
+    monkeypatch.setenv("KT_COLD_DEDUP_PW", DEDUP_PW)
+    doc = yaml.safe_load(prod.config.read_text())
+    doc["deduplicator"] = {
+        "production": {"dsn": dsn, "password": "env:KT_COLD_DEDUP_PW", "allow_insecure": True},
+        "gatherers": [{"name": "g1", "database": {"dsn": dsn, "allow_insecure": True}}],
+    }
+    doc["production"] = {"keep_days": 1, "export_settle_s": 0}
+    cfg = prod.config.with_name("deduplicator.yaml")
+    cfg.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    with clock.installed(clock.ManualClock(DAY1 + 2 * DAY + 12 * HOUR)):
+        dry = runner.invoke(app, ["retention", "run", "--config", str(cfg), "--dry-run", "--json"])
+        assert dry.exit_code == 0, dry.output
+        assert {d["action"] for d in orjson.loads(dry.output)["days"]} == {"kept"}  # nothing exported yet
+        out = runner.invoke(app, ["cold", "export", "--config", str(cfg), "--json"])
+        assert out.exit_code == 0, out.output
+        assert orjson.loads(out.output)["summary"] == {"verified": 4}  # deltas and snapshots x 2 closed days
+        out = runner.invoke(app, ["retention", "run", "--config", str(cfg), "--json"])
+        assert out.exit_code == 0, out.output
+        dropped = {(d["table"], d["day"]) for d in orjson.loads(out.output)["days"] if d["action"] == "dropped"}
+        assert ("orderbook_deltas", "2026-11-20") in dropped and ("orderbook_deltas", "2026-11-21") not in dropped
+        status = runner.invoke(app, ["cold", "status", "--config", str(cfg), "--json"])
+        assert status.exit_code == 0, status.output
+        assert sum(r["dropped_at"] is not None for r in orjson.loads(status.output)) == len(dropped)
+    with _dedup(dsn) as conn:
+        assert _delta_rows(conn, DAY1) == 0 and _delta_rows(conn, DAY1 + DAY) == 51
