@@ -187,7 +187,7 @@ def test_cold_export_and_retention_run_commands(cold, monkeypatch):
     from kalshictl import clock
     from kalshictl.cli.app import app
 
-    prod, settings, dsn = cold
+    prod, _settings, dsn = cold
     monkeypatch.setenv("KT_COLD_DEDUP_PW", DEDUP_PW)
     doc = yaml.safe_load(prod.config.read_text())
     doc["deduplicator"] = {
