@@ -304,11 +304,35 @@ class S3Settings(_Section):
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
 
 
+class IcebergSettings(_Section):
+    """The Iceberg catalog and warehouse of ``kalshictl export`` (docs/research.md, "Iceberg tables").
+
+    The catalog is the Iceberg SQL/JDBC catalog's tables (``iceberg_tables``, ``iceberg_namespace_properties``) in
+    ``catalog_schema`` of ``catalog_database`` (default: ``exporter.production``, so Spark/Trino JDBC catalogs can
+    share it), or a SQLite file (``sqlite_path``) for local use.
+    """
+
+    warehouse: str | None = Field(None, description="s3://bucket/prefix of new tables (default: s3.dest)")
+    catalog_name: str = Field("kalshi", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    namespace: str = Field("kalshi", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    catalog_database: RemoteDatabaseSettings | None = Field(None, description="default: exporter.production")
+    catalog_schema: str = Field("iceberg", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    sqlite_path: str | None = Field(None, description="a SQLite catalog file instead of PostgreSQL")
+
+    @model_validator(mode="after")
+    def _one_catalog(self) -> IcebergSettings:
+        if self.sqlite_path and self.catalog_database is not None:
+            raise ValueError("set catalog_database or sqlite_path, not both")
+        return self
+
+
 class ExportSettings(_Section):
     """Settings of the exporter (``exporter:`` section): production read as the read-only exporter role."""
 
     production: RemoteDatabaseSettings
     s3: S3Settings = Field(default_factory=S3Settings)
+    format: Literal["iceberg", "parquet"] = Field("iceberg", description="what `kalshictl export` writes by default")
+    iceberg: IcebergSettings = Field(default_factory=IcebergSettings)
     rows_per_file: int = Field(2_000_000, ge=1, description="a partition splits into part files of at most this")
     batch_rows: int = Field(50_000, ge=1, description="rows fetched per server-side cursor round trip")
     settle_s: float = Field(3600.0, ge=0, description="a day is final (skipped on re-run) this long after it ends")

@@ -57,6 +57,9 @@ BASE_PRIVILEGES: dict[str, frozenset[str]] = {
 EXTRA_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     "gatherer": {"gatherer_meta": frozenset({"UPDATE"}), "sequence_gaps": frozenset({"UPDATE"})},
 }
+# A schema of its own where a role may create tables (docs/security.md): the exporter keeps the Iceberg SQL catalog's
+# tables there (it stays read-only on every table of public).
+OWN_SCHEMAS: dict[str, str] = {"exporter": "iceberg"}
 # Migration bookkeeping: the partition function trusts kalshi_timeseries, so only the owner writes these; the
 # retention functions trust the merge ledger and keep the audit log (migrations/gatherer/019_retention.sql).
 OWNER_WRITES_ONLY = ("kalshi_schema_version", "kalshi_timeseries", "kalshi_merge_ledger", "kalshi_retention_log")
@@ -104,6 +107,9 @@ def grant_statements(role: RoleSpec, dbname: str) -> list[str]:
         f"GRANT {base} ON ALL TABLES IN SCHEMA public TO {r}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {base} ON TABLES TO {r}",
     ]
+    if own := OWN_SCHEMAS.get(role.name):
+        schema = sql.Identifier(own).as_string(None)
+        out += [f"CREATE SCHEMA IF NOT EXISTS {schema}", f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {r}"]
     seq = SEQUENCE_PRIVILEGES.get(role.name)
     if seq:
         out += [
