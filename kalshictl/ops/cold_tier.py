@@ -113,7 +113,7 @@ def export_day(conn: psycopg.Connection, store: ColdStore, table: str, day: date
     written = store.export_day(conn, table, day)
     after = fingerprint(conn, table, day)
     back = store.verify_day(table, day)
-    verified = after == (rows, fp) and written.rows == rows and back.rows == rows
+    verified = after == (rows, fp) and written.rows == rows and back.rows == rows and back.ok
     conn.execute(
         "INSERT INTO cold_exports (table_name, day, rows, fingerprint, cold_rows, checksum, location, snapshot_id,"
         " format, exported_at, verified_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -215,8 +215,13 @@ def run_export(settings: Settings, *, endpoint_url: str | None = None, tables: l
     dedup = settings.require("deduplicator")
     tier = settings.production or ProductionTierSettings()
     store = open_cold_store(settings.require("exporter"), endpoint_url=endpoint_url)
-    with connect(dedup.production, autocommit=True) as conn:
-        return export_closed_days(conn, store, clock.now_us(), settle_s=tier.export_settle_s, tables=tables)
+    try:
+        with connect(dedup.production, autocommit=True) as conn:
+            return export_closed_days(conn, store, clock.now_us(), settle_s=tier.export_settle_s, tables=tables)
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
 
 
 def run_retention(settings: Settings, *, keep_days: int | None = None, dry_run: bool = False) -> ColdRun:
