@@ -98,13 +98,17 @@ def test_day_dropped_only_after_verified_export_and_late_rows_survive(cold):
         assert exported[("orderbook_deltas", "2026-11-20")].rows == 51
         assert ("orderbook_deltas", "2026-11-22") not in exported  # DAY3 is not closed
         ledger = conn.execute(
-            "SELECT rows, cold_rows, checksum, verified_at FROM cold_exports"
+            "SELECT rows, cold_rows, checksum, verified_at, snapshot_id FROM cold_exports"
             " WHERE table_name = 'orderbook_deltas' AND day = '2026-11-20'"
         ).fetchone()
         assert ledger[0] == ledger[1] == 51 and len(ledger[2]) == 16 and ledger[3] == now
-        if store.format == "parquet":
+        if store.format == "parquet":  # the manifest holds the read-back count and checksum
             manifest = store.manifest("orderbook_deltas", date(2026, 11, 20))
             assert manifest["verified_rows"] == 51 and manifest["content_checksum"] == ledger[2]
+        else:  # the Iceberg snapshot's summary holds them
+            ns = settings.exporter.iceberg.namespace
+            snap = store._open().catalog.load_table((ns, "orderbook_deltas")).snapshot_by_id(ledger[4])
+            assert snap.summary["kalshictl.rows"] == "51" and snap.summary["kalshictl.checksum"] == ledger[2]
 
         # a gatherer catching up delivers a late row for the exported day: the drop refuses, nothing is lost
         insert_deltas(conn, [(TICKER, DAY1 + 9 * HOUR, False, 5000, -300, 0)], gatherer="g3")
