@@ -1,4 +1,4 @@
-"""deploy/systemd/kalshictl-cold.{service,timer}: the cold tier's schedule runs real commands, and systemd accepts it."""
+"""deploy/systemd/kalshictl-cold.{service,timer}: the cold tier's schedule runs real commands; systemd accepts it."""
 
 from __future__ import annotations
 
