@@ -76,6 +76,8 @@ FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
     "kalshi_record_merged(text,uuid,xid8)": frozenset({"dedup_reader"}),
     "kalshi_retention_candidates(bigint)": frozenset({"gatherer"}),
     "kalshi_drop_merged_partition(text,text,bigint)": frozenset({"gatherer"}),
+    # production drops a day only when the cold-tier ledger holds a verified export (docs/deduplicator.md)
+    "kalshi_drop_exported_day(text,date,bigint)": frozenset({"deduplicator"}),
 }
 
 

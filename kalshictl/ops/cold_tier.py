@@ -96,6 +96,14 @@ def days_in_production(conn: psycopg.Connection, table: str, time_column: str, c
     return sorted(days)
 
 
+def _partitions_of(conn: psycopg.Connection, table: str, chunk_us: int, day: date) -> bool:
+    """Whether any partition of ``table`` lies in ``day``."""
+    lo, hi = day_bounds(day)
+    names = [f"{table}_p{n}" for n in range(lo // chunk_us, hi // chunk_us)]
+    return bool(conn.execute("SELECT count(*) FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL",
+                             (names,)).fetchone()[0])  # fmt: skip
+
+
 def _ledger(conn: psycopg.Connection, table: str, day: date) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT rows, fingerprint, verified_at, dropped_at, exports FROM cold_exports"
@@ -186,8 +194,8 @@ def drop_exported_days(
                 why = "no export yet" if ledger is None else "export not verified (production changed or S3 differs)"
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "kept", 0, 0, why))
                 continue
-            if ledger["dropped_at"] is not None:
-                continue  # late rows after the drop stay in production (module docs)
+            if ledger["dropped_at"] is not None and not _partitions_of(conn, table, chunk_us, day):
+                continue  # only late rows in the default partition: they stay in production (module docs)
             if dry_run:
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "would_drop", ledger["rows"]))
                 continue
@@ -195,12 +203,15 @@ def drop_exported_days(
                 dropped = conn.execute("SELECT kalshi_drop_exported_day(%s, %s, %s)", (table, day, now_us)).fetchone()[
                     0
                 ]
-            if dropped < 0:
+            if dropped < 0 and ledger["dropped_at"] is not None:
+                run.outcomes.append(DayOutcome(table, day.isoformat(), "late_after_drop", 0, 0, "rows after the drop"))
+            elif dropped < 0:
                 run.outcomes.append(
                     DayOutcome(table, day.isoformat(), "refused", 0, 0, "rows arrived since the export: re-export")
                 )
             else:
-                run.outcomes.append(DayOutcome(table, day.isoformat(), "dropped", ledger["rows"], dropped))
+                rows = 0 if ledger["dropped_at"] is not None else ledger["rows"]  # again: empty partitions only
+                run.outcomes.append(DayOutcome(table, day.isoformat(), "dropped", rows, dropped))
     return run
 
 

@@ -69,7 +69,7 @@ def nearest_snapshot(
         (ticker, at_us, list(sources), at_us),
     ).fetchone()
     if cold is not None:
-        old = cold.latest_snapshot(ticker, at_us, sources)
+        old = cold.latest_snapshot(ticker, at_us, sources, after_us=row[0] if row else None)
         if old is not None and (row is None or (old[0], old[2]) > (row[0], row[2])):
             row = old
     return _snapshot(row) if row else None

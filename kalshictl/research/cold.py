@@ -288,11 +288,17 @@ class ColdReader:
                                 _levels(r["yes_bids"]), _levels(r["no_bids"])))  # fmt: skip
         return out
 
-    def latest_snapshot(self, ticker: str, at_us: int, sources: tuple[str, ...]) -> tuple | None:
-        """The latest cold snapshot anchored at or before ``at_us`` (days searched newest first)."""
+    def latest_snapshot(
+        self, ticker: str, at_us: int, sources: tuple[str, ...], *, after_us: int | None = None
+    ) -> tuple | None:
+        """The latest cold snapshot anchored at or before ``at_us`` (days searched newest first); with ``after_us``
+        (production already has a snapshot then) only days that could hold a later one are read."""
         from kalshictl.research.times import day_bounds
 
-        for day in reversed([d for d in self.snapshot_days if day_bounds(d)[0] <= at_us]):
+        days = [d for d in self.snapshot_days if day_bounds(d)[0] <= at_us]
+        if after_us is not None:
+            days = [d for d in days if day_bounds(d)[1] > after_us]
+        for day in reversed(days):
             rows = [
                 r
                 for r in self.snapshots(ticker, day_bounds(day)[0], min(at_us, day_bounds(day)[1] - 1), sources)

@@ -44,7 +44,8 @@ $$;
 -- the day is fingerprinted again: if it changed since the export, the ledger row loses its verification and nothing
 -- is dropped (returns -1; the next export run re-exports the day). Otherwise every partition lying inside the day is
 -- dropped, rows of the day in the default partition are deleted, the ledger row gets dropped_at, and the number of
--- partitions dropped is returned. Only the deduplicator may call it (granted below).
+-- partitions dropped is returned. A day dropped before whose partitions exist again is dropped again only while
+-- empty. Only the deduplicator may call it (granted below).
 CREATE OR REPLACE FUNCTION kalshi_drop_exported_day(tbl text, d date, now_us bigint)
 RETURNS integer
 LANGUAGE plpgsql
@@ -70,7 +71,7 @@ BEGIN
         RAISE EXCEPTION 'kalshi_drop_exported_day: % chunks (% µs) do not divide a day', tbl, ts.chunk_us;
     END IF;
     SELECT * INTO ledger FROM cold_exports WHERE table_name = tbl AND day = d FOR UPDATE;
-    IF NOT FOUND OR ledger.verified_at IS NULL THEN
+    IF NOT FOUND OR (ledger.verified_at IS NULL AND ledger.dropped_at IS NULL) THEN
         RAISE EXCEPTION 'kalshi_drop_exported_day: no verified export of % %', tbl, d;
     END IF;
     chunk_no := lo / ts.chunk_us;
@@ -84,6 +85,17 @@ BEGIN
     END LOOP;
     EXECUTE format('LOCK TABLE %I IN SHARE MODE', tbl || '_default');
     fp := kalshi_day_fingerprint(tbl, lo, hi);
+    IF ledger.dropped_at IS NOT NULL THEN
+        -- dropped before: partitions made again later (e.g. a wider kalshi_ensure_partitions window) go again while
+        -- empty; rows that arrived after the drop are kept (the ledger is left as it is)
+        IF fp.rows <> 0 THEN
+            RETURN -1;
+        END IF;
+        FOREACH pname IN ARRAY parts LOOP
+            EXECUTE format('DROP TABLE %I', pname);
+        END LOOP;
+        RETURN COALESCE(array_length(parts, 1), 0);
+    END IF;
     IF fp.rows <> ledger.rows OR fp.fingerprint <> ledger.fingerprint THEN
         UPDATE cold_exports SET verified_at = NULL WHERE table_name = tbl AND day = d;
         RETURN -1;

@@ -149,6 +149,19 @@ def test_day_dropped_only_after_verified_export_and_late_rows_survive(cold):
         assert verify_after == verify_before and verify_after["checked"] >= 1
         assert coverage(admin, DAY1, DAY1 + DAY) == coverage_before
 
+    # a partition of the dropped day made again (e.g. a wider kalshi_ensure_partitions window) goes again while empty
+    n = (DAY1 + 5 * HOUR) // HOUR
+    with prod.connect() as admin:
+        admin.execute(f"CREATE TABLE orderbook_deltas_p{n} PARTITION OF orderbook_deltas"
+                      f" FOR VALUES FROM ({n * HOUR}) TO ({(n + 1) * HOUR})")  # fmt: skip
+    with _dedup(dsn) as conn:
+        run = drop_exported_days(conn, now + HOUR, keep_days=1)
+        again = [
+            (o.action, o.partitions) for o in run.outcomes if (o.table, o.day) == ("orderbook_deltas", "2026-11-20")
+        ]
+        assert again == [("dropped", 1)]
+        assert conn.execute("SELECT to_regclass(%s)", (f"orderbook_deltas_p{n}",)).fetchone()[0] is None
+
     # a row arriving after the drop stays in production (the default partition) and joins the cold rows in reads
     with _dedup(dsn) as conn:
         insert_deltas(conn, [(TICKER, DAY1 + 2 * HOUR + 1000, True, 4300, 9, 0)], gatherer="g3")
@@ -156,6 +169,9 @@ def test_day_dropped_only_after_verified_export_and_late_rows_survive(cold):
         assert ("orderbook_deltas", "2026-11-20", "late_after_drop") in [
             (o.table, o.day, o.action) for o in run.outcomes
         ]
+        assert _delta_rows(conn, DAY1) == 1
+        kept = drop_exported_days(conn, now + 2 * HOUR, keep_days=1)  # nothing drops it: it is the only copy
+        assert not [o for o in kept.outcomes if o.day == "2026-11-20" and o.action == "dropped"]
         assert _delta_rows(conn, DAY1) == 1
     with psycopg.connect(prod.admin_dsn) as admin:
         later = book_at(admin, TICKER, at, cold=cold_reader(admin, settings))
