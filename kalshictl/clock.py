@@ -133,6 +133,11 @@ class ManualClock(Clock):
     def monotonic(self) -> float:
         return (self._now_us - self._origin_us) / US
 
+    @property
+    def sleepers(self) -> int:
+        """How many tasks sleep on this clock now (a test waits for a timer to be idle again)."""
+        return len(self._sleepers)
+
     async def advance(self, seconds: float) -> None:
         """Move time forward and let every sleeper whose deadline passed run."""
         await self.set(self._now_us + int(seconds * US))

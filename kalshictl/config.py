@@ -284,6 +284,7 @@ class DedupSettings(_Section):
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    disk: DiskSettings = Field(default_factory=DiskSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> DedupSettings:

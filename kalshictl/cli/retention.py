@@ -47,22 +47,25 @@ def register(root: typer.Typer) -> None:
         if as_json:
             output.emit_json(summary)
             return
+        from datetime import UTC, datetime
+
+        def when(us: int) -> str:
+            return datetime.fromtimestamp(us / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
         rows = [
             {
-                "table": p.table,
                 "partition": p.partition,
-                "range_from": p.range_from,
-                "range_to": p.range_to,
+                "from (UTC)": when(p.range_from),
+                "hours": round((p.range_to - p.range_from) / 3.6e9, 1),
                 "~rows": p.approx_rows,
-                "bytes": p.bytes,
+                "MB": round(p.bytes / 1e6, 1),
                 "result": p.outcome or ("would drop" if p.verdict == "drop" else p.verdict),
             }
             for p in result.partitions
         ]
-        title = (
-            f"retention (keep {result.keep_days:g} days, cutoff {result.cutoff_us} µs{', dry run' if dry_run else ''})"
-        )
-        output.console.print(output.table(rows, list(rows[0]) if rows else ["table", "partition"], title=title))
+        title = f"retention: keep {result.keep_days:g} days, cutoff {when(result.cutoff_us)} UTC"
+        title += " (dry run)" if dry_run else ""
+        output.console.print(output.table(rows, list(rows[0]) if rows else ["partition", "result"], title=title))
         verb = "would drop" if dry_run else "dropped"
         n, size = (
             (summary["would_drop"], summary["would_drop_bytes"])

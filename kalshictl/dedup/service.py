@@ -13,6 +13,7 @@ from kalshictl.dedup.loops import OnMerge, SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 from kalshictl.dedup.tables import ALL_TABLES
 from kalshictl.errors import KalshiCtlError, summarize
+from kalshictl.health.disk import DiskWatch
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class Deduplicator:
     def __init__(self, settings: DedupSettings, *, on_merge: OnMerge | None = None) -> None:
         self.settings = settings
         self.metrics = DedupMetrics()
+        self.disk = DiskWatch(settings.disk, self.metrics.registry)  # production's disk (docs/retention.md)
         self.on_merge = on_merge
         self.phase = "created"
         self._stop = asyncio.Event()
@@ -93,6 +95,7 @@ class Deduplicator:
         self.http = HealthServer(s.http.host, s.http.port, self.health, self.metrics.registry, self.status)
         await self.http.start()
         log.info("deduplicator: production connected; /health on %s", self.http.url)
+        self.disk.start(lambda: connect_async(s.production, autocommit=True))
 
         self.phase = "loading cursors"
         cursors = await load_cursors(self.production)
@@ -281,6 +284,7 @@ class Deduplicator:
             if conn is not None:
                 await conn.close()
             self.gatherer_conns[name] = None
+        await self.disk.stop()
         if self.http is not None:
             await self.http.stop()
         if self._rest is not None:
@@ -318,6 +322,7 @@ class Deduplicator:
             max_lag_s=self.max_lag_s(),
             tables_syncing=sum(1 for lp in self.loops if lp.syncing),
         )
+        report = self.disk.annotate(report)
         if self.phase != "running":
             report.status = "unhealthy"
         report.details["phase"] = self.phase

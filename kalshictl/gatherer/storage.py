@@ -1,9 +1,10 @@
 """The gatherer's storage on a timer: retention of merged partitions and the free space of its database's disk.
 
-One task inside ``gather run`` (docs/retention.md): every ``disk.interval_s`` it reads the database's filesystem free
-space, and every ``retention.interval_s`` it runs the same retention pass as ``kalshictl retention run``
-(:func:`kalshictl.db.retention.apply`). Both sleep on the one clock (kalshictl/clock.py), so a sped-up clock runs
-them faster. Their results become metrics, log lines and two /health components (``disk`` and ``retention``).
+Two timers inside ``gather run`` (docs/retention.md): every ``retention.interval_s`` the same retention pass as
+``kalshictl retention run`` (:func:`kalshictl.db.retention.apply`), and every ``disk.interval_s`` the database's
+filesystem free space (:class:`kalshictl.health.disk.DiskWatch`). Both sleep on the one clock (kalshictl/clock.py),
+so a sped-up clock runs them faster. Their results become metrics, log lines and two /health details (``disk`` and
+``retention``) whose statuses count in the overall status.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
 from kalshictl import clock
 from kalshictl.errors import summarize
-from kalshictl.health.thresholds import disk_status, retention_status, worst
+from kalshictl.health.disk import DiskWatch
+from kalshictl.health.thresholds import retention_status, worst
 
 if TYPE_CHECKING:
     import psycopg
     from prometheus_client import CollectorRegistry
 
     from kalshictl.config import GathererSettings
-    from kalshictl.db.disk import DiskReading
     from kalshictl.db.retention import RetentionResult
     from kalshictl.health.thresholds import HealthReport
 
@@ -33,13 +33,10 @@ log = logging.getLogger("kalshictl.gatherer.storage")
 
 
 class StorageMetrics:
-    """Disk and retention metrics, registered in the gatherer's registry."""
+    """Retention metrics, registered in the gatherer's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.disk_free = Gauge("kalshi_db_disk_free_bytes", "Free bytes on the database's filesystem", registry=r)
-        self.disk_size = Gauge("kalshi_db_disk_size_bytes", "Size of the database's filesystem", registry=r)
-        self.database_bytes = Gauge("kalshi_db_database_bytes", "pg_database_size of the database", registry=r)
         self.runs = Counter("kalshi_retention_runs", "Retention passes by outcome", ["outcome"], registry=r)
         self.dropped = Counter("kalshi_retention_partitions_dropped", "Partitions dropped", ["table"], registry=r)
         self.dropped_bytes = Counter(
@@ -61,8 +58,6 @@ class StorageMetrics:
         self.last_success = Gauge(
             "kalshi_retention_last_success_timestamp_seconds", "Clock time of the last successful pass", registry=r
         )
-        for g in (self.disk_free, self.disk_size):
-            g.set(math.nan)  # unknown until read
 
 
 class StorageMonitor:
@@ -72,8 +67,7 @@ class StorageMonitor:
         self.settings = settings
         self.metrics = StorageMetrics(registry)
         self.metrics.keep_days.set(settings.retention.keep_days)
-        self.disk: DiskReading | None = None
-        self.disk_error: str | None = None
+        self.disk = DiskWatch(settings.disk, registry)
         self.last_run: RetentionResult | None = None
         self.retention_error: str | None = None
         self._stop = asyncio.Event()
@@ -81,14 +75,17 @@ class StorageMonitor:
         self._conn: psycopg.AsyncConnection | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="storage-monitor")
+        self.disk.start(self._own_connection)
+        if self._task is None and self.settings.retention.enabled:
+            self._task = asyncio.create_task(self._run(), name="retention-timer")
 
     async def stop(self) -> None:
+        """Stop the timer: a pass in flight gets 2 s, then is cancelled (a drop interrupted rolls back whole)."""
         self._stop.set()
+        await self.disk.stop()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 10)
+                await asyncio.wait_for(self._task, 2)
             self._task = None
         await self._close()
 
@@ -98,49 +95,21 @@ class StorageMonitor:
                 await self._conn.close()
             self._conn = None
 
-    async def _connection(self) -> psycopg.AsyncConnection:
+    async def _own_connection(self) -> psycopg.AsyncConnection:
         from kalshictl.db.connect import connect_async
 
+        return await connect_async(self.settings.database, autocommit=True)
+
+    async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
-            self._conn = await connect_async(self.settings.database, autocommit=True)
+            self._conn = await self._own_connection()
         return self._conn
 
     async def _run(self) -> None:
-        disk_every = self.settings.disk.interval_s
-        retention_every = self.settings.retention.interval_s
-        next_retention = clock.monotonic()  # a first pass at start
         while not self._stop.is_set():
-            await self.read_disk()
-            if self.settings.retention.enabled and clock.monotonic() >= next_retention:
-                await self.run_retention()
-                next_retention = clock.monotonic() + retention_every
-            wait = disk_every
-            if self.settings.retention.enabled:
-                wait = min(wait, max(0.0, next_retention - clock.monotonic()))
-            if await clock.sleep(wait, self._stop):
+            await self.run_retention()
+            if await clock.sleep(self.settings.retention.interval_s, self._stop):
                 return
-
-    async def read_disk(self) -> DiskReading | None:
-        """Read the free space now; errors are kept for /health and logged once per change."""
-        from kalshictl.db.disk import read_disk
-
-        d = self.settings.disk
-        try:
-            reading = await read_disk(await self._connection(), path=d.path, size_bytes=d.size_bytes)
-        except Exception as exc:  # a DB or filesystem error: report it, retry at the next tick
-            msg = summarize(exc)
-            if msg != self.disk_error:
-                log.warning("disk: cannot read the database's free space: %s", msg)
-            self.disk_error = msg
-            await self._close()
-            return None
-        self.disk, self.disk_error = reading, None
-        m = self.metrics
-        m.disk_free.set(math.nan if reading.free_bytes is None else reading.free_bytes)
-        m.disk_size.set(math.nan if reading.total_bytes is None else reading.total_bytes)
-        if reading.database_bytes is not None:
-            m.database_bytes.set(reading.database_bytes)
-        return reading
 
     async def run_retention(self) -> RetentionResult | None:
         """One retention pass on the one clock; metrics and logs from its result."""
@@ -199,18 +168,9 @@ class StorageMonitor:
             )
 
     def annotate(self, report: HealthReport) -> HealthReport:
-        """Add the ``disk`` and ``retention`` components to a /health report and let them worsen its status."""
-        d = self.settings.disk
-        reading = self.disk
-        pct = reading.free_percent if reading is not None else None
-        disk = disk_status(pct, d.warning_free_percent, d.critical_free_percent)
-        report.components["disk"] = reading.as_dict() if reading is not None else {"source": "not read yet"}
-        report.details["disk"] = {
-            "status": disk,
-            "warning_free_percent": d.warning_free_percent,
-            "critical_free_percent": d.critical_free_percent,
-            **({"error": self.disk_error} if self.disk_error else {}),
-        }
+        """Add ``details.disk`` and ``details.retention`` to a /health report (the seed's components stay as they
+        are) and let their statuses worsen the report's."""
+        report = self.disk.annotate(report)
         keep = self.settings.retention.keep_days
         age = self.last_run.oldest_held_age_s() if self.last_run is not None else None
         ret = retention_status(age, keep) if self.settings.retention.enabled else "healthy"
@@ -224,15 +184,10 @@ class StorageMonitor:
         if self.retention_error:
             retention["error"] = self.retention_error
         report.details["retention"] = retention
-        if disk != "healthy":
-            report.details.setdefault("reasons", []).append(
-                f"database disk {pct:.1f}% free (warning below {d.warning_free_percent:g}%,"
-                f" critical below {d.critical_free_percent:g}%)"
-            )
         if ret != "healthy":
             report.details.setdefault("reasons", []).append(
                 f"a partition not yet merged is {(age or 0) / 86_400:.1f} days old (keep_days {keep:g}):"
                 " is the deduplicator reading this gatherer?"
             )
-        report.status = worst(report.status, disk, ret)
+        report.status = worst(report.status, ret)
         return report

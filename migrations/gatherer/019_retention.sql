@@ -159,10 +159,10 @@ $$;
 REVOKE EXECUTE ON FUNCTION kalshi_retention_candidates(bigint) FROM PUBLIC;
 
 -- Drop ONE partition (or chunk) of a registered time-series table, only if its range ends at or before cutoff_us
--- and every row in it is merged: under an ACCESS EXCLUSIVE lock (lock_timeout 2 s, so writers wait at most that
--- long) it checks that no row has txid at or above the ledger's watermark, drops it, and logs the drop in
--- kalshi_retention_log. Returns 'dropped', or why not ('held_unmerged', 'held_no_ledger', 'not_a_candidate',
--- 'locked'). This is the only way a service role can remove rows from this database.
+-- and every row in it is merged: under ACCESS EXCLUSIVE locks on the table and the partition (lock_timeout 2 s, so
+-- writers wait at most that long) it checks that no row has txid at or above the ledger's watermark, drops it, and
+-- logs the drop in kalshi_retention_log. Returns 'dropped', or why not ('held_unmerged', 'held_no_ledger',
+-- 'not_a_candidate', 'locked'). This is the only way a service role can remove rows from this database.
 CREATE OR REPLACE FUNCTION kalshi_drop_merged_partition(p_table text, p_partition text, cutoff_us bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -192,6 +192,11 @@ BEGIN
     END IF;
     PERFORM set_config('lock_timeout', '2s', true);
     BEGIN
+        -- parent first, as an INSERT takes them (DROP of a partition locks its parent anyway): no deadlock with a
+        -- writer routing a late row into this partition
+        IF c.partition_schema = 'public' THEN
+            EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', c.table_name);
+        END IF;
         EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', c.partition_schema, c.partition_name);
     EXCEPTION WHEN lock_not_available THEN
         RETURN 'locked';

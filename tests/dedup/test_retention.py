@@ -195,3 +195,41 @@ def test_the_gatherer_role_cannot_drop_anything_itself(dedup_env: DedupEnv):
             c.execute("SELECT kalshi_record_merged('sequence_gaps', %s::uuid, '2'::xid8)", (instance,)).fetchone()[0]
             is False
         )  # not a table retention manages
+
+
+def test_preflight_checks_the_retention_grants_both_ways(dedup_env: DedupEnv):
+    from kalshictl.db.roles import check_grants
+
+    g = dedup_env.gatherers[0]
+    _gatherer_role(g)
+    with g.conn() as c:
+        assert all(r["ok"] for r in check_grants(c, g.db, "gatherer")), check_grants(c, g.db, "gatherer")
+        c.execute("GRANT EXECUTE ON FUNCTION kalshi_drop_merged_partition(text,text,bigint) TO dedup_reader")
+        c.execute("REVOKE EXECUTE ON FUNCTION kalshi_record_merged(text,uuid,xid8) FROM dedup_reader")
+        c.execute("GRANT INSERT ON kalshi_merge_ledger TO gatherer")
+        problem = {r["role"]: r["problem"] or "" for r in check_grants(c, g.db, "gatherer")}
+    assert "can EXECUTE kalshi_drop_merged_partition(text,text,bigint)" in problem["dedup_reader"]
+    assert "cannot EXECUTE kalshi_record_merged(text,uuid,xid8)" in problem["dedup_reader"]
+    assert "has INSERT on kalshi_merge_ledger" in problem["gatherer"]
+
+
+def test_a_late_row_being_written_into_an_old_partition_is_never_dropped(dedup_env: DedupEnv):
+    g = dedup_env.gatherers[0]
+    _gatherer_role(g)
+    old, day = _old_day_partition(g, 11)
+    with g.conn() as c:
+        write_trades(c, [trade_row(i, day + 1000) for i in range(5)])
+    _merge_all(dedup_env)  # every row so far is merged: the partition is a candidate
+    late = g.conn(autocommit=False)
+    try:
+        write_trades(late, [trade_row(99, day + 5000)])  # a late row, its transaction still open
+        with psycopg.connect(g.cluster.dsn(g.db, "gatherer"), password=GATHERER_PW, autocommit=True) as c:
+            verdict = c.execute("SELECT kalshi_drop_merged_partition('trades', %s, %s)", (old, now_us())).fetchone()
+            assert verdict[0] == "locked"  # waited 2 s for the writer, dropped nothing
+            late.commit()
+            verdict = c.execute("SELECT kalshi_drop_merged_partition('trades', %s, %s)", (old, now_us())).fetchone()
+            assert verdict[0] == "held_unmerged"  # the committed late row is above the watermark
+    finally:
+        late.close()
+    with g.conn() as c:
+        assert c.execute(f"SELECT count(*) FROM {old}").fetchone()[0] == 6
