@@ -35,6 +35,14 @@ if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, ExportSettings, S3Settings
 
 EPOCH_DAY = date(1970, 1, 1)
+# Parquet settings of new tables. A 128 KiB dictionary page (pyiceberg's default: 2 MiB) makes the writer give up
+# dictionaries early on unique columns (times, trade ids), which then compress far better: half the bytes per row
+# in bench/bench_export.py (docs/performance.md); few-valued columns (side, source, gatherer) keep theirs.
+WRITE_PROPERTIES = {
+    "write.parquet.compression-codec": "zstd",
+    "write.parquet.compression-level": "3",
+    "write.parquet.dict-size-bytes": str(128 << 10),
+}
 
 
 @dataclass(frozen=True)
@@ -110,14 +118,14 @@ def _postgres_engine(db: DatabaseSettings, schema: str) -> Any:
     ``search_path`` set to the catalog's schema."""
     import_extra("sqlalchemy", "export")
     from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
 
     from kalshictl.db.connect import connect
 
     def creator() -> Any:
         return connect(db, options=f"-c search_path={schema}")
 
-    return create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool)
+    # a small pool: a commit takes several catalog round trips, each would otherwise pay a new TLS + SCRAM login
+    return create_engine("postgresql+psycopg://", creator=creator, pool_size=2, max_overflow=2, pool_pre_ping=True)
 
 
 def _check_catalog_schema(db: DatabaseSettings, schema: str) -> None:
@@ -125,13 +133,16 @@ def _check_catalog_schema(db: DatabaseSettings, schema: str) -> None:
     from kalshictl.db.connect import connect
 
     with connect(db, autocommit=True) as conn:
-        exists, usable = conn.execute(
-            "SELECT to_regnamespace(%s) IS NOT NULL,"
-            " to_regnamespace(%s) IS NOT NULL AND has_schema_privilege(%s, 'USAGE, CREATE')",
-            (schema, schema, schema),
-        ).fetchone()
-    if not usable:
-        problem = "does not exist" if not exists else "is not writable (USAGE, CREATE) by this role"
+        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()[0]
+        usage = create = created = False
+        if exists:  # (a privilege list in one has_schema_privilege call means *any* of them: ask one by one)
+            usage, create, created = conn.execute(
+                "SELECT has_schema_privilege(%s, 'USAGE'), has_schema_privilege(%s, 'CREATE'),"
+                " to_regclass(format('%%I.iceberg_tables', %s::text)) IS NOT NULL",
+                (schema, schema, schema),
+            ).fetchone()
+    if not (usage and (create or created)):
+        problem = "does not exist" if not exists else "is not usable (USAGE, and CREATE for a new catalog) by this role"
         raise KalshiCtlError(
             f"exporter.iceberg.catalog_schema: schema {schema!r} {problem}",
             hint="run `kalshictl init-db --target production` (it creates schema iceberg for the exporter role)",
@@ -197,7 +208,7 @@ def ensure_table(catalog: Catalog, namespace: str, table: str, cols: list[types.
         if tcol := types.time_column(table):
             source = schema.find_field(tcol).field_id
             spec = PartitionSpec(PartitionField(source, 1000, DayTransform(), f"{tcol}_day"))
-        props = {"comment": types.TABLE_DOCS.get(table, table), "write.parquet.compression-codec": "zstd"}
+        props = {"comment": types.TABLE_DOCS.get(table, table), **WRITE_PROPERTIES}
         return catalog.create_table(ident, schema, partition_spec=spec, properties=props)
     known = {f.name for f in tbl.schema().fields}
     if any(c.name not in known for c in cols):
@@ -224,7 +235,7 @@ def _day_files(tbl: Table, table: str, day: date | None) -> list[Any]:
     return [task.file for task in tasks if task.file.partition[0] == ordinal]
 
 
-def _production_query(table: str, cols: list[types.Column], day: date | None) -> tuple[str, tuple]:
+def production_query(table: str, cols: list[types.Column], day: date | None) -> tuple[str, tuple]:
     sql = types.select_sql(table, cols)
     tcol = types.time_column(table)
     names = {c.name for c in cols}
@@ -235,11 +246,11 @@ def _production_query(table: str, cols: list[types.Column], day: date | None) ->
     return f"{sql} WHERE {tcol} >= %s AND {tcol} < %s ORDER BY {order}", day_bounds(day)
 
 
-def _read_production(
+def read_production(
     conn: psycopg.Connection, table: str, cols: list[types.Column], day: date | None, batch_rows: int
 ) -> Any:
     """Yield batches of production rows of the table-day inside the caller's transaction (server-side cursor)."""
-    sql, params = _production_query(table, cols, day)
+    sql, params = production_query(table, cols, day)
     with conn.cursor(name=f"kalshictl_iceberg_{table}") as cur:
         cur.itersize = batch_rows
         cur.execute(sql, params)
@@ -255,6 +266,7 @@ class IcebergExporter:
     conn: psycopg.Connection
     catalog: Catalog
     on_rows: Callable[[int], None] | None = None
+    before_commit: Callable[[str, date | None], None] | None = None  # tests kill the process here
 
     @classmethod
     def open(cls, settings: ExportSettings, *, warehouse: str | None = None) -> IcebergExporter:
@@ -284,10 +296,6 @@ class IcebergExporter:
             raise ConfigError(f"{table}: a day is required (it is partitioned by day)")
         return day
 
-    def table(self, table: str) -> Table:
-        cols = production_columns(self.conn, table)
-        return ensure_table(self.catalog, self.settings.iceberg.namespace, table, cols)
-
     def export_table_day(self, table: str, day: date | None) -> DayExport:
         """Replace ``table``'s ``day`` (or the whole state table) in one snapshot; see the module docs."""
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
@@ -308,7 +316,7 @@ class IcebergExporter:
 
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            for batch in _read_production(self.conn, table, cols, day, self.settings.batch_rows):
+            for batch in read_production(self.conn, table, cols, day, self.settings.batch_rows):
                 total = _add_checksum(total, batch, cols)
                 rows += len(batch)
                 pending.extend(batch)
@@ -324,6 +332,8 @@ class IcebergExporter:
             "kalshictl.rows": str(rows),
             "kalshictl.checksum": checksum,
         }
+        if self.before_commit:
+            self.before_commit(table, day)
         tx = tbl.transaction()
         with tx.update_snapshot(snapshot_properties=summary).overwrite(commit_uuid) as overwrite:
             for old in _day_files(tbl, table, day):
@@ -343,7 +353,7 @@ class IcebergExporter:
         total = rows = 0
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            for batch in _read_production(self.conn, table, cols, day, self.settings.batch_rows):
+            for batch in read_production(self.conn, table, cols, day, self.settings.batch_rows):
                 total = _add_checksum(total, batch, cols)
                 rows += len(batch)
         tbl = self.catalog.load_table((self.settings.iceberg.namespace, table))
@@ -353,10 +363,12 @@ class IcebergExporter:
             scan_kwargs["row_filter"] = _day_filter(tcol, day)
         if snapshot_id is not None:
             scan_kwargs["snapshot_id"] = snapshot_id
-        arrow = tbl.scan(**scan_kwargs).to_arrow()
-        ice_rows, ice_sum = types.row_checksum(types.to_production_rows(arrow, cols), cols)
+        ice_rows = ice_total = 0
+        for batch in tbl.scan(**scan_kwargs).to_arrow_batch_reader():  # bounded memory, batch by batch
+            n, part = types.row_checksum(types.to_production_rows(batch, cols), cols)
+            ice_rows, ice_total = ice_rows + n, (ice_total + int(part, 16)) & 0xFFFF_FFFF_FFFF_FFFF
         snap = snapshot_id if snapshot_id is not None else (s.snapshot_id if (s := tbl.current_snapshot()) else None)
-        return DayVerification(table, day, rows, f"{total:016x}", ice_rows, ice_sum, snap)
+        return DayVerification(table, day, rows, f"{total:016x}", ice_rows, f"{ice_total:016x}", snap)
 
 
 def _add_checksum(total: int, rows: list[tuple], cols: list[types.Column]) -> int:
@@ -377,3 +389,19 @@ def verify_table_day(
     """Compare one table-day in production and in its Iceberg table (count + checksum)."""
     with IcebergExporter.open(settings) as exporter:
         return exporter.verify_table_day(table, day, snapshot_id=snapshot_id)
+
+
+def env_crash_hook() -> Callable[[str, date | None], None] | None:
+    """``KALSHICTL_EXPORT_CRASH_BEFORE_COMMIT=TABLE`` kills the process after TABLE's data files are written, before
+    its snapshot is committed (crash tests only)."""
+    import os
+
+    victim = os.environ.get("KALSHICTL_EXPORT_CRASH_BEFORE_COMMIT")
+    if not victim:
+        return None
+
+    def hook(table: str, _day: date | None) -> None:
+        if table == victim:
+            os._exit(70)
+
+    return hook

@@ -327,8 +327,8 @@ def _unscaled(pa: Any, arr: Any) -> Any:
     return arr.view(pa.decimal128(arr.type.precision, 0)).cast(pa.int64())
 
 
-def to_production_rows(table: pa.Table, cols: Sequence[Column]) -> Iterable[tuple]:
-    """An Arrow table read from Iceberg -> rows in production's form (integers, booleans, levels as lists)."""
+def to_production_rows(table: pa.Table | pa.RecordBatch, cols: Sequence[Column]) -> Iterable[tuple]:
+    """Arrow data read from Iceberg -> rows in production's form (integers, booleans, levels as lists)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -372,11 +372,15 @@ def _canonical(value: Any, kind: str) -> Any:
 def row_checksum(rows: Iterable[tuple], cols: Sequence[Column]) -> tuple[int, str]:
     """(count, checksum) of rows in production's form: the sum mod 2⁶⁴ of each row's BLAKE2b-64 over its canonical
     JSON, so the order rows are read in does not matter and a changed, missing or extra row does."""
-    kinds = [c.kind for c in cols]
+    special = [(i, c.kind) for i, c in enumerate(cols) if c.kind in ("timestamptz", "binary", "levels")]
+    dumps, blake2b, from_bytes = orjson.dumps, hashlib.blake2b, int.from_bytes
     total = count = 0
     for row in rows:
-        canon = [_canonical(v, k) for v, k in zip(row, kinds, strict=True)]
-        digest = hashlib.blake2b(orjson.dumps(canon), digest_size=8).digest()
-        total = (total + int.from_bytes(digest, "big")) & 0xFFFF_FFFF_FFFF_FFFF
+        if special:
+            values = list(row)
+            for i, kind in special:
+                values[i] = _canonical(values[i], kind)
+            row = values
+        total += from_bytes(blake2b(dumps(row), digest_size=8).digest(), "big")
         count += 1
-    return count, f"{total:016x}"
+    return count, f"{total & 0xFFFF_FFFF_FFFF_FFFF:016x}"

@@ -3,6 +3,7 @@ with pyiceberg and Polars; one snapshot per export of a day; verification equal 
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
@@ -12,9 +13,10 @@ import pytest
 import yaml
 
 from kalshictl.config import load_settings
+from kalshictl.errors import KalshiCtlError
 from kalshictl.research import iceberg_types as types
 from kalshictl.research.iceberg import IcebergExporter
-from tests.research.test_export import BUCKET, DAY, DAY1, _seed
+from tests.research.test_export import BUCKET, DAY, DAY1, _export, _seed
 
 D1, D2 = date(2026, 11, 20), date(2026, 11, 21)
 EVENT_TABLES = list(types.TIME_COLUMN)
@@ -27,6 +29,11 @@ def _config(prod, tmp_path, endpoint: str, **iceberg) -> object:
     path = tmp_path / "export.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _polars_planner(monkeypatch):
+    monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # the optional polars_iceberg planner is not installed
 
 
 @pytest.fixture
@@ -133,6 +140,14 @@ def test_iceberg_export_round_trips_every_table_and_reexport_is_one_snapshot(pro
         assert tbl.scan(snapshot_id=previous).to_arrow().num_rows == tbl.scan().to_arrow().num_rows
         assert exp.verify_table_day("trades", D1).ok
 
+        # a day with no rows commits an empty day (one snapshot, nothing else changes) and verifies
+        empty = exp.export_table_day("trades", date(2026, 11, 25))
+        assert empty.rows == 0 and exp.verify_table_day("trades", date(2026, 11, 25)).ok
+        assert (
+            exp.catalog.load_table(("kalshi", "trades")).scan().to_arrow().num_rows
+            == again.rows + results[("trades", D2)].rows
+        )
+
         # a changed production row makes verification fail (the checksum sees content, not only counts)
         with prod.connect() as conn:
             conn.execute(f"UPDATE trades SET price = price + 1 WHERE exchange_ts = {DAY1}")
@@ -153,3 +168,61 @@ def test_catalog_lives_in_its_own_schema_and_exporter_stays_read_only(prod, buck
         ).fetchall()
         assert sorted(where) == [("iceberg", "iceberg_namespace_properties"), ("iceberg", "iceberg_tables")]
         assert conn.execute("SELECT count(*) FROM iceberg.iceberg_tables").fetchone()[0] == 1
+        conn.execute("DROP SCHEMA iceberg CASCADE")  # as if init-db had not run: a clear error naming the key
+    with pytest.raises(KalshiCtlError, match="exporter.iceberg.catalog_schema: schema 'iceberg' does not exist"):
+        IcebergExporter.open(settings)
+
+
+def test_cli_export_iceberg_json_lists_metadata_and_rows_per_day(prod, bucket, tmp_path):
+    _seed_all(prod)
+    cfg = _config(prod, tmp_path, bucket, sqlite_path=str(tmp_path / "catalog.db"))
+    proc = _export(cfg, "--all", "--from", "2026-11-20", "--to", "2026-11-21", "--verify", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["format"] == "iceberg"
+    assert all(all(t["verified"].values()) for t in out["tables"].values())
+    tables = out["tables"]
+    assert set(tables) == set(types.tables())
+    assert tables["trades"]["rows_per_day"] == {
+        "2026-11-20": _pg_count(prod, "trades", D1),
+        "2026-11-21": _pg_count(prod, "trades", D2),
+    }
+    assert tables["markets"]["rows_per_day"] == {"all": 2}
+    assert all(t["metadata_location"].startswith(f"s3://{BUCKET}/warehouse/") for t in tables.values())
+    assert (tmp_path / "catalog.db").exists()
+
+
+def test_cli_refuses_options_of_the_other_format(prod, tmp_path):
+    cfg = _config(prod, tmp_path, "http://127.0.0.1:9", sqlite_path=str(tmp_path / "catalog.db"))
+    proc = _export(cfg, "--table", "trades", "--from", "2026-11-20", "--to", "2026-11-20", "--by-series")
+    assert proc.returncode == 2 and "--by-series and --force apply to --format parquet" in proc.stderr
+    proc = _export(cfg, "--table", "nope", "--from", "2026-11-20", "--to", "2026-11-20")
+    assert proc.returncode == 2 and "unknown table 'nope'" in proc.stderr
+    proc = _export(
+        cfg, "--table", "trades", "--format", "parquet", "--verify", "--from", "2026-11-20", "--to", "2026-11-20"
+    )
+    assert proc.returncode == 2 and "--verify applies to --format iceberg" in proc.stderr
+
+
+def test_crash_before_commit_leaves_the_day_as_it_was_and_a_rerun_replaces_it(prod, bucket, tmp_path):
+    _seed_all(prod)
+    cfg = _config(prod, tmp_path, bucket)
+    settings = load_settings(cfg).require("exporter")
+    with IcebergExporter.open(settings) as exp:
+        first = exp.export_table_day("trades", D1)
+    with prod.connect() as conn:
+        conn.execute(f"DELETE FROM trades WHERE exchange_ts < {DAY1 + DAY // 2}")
+    day = ("--table", "trades", "--from", "2026-11-20", "--to", "2026-11-20", "--json")
+    crash = _export(cfg, *day, env={"KALSHICTL_EXPORT_CRASH_BEFORE_COMMIT": "trades"})
+    assert crash.returncode == 70, crash.stderr
+    with IcebergExporter.open(settings) as exp:
+        tbl = exp.catalog.load_table(("kalshi", "trades"))
+        assert len(tbl.snapshots()) == 1 and tbl.current_snapshot().snapshot_id == first.snapshot_id
+        assert tbl.scan().to_arrow().num_rows == first.rows  # readers still see the whole old day
+    rerun = _export(cfg, *day)
+    assert rerun.returncode == 0, rerun.stderr
+    with IcebergExporter.open(settings) as exp:
+        tbl = exp.catalog.load_table(("kalshi", "trades"))
+        assert len(tbl.snapshots()) == 2
+        assert tbl.scan().to_arrow().num_rows == _pg_count(prod, "trades", D1) < first.rows
+        assert exp.verify_table_day("trades", D1).ok
