@@ -202,8 +202,9 @@ class IcebergColdStore:
 
     def verify_day(self, table: str, day: date) -> ColdDay:
         """Production and the table's snapshot of this export: count and checksum must be equal."""
-        check = self._open().verify_table_day(table, day, snapshot_id=self._snapshots.get((table, day)))
-        location = self._open().table(table).metadata_location
+        exporter = self._open()
+        check = exporter.verify_table_day(table, day, snapshot_id=self._snapshots.get((table, day)))
+        location = exporter.catalog.load_table((self.settings.iceberg.namespace, table)).metadata_location
         return ColdDay(table, day, check.iceberg_rows, check.iceberg_checksum, location, check.snapshot_id, 0,
                        check.ok)  # fmt: skip
 
