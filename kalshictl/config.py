@@ -443,6 +443,15 @@ class ExportSettings(_Section):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
 
+class ProductionTierSettings(_Section):
+    """Production's place in the data lifecycle (``production:`` section, read with the deduplicator's config):
+    closed days are exported to the cold tier (``exporter.s3``) and dropped from production after ``keep_days``
+    once verified (docs/deduplicator.md, "Cold tier and production retention")."""
+
+    keep_days: int = Field(30, ge=0, description="whole UTC days kept in production before today")
+    export_settle_s: float = Field(3600.0, ge=0, description="a day is exported this long after it ends")
+
+
 class RoleSecrets(_Section):
     """Where init-db / rotate-password find each role's password."""
 
@@ -458,6 +467,7 @@ class Settings(_Section):
     gatherer: GathererSettings | None = None
     deduplicator: DedupSettings | None = None
     exporter: ExportSettings | None = None
+    production: ProductionTierSettings | None = None
     roles: RoleSecrets = Field(default_factory=RoleSecrets)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source_path: str | None = Field(None, exclude=True)

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "preflight",
     "sim",
     "export",
+    "cold",
     "book",
     "coverage",
     "history",

@@ -23,10 +23,18 @@ def register(root: typer.Typer) -> None:
         as_json: bool = JSON_OPTION,
     ) -> None:
         """One retention pass: drop each partition older than keep_days whose every row the deduplicator has merged;
-        report each one kept because it is not merged (kept whatever its age)."""
+        report each one kept because it is not merged (kept whatever its age). With a deduplicator config: drop
+        production days older than production.keep_days whose verified cold-tier export the ledger holds."""
         from kalshictl.cli import output
         from kalshictl.cli.common import load
         from kalshictl.ops.retention import run
+
+        settings = load(config)
+        if settings.gatherer is None and settings.deduplicator is not None:
+            from kalshictl.cli.cold import production_retention
+
+            production_retention(settings, keep_days, dry_run, as_json)
+            return
 
         def progress(p) -> None:
             if not as_json:
@@ -34,7 +42,7 @@ def register(root: typer.Typer) -> None:
                     f"{p.table}/{p.partition}: {p.outcome or ('would drop' if p.verdict == 'drop' else p.verdict)}"
                 )
 
-        result = run(load(config), keep_days=keep_days, dry_run=dry_run, on_partition=progress)
+        result = run(settings, keep_days=keep_days, dry_run=dry_run, on_partition=progress)
         summary = result.as_dict()
         if as_json:
             output.emit_json(summary)

@@ -88,6 +88,8 @@ FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
     "kalshi_record_merged(text,uuid,xid8)": frozenset({"dedup_reader"}),
     "kalshi_retention_candidates(bigint)": frozenset({"gatherer"}),
     "kalshi_drop_merged_partition(text,text,bigint)": frozenset({"gatherer"}),
+    # production drops a day only when the cold-tier ledger holds a verified export (docs/deduplicator.md)
+    "kalshi_drop_exported_day(text,date,bigint)": frozenset({"deduplicator"}),
 }
 # The role that owns every object of the schema and runs the migrations: no superuser, no other attribute, NOLOGIN
 # (``migrate`` switches to it with SET ROLE). A service role's code can never run with more than its privileges.
