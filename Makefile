@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile
 EXTRAS := test,embedded,export,aws
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install lock test test-fast lint format demo bench chaos clean
+.PHONY: install lock test test-fast lint format demo bench chaos soak clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: install ## benchmark scripts (figures with baseline ratios)
 
 chaos: install ## the full fault-injection suite
 	$(PY) -m pytest -s -m chaos -o addopts='' tests/chaos
+
+soak: install ## 8 simulated days of the whole pipeline in minutes: tiers stay bounded, production + cold tier = truth
+	$(PY) -m kalshictl.local.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -26,7 +26,7 @@ from kalshictl.db.roles import ROLES, ensure_role
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 from kalshictl.dedup.service import Deduplicator
-from kalshictl.dedup.tables import TRADES
+from kalshictl.schema import TRADES
 
 PW = "bench-pw"
 COLS = "trade_id, exchange_ts, received_at, ticker, price, size, taker_side"

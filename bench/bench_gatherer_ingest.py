@@ -42,8 +42,6 @@ from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.writers import (
-    ALL_TABLES,
-    DELTAS,
     BatchWriter,
     WriterGroup,
     WriterSet,
@@ -52,6 +50,7 @@ from kalshictl.gatherer.writers import (
     now_us,
 )
 from kalshictl.kalshi.messages import OrderbookDelta, Parser
+from kalshictl.schema import DELTAS, EVENT_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +74,7 @@ class LatencyWriter(BatchWriter):
     async def _write_batch(self, batch):  # type: ignore[override]
         await super()._write_batch(batch)
         t = now_us()
-        ti = self.spec.time_index
+        ti = self.spec.clock_index
         self.latencies.extend((t - r[ti]) / 1000.0 for r in batch)
 
 
@@ -96,7 +95,8 @@ async def ingest(
     dsn: str, url: str, pace: float = 0.0, delta_writers: int | None = None
 ) -> tuple[int, float, list[float], float]:
     """Receive every frame of one connection, route and commit it; returns (frames, seconds, latencies ms, CPU s of
-    this process). ``delta_writers`` overrides the deltas table's writer count (``TableSpec.writers``)."""
+    this process). ``delta_writers`` overrides the writer count of the tables written by several writers (the deltas,
+    ``Table.writers``)."""
     import aiohttp
 
     async def connect() -> psycopg.AsyncConnection:
@@ -104,8 +104,8 @@ async def ingest(
 
     writers: dict[str, Any] = {}
     parts: list[LatencyWriter] = []
-    for spec in ALL_TABLES:
-        if spec is DELTAS and delta_writers is not None:
+    for spec in EVENT_TABLES:
+        if spec.writers > 1 and delta_writers is not None:
             spec = dataclasses.replace(spec, writers=delta_writers)
         w = make_writer(spec, connect, batch_rows=5000, flush_ms=50, cls=LatencyWriter)
         writers[spec.name] = w
@@ -174,7 +174,7 @@ def copy_ceiling(dsn: str, rows: list[tuple], table: str, connections: int = 1, 
     in turns to ``connections`` connections writing concurrently (the gatherer's deltas use DELTAS.writers)."""
 
     async def one(conn: psycopg.AsyncConnection, types: list[int], parts: list[list[tuple]]) -> None:
-        sql = f"COPY {table} ({', '.join(DELTAS.columns)}) FROM STDIN (FORMAT BINARY)"
+        sql = f"COPY {table} ({', '.join(DELTAS.gatherer_columns)}) FROM STDIN (FORMAT BINARY)"
         for part in parts:
             async with conn.transaction():
                 async with conn.cursor() as cur:
@@ -186,7 +186,7 @@ def copy_ceiling(dsn: str, rows: list[tuple], table: str, connections: int = 1, 
     async def run() -> float:
         conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(connections)]
         try:
-            types = await column_types(conns[0], "orderbook_deltas", DELTAS.columns)
+            types = await column_types(conns[0], "orderbook_deltas", DELTAS.gatherer_columns)
             batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
             t0 = time.perf_counter()
             await asyncio.gather(*(one(c, types, batches[k::connections]) for k, c in enumerate(conns)))

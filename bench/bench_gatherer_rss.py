@@ -48,6 +48,7 @@ async def run(markets: int, dsn: str, port: int) -> int:
                 "name": "bench",
                 "database": {"dsn": dsn},
                 "exchange": {
+                    "allow_insecure": True,  # the local exchange
                     "rest_url": f"{base}/trade-api/v2",
                     "ws_url": f"ws://127.0.0.1:{port}/trade-api/ws/v2",
                     "requests_per_second": 1000.0,

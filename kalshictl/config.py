@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kalshictl.errors import ConfigError
 
@@ -133,9 +141,48 @@ class RemoteDatabaseSettings(DatabaseSettings):
         return self
 
 
-class ExchangeSettings(_Section):
-    """Where the exchange is and how to authenticate (API key id + private key reference)."""
+def _local_socket(dsn: str) -> bool:
+    """True if every host of a DSN is a Unix-domain socket (TLS does not apply there)."""
+    from kalshictl.db.dsn import parse_dsn
 
+    params = parse_dsn(dsn)
+    if params.get("hostaddr"):
+        return False
+    hosts = params.get("host") or os.environ.get("PGHOST", "")
+    return all(h.startswith(("/", "@")) for h in hosts.split(",")) if hosts else True
+
+
+def command_line_database(
+    dsn: str,
+    *,
+    option: str,
+    password: SecretRef | None = None,
+    sslrootcert: str | None = None,
+    allow_insecure: bool = False,
+) -> DatabaseSettings:
+    """Settings for a DSN given on the command line (``--admin-dsn``, ``--check-db``): over TCP the same TLS rules as
+    a remote database in the config (``verify-full`` by default, a CA from ``sslrootcert``, weaker modes only with
+    ``allow_insecure``); a Unix-domain socket as is. Errors name ``option``."""
+    if _local_socket(dsn):
+        return DatabaseSettings(dsn=dsn, password=password)
+    try:
+        return RemoteDatabaseSettings(
+            dsn=dsn, password=password, sslrootcert=sslrootcert, allow_insecure=allow_insecure
+        )
+    except ValidationError as exc:
+        text = _format_validation_error(exc).replace("(root): ", "").replace("allow_insecure: true", "--allow-insecure")
+        raise ConfigError(
+            f"{option}: {text}", hint="give the CA with --sslrootcert (or sslrootcert= in the DSN; 'system' for the OS)"
+        ) from None
+
+
+class ExchangeSettings(_Section):
+    """Where the exchange is and how to authenticate (API key id + private key reference).
+
+    The URLs must be ``https://`` and ``wss://`` unless ``allow_insecure: true`` (the local exchange: demos, tests).
+    """
+
+    allow_insecure: bool = Field(False, description="permit http:// and ws:// URLs (the local exchange only)")
     rest_url: str = "https://external-api.kalshi.com/trade-api/v2"
     ws_url: str = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
     api_key_id: str | None = None
@@ -143,12 +190,58 @@ class ExchangeSettings(_Section):
     requests_per_second: float = Field(18.0, gt=0, description="REST budget (Basic tier is 20 req/s)")
     timeout_s: float = Field(15.0, gt=0)
 
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _encrypted(cls, value: str, info: ValidationInfo) -> str:
+        secure, plain = ("https", "http") if info.field_name == "rest_url" else ("wss", "ws")
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme == secure:
+            return value
+        if scheme == plain and info.data.get("allow_insecure"):
+            return value
+        if scheme == plain:
+            raise ValueError(
+                f"{plain}:// is not encrypted; use {secure}:// or set allow_insecure: true in this section "
+                "(the local exchange only)"
+            )
+        raise ValueError(f"expected a {secure}:// URL, got {value!r}")
+
+
+def _public_bind(host: str) -> str | None:
+    """Why binding ``host`` would serve every network (None if it does not: loopback, private, a host name)."""
+    import ipaddress
+
+    if host.strip() in ("", "*"):
+        return "an empty host binds every interface"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # a host name: resolved when binding
+    if address.is_unspecified:
+        return f"{host} binds every interface"
+    if address.is_global:
+        return f"{host} is a public address"
+    return None
+
 
 class HttpSettings(_Section):
-    """The /health and /metrics listener."""
+    """The /health and /metrics listener: loopback or a private interface, never every interface (0.0.0.0, ::) or a
+    public address, unless ``allow_insecure: true``."""
 
+    allow_insecure: bool = Field(False, description="permit binding every interface or a public address")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _not_public(cls, value: str, info: ValidationInfo) -> str:
+        why = _public_bind(value)
+        if why and not info.data.get("allow_insecure"):
+            raise ValueError(
+                f"{why}; use 127.0.0.1 or the private interface that is polled, or set allow_insecure: true "
+                "in this section"
+            )
+        return value
 
 
 class WebSocketSettings(_Section):
@@ -204,6 +297,35 @@ class SnapshotPollerSettings(_Section):
     depth: int = Field(0, ge=0, le=100)
 
 
+class RetentionSettings(_Section):
+    """Gatherer retention (docs/retention.md): drop partitions older than ``keep_days`` once every row is merged."""
+
+    enabled: bool = Field(True, description="run the policy on a timer inside `gather run`")
+    keep_days: float = Field(7.0, ge=0, description="keep partitions whose range ends less than this long ago")
+    interval_s: float = Field(3600.0, gt=0, description="period of the timer (clock seconds)")
+
+
+class DiskSettings(_Section):
+    """Free space of the database's filesystem (docs/retention.md, "How the gatherer sees its disk")."""
+
+    path: str | None = Field(None, description="a path on the database's filesystem (statvfs), for a local database")
+    size_bytes: int | None = Field(
+        None, ge=1, description="the database volume's size, for a remote one: free = size_bytes - pg_database_size"
+    )
+    interval_s: float = Field(60.0, gt=0, description="how often the free space is read")
+    warning_free_percent: float = Field(20.0, gt=0, lt=100, description="/health degraded below this much free")
+    critical_free_percent: float = Field(10.0, ge=0, lt=100, description="/health unhealthy below this much free")
+
+    @model_validator(mode="after")
+    def _critical_below_warning(self) -> DiskSettings:
+        if self.critical_free_percent >= self.warning_free_percent:
+            raise ValueError(
+                f"critical_free_percent ({self.critical_free_percent:g}) must be below warning_free_percent"
+                f" ({self.warning_free_percent:g})"
+            )
+        return self
+
+
 # A gatherer name: stored in varchar(64) columns and used in metric labels; "_rest" and other "_" names are reserved.
 GATHERER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -218,6 +340,8 @@ class GathererSettings(_Section):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     snapshot_poller: SnapshotPollerSettings = Field(default_factory=SnapshotPollerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    disk: DiskSettings = Field(default_factory=DiskSettings)
     market_status: list[str] = Field(default_factory=lambda: ["unopened", "open", "paused"])
     shutdown_timeout_s: float = Field(25.0, gt=0)
 
@@ -245,6 +369,15 @@ class SyncSettings(_Section):
     shutdown_timeout_s: float = Field(20.0, gt=0, description="wait this long for in-flight merges at stop")
 
 
+class HistorySettings(_Section):
+    """``kalshictl history import`` (docs/research.md, "History"): its own share of the exchange REST budget."""
+
+    requests_per_second: float = Field(
+        5.0, gt=0, description="REST requests/s for the import, on top of exchange.requests_per_second's users"
+    )
+    workers: int = Field(8, ge=1, le=32, description="units (endpoint, market or selection, day) fetched at once")
+
+
 class DedupSettings(_Section):
     """Settings of the deduplicator (``deduplicator:`` section)."""
 
@@ -253,6 +386,8 @@ class DedupSettings(_Section):
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    disk: DiskSettings = Field(default_factory=DiskSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> DedupSettings:
@@ -273,15 +408,48 @@ class S3Settings(_Section):
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
 
 
+class IcebergSettings(_Section):
+    """The Iceberg catalog and warehouse of ``kalshictl export`` (docs/research.md, "Iceberg tables").
+
+    The catalog is the Iceberg SQL/JDBC catalog's tables (``iceberg_tables``, ``iceberg_namespace_properties``) in
+    ``catalog_schema`` of ``catalog_database`` (default: ``exporter.production``, so Spark/Trino JDBC catalogs can
+    share it), or a SQLite file (``sqlite_path``) for local use.
+    """
+
+    warehouse: str | None = Field(None, description="s3://bucket/prefix of new tables (default: s3.dest)")
+    catalog_name: str = Field("kalshi", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    namespace: str = Field("kalshi", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    catalog_database: RemoteDatabaseSettings | None = Field(None, description="default: exporter.production")
+    catalog_schema: str = Field("iceberg", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    sqlite_path: str | None = Field(None, description="a SQLite catalog file instead of PostgreSQL")
+
+    @model_validator(mode="after")
+    def _one_catalog(self) -> IcebergSettings:
+        if self.sqlite_path and self.catalog_database is not None:
+            raise ValueError("set catalog_database or sqlite_path, not both")
+        return self
+
+
 class ExportSettings(_Section):
     """Settings of the exporter (``exporter:`` section): production read as the read-only exporter role."""
 
     production: RemoteDatabaseSettings
     s3: S3Settings = Field(default_factory=S3Settings)
+    format: Literal["iceberg", "parquet"] = Field("iceberg", description="what `kalshictl export` writes by default")
+    iceberg: IcebergSettings = Field(default_factory=IcebergSettings)
     rows_per_file: int = Field(2_000_000, ge=1, description="a partition splits into part files of at most this")
     batch_rows: int = Field(50_000, ge=1, description="rows fetched per server-side cursor round trip")
     settle_s: float = Field(3600.0, ge=0, description="a day is final (skipped on re-run) this long after it ends")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+
+
+class ProductionTierSettings(_Section):
+    """Production's place in the data lifecycle (``production:`` section, read with the deduplicator's config):
+    closed days are exported to the cold tier (``exporter.s3``) and dropped from production after ``keep_days``
+    once verified (docs/deduplicator.md, "Cold tier and production retention")."""
+
+    keep_days: int = Field(30, ge=0, description="whole UTC days kept in production before today")
+    export_settle_s: float = Field(3600.0, ge=0, description="a day is exported this long after it ends")
 
 
 class RoleSecrets(_Section):
@@ -299,6 +467,7 @@ class Settings(_Section):
     gatherer: GathererSettings | None = None
     deduplicator: DedupSettings | None = None
     exporter: ExportSettings | None = None
+    production: ProductionTierSettings | None = None
     roles: RoleSecrets = Field(default_factory=RoleSecrets)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source_path: str | None = Field(None, exclude=True)

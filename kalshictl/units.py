@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+
+from kalshictl.clock import now_us  # noqa: F401 - re-exported: now in µs on the one clock (kalshictl/clock.py)
 
 PRICE_SCALE = 10_000  # units per dollar
 SIZE_SCALE = 100  # units per contract
@@ -155,8 +156,3 @@ def ms_to_us(ts_ms: int) -> int:
 def complement(price: int) -> int:
     """The other leg's price: a YES bid at p is a NO ask at 1 - p."""
     return PRICE_MAX - price
-
-
-def now_us() -> int:
-    """The current time in the pipeline's time unit: µs since the epoch."""
-    return time.time_ns() // 1_000

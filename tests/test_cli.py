@@ -30,6 +30,7 @@ def test_help_lists_every_command_and_is_fast():
         "preflight",
         "sim",
         "export",
+        "cold",
         "book",
         "coverage",
         "demo",

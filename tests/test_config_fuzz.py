@@ -75,8 +75,8 @@ BASE = {
         "name": "g1",
         "database": {"dsn": "postgresql://g@127.0.0.1/kalshi_ts"},
         "exchange": {
-            "rest_url": "http://127.0.0.1:1/trade-api/v2",
-            "ws_url": "ws://127.0.0.1:1/trade-api/ws/v2",
+            "rest_url": "https://127.0.0.1:1/trade-api/v2",
+            "ws_url": "wss://127.0.0.1:1/trade-api/ws/v2",
             "requests_per_second": 20.0,
         },
         "websocket": {"global_connections": 3, "orderbook_connections": 3, "ping_timeout_s": 5.0},

@@ -75,7 +75,12 @@ async def test_gatherer_retries_a_failed_registry_load_and_is_unhealthy_meanwhil
             {
                 "gatherer": {
                     "database": {"dsn": pg_cluster.dsn(fresh_db)},
-                    "exchange": {"rest_url": url, "ws_url": f"ws://127.0.0.1:{free_port()}/", "timeout_s": 2},
+                    "exchange": {
+                        "rest_url": url,
+                        "ws_url": f"ws://127.0.0.1:{free_port()}/",
+                        "timeout_s": 2,
+                        "allow_insecure": True,  # the local hostile API
+                    },
                     # one listing per load (no mve_filter=only pass): the counts below are per listing
                     "websocket": {"global_connections": 1, "orderbook_connections": 1, "record_mve": False},
                     "snapshot_poller": {"enabled": False},

@@ -10,6 +10,8 @@ import pytest
 from kalshictl.db import migrate as mig
 from kalshictl.db.roles import ROLES, check_grants, ensure_role
 
+OWNER_ROLE = "kalshi_owner"
+
 PW = {r.name: f"{r.name}-pw-9" for r in ROLES}
 DBS = {"gatherer": "kalshi_ts", "production": "kalshi_prod"}
 DAY_US = 86_400_000_000
@@ -136,3 +138,114 @@ def test_roles_created_after_migrate_get_the_same_grants(pg_cluster, fresh_db):
             if spec.target == "gatherer":
                 ensure_role(conn, spec, None, fresh_db)
         assert all(r["ok"] for r in check_grants(conn, fresh_db, "gatherer"))
+
+
+def _migrations_plus(tmp_path, target: str, name: str, sql: str):
+    """A copy of migrations/ with one more file for ``target`` (a later release's migration)."""
+    import shutil
+
+    root = tmp_path / "migrations"
+    shutil.copytree(mig.migrations_root(), root)
+    (root / target / name).write_text(sql)
+    return root
+
+
+def test_deduplicator_cannot_make_itself_superuser_with_a_trigger(cluster, tmp_path):
+    """The escalation: a pg_temp trigger on ``series`` that fires on the owner's next insert (a migration)."""
+    pg_cluster, fresh_db = cluster, "kalshi_prod_escalation"
+    cluster.create_database(fresh_db)
+    with psycopg.connect(pg_cluster.dsn(fresh_db), autocommit=True) as conn:
+        mig.migrate(conn, "production", flavor="partitioned")
+        ensure_role(conn, next(r for r in ROLES if r.name == "deduplicator"), PW["deduplicator"], fresh_db)
+    attack = (
+        "CREATE FUNCTION pg_temp.esc() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN EXECUTE 'ALTER ROLE deduplicator SUPERUSER'; RETURN NEW; END $$"
+    )
+    trigger = "CREATE TRIGGER esc BEFORE INSERT ON series FOR EACH ROW EXECUTE FUNCTION pg_temp.esc()"
+    later = _migrations_plus(
+        tmp_path, "production", "990_touch_series.sql", "INSERT INTO series (ticker, data) VALUES ('S', '{}');"
+    )
+    dedup = psycopg.connect(pg_cluster.dsn(fresh_db, "deduplicator"), password=PW["deduplicator"], autocommit=True)
+    try:
+        dedup.execute(attack)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            dedup.execute(trigger)
+        # even with TRIGGER granted by mistake, the migration runs as the owner role, which cannot alter roles
+        with psycopg.connect(pg_cluster.dsn(fresh_db), autocommit=True) as conn:
+            conn.execute("GRANT TRIGGER ON series TO deduplicator")
+        dedup.execute(trigger)
+        with psycopg.connect(pg_cluster.dsn(fresh_db), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                mig.migrate(conn, "production", root=later)
+            assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'deduplicator'").fetchone()[0]
+    finally:
+        dedup.close()
+        with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER ROLE deduplicator NOSUPERUSER")
+
+
+def test_migrations_run_as_the_owner_role_which_is_not_a_superuser(cluster, tmp_path):
+    pg_cluster, fresh_db = cluster, "kalshi_prod_whoami"
+    cluster.create_database(fresh_db)
+    later = _migrations_plus(
+        tmp_path,
+        "production",
+        "990_whoami.sql",
+        "CREATE TABLE whoami AS SELECT current_user::text AS who,"
+        " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super;",
+    )
+    with psycopg.connect(pg_cluster.dsn(fresh_db), autocommit=True) as conn:
+        mig.migrate(conn, "production", flavor="partitioned", root=later)
+        assert conn.execute("SELECT who, super FROM whoami").fetchone() == (OWNER_ROLE, False)
+        owners = conn.execute(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm')"
+        ).fetchall()
+        assert owners == [(OWNER_ROLE,)]
+        attrs = conn.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls FROM pg_roles"
+            " WHERE rolname = %s",
+            (OWNER_ROLE,),
+        ).fetchone()
+        assert attrs == (False, False, False, False, False)
+        assert conn.execute("SELECT current_user").fetchone()[0] == "postgres"  # the session's role is restored
+
+
+def test_deduplicator_has_exactly_what_its_code_uses(cluster):
+    with admin(cluster, "production") as c:
+        tables = [r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+        for table in tables:
+            granted = {
+                p
+                for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+                if c.execute("SELECT has_table_privilege('deduplicator', %s, %s)", (table, p)).fetchone()[0]
+            }
+            if table.startswith("kalshi_"):
+                assert granted == {"SELECT"}, table
+            elif table.startswith("lifecycle_copies"):
+                assert granted == {"SELECT", "INSERT", "UPDATE", "DELETE"}, table
+            elif c.execute("SELECT relispartition FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()[0]:
+                assert granted == set(), table  # reached through the parent only
+            else:
+                assert granted == {"SELECT", "INSERT", "UPDATE"}, table
+
+
+def test_migrate_brings_an_older_database_to_the_owner_and_the_policy(cluster):
+    """A database set up by an older version (tables owned by the superuser, the deduplicator with ALL) is brought
+    to the owner role and the exact policy by `migrate`, even with no migration pending."""
+    from kalshictl.db.roles import check_owner
+
+    db = "kalshi_prod_upgrade"
+    cluster.create_database(db)
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        mig.migrate(conn, "production", flavor="partitioned")
+        ensure_role(conn, next(r for r in ROLES if r.name == "deduplicator"), None, db)
+        conn.execute("ALTER TABLE series OWNER TO postgres")
+        conn.execute("ALTER FUNCTION kalshi_ensure_partitions(bigint) OWNER TO postgres")
+        conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO deduplicator")
+        assert not check_owner(conn)["ok"]
+        assert "has TRIGGER on" in check_grants(conn, db, "production")[0]["problem"]
+        assert not mig.migrate(conn, "production").pending
+        assert check_owner(conn) == {"ok": True, "problem": None}
+        rows = {r["role"]: r for r in check_grants(conn, db, "production")}
+        assert rows["deduplicator"]["ok"], rows

@@ -123,3 +123,43 @@ def test_dedup_report():
         production_connected=True, production_ping_ms=2, gatherers={"gatherer-1": True}, max_lag_s=31, tables_syncing=6
     )
     assert (rep.status, rep.http_code) == ("unhealthy", 503)
+
+
+@pytest.mark.parametrize(
+    ("free_percent", "warning", "critical", "expected"),
+    [
+        (None, 20.0, 10.0, "healthy"),  # unknown: reported, not guessed
+        (100.0, 20.0, 10.0, "healthy"),
+        (20.0, 20.0, 10.0, "healthy"),
+        (19.99, 20.0, 10.0, "degraded"),
+        (10.0, 20.0, 10.0, "degraded"),
+        (9.99, 20.0, 10.0, "unhealthy"),
+        (0.0, 20.0, 10.0, "unhealthy"),
+        (29.0, 30.0, 5.0, "degraded"),
+        (5.0, 30.0, 5.0, "degraded"),
+        (4.0, 30.0, 5.0, "unhealthy"),
+    ],
+)
+def test_disk(free_percent, warning, critical, expected):
+    assert t.disk_status(free_percent, warning, critical) == expected
+
+
+def test_disk_defaults():
+    assert (t.disk_status(15.0), t.disk_status(5.0), t.disk_status(25.0)) == ("degraded", "unhealthy", "healthy")
+
+
+@pytest.mark.parametrize(
+    ("oldest_held_age_s", "keep_days", "expected"),
+    [
+        (None, 7, "healthy"),
+        (0.0, 7, "healthy"),
+        (13.99 * 86400, 7, "healthy"),
+        (14 * 86400, 7, "degraded"),
+        (30 * 86400, 7, "degraded"),
+        (0.0, 0, "degraded"),  # keep_days 0: any partition held back is overdue
+        (1.9 * 86400, 1, "healthy"),
+        (2 * 86400, 1, "degraded"),
+    ],
+)
+def test_retention(oldest_held_age_s, keep_days, expected):
+    assert t.retention_status(oldest_held_age_s, keep_days) == expected

@@ -25,9 +25,12 @@ COMMAND_MODULES = (
     "preflight",
     "sim",
     "export",
+    "cold",
     "book",
     "coverage",
+    "history",
     "demo",
+    "retention",
     "replay",
 )
 

@@ -1,4 +1,4 @@
-"""``kalshictl book``: point-in-time order books rebuilt from production, and ``book verify``.
+"""``kalshictl book``: point-in-time order books rebuilt from production and the cold tier, and ``book verify``.
 
 ``book show TICKER --at TIME`` rebuilds a book; ``book TICKER --at TIME`` is the same command (a first argument that
 is not a subcommand name is treated as ``show``'s ticker). ``book verify TICKER --from T --to T`` replays a window
@@ -70,12 +70,14 @@ def register(root: typer.Typer) -> None:
         from kalshictl.db.connect import connect
         from kalshictl.research import research_db
         from kalshictl.research.book_query import book_at
+        from kalshictl.research.cold import cold_reader
         from kalshictl.research.times import iso, parse_instant
         from kalshictl.units import format_price
 
         at_us = parse_instant(at, what="--at")
-        with connect(research_db(load(config))) as conn:
-            res = book_at(conn, ticker, at_us)
+        settings = load(config)
+        with connect(research_db(settings)) as conn:
+            res = book_at(conn, ticker, at_us, cold=cold_reader(conn, settings))
         data = {
             "ticker": ticker,
             "at": at_us,
@@ -123,13 +125,17 @@ def register(root: typer.Typer) -> None:
         from kalshictl.cli.common import load
         from kalshictl.db.connect import connect
         from kalshictl.research import research_db
+        from kalshictl.research.cold import cold_reader
         from kalshictl.research.times import parse_window
         from kalshictl.research.verify import verify
 
         from_us, to_us = parse_window(from_, to)
         sources = ("rest", "ws") if include_ws else ("rest",)
-        with connect(research_db(load(config))) as conn:
-            report = verify(conn, ticker, from_us, to_us, tolerance_us=int(tolerance_ms * 1000), sources=sources)
+        settings = load(config)
+        with connect(research_db(settings)) as conn:
+            cold = cold_reader(conn, settings)
+            tolerance = int(tolerance_ms * 1000)
+            report = verify(conn, ticker, from_us, to_us, tolerance_us=tolerance, sources=sources, cold=cold)
         data = report.as_dict()
         if as_json:
             output.emit_json(data)

@@ -19,6 +19,9 @@ def register(root: typer.Typer) -> None:
         gatherers: str | None = typer.Option(
             None, "--gatherers", help="Comma list of gatherers (default: sync_cursors + any that reported a gap)."
         ),
+        tickers: str | None = typer.Option(
+            None, "--tickers", help="Comma list of markets: also report which days come from history vs live."
+        ),
         config: Path = CONFIG_OPTION,
         as_json: bool = JSON_OPTION,
     ) -> None:
@@ -27,19 +30,24 @@ def register(root: typer.Typer) -> None:
         from kalshictl.cli.common import load
         from kalshictl.db.connect import connect
         from kalshictl.research import research_db
-        from kalshictl.research.coverage import coverage
+        from kalshictl.research.coverage import coverage, day_sources
         from kalshictl.research.times import parse_window
 
         from_us, to_us = parse_window(from_, to)
         names = [g.strip() for g in gatherers.split(",") if g.strip()] if gatherers else None
         with connect(research_db(load(config))) as conn:
             data = coverage(conn, from_us, to_us, gatherers=names)
+            markets = [t.strip() for t in (tickers or "").split(",") if t.strip()]
+            if markets:
+                data["days"] = day_sources(conn, markets, from_us, to_us)
         if as_json:
             output.emit_json(data)
         else:
             output.console.print(
                 output.table(data["gatherers"], title=f"gaps per gatherer {data['from']} .. {data['to']}")
             )
+            if data.get("days"):
+                output.console.print(output.table(data["days"], title="days per market: history (no books) or live"))
             if data["gaps"]:
                 cols = [
                     "gatherer",

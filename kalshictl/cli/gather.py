@@ -88,9 +88,27 @@ def register(root: typer.Typer) -> None:
                 {"key": "lag_s", "value": status.get("lag_s")},
                 {"key": "buffer_rows", "value": status.get("buffer_rows")},
                 {"key": "parse_errors", "value": status.get("parse_errors")},
+                *_storage_rows(health.get("details") or {}),
             ]
             output.console.print(output.table(rows, ["key", "value"], title=f"gatherer {status.get('name')}"))
         if health_resp.status_code == 503:
             raise Unhealthy(f"gatherer {status.get('name')} is unhealthy")
 
     root.add_typer(group, name="gather")
+
+
+def _storage_rows(details: dict) -> list[dict]:
+    """The disk and retention lines of ``gather status`` from /health's details (docs/retention.md)."""
+    disk, ret = details.get("disk") or {}, details.get("retention") or {}
+    pct = disk.get("free_percent")
+    free = "unknown" if pct is None else f"{pct:.1f}% free ({(disk.get('free_bytes') or 0) / 1e9:,.1f} GB)"
+    keep = "?" if ret.get("keep_days") is None else f"{ret['keep_days']:g}"
+    held = "-" if ret.get("held") is None else ret["held"]
+    oldest = ret.get("oldest_held_age_days") or 0
+    return [
+        {"key": "disk", "value": f"{disk.get('status', '?')}: {free}, from {disk.get('source', '?')}"},
+        {
+            "key": "retention",
+            "value": f"{ret.get('status', '?')}: keep {keep} days, {held} partitions held (oldest {oldest} days)",
+        },
+    ]

@@ -29,6 +29,12 @@ def register(root: typer.Typer) -> None:
         password_env: str | None = typer.Option(
             None, "--password-env", help="Environment variable holding the --check-db password (else from --config)."
         ),
+        sslrootcert: str | None = typer.Option(
+            None, "--sslrootcert", help="CA bundle verifying a --check-db DSN's server (verify-full), or 'system'."
+        ),
+        allow_insecure: bool = typer.Option(
+            False, "--allow-insecure", help="Permit a --check-db sslmode that does not verify the server (tests)."
+        ),
         db_thresholds: str | None = typer.Option(
             None, "--db-thresholds", help="gatherer (<100 ms) or production (<50 ms healthy); default production."
         ),
@@ -57,7 +63,13 @@ def register(root: typer.Typer) -> None:
             raise ConfigError(f"--db-thresholds: expected gatherer or production, got {db_thresholds!r}")
         targets = hc.Targets(urls=[hc.health_url(u) for u in urls or []])
         for dsn in check_db:
-            db = hc.db_from_dsn(dsn, password_env=password_env, settings=settings)
+            db = hc.db_from_dsn(
+                dsn,
+                password_env=password_env,
+                settings=settings,
+                sslrootcert=sslrootcert,
+                allow_insecure=allow_insecure,
+            )
             if db_thresholds:
                 db.thresholds = db_thresholds  # type: ignore[assignment]
             targets.dbs.append(db)

@@ -28,6 +28,12 @@ def register(root: typer.Typer) -> None:
         admin_password_env: str | None = typer.Option(
             None, "--admin-password-env", help="Environment variable holding the admin password."
         ),
+        sslrootcert: str | None = typer.Option(
+            None, "--sslrootcert", help="CA bundle verifying the --admin-dsn server (verify-full), or 'system'."
+        ),
+        allow_insecure: bool = typer.Option(
+            False, "--allow-insecure", help="Permit an --admin-dsn sslmode that does not verify the server (tests)."
+        ),
         restart: list[str] = typer.Option([], "--restart", help="Restart command, run in order (no shell). Repeat."),
         restart_timeout: float = typer.Option(300.0, "--restart-timeout", help="Seconds per restart command."),
         do_rollback: bool = typer.Option(False, "--rollback", help="Restore the previous version (store + database)."),
@@ -48,13 +54,21 @@ def register(root: typer.Typer) -> None:
             admin, login, ref = rot.target_from_config(load(config), user)
             secret = secret or ref
         else:
-            admin, login = rot.target_from_dsn(admin_dsn, admin_password_env, user)  # type: ignore[arg-type]
+            admin, login = rot.target_from_dsn(
+                admin_dsn,  # type: ignore[arg-type]
+                admin_password_env,
+                user,
+                sslrootcert=sslrootcert,
+                allow_insecure=allow_insecure,
+            )
         if not secret:
             raise ConfigError(f"--secret is required (or set roles.{user} in the config)")
         base = ["kalshictl", "rotate-password", "--user", user, "--secret", secret]
         base += ["--store", store] if store else []
         base += ["--config", str(config)] if config else ["--admin-dsn", admin_dsn or ""]
         base += ["--admin-password-env", admin_password_env] if admin_password_env else []
+        base += ["--sslrootcert", sslrootcert] if sslrootcert and not config else []
+        base += ["--allow-insecure"] if allow_insecure and not config else []
         target = rot.RotationTarget(
             user=user,
             store=rot.open_store(secret, store),

@@ -34,6 +34,12 @@ def register(root: typer.Typer) -> None:
             "include", "--mve-listing", help="include|exclude: KXMVE markets in GET /markets without mve_filter."
         ),
         mve_share: float = typer.Option(0.1, "--mve-share", min=0, max=1, help="Share of multivariate series."),
+        history_days: int = typer.Option(
+            0, "--history-days", min=0, help="Days of settled past markets and trades (/historical/..., candles)."
+        ),
+        create_share: float = typer.Option(
+            0.004, "--create-share", min=0, max=1, help="Share of actions that list a new event (0 = a fixed set)."
+        ),
     ) -> None:
         """Serve Kalshi's REST + WebSocket protocol with seeded activity, fault injection and a ground-truth log."""
         import asyncio
@@ -78,8 +84,10 @@ def register(root: typer.Typer) -> None:
             rest_tier=rest_tier.lower(),
             heartbeat_s=heartbeat,
             max_markets_per_sub=max_markets_per_sub,
+            create_share=create_share,
             paused=paused,
             mve_share=mve_share,
+            history_days=history_days,
             **options,
         )
 

@@ -169,7 +169,11 @@ def migrate(
     flavor: Flavor | None = None,
     on_apply: Callable[[Migration], None] | None = None,
 ) -> MigrationStatus:
-    """Apply pending migrations, each in its own transaction, under an advisory lock.
+    """Apply pending migrations, each in its own transaction, under an advisory lock, as the owner role.
+
+    The owner role (:data:`kalshictl.db.roles.OWNER_ROLE`, no superuser) is created if missing and given every object
+    of schema public first; the migrations then run under ``SET ROLE`` to it, and each service role gets exactly its
+    privileges (kalshictl/db/roles.py, docs/security.md) on what they created.
 
     ``conn`` must be in autocommit mode (the lock is session-level). Returns the status *before* applying, with
     ``pending`` listing what was (or, with ``dry_run``, would be) applied.
@@ -185,25 +189,30 @@ def migrate(
                 hint="never edit an applied migration; add a new one",
             )
         chosen: Flavor = flavor or before.flavor
-        if dry_run or not before.pending:
+        if dry_run:
             return before
-        if chosen == "hypertable":
+        if before.pending and chosen == "hypertable":
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        for mig in before.pending:
-            sql = render(mig.template, chosen)
-            with conn.transaction():
-                _ensure_version_table(conn)
-                conn.execute(sql)
-                conn.execute(
-                    f"INSERT INTO {VERSION_TABLE} (version, name, checksum, flavor) VALUES (%s, %s, %s, %s)",
-                    (mig.version, mig.name, mig.checksum, chosen),
-                )
-            if on_apply is not None:
-                on_apply(mig)
-        conn.execute("SELECT kalshi_ensure_partitions()")
-        from kalshictl.db.roles import apply_object_grants
+        from kalshictl.db.roles import acting_as, apply_object_grants, ensure_owner
 
-        apply_object_grants(conn, target)  # roles created before this migration get grants on its new objects
+        with conn.transaction():
+            owner = ensure_owner(conn)
+        with acting_as(conn, owner):  # every object is created by (and owned by) the owner role, never a superuser
+            for mig in before.pending:
+                sql = render(mig.template, chosen)
+                with conn.transaction():
+                    _ensure_version_table(conn)
+                    conn.execute(sql)
+                    conn.execute(
+                        f"INSERT INTO {VERSION_TABLE} (version, name, checksum, flavor) VALUES (%s, %s, %s, %s)",
+                        (mig.version, mig.name, mig.checksum, chosen),
+                    )
+                if on_apply is not None:
+                    on_apply(mig)
+            conn.execute("SELECT kalshi_ensure_partitions()")
+            # every role gets exactly the policy (kalshictl/db/roles.py) on every object: new tables get their grants,
+            # and a database an older version set up (a superuser owner, GRANT ALL) is brought to it with no migration
+            apply_object_grants(conn, target)
         before.flavor = chosen
         return before
     finally:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kalshictl.dedup.gaps")
 
 Group = tuple[str, int, bool, int, int]  # ticker, exchange_ts, side, price, size_delta
-# production column order of DELTAS.columns: exchange_ts, received_at, ticker, side, price, size_delta, occurrence
+# DELTAS.names order (kalshictl/schema.py): exchange_ts, received_at, ticker, side, price, size_delta, occurrence
 
 
 def group_of(row: Sequence[Any]) -> Group:

@@ -20,8 +20,8 @@ from kalshictl.dedup.cursors import reconcile
 from kalshictl.dedup.gaps import Peer, judge
 from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
 from kalshictl.dedup.reader import InstanceChanged, read_batch
-from kalshictl.dedup.tables import DELTAS, TableSpec
 from kalshictl.errors import summarize
+from kalshictl.schema import Table
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class SyncLoop:
     def __init__(
         self,
         source: GathererSource,
-        spec: TableSpec,
+        spec: Table,
         production: DatabaseSettings,
         sync: SyncSettings,
         metrics: DedupMetrics,
@@ -66,6 +66,7 @@ class SyncLoop:
         self.lag_s: float | None = None  # None while the gatherer cannot be read
         self.last_error: str | None = None
         self._labels = (source.name, spec.name)
+        self.ledger = True  # record the merge watermark in the gatherer for its retention (docs/retention.md)
 
     @property
     def name(self) -> str:
@@ -82,6 +83,7 @@ class SyncLoop:
             self.instance_id = (await cur.fetchone())[0]
             cursor = await reconcile(self.pconn, self.source.name, self.spec.name, self.instance_id)
             self.cursor = cursor.xmin
+            self.ledger = True  # a gatherer migrated meanwhile gets its ledger from the next merge on
             log.info("%s: connected (instance %s, cursor xid %d)", self.name, self.instance_id, self.cursor)
 
     async def close_gatherer(self) -> None:
@@ -117,7 +119,7 @@ class SyncLoop:
             gap_margin_us=margin_us,
         )
         extra: list = []
-        if self.spec is DELTAS and batch.suspects:
+        if self.spec.gap_screened and batch.suspects:
             verdict = await judge(batch.suspects, self.peers)
             extra = [(*row, self.source.name) for row in verdict.accepted]
             for decision in ("witnessed", "unwitnessed", "rejected"):
@@ -133,6 +135,7 @@ class SyncLoop:
                 extra_rows=extra,
             )
             self.cursor = batch.upper
+            await self._record_merged(batch.upper)
             self.metrics.rows_read.labels(*self._labels).inc(result.staged)
             self.metrics.rows_merged.labels(*self._labels).inc(result.merged)
             self.metrics.duplicates.labels(*self._labels).inc(result.duplicates)
@@ -149,6 +152,28 @@ class SyncLoop:
         else:
             self.batch_rows = max(self.batch_rows // 2, self.sync.min_batch_rows)
         return batch.full
+
+    async def _record_merged(self, upper: int) -> None:
+        """After the merge committed in production: tell the gatherer's retention that every row of this table below
+        ``upper`` is merged. A gatherer database without the ledger (migrations/gatherer/019_retention.sql), or a
+        table retention does not manage, turns this off for the loop; it never stops the sync."""
+        import psycopg
+
+        from kalshictl.db.retention import record_merged
+
+        if not self.ledger:
+            return
+        assert self.gconn is not None and self.instance_id is not None
+        try:
+            self.ledger = await record_merged(self.gconn, self.spec.name, self.instance_id, upper)
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege) as exc:
+            self.ledger = False
+            log.warning(
+                "%s: cannot record the merge watermark in the gatherer (%s): its retention will keep every"
+                " partition; run `kalshictl migrate` and `init-db` on that gatherer",
+                self.name,
+                summarize(exc),
+            )
 
     async def _sleep(self, seconds: float) -> None:
         try:

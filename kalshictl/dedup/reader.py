@@ -9,10 +9,9 @@ In one REPEATABLE READ, READ ONLY transaction on the gatherer:
   are txid *ranges*, never LIMIT: ``upper`` is the txid of the n-th row (exclusive), so a transaction is never split
   (one bigger than the batch is taken whole).
 * The rows are streamed out with ``COPY (SELECT ...) TO STDOUT`` in production's column order, ready to be COPYed
-  into production's staging table without parsing: in PostgreSQL's binary format for the event tables whose
-  columns have the same types on both sides (trades, deltas, snapshots, tickers: no integer is rendered as text
-  and parsed back), in text format for the low-volume tables (lifecycle, gaps) whose gatherer and production
-  shapes may differ in type while they evolve.
+  into production's staging table without parsing, in the table's COPY format (kalshictl/schema.py): binary for
+  the tables whose columns have the same types on both sides (no integer is rendered as text and parsed back), text
+  for the low-volume tables whose gatherer and production shapes may differ in type while they evolve.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.dedup.tables import DELTAS, SNAPSHOTS, TICKERS, TRADES, TableSpec
+from kalshictl.schema import Table
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,12 +28,6 @@ BIGINT_MAX = 9223372036854775807
 # COPY out arrives one row per message; the rows are kept (and COPYed into staging) in blocks of about this size, so
 # the merge sends a few hundred large writes instead of one write per row (psycopg writes up to 128 KiB unsplit).
 COPY_BLOCK = 96 * 1024
-BINARY_TABLES = frozenset(t.name for t in (TRADES, DELTAS, SNAPSHOTS, TICKERS))
-
-
-def copy_format(spec: TableSpec) -> str:
-    """The COPY format used for a table's rows on both sides of the merge."""
-    return "BINARY" if spec.name in BINARY_TABLES else "TEXT"
 
 
 class InstanceChanged(Exception):
@@ -48,11 +41,11 @@ class Batch:
     cursor: int  # lower bound (inclusive)
     upper: int  # upper bound (exclusive): the new cursor
     xmin: int  # the snapshot's xmin
-    chunks: list[bytes] = field(default_factory=list)  # COPY data (``copy_format``, production column order) in blocks
+    chunks: list[bytes] = field(default_factory=list)  # COPY data (table's copy_format, production column order)
     rows: int = 0  # rows in chunks
     full: bool = False  # the batch was capped (more committed rows wait beyond ``upper``)
     backlog_oldest: int | None = None  # oldest clock value (us) of visible rows at or beyond ``upper``
-    suspects: list[tuple[Any, ...]] = field(default_factory=list)  # deltas held out for the gap-trust rule
+    suspects: list[tuple[Any, ...]] = field(default_factory=list)  # held out for the gap-trust rule
 
     @property
     def empty(self) -> bool:
@@ -80,17 +73,17 @@ def suspect_condition(margin_us: int, alias: str = "d") -> str:
     )
 
 
-def _select_list(spec: TableSpec, gatherer: str) -> str:
+def _select_list(spec: Table, gatherer: str) -> str:
     from psycopg import sql
 
-    cols = [f"d.{col}" for col in spec.columns]
+    cols = [f"d.{col}" for col in spec.names]
     cols.append(sql.Literal(gatherer).as_string(None) + "::text")
     return ", ".join(cols)
 
 
 async def read_batch(
     gconn: psycopg.AsyncConnection,
-    spec: TableSpec,
+    spec: Table,
     cursor: int,
     max_rows: int,
     *,
@@ -126,16 +119,16 @@ async def read_batch(
                 batch.upper = nth if nth > first else first + 1
                 batch.full = True
             where = f"d.txid >= {cursor}::text::xid8 AND d.txid < {batch.upper}::text::xid8"
-            if spec is DELTAS:
+            if spec.gap_screened:
                 cond = suspect_condition(gap_margin_us)
                 cur = await gconn.execute(
-                    f"SELECT {', '.join('d.' + c for c in spec.columns)} FROM {t} d WHERE {where} AND {cond}"
+                    f"SELECT {', '.join('d.' + c for c in spec.names)} FROM {t} d WHERE {where} AND {cond}"
                 )
                 batch.suspects = list(await cur.fetchall())
                 where += f" AND NOT {cond}"
             query = (
                 f"COPY (SELECT {_select_list(spec, gatherer)} FROM {t} d WHERE {where})"
-                f" TO STDOUT (FORMAT {copy_format(spec)})"
+                f" TO STDOUT (FORMAT {spec.copy_format.value})"
             )
             cur = gconn.cursor()
             block = bytearray()

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from kalshictl.dedup.gaps import Peer
 from kalshictl.dedup.loops import OnMerge, SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import ALL_TABLES
 from kalshictl.errors import KalshiCtlError, summarize
+from kalshictl.health.disk import DiskWatch
+from kalshictl.schema import EVENT_TABLES
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class Deduplicator:
     def __init__(self, settings: DedupSettings, *, on_merge: OnMerge | None = None) -> None:
         self.settings = settings
         self.metrics = DedupMetrics()
+        self.disk = DiskWatch(settings.disk, self.metrics.registry)  # production's disk (docs/retention.md)
         self.on_merge = on_merge
         self.phase = "created"
         self._stop = asyncio.Event()
@@ -93,6 +95,7 @@ class Deduplicator:
         self.http = HealthServer(s.http.host, s.http.port, self.health, self.metrics.registry, self.status)
         await self.http.start()
         log.info("deduplicator: production connected; /health on %s", self.http.url)
+        self.disk.start(lambda: connect_async(s.production, autocommit=True))
 
         self.phase = "loading cursors"
         cursors = await load_cursors(self.production)
@@ -112,7 +115,7 @@ class Deduplicator:
         self.peers = {g.name: Peer(g, margin_us) for g in s.gatherers}
         for g in s.gatherers:
             others = [p for name, p in self.peers.items() if name != g.name]
-            for spec in ALL_TABLES:
+            for spec in EVENT_TABLES:
                 loop = SyncLoop(
                     g, spec, s.production, s.sync, self.metrics, self._sync_stop, peers=others, on_merge=self.on_merge
                 )
@@ -192,7 +195,8 @@ class Deduplicator:
             try:
                 async with httpx.AsyncClient(timeout=3) as client:
                     resp = await client.get(g.health_url)
-                return resp.status_code == 200 and (resp.json() or {}).get("status") == "healthy"
+                body = resp.json()  # any JSON: only an object saying "healthy" counts
+                return resp.status_code == 200 and isinstance(body, dict) and body.get("status") == "healthy"
             except (httpx.HTTPError, ValueError):
                 return False
         return await self._connect_gatherer(g)
@@ -281,6 +285,7 @@ class Deduplicator:
             if conn is not None:
                 await conn.close()
             self.gatherer_conns[name] = None
+        await self.disk.stop()
         if self.http is not None:
             await self.http.stop()
         if self._rest is not None:
@@ -318,6 +323,7 @@ class Deduplicator:
             max_lag_s=self.max_lag_s(),
             tables_syncing=sum(1 for lp in self.loops if lp.syncing),
         )
+        report = self.disk.annotate(report)
         if self.phase != "running":
             report.status = "unhealthy"
         report.details["phase"] = self.phase

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.dedup.tables import ALL_TABLES
+from kalshictl.clock import now_us as clock_now_us
+from kalshictl.schema import EVENT_TABLES
 
 if TYPE_CHECKING:
     import psycopg
@@ -26,7 +26,7 @@ def collect_status(settings: DedupSettings) -> dict[str, Any]:
     from kalshictl.errors import DatabaseUnreachable
     from kalshictl.health.thresholds import lag_severity
 
-    now_us = time.time_ns() // 1000
+    now_us = clock_now_us()  # the rows' received_at are on the one clock too
     with connect(settings.production, autocommit=True) as pconn:
         rows = pconn.execute(
             "SELECT gatherer, table_name, instance_id::text, xmin_cursor, rows_read, rows_merged, last_received_at,"
@@ -47,7 +47,7 @@ def collect_status(settings: DedupSettings) -> dict[str, Any]:
             gatherers[g.name] = "disconnected"
             error = str(exc)
         try:
-            for spec in ALL_TABLES:
+            for spec in EVENT_TABLES:
                 c = cursors.get((g.name, spec.name))
                 row: dict[str, Any] = {
                     "gatherer": g.name,

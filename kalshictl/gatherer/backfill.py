@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from kalshictl.gatherer.router_state import LogLimiter
 from kalshictl.kalshi.validate import TRADE_ID, ticker_problem, valid_markets
-from kalshictl.units import PRICE_MAX, parse_cents, parse_price, parse_size, rfc3339_us
+from kalshictl.schema import TickerRow
+from kalshictl.units import PRICE_MAX, now_us, parse_cents, parse_price, parse_size, rfc3339_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -122,24 +123,25 @@ def _opt(fn: Callable[[Any], int], value: Any) -> int | None:
     return None if value is None or value == "" else fn(value)
 
 
-def ticker_snapshot_row(m: dict[str, Any], received_at: int) -> tuple:
-    """A REST ``Market`` as a tickers-writer snapshot row (``source = 'rest'``)."""
-    return (
-        received_at,
-        received_at,
-        m["ticker"],
-        _opt(parse_price, m.get("yes_bid_dollars")),
-        _opt(parse_price, m.get("yes_ask_dollars")),
-        _opt(parse_price, m.get("last_price_dollars")),
-        _opt(parse_size, m.get("volume_fp")),
-        _opt(parse_size, m.get("open_interest_fp")),
-        None,
-        None,
-        _opt(parse_size, m.get("yes_bid_size_fp")),
-        _opt(parse_size, m.get("yes_ask_size_fp")),
-        None,
-        "rest",
-        None,
+def ticker_snapshot_row(m: dict[str, Any], received_at: int) -> TickerRow:
+    """A REST ``Market`` as a tickers row (``source = 'rest'``) stamped with the time its listing was received."""
+    return TickerRow(
+        exchange_ts=received_at,
+        received_at=received_at,
+        ticker=m["ticker"],
+        yes_bid=_opt(parse_price, m.get("yes_bid_dollars")),
+        yes_ask=_opt(parse_price, m.get("yes_ask_dollars")),
+        last_price=_opt(parse_price, m.get("last_price_dollars")),
+        volume=_opt(parse_size, m.get("volume_fp")),
+        open_interest=_opt(parse_size, m.get("open_interest_fp")),
+        dollar_volume=None,
+        dollar_open_interest=None,
+        yes_bid_size=_opt(parse_size, m.get("yes_bid_size_fp")),
+        yes_ask_size=_opt(parse_size, m.get("yes_ask_size_fp")),
+        last_trade_size=None,
+        source="rest",
+        occurrence=0,
+        sid=None,
     )
 
 
@@ -281,7 +283,7 @@ class TradeBackfill:
                 # let the WebSocket rows of the margin after the window arrive and reach the database first (they
                 # are not re-added)
                 ready_at = (w.to_ts or 0) + self.margin_us + int(self.settle_s * 1_000_000)
-                await asyncio.sleep(max(self.settle_s, (ready_at - time.time_ns() // 1000) / 1e6))
+                await asyncio.sleep(max(self.settle_s, (ready_at - now_us()) / 1e6))
                 outcome = "failed"
                 for attempt in range(self.attempts):
                     try:
@@ -342,17 +344,17 @@ class TradeBackfill:
         for p in passes:
             markets.extend(await self._all_pages("/markets", "markets", p))
         markets = list(valid_markets(markets, self.rejected))  # objects with a good ticker; the others counted
-        now = time.time_ns() // 1000
+        received = now_us()  # when the listing arrived: every row of it carries this time
         n = 0
         for m in markets:
             if wanted is not None and m.get("ticker") not in wanted:
                 continue
             try:
-                row = ticker_snapshot_row(m, now + n)
+                row = ticker_snapshot_row(m, received)
             except Exception as exc:  # one bad market costs only itself (parsing only: no I/O here)
                 self._reject("market", exc)
                 continue
-            if not self.tickers_writer.add(row):  # distinct times: one row per market
+            if not self.tickers_writer.add(row):
                 raise RuntimeError("tickers buffer full")
             n += 1
         if n and not await self.tickers_writer.flush(30):
@@ -385,7 +387,7 @@ class TradeBackfill:
         else:
             trades = await self.fetch(lo, hi)
         wanted = None if w.tickers is None else set(w.tickers)
-        now = time.time_ns() // 1000
+        now = now_us()
         rows = []
         for t in trades:
             try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.errors import summarize
-from kalshictl.schema import GAP_COLUMNS
+from kalshictl.schema import GAPS
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,7 +50,7 @@ TABLE_CHANNEL = {
     "lifecycle_events": "market_lifecycle_v2",
 }
 
-_COLS = ("gatherer", *GAP_COLUMNS)  # the gatherer table's window columns (kalshictl.schema)
+_COLS = GAPS.gatherer_columns  # the gatherer table's window columns (kalshictl/schema.py)
 _INSERT = (
     f"INSERT INTO sequence_gaps ({', '.join(_COLS)}) VALUES ({', '.join(['%s'] * len(_COLS))})"
     " ON CONFLICT (gatherer, instance_id, window_id) DO NOTHING"

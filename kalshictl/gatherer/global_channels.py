@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import orjson
 
+from kalshictl.gatherer.occurrence import TickerOccurrences
 from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import FeeUpdate, Lifecycle, TickerUpdate, Trade
+from kalshictl.schema import TickerRow
 
 
 class GlobalChannels:
@@ -19,26 +23,26 @@ class GlobalChannels:
             (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
         )
 
+    @cached_property
+    def ticker_occurrences(self) -> TickerOccurrences:
+        """Numbers the exchange's ticker updates of one market in one millisecond (every distinct one is kept)."""
+        return TickerOccurrences()
+
     def _ticker(self, u: TickerUpdate, rx: int) -> None:
-        self._tickers.add(
-            (
-                u.exchange_ts,
-                rx,
-                u.ticker,
-                u.yes_bid,
-                u.yes_ask,
-                u.last_price,
-                u.volume,
-                u.open_interest,
-                u.dollar_volume,
-                u.dollar_open_interest,
-                u.yes_bid_size,
-                u.yes_ask_size,
-                u.last_trade_size,
-                "ws",
-                u.sid,
-            )
+        state = (
+            u.yes_bid,
+            u.yes_ask,
+            u.last_price,
+            u.volume,
+            u.open_interest,
+            u.dollar_volume,
+            u.dollar_open_interest,
+            u.yes_bid_size,
+            u.yes_ask_size,
+            u.last_trade_size,
         )
+        occurrence = self.ticker_occurrences.next(u.ticker, u.exchange_ts, state)
+        self._tickers.add(TickerRow(u.exchange_ts, rx, u.ticker, *state, "ws", occurrence, u.sid))
 
     def _lifecycle(self, ev: Lifecycle | FeeUpdate, rx: int) -> None:
         # The message's own time when it has one, else the receive time; never a future time (lifecycle messages

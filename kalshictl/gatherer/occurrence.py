@@ -1,4 +1,4 @@
-"""Occurrence numbers for order-book deltas (ARCHITECTURE.md decision 3).
+"""Occurrence numbers for order-book deltas and ticker updates (migrations/README.md).
 
 Identical deltas — same (ticker, exchange_ts, side, price, size_delta) — are numbered 0, 1, 2… in this gatherer's
 ordered stream of that market, so the k-th identical delta maps to the same row on every gatherer. Deltas of one
@@ -34,3 +34,28 @@ class OccurrenceCounter:
 
     def __len__(self) -> int:
         return len(self._by_ticker)
+
+
+class TickerOccurrences:
+    """Per-market numbering of exchange ticker updates within one exchange timestamp: every distinct update of a
+    market in one millisecond is kept, numbered 0, 1, 2 … in the order received (the ticker channel is one
+    subscription, in exchange order), so the k-th update of that millisecond is the same row on every gatherer. An
+    update identical to the one just before it in that millisecond is the same update delivered twice: it gets the
+    same number (and is stored once)."""
+
+    __slots__ = ("_by_ticker",)
+
+    def __init__(self) -> None:
+        # ticker -> (exchange_ts, the last number given at it, the content it was given to)
+        self._by_ticker: dict[str, tuple[int, int, tuple]] = {}
+
+    def next(self, ticker: str, exchange_ts: int, content: tuple) -> int:
+        state = self._by_ticker.get(ticker)
+        if state is None or state[0] != exchange_ts:
+            n = 0
+        elif state[2] == content:
+            return state[1]
+        else:
+            n = state[1] + 1
+        self._by_ticker[ticker] = (exchange_ts, n, content)
+        return n

@@ -28,6 +28,7 @@ from kalshictl.gatherer.router_state import LogLimiter
 from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi.messages import price_value, size_value
 from kalshictl.kalshi.validate import ticker_problem
+from kalshictl.schema import SnapshotRow
 from kalshictl.units import parse_cents
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class SnapshotPoller:
                 if self._log.ok(type(exc).__name__):
                     log.warning("poller: refused an order book (%d so far): %s", sum(self.rejected.values()), exc)
                 continue
-            self.writer.add((now_us(), None, ticker, "rest", *book_row_fields(yes, no), None, None))
+            self.writer.add(SnapshotRow(now_us(), None, ticker, "rest", *book_row_fields(yes, no), sid=None, seq=None))
             if self.verify is not None and not self.settings.depth:
                 self.verify(ticker, yes, no, asked)
             n += 1

@@ -28,6 +28,7 @@ from kalshictl.gatherer.registry import MarketRegistry, recordable
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US, ORDERBOOK
 from kalshictl.gatherer.shards import Shards
+from kalshictl.gatherer.storage import StorageMonitor
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterGroup, WriterSet, make_writer, now_us
 from kalshictl.kalshi.rest import KalshiApiError
 
@@ -87,6 +88,7 @@ class Gatherer:
         self.backfill: TradeBackfill | None = None
         self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
         self.router.on_lifecycle = self._on_lifecycle
+        self.storage = StorageMonitor(settings, self.metrics.registry)  # retention and disk (docs/retention.md)
         self.manager: ConnectionPool | None = None
         self.shards: Shards | None = None
         self.poller: SnapshotPoller | None = None
@@ -174,6 +176,7 @@ class Gatherer:
             backoff = min(30.0, backoff * 2)
         self.writers.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="gatherer-maintenance"))
+        self.storage.start()
         # 2. exchange status
         self.phase = "exchange_status"
         ex = s.exchange
@@ -519,7 +522,8 @@ class Gatherer:
             buffer_full=self.writers.full,
             coverage=cov,
         )
-        return self.registry.annotate(report)  # a failed registry load: 503 with the reason
+        report = self.registry.annotate(report)  # a failed registry load: 503 with the reason
+        return self.storage.annotate(report)  # disk free space and partitions held back by retention
 
     async def status(self) -> dict[str, Any]:
         """Operator view for ``kalshictl gather status``."""
@@ -633,6 +637,7 @@ class Gatherer:
         if self.rest is not None:
             with contextlib.suppress(Exception):
                 await self.rest.close()
+        await self.storage.stop()
         if self.http is not None:
             await self.http.stop()
         self.db_connected = False

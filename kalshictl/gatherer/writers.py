@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.errors import summarize
-from kalshictl.schema import EVENT_COLUMNS, GAP_COLUMNS
+from kalshictl.schema import EVENT_TABLES, GathererWrite, Table
 from kalshictl.units import now_us
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
@@ -48,57 +46,20 @@ Connect = Callable[[], Awaitable["psycopg.AsyncConnection"]]
 OverflowFn = Callable[[str, int, int, int], None]
 
 
-@dataclass(frozen=True)
-class TableSpec:
-    """A target table: its columns (in row-tuple order), whether duplicates are possible, its time column, and the
-    indexes of its variable-size (text) columns, whose length counts towards the byte bound."""
-
-    name: str
-    columns: tuple[str, ...]
-    dedup: bool = True
-    time_index: int = 1  # index of the received-at style column (µs) used for commit lag and overflow windows
-    var_indexes: tuple[int, ...] = ()
-    direct_first: bool = False  # duplicates are rare: COPY straight in, staging + ON CONFLICT only when one occurs
-    writers: int = 1  # writers (each with its own buffer and connection) taking the rows in turns of one batch
-
-    def with_text(self, *names: str) -> TableSpec:
-        return dataclasses.replace(self, var_indexes=tuple(self.columns.index(n) for n in names))
-
-    @property
-    def fixed_row_bytes(self) -> int:
-        # tuple header + pointers + ~32 bytes per value object (ints, bools, and the str header of text values)
-        return ROW_OVERHEAD_BYTES + 40 * len(self.columns)
+# Each table's facts (its row columns, clock, sized columns, how it is written and by how many writers) are in the
+# catalogue, kalshictl/schema.py. Event tables: a duplicate key is rare (a batch re-written after an unknown commit
+# outcome, a channel carried by two connections): COPY straight into the keyed table (about twice the rate of staging
+# + INSERT ... ON CONFLICT); a batch that meets a duplicate is redone through staging, and the next
+# DIRECT_COOLDOWN_BATCHES batches too, so a table that keeps seeing duplicates wastes one COPY in that many.
 
 
-# Row tuples are the shared event columns followed by this gatherer's connection facts.
-TRADES = TableSpec("trades", (*EVENT_COLUMNS["trades"], "sid"), time_index=2, direct_first=True).with_text(
-    "trade_id", "ticker"
-)
-# Event tables: a duplicate key is rare (a batch re-written after an unknown commit outcome, a channel carried by two
-# connections): COPY straight into the keyed table (about twice the rate of staging + INSERT ... ON CONFLICT); a batch
-# that meets a duplicate is redone through staging, and the next DIRECT_COOLDOWN_BATCHES batches too, so a table that
-# keeps seeing duplicates wastes one COPY in that many. Lifecycle rows always go through staging.
-# Deltas are most of the rows and their keyed insert is the database's slowest: two writers on two connections take
-# turns of one batch, so one batch is in the database while the next is encoded (x1.16 end to end, docs/performance.md).
-DELTAS = TableSpec(
-    "orderbook_deltas",
-    (*EVENT_COLUMNS["orderbook_deltas"], "seq", "sid"),
-    time_index=1,
-    direct_first=True,
-    writers=2,
-).with_text("ticker")
-SNAPSHOTS = TableSpec(
-    "orderbook_snapshots", (*EVENT_COLUMNS["orderbook_snapshots"], "sid", "seq"), time_index=0, direct_first=True
-).with_text("ticker", "yes_bids", "yes_asks", "no_bids", "no_asks")
-TICKERS = TableSpec("tickers", (*EVENT_COLUMNS["tickers"], "sid"), time_index=1, direct_first=True).with_text("ticker")
-LIFECYCLE = TableSpec("lifecycle_events", (*EVENT_COLUMNS["lifecycle_events"], "sid"), time_index=1).with_text(
-    "ticker", "event_type", "payload"
-)
-# Gap windows are written by GapLog (gatherer/gaps.py) when they open; this spec names the table in the writer set.
-GAPS = TableSpec(
-    "sequence_gaps", ("gatherer", *GAP_COLUMNS), dedup=False, time_index=1 + GAP_COLUMNS.index("from_ts")
-).with_text("gatherer", "channel", "subscription", "reason")
-ALL_TABLES = (TRADES, DELTAS, SNAPSHOTS, TICKERS, LIFECYCLE, GAPS)
+def fixed_row_bytes(spec: Table) -> int:
+    """A row's estimated memory before its variable-size columns: tuple header + pointers + ~32 bytes per value
+    object (ints, bools, and the str header of text values)."""
+    return ROW_OVERHEAD_BYTES + 40 * len(spec.gatherer_columns)
+
+
+ALL_TABLES = EVENT_TABLES  # the tables a gatherer writes (the name gatherer/service.py imports)
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -112,7 +73,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        spec: TableSpec,
+        spec: Table,
         connect: Connect,
         *,
         batch_rows: int = 5000,
@@ -129,9 +90,10 @@ class BatchWriter:
         self.flush_s = flush_ms / 1000.0
         self.max_buffer_rows = max_buffer_rows
         self.max_buffer_bytes = max_buffer_bytes
-        self._fixed_bytes = spec.fixed_row_bytes
-        self._var = spec.var_indexes
-        self._var1 = spec.var_indexes[0] if len(spec.var_indexes) == 1 else None
+        self._fixed_bytes = fixed_row_bytes(spec)
+        self._var = spec.sized_indexes
+        self._var1 = self._var[0] if len(self._var) == 1 else None
+        self._clock = spec.clock_index  # the row's receive time (µs): commit lag and overflow windows
         self._bytes = 0  # estimated bytes of the rows in _buf
         self._in_flight_bytes = 0
         self.metrics = metrics
@@ -161,7 +123,7 @@ class BatchWriter:
         self.connected = False
         self.last_error: str | None = None
         self.full = False
-        cols = ", ".join(spec.columns)
+        cols = ", ".join(spec.gatherer_columns)
         self._stage = f"_stg_{spec.name}"
         self._create_stage = (
             f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} ON COMMIT DELETE ROWS AS "
@@ -170,7 +132,8 @@ class BatchWriter:
         self._types: list[int] | None = None  # column type oids, read from the catalog on connect
         self._direct_sql = f"COPY {spec.name} ({cols}) FROM STDIN (FORMAT BINARY)"
         self._direct_cooldown = 0
-        if spec.dedup:
+        self._direct_first = spec.gatherer_write is GathererWrite.DIRECT_FIRST
+        if spec.gatherer_write is not GathererWrite.APPEND:
             self._copy_sql = f"COPY {self._stage} ({cols}) FROM STDIN (FORMAT BINARY)"
             self._insert_sql = (
                 f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {self._stage} ON CONFLICT DO NOTHING"
@@ -202,7 +165,7 @@ class BatchWriter:
         if self._in_flight_from is not None:
             through = min(through, self._in_flight_from)
         if self._buf:
-            through = min(through, self._buf[0][self.spec.time_index] or now)
+            through = min(through, self._buf[0][self._clock] or now)
         return through
 
     def add(self, row: tuple) -> bool:
@@ -243,7 +206,7 @@ class BatchWriter:
         )
 
     def _overflow(self, row: tuple) -> None:
-        ts = row[self.spec.time_index] or 0
+        ts = row[self._clock] or 0
         if self._ovf_rows == 0:
             self._ovf_from = ts
             log.error(
@@ -331,7 +294,7 @@ class BatchWriter:
             self._bytes -= moved
             self._in_flight_bytes = moved
             self._in_flight = len(batch)
-            self._in_flight_from = batch[0][self.spec.time_index]
+            self._in_flight_from = batch[0][self._clock]
             self._oldest = time.monotonic() if self._buf else None
             try:
                 await self._write_batch(batch)
@@ -390,9 +353,9 @@ class BatchWriter:
             await self._conn.set_autocommit(False)
             register_binary_dumpers(self._conn)
             async with self._conn.transaction():
-                if self.spec.dedup:
+                if self._insert_sql:
                     await self._conn.execute(self._create_stage)
-                self._types = await column_types(self._conn, self.spec.name, self.spec.columns)
+                self._types = await column_types(self._conn, self.spec.name, self.spec.gatherer_columns)
             self.connected = True
         return self._conn
 
@@ -412,13 +375,13 @@ class BatchWriter:
             table = self.spec.name
             self.metrics.rows.labels(table=table).inc(len(batch))
             self.metrics.batch_latency.labels(table=table).observe(elapsed)
-            oldest = min((r[self.spec.time_index] or 0) for r in batch)
+            oldest = min((r[self._clock] or 0) for r in batch)
             if oldest:
                 self.metrics.commit_lag.labels(table=table).observe(max(0.0, (now_us() - oldest) / 1e6))
 
     async def _copy(self, batch: Sequence[tuple]) -> None:
         conn = await self._ensure_conn()
-        if self.spec.direct_first and self._direct_cooldown <= 0:
+        if self._direct_first and self._direct_cooldown <= 0:
             import psycopg
 
             try:
@@ -551,7 +514,7 @@ class WriterGroup:
 
 
 def make_writer(
-    spec: TableSpec,
+    spec: Table,
     connect: Connect,
     *,
     max_buffer_rows: int = 2_000_000,

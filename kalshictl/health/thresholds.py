@@ -138,6 +138,36 @@ def coverage_status(
     return ("unhealthy" if reasons else "healthy"), reasons
 
 
+# Disk (docs/retention.md): free space of the database's filesystem; defaults of gatherer.disk.*_free_percent.
+DISK_WARNING_FREE_PERCENT = 20.0
+DISK_CRITICAL_FREE_PERCENT = 10.0
+# Retention: a partition held back because it is not merged makes the gatherer degraded once it is this many
+# keep windows old (its newest possible row is 2 x keep_days old).
+RETENTION_HELD_DEGRADED_FACTOR = 2.0
+
+
+def disk_status(
+    free_percent: float | None,
+    warning_free_percent: float = DISK_WARNING_FREE_PERCENT,
+    critical_free_percent: float = DISK_CRITICAL_FREE_PERCENT,
+) -> Status:
+    """Disk component: healthy at or above the warning threshold, degraded below it, unhealthy below the critical
+    one. An unknown free space (no way to read it) is healthy: it is reported, not guessed."""
+    if free_percent is None or free_percent >= warning_free_percent:
+        return "healthy"
+    if free_percent >= critical_free_percent:
+        return "degraded"
+    return "unhealthy"
+
+
+def retention_status(oldest_held_age_s: float | None, keep_days: float) -> Status:
+    """Retention component: degraded once a partition held back (not merged) is 2 x keep_days old, else healthy."""
+    if oldest_held_age_s is None:
+        return "healthy"
+    limit_s = RETENTION_HELD_DEGRADED_FACTOR * keep_days * 86_400
+    return "degraded" if oldest_held_age_s >= limit_s else "healthy"
+
+
 @dataclass
 class HealthReport:
     """A service's health: overall status plus the seed's component JSON."""

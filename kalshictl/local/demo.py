@@ -27,13 +27,13 @@ from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
 from kalshictl.local.verify import KIND_TABLE, load_truth
 from kalshictl.research.book_query import book_at
-from kalshictl.schema import EVENT_COLUMNS
+from kalshictl.schema import MARKET_DATA_TABLES
 from kalshictl.units import now_us
 
 # tables whose every row is one exchange event the exchange's ground truth counts, then the snapshots (the gatherers'
 # REST polls: how many production holds depends on the poll interval, not on the exchange)
 TRUTH_TABLES = tuple(KIND_TABLE.values())
-EVENT_TABLES = (*TRUTH_TABLES, *(t for t in EVENT_COLUMNS if t not in TRUTH_TABLES))
+EVENT_TABLES = (*TRUTH_TABLES, *(t.name for t in MARKET_DATA_TABLES if t.name not in TRUTH_TABLES))
 
 
 @dataclass

@@ -120,6 +120,7 @@ class LocalPipeline:
                     "admin_dsn": cluster.dsn(db, "postgres"),
                 },
                 "exchange": {
+                    "allow_insecure": True,  # the local exchange speaks http:// and ws://
                     "rest_url": cfg.rest_url,
                     "ws_url": cfg.ws_url,
                     "requests_per_second": cfg.requests_per_second,
@@ -164,7 +165,11 @@ class LocalPipeline:
                     "allow_insecure": True,
                 },
                 "gatherers": gatherers,
-                "exchange": {"rest_url": cfg.rest_url, "requests_per_second": cfg.requests_per_second},
+                "exchange": {
+                    "allow_insecure": True,  # the local exchange speaks http://
+                    "rest_url": cfg.rest_url,
+                    "requests_per_second": cfg.requests_per_second,
+                },
                 "sync": {"interval_ms": cfg.sync_interval_ms, "market_sync_interval_s": cfg.market_sync_interval_s},
                 "http": {"host": "127.0.0.1", "port": ports[cfg.gatherers]},
             },

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from kalshictl.schema import PRODUCTION_KEYS
+from kalshictl.schema import EVENT_TABLES, REST_ANCHOR_SPACING_US
 
 KIND_TABLE = {"trade": "trades", "delta": "orderbook_deltas", "ticker": "tickers", "lifecycle": "lifecycle_events"}
 # the WebSocket channel whose gap windows excuse a table's losses ('*' windows excuse every channel)
@@ -36,15 +36,18 @@ TABLE_CHANNELS = {
 RECOVERABLE = frozenset(("trades",))
 # tables whose 'rest' rows are re-anchor snapshots (counted as recovered, not compared with the event stream)
 OBSERVATIONS = frozenset(("tickers",))
+# two REST listings of one gatherer are at least a round trip apart: rows of one gatherer whose times differ by less
+# are not listing times (the old made-up ``now + n`` microseconds)
+LISTING_APART_US = 1_000
 
 
 # A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
 # the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
-IDENTITY = {**PRODUCTION_KEYS, "trades": ("trade_id",)}
+IDENTITY = {**{t.name: t.key for t in EVENT_TABLES}, "trades": ("trade_id",)}
 
 
 def truth_key(table: str, rec: dict[str, Any]) -> tuple:
-    """A ground-truth record's identity (kalshictl.schema.PRODUCTION_KEYS, in that column order; trades: trade_id)."""
+    """A ground-truth record's identity (production's key, kalshictl/schema.py, in its order; trades: trade_id)."""
     return tuple(_truth_value(rec, col) for col in IDENTITY[table])
 
 
@@ -55,6 +58,8 @@ def _truth_value(rec: dict[str, Any], column: str) -> Any:
         return str(rec["trade_id"])
     if column == "occurrence":
         return int(rec.get("occurrence", 0))
+    if column == "source":
+        return "ws"  # the ground truth holds what the exchange emitted on its streams
     return rec[column]
 
 
@@ -274,8 +279,36 @@ def compare(
                 if key not in expected:
                     rep.extra += have
                     rep.examples.append({"extra": list(key)})
+            if table in OBSERVATIONS and _has_source(conn, table):
+                check_rest_anchors(conn, rep, until_us)
             reports.append(rep)
     return reports
+
+
+def check_rest_anchors(conn: Any, rep: TableReport, until_us: int | None = None) -> None:
+    """REST re-anchor rows (``source = 'rest'``) are what they say: at most one per market per
+    ``REST_ANCHOR_SPACING_US`` (a crowded one counts as duplicated), and stamped with the time their listing was
+    received — ``exchange_ts = received_at``, shared by the rows of one listing, so two listing times of one gatherer
+    are never a made-up microsecond or a few apart (such a row counts as extra, i.e. invented)."""
+    span = REST_ANCHOR_SPACING_US
+    upto = "" if until_us is None else f" AND exchange_ts <= {int(until_us)}"
+    crowded = conn.execute(
+        f"SELECT ticker, exchange_ts, gatherer FROM (SELECT ticker, exchange_ts, gatherer, lag(exchange_ts) OVER"
+        f" (PARTITION BY ticker ORDER BY exchange_ts) AS prev FROM {rep.table} WHERE source = 'rest'{upto}) r"
+        f" WHERE exchange_ts - prev < {span}"
+    ).fetchall()
+    t = rep.table
+    fabricated = conn.execute(
+        f"WITH times AS (SELECT DISTINCT gatherer, exchange_ts FROM {t} WHERE source = 'rest'{upto}),"
+        " apart AS (SELECT gatherer, exchange_ts, exchange_ts - lag(exchange_ts) OVER"
+        " (PARTITION BY gatherer ORDER BY exchange_ts) AS d FROM times)"
+        f" SELECT r.ticker, r.exchange_ts, r.gatherer FROM {t} r JOIN apart a USING (gatherer, exchange_ts)"
+        f" WHERE r.source = 'rest' AND (a.d < {LISTING_APART_US} OR r.exchange_ts <> r.received_at)"
+    ).fetchall()
+    rep.duplicated += len(crowded)
+    rep.extra += len(fabricated)
+    rep.examples.extend({"crowded_rest_row": list(r)} for r in crowded[:5])
+    rep.examples.extend({"fabricated_rest_time": list(r)} for r in fabricated[:5])
 
 
 LIFECYCLE_MATCH_US = 60_000_000  # the longest receive delay a stored lifecycle row may have after its event

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from kalshictl.config import DatabaseSettings, SecretRef
+from kalshictl.config import DatabaseSettings, SecretRef, command_line_database
 from kalshictl.db.connect import connect_async, ping_async
 from kalshictl.db.dsn import describe, dsn_has_password, with_params
 from kalshictl.errors import ConfigError, DatabaseUnreachable, Unhealthy, WaitTimeout, summarize
@@ -75,11 +75,19 @@ def urls_from_config(settings: Settings) -> list[str]:
     return urls
 
 
-def db_from_dsn(dsn: str, *, password_env: str | None, settings: Settings | None) -> DbTarget:
+def db_from_dsn(
+    dsn: str,
+    *,
+    password_env: str | None,
+    settings: Settings | None,
+    sslrootcert: str | None = None,
+    allow_insecure: bool = False,
+) -> DbTarget:
     """A database target from ``--check-db``: a DSN, or a name in the config (``production``, ``gatherer``, or a
     deduplicator gatherer source's name; ``NAME:admin`` uses its admin_dsn/admin_password on the maintenance
     database ``postgres``). The password comes from
-    ``--password-env`` or the matching config DB."""
+    ``--password-env`` or the matching config DB. A DSN not in the config connects with the TLS rules of a remote
+    database (verify-full by default; ``sslrootcert``, ``allow_insecure``)."""
     if "://" not in dsn and "=" not in dsn:
         if settings is None:
             raise ConfigError(f"--check-db {dsn}: not a DSN; a database name needs --config")
@@ -99,13 +107,16 @@ def db_from_dsn(dsn: str, *, password_env: str | None, settings: Settings | None
         return DbTarget(db, kind)
     if dsn_has_password(dsn):
         raise ConfigError("--check-db: the DSN must not contain a password; use --password-env NAME or --config")
-    if password_env:
-        return DbTarget(DatabaseSettings(dsn=dsn, password=SecretRef(f"env:{password_env}")))
-    if settings is not None:
+    if settings is not None and not password_env:
         for db, kind in config_databases(settings):
             if dsn in (db.dsn, db.admin_dsn) or describe(dsn) == describe(db.dsn):
-                return DbTarget(db, kind)
-    return DbTarget(DatabaseSettings(dsn=dsn))
+                return DbTarget(db, kind)  # the config's own TLS settings
+    password = SecretRef(f"env:{password_env}") if password_env else None
+    return DbTarget(
+        command_line_database(
+            dsn, option="--check-db", password=password, sslrootcert=sslrootcert, allow_insecure=allow_insecure
+        )
+    )
 
 
 def config_databases(settings: Settings, *, named: bool = False) -> list[Any]:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def init_database(
     settings: Settings, target: str, db: DatabaseSettings, *, remote_cidr: str = "10.0.0.0/8", timescale: bool = True
 ) -> dict:
-    """Create the target database if missing, enable TimescaleDB if available, and ensure the seed's roles.
+    """Create the target database if missing, enable TimescaleDB if available, ensure the owner role (which owns the
+    schema and runs the migrations, see kalshictl/db/roles.py) and the seed's roles.
 
     Connects with ``admin_dsn`` (falling back to ``dsn``) first to the ``postgres`` maintenance database, then to
     the target database. Each role's password comes from ``roles.<name>`` in the config (a secret reference).
@@ -36,6 +37,8 @@ def init_database(
         if timescale and conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             timescale_on = True
+        with conn.transaction():
+            owner = r.ensure_owner(conn)  # owns the schema's objects and runs the migrations (not a superuser)
         for spec in r.roles_for(target):  # type: ignore[arg-type]
             ref = getattr(settings.roles, spec.name)
             password = ref.resolve() if ref is not None else None
@@ -50,6 +53,7 @@ def init_database(
         "database": dbname,
         "database_created": created,
         "timescaledb": timescale_on,
+        "owner": owner,
         "roles": roles_out,
         "pg_hba": r.hba_lines(target, dbname, remote_cidr),  # type: ignore[arg-type]
     }

@@ -1,8 +1,10 @@
 """The seed's deployment checklist, the items a program can check.
 
-Each check is a row ``{check, target, ok, detail}``: config valid, secrets resolvable, each database reachable (TLS
-in use when ``sslmode`` requires it), migrations current and roles/grants as the seed specifies on the databases this
-host owns, and the configured gatherer /health endpoints reachable.
+Each check is a row ``{check, target, ok, detail}``: config valid, secrets resolvable (and ``file:`` secrets private:
+mode and owner), each database reachable (TLS in use when ``sslmode`` requires it), and on the databases this host
+owns: migrations current, every object owned by the owner role, and each role exactly as docs/security.md says
+(privileges on tables, partitions and columns, attributes, memberships, schema CREATE); the configured gatherer
+/health endpoints reachable.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> lis
     from kalshictl.db import migrate as mig
     from kalshictl.db.connect import connect
     from kalshictl.db.dsn import parse_dsn
-    from kalshictl.db.roles import check_grants
+    from kalshictl.db.roles import OWNER_ROLE, check_grants, check_owner
 
     dbname = parse_dsn(db.dsn).get("dbname", "?")
     try:
@@ -109,9 +111,35 @@ def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> lis
                 rows.append(_row("migrations current", label, True, f"{len(st.applied)} applied ({st.flavor})"))
         except KalshiCtlError as exc:
             rows.append(_row("migrations current", label, False, str(exc)))
+        owner = check_owner(conn)
+        rows.append(_row("schema owner", f"{label}: {OWNER_ROLE}", owner["ok"], owner["problem"]))
         for grant in check_grants(conn, dbname, target):  # type: ignore[arg-type]
             rows.append(_row("role and grants", f"{label}: {grant['role']}", grant["ok"], grant["problem"]))
     return rows
+
+
+def check_secret_file(key: str, ref: str) -> dict[str, Any] | None:
+    """A ``file:`` secret is private: nothing for other users, no group write, and owned by this user or root (when
+    preflight runs as the service user; as root the owner is shown, since the service user is not known here)."""
+    import os
+    import stat
+
+    if not ref.startswith("file:"):
+        return None
+    path = Path(ref.removeprefix("file:"))
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return _row("secret file private", key, False, f"{path}: {exc.strerror}")
+    mode = stat.S_IMODE(st.st_mode)
+    problems = []
+    if mode & 0o027:
+        problems.append(f"mode {mode:04o} lets {'other users' if mode & 0o007 else 'its group'} in (chmod 600)")
+    euid = os.geteuid()
+    if euid != 0 and st.st_uid not in (euid, 0):
+        problems.append(f"owned by uid {st.st_uid}, not this user ({euid}) or root")
+    detail = "; ".join(problems) or f"{path}: mode {mode:04o}, owner {st.st_uid}:{st.st_gid}"
+    return _row("secret file private", key, not problems, detail)
 
 
 def check_health_urls(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
@@ -158,6 +186,10 @@ def run(config: Path, *, check_health: bool = True) -> dict[str, Any]:
         except KalshiCtlError as exc:
             secrets_ok = False
             rows.append(_row("secret resolvable", path, False, str(exc)))
+            continue
+        private = check_secret_file(path, ref)
+        if private is not None:
+            rows.append(private)
     if settings.gatherer is not None:  # what the layout can hold (the gatherer logs it against the markets listed)
         w = settings.gatherer.websocket
         detail = (

@@ -175,13 +175,24 @@ def target_from_config(settings: Settings, user: str) -> tuple[DatabaseSettings,
     return db, login.model_copy(update={"password": None}), None if ref is None else str(ref)
 
 
-def target_from_dsn(admin_dsn: str, password_env: str | None, user: str) -> tuple[DatabaseSettings, DatabaseSettings]:
-    """(admin settings, login settings) from ``--admin-dsn`` and ``--admin-password-env``."""
+def target_from_dsn(
+    admin_dsn: str,
+    password_env: str | None,
+    user: str,
+    *,
+    sslrootcert: str | None = None,
+    allow_insecure: bool = False,
+) -> tuple[DatabaseSettings, DatabaseSettings]:
+    """(admin settings, login settings) from ``--admin-dsn`` and ``--admin-password-env``: both connections use the
+    TLS rules of a remote database in the config (:func:`kalshictl.config.command_line_database`)."""
+    from kalshictl.config import command_line_database
+
     if dsn_has_password(admin_dsn):
         raise ConfigError("--admin-dsn must not contain a password; use --admin-password-env NAME")
     secret = SecretRef(f"env:{password_env}") if password_env else None
-    admin = DatabaseSettings(dsn=admin_dsn, admin_dsn=admin_dsn, admin_password=secret)
-    return admin, DatabaseSettings(dsn=with_params(admin_dsn, user=user))
+    tls = command_line_database(admin_dsn, option="--admin-dsn", sslrootcert=sslrootcert, allow_insecure=allow_insecure)
+    admin = tls.model_copy(update={"admin_dsn": admin_dsn, "admin_password": secret})
+    return admin, tls.model_copy(update={"dsn": with_params(admin_dsn, user=user)})
 
 
 # -- database helpers ------------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ sends subscribers a fresh ``orderbook_snapshot``, as Kalshi does after a resubsc
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kalshictl import clock
 from kalshictl.errors import KalshiCtlError
 from kalshictl.replay import frames
 from kalshictl.replay.source import DELTA, GAP_END, LIFECYCLE, TICKER, TRADE, Event
@@ -142,6 +142,8 @@ class RecordedFeed(Subscriptions):
 class Session:
     """The pump: events from ``source`` into ``feed`` as the clock passes their exchange time.
 
+    Time is the one clock (``kalshictl.clock``: wall time, or faster for tests and the soak); ``speed`` multiplies it.
+
     ``speed`` None = as fast as the clients read (the pump waits while any client's queue is above ``high_water``
     bytes); otherwise exchange time runs ``speed`` times faster than wall time, and a client that cannot keep up
     overflows its bounded queue and is disconnected (``kalshictl.sim.connection``). ``shift_to_now`` moves every
@@ -158,7 +160,8 @@ class Session:
         speed: float | None,
         connections: Callable[[], list[Connection]],
         high_water: int = 4 * 1024 * 1024,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = clock.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = clock.sleep,
         shift_to_now: bool = False,
         wall_us: Callable[[], int] = now_us,
     ) -> None:
@@ -170,6 +173,7 @@ class Session:
         self.connections = connections
         self.high_water = high_water
         self.monotonic = monotonic
+        self.sleep = sleep
         self.shift_to_now = shift_to_now
         self.wall_us = wall_us
         self.started = asyncio.Event()
@@ -218,7 +222,7 @@ class Session:
                 assert self._t0 is not None
                 delay = self._t0 + (ts - self.from_us) / 1e6 / self.speed - self.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await self.sleep(delay)
                     self._yielded = self.events
                 elif self.events - self._yielded >= YIELD_EVERY:  # behind the clock: still let the writers run
                     self._yielded = self.events

@@ -241,3 +241,41 @@ def coverage(
         "recovered": recovered,
         "production_gap_free": not prod,
     }
+
+
+DAY_US = 86_400_000_000
+
+
+def day_sources(conn: psycopg.Connection, tickers: Sequence[str], from_us: int, to_us: int) -> list[dict[str, Any]]:
+    """Per market and UTC day: where its data comes from (docs/research.md, "History").
+
+    ``history`` = only imported rows (trades with ``source = 'historical'``, candlesticks): no order book that day;
+    ``live`` = recorded by the gatherers (WebSocket or REST-backfilled trades, order-book deltas); ``both`` = a day
+    recorded live that the import also covered.
+    """
+    rows = conn.execute(
+        "WITH t AS (SELECT ticker, exchange_ts / %(d)s AS day, count(*) FILTER (WHERE source = 'historical') AS h,"
+        "   count(*) FILTER (WHERE source <> 'historical') AS l, 0::bigint AS c, 0::bigint AS b FROM trades"
+        "   WHERE ticker = ANY(%(t)s) AND exchange_ts >= %(lo)s AND exchange_ts < %(hi)s GROUP BY 1, 2"
+        " UNION ALL SELECT ticker, (end_ts - 1) / %(d)s, 0, 0, count(*), 0 FROM candlesticks"  # (start, end]
+        "   WHERE ticker = ANY(%(t)s) AND end_ts > %(lo)s AND end_ts <= %(hi)s GROUP BY 1, 2"
+        " UNION ALL SELECT ticker, exchange_ts / %(d)s, 0, 0, 0, count(*) FROM orderbook_deltas"
+        "   WHERE ticker = ANY(%(t)s) AND exchange_ts >= %(lo)s AND exchange_ts < %(hi)s GROUP BY 1, 2)"
+        " SELECT ticker, day, sum(h), sum(l), sum(c), sum(b) FROM t GROUP BY 1, 2 ORDER BY 1, 2",
+        {"d": DAY_US, "t": list(tickers), "lo": from_us, "hi": to_us},
+    ).fetchall()
+    out = []
+    for ticker, day, hist, live_trades, candles, deltas in rows:
+        imported, recorded = bool(hist or candles), bool(live_trades or deltas)
+        out.append(
+            {
+                "ticker": ticker,
+                "day": iso(int(day) * DAY_US)[:10],
+                "source": "both" if imported and recorded else ("history" if imported else "live"),
+                "historical_trades": int(hist),
+                "live_trades": int(live_trades),
+                "candles": int(candles),
+                "book_deltas": int(deltas),
+            }
+        )
+    return out

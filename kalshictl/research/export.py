@@ -35,7 +35,7 @@ import orjson
 
 from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
 from kalshictl.research.times import day_bounds
-from kalshictl.schema import COLUMN_UNITS, LEVEL_COLUMNS, PRICE_UNIT, SIZE_UNIT, TIME_COLUMN
+from kalshictl.schema import PRICE_UNIT, SIZE_UNIT, TABLES
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
+# the unit an order-book side's field states (its prices and sizes, kalshictl/schema.py)
+LEVELS_EXPORT_UNIT = f"price {PRICE_UNIT}, size {SIZE_UNIT}; ascending by price"
 
 
 @dataclass(frozen=True)
@@ -171,31 +173,33 @@ def arrow_schema(table: str, columns: list[Column], *, by_series: bool) -> pa.Sc
         "bytea": pa.binary(),  # lifecycle_events.digest
         "ARRAY": pa.list_(pa.string()),  # sequence_gaps.tickers (text[])
     }
+    spec = TABLES[table]
     fields = []
     for col in columns:
-        typ = level if col.name in LEVEL_COLUMNS else base.get(col.pg_type, pa.string())
+        known = spec.find(col.name)
+        levels = known is not None and known.levels
+        typ = level if levels else base.get(col.pg_type, pa.string())
         meta = {"kalshictl.pg_type": col.pg_type}
-        if unit := COLUMN_UNITS.get(col.name):
-            meta["kalshictl.unit"] = unit
-        if col.name in LEVEL_COLUMNS:
-            meta["kalshictl.unit"] = f"price {PRICE_UNIT}, size {SIZE_UNIT}; ascending by price"
+        if known is not None and known.unit:
+            meta["kalshictl.unit"] = LEVELS_EXPORT_UNIT if levels else known.unit
         fields.append(pa.field(col.name, typ, metadata=meta))
     if by_series:
         fields.append(pa.field("series", pa.string(), metadata={"kalshictl.derived": "series of the market ticker"}))
-    info = {"table": table, "time_column": TIME_COLUMN[table], "format_version": FORMAT_VERSION}
+    info = {"table": table, "time_column": spec.time_column, "format_version": FORMAT_VERSION}
     return pa.schema(fields, metadata={"kalshictl": orjson.dumps(info)})
 
 
 def _select(table: str, columns: list[Column], by_series: bool) -> str:
+    spec = TABLES[table]
     exprs = []
     for col in columns:
-        if col.name in LEVEL_COLUMNS:
+        if (known := spec.find(col.name)) is not None and known.levels:
             exprs.append(f"t.{col.name}")
         elif col.pg_type in ("uuid", "jsonb", "json", "numeric"):
             exprs.append(f"t.{col.name}::text")
         else:
             exprs.append(f"t.{col.name}")
-    tcol = TIME_COLUMN[table]
+    tcol = spec.time_column
     sql = f"SELECT {', '.join(exprs)}"
     order = f"t.ticker, t.{tcol}" if any(c.name == "ticker" for c in columns) else f"t.{tcol}"
     if by_series:
@@ -214,7 +218,7 @@ def _to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = []
     for f, values in zip(schema, cols, strict=True):
-        if f.name in LEVEL_COLUMNS:
+        if pa.types.is_list(f.type) and pa.types.is_struct(f.type.value_type):  # order-book levels
             values = [None if v is None else [(int(p), int(s)) for p, s in v] for v in values]
         arrays.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -377,7 +381,7 @@ def build_manifest(
         "format_version": FORMAT_VERSION,
         "table": table,
         "date": day.isoformat(),
-        "time_column": TIME_COLUMN[table],
+        "time_column": TABLES[table].time_column,
         "from_us": start,
         "to_us": end,
         "by_series": by_series,
@@ -439,8 +443,8 @@ def run_export(
     """Export every (table, day) of ``job``; returns the partition results (also in ``job.results``)."""
     hooks = hooks or ExportHooks()
     for table in job.tables:
-        if table not in TIME_COLUMN:
-            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TIME_COLUMN)})")
+        if table not in TABLES:
+            raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(TABLES)})")
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from kalshictl.research.book_query import Snapshot
+    from kalshictl.research.cold import ColdReader
 
 DEFAULT_TOLERANCE_US = 250_000
 MAX_NEGATIVE_REPORTED = 50
@@ -220,8 +221,9 @@ def verify(
     *,
     tolerance_us: int = DEFAULT_TOLERANCE_US,
     sources: tuple[str, ...] = ("rest",),
+    cold: ColdReader | None = None,
 ) -> VerifyReport:
-    """Verify ``ticker`` over [from_us, to_us] against production (see module docs)."""
+    """Verify ``ticker`` over [from_us, to_us] against production and, with ``cold``, the cold tier (module docs)."""
     from kalshictl.research.book_query import iter_deltas, nearest_snapshot, snapshots_between
 
     if to_us < from_us:
@@ -229,20 +231,22 @@ def verify(
     report = VerifyReport(ticker, from_us, to_us, tolerance_us)
     # Base: the latest WS snapshot at or before the window (WS snapshots are consistent with the delta stream),
     # else any snapshot, else the first snapshot inside the window.
-    base = nearest_snapshot(conn, ticker, from_us, sources=("ws",)) or nearest_snapshot(conn, ticker, from_us)
+    base = nearest_snapshot(conn, ticker, from_us, sources=("ws",), cold=cold) or nearest_snapshot(
+        conn, ticker, from_us, cold=cold
+    )
     if base is None:
-        inside = snapshots_between(conn, ticker, from_us, to_us, sources=("ws", "rest"))
+        inside = snapshots_between(conn, ticker, from_us, to_us, sources=("ws", "rest"), cold=cold)
         if not inside:
             raise KalshiCtlError(f"no order-book snapshot of {ticker} at or before {iso(to_us)}")
         base = inside[0]
     report.base = base.describe()
     checks = [
         s
-        for s in snapshots_between(conn, ticker, from_us, to_us, sources=sources)
+        for s in snapshots_between(conn, ticker, from_us, to_us, sources=sources, cold=cold)
         if (s.snapshot_ts, s.source, s.gatherer) != (base.snapshot_ts, base.source, base.gatherer)
     ]
     with conn.transaction():
-        deltas = iter_deltas(conn, ticker, base.anchor, to_us + tolerance_us)
+        deltas = iter_deltas(conn, ticker, base.anchor, to_us + tolerance_us, cold=cold)
         replay_and_compare(base.book, base.anchor, deltas, checks, tolerance_us=tolerance_us, report=report)
     for m in report.mismatches:
         m.gaps = recorded_gaps(conn, ticker, m.window_from, m.window_to)

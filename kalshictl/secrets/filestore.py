@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets as _secrets
+import stat
 import time
 from pathlib import Path
 
@@ -71,13 +72,35 @@ class FileSecretStore:
         except ValueError:
             raise SecretError(f"secret store {self.path}: not valid JSON") from None
 
+    def _owner(self) -> tuple[int, int] | None:
+        """(uid, gid) of the store file now, if it is a regular file (a symlink is never followed)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_uid, st.st_gid) if stat.S_ISREG(st.st_mode) else None
+
     def _save(self, doc: dict) -> None:
-        """Prune, then write atomically: a new temp file (O_EXCL|O_NOFOLLOW, 0600, random name) renamed over."""
+        """Prune, then write atomically: a new temp file (O_EXCL|O_NOFOLLOW, 0600, random name) renamed over.
+
+        The new file keeps the old one's owner and group, so a service user can still read its password after root
+        rotated it (docs/runbooks/password-rotation.md).
+        """
         doc = _pruned(doc)
+        owner = self._owner()
         tmp = self.path.with_name(f".{self.path.name}.{_secrets.token_hex(8)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(tmp, flags, 0o600)
         try:
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fd, *owner)
+                except PermissionError:
+                    os.close(fd)
+                    raise SecretError(
+                        f"secret store {self.path}: cannot keep its owner {owner[0]}:{owner[1]} (run as root or as"
+                        " that user)"
+                    ) from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(doc, fh, indent=2)
                 fh.flush()

@@ -64,6 +64,8 @@ class SimConfig:
     untimed_delta_share: float = 0.1  # with delta_ts_ms="sometimes": share of deltas sent without ts_ms/ts
     mve_share: float = 0.1  # share of series that are multivariate (KXMVE...) collections
     metadata_share: float = 0.01  # share of actions that are metadata_updated / event_fee_update / repeated deactivated
+    history_days: int = 0  # days of past markets and trades before the anchor (kalshictl/sim/history.py)
+    history_markets_per_day: int = 12
 
     def __post_init__(self) -> None:
         for name in CHOICES:

@@ -37,6 +37,7 @@ class ControlApi:
             web.post("/_sim/resume", self.resume),
             web.post("/_sim/step", self.step),
             web.post("/_sim/rate", self.rate),
+            web.post("/_sim/jump", self.jump),
             web.post("/_sim/flush", self.flush),
             web.get("/_sim/book/{ticker}", self.book),
         ]
@@ -179,6 +180,14 @@ class ControlApi:
         """Generate ``?n=N`` events now (also while paused)."""
         n = int(request.query.get("n", "1"))
         return json_response({"emitted": self.ex.step(n)})
+
+    async def jump(self, request: web.Request) -> web.Response:
+        """Move the exchange's clock forward by ``?seconds=S`` (a time-compressed soak jumps a day at a time)."""
+        try:
+            now_ms = self.ex.clock.jump(float(request.query["seconds"]))
+        except (KeyError, ValueError) as exc:
+            return error_response(400, "bad_request", f"?seconds=S (>= 0): {exc}")
+        return json_response({"now_ms": now_ms})
 
     async def rate(self, request: web.Request) -> web.Response:
         """Set the activity rate to ``?rate=R`` events/s."""

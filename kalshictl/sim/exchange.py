@@ -33,6 +33,8 @@ from kalshictl.sim.faults import FaultInjector, FaultSpec
 from kalshictl.sim.feed import Feed
 from kalshictl.sim.fmt import Clock
 from kalshictl.sim.ground_truth import GroundTruth
+from kalshictl.sim.history import HistoryWorld
+from kalshictl.sim.history_rest import HistoryApi
 from kalshictl.sim.markets import Universe
 from kalshictl.sim.ratelimit import RateLimiter
 from kalshictl.sim.rest import RestApi
@@ -68,6 +70,7 @@ class SimExchange:
         """Build the markets, bind the port and start serving and generating activity."""
         cfg = self.cfg
         self.universe = Universe(cfg.markets, cfg.seed, cfg.anchor_ts, cfg.mve_share)
+        self.history = HistoryWorld(self.universe, cfg.history_days, cfg.seed, cfg.history_markets_per_day)
         self._temp_truth = False
         if cfg.record_ground_truth:
             if cfg.ground_truth is not None:
@@ -84,12 +87,14 @@ class SimExchange:
         self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.clock = Clock()
         self.trades = TradeLog(cfg.trade_history)
+        self.history.seed_live_trades(self.trades)
         self.feed = Feed(self.universe, self.gt, self.faults, self.counters, cfg)
         self.feed.drop_all = self.drop_connections
         self.activity = Activity(self.universe, self.feed, self.trades, cfg, self.clock)
 
         rest = RestApi(self)
         app = web.Application(middlewares=[rest.middleware], client_max_size=1024**2)
+        app.add_routes(HistoryApi(self).routes())  # before /markets/{ticker}
         app.add_routes(rest.routes())
         app.add_routes(ControlApi(self).routes())
         app.router.add_get(WS_PATH, self._ws)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from kalshictl import clock
 from kalshictl.units import PRICE_MAX, format_price
 
 # Every representable price (ten-thousandths of a dollar) as Kalshi's 4-decimal dollar string.
@@ -32,17 +32,27 @@ def iso(ts_s: int) -> str:
 
 
 class Clock:
-    """Wall-clock milliseconds that never go backwards (so same-millisecond bookkeeping stays simple)."""
+    """The exchange's milliseconds: the one clock (kalshictl/clock.py: wall time, or faster via ``KALSHICTL_CLOCK``)
+    plus the jumps asked for through ``POST /_sim/jump``; never goes backwards (so same-millisecond bookkeeping
+    stays simple)."""
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "offset_ms")
 
     def __init__(self) -> None:
         self._last = 0
+        self.offset_ms = 0
 
     def now_ms(self) -> int:
         """Current Unix time in ms, clamped to be non-decreasing."""
-        now = int(time.time() * 1000)
+        now = clock.now_us() // 1000 + self.offset_ms
         if now < self._last:
             return self._last
         self._last = now
         return now
+
+    def jump(self, seconds: float) -> int:
+        """Move the exchange's time forward by ``seconds`` (>= 0); returns the new now in ms."""
+        if seconds < 0:
+            raise ValueError("the exchange's clock never goes back")
+        self.offset_ms += int(seconds * 1000)
+        return self.now_ms()

@@ -10,11 +10,11 @@ lifecycle goes only to the ``multivariate_market_lifecycle`` channel.
 from __future__ import annotations
 
 import random
-import time
 from array import array
 from bisect import bisect_right
 from itertools import accumulate
 
+from kalshictl import clock
 from kalshictl.sim.book import Book
 
 _M64 = (1 << 64) - 1
@@ -84,7 +84,7 @@ class Universe:
             raise ValueError("markets must be >= 1")
         self.seed = seed
         self.mve_share = mve_share
-        self.anchor_ts = anchor_ts if anchor_ts is not None else int(time.time()) // 86400 * 86400
+        self.anchor_ts = anchor_ts if anchor_ts is not None else clock.now_us() // 1_000_000 // 86400 * 86400
         self._key = mix64(seed * 0x100000001B3 + 0x51D)
         self.series_names: list[str] = []
         self.series_index: dict[str, int] = {}
@@ -153,6 +153,13 @@ class Universe:
             st.close_ts = close
             self.states[idx] = st
         return e, list(range(first, first + n_markets))
+
+    def add_past_event(self, s: int, n_markets: int, created: int, close: int) -> list[int]:
+        """Append an event of series ``s`` with ``n_markets`` markets that existed before the run (the history
+        world, kalshictl/sim/history.py, fills in their states); returns the new market indexes."""
+        e = self._append_event(s, n_markets)
+        self._new_event_times[e] = (created, created, close)
+        return list(self.event_markets(e))
 
     # ----- naming -----------------------------------------------------------------------------------------------
     @property

@@ -153,7 +153,7 @@ class RestApi:
 
     def _market_index(self, request: web.Request) -> int:
         idx = self.u.index_of(request.match_info["ticker"])
-        if idx is None:
+        if idx is None or idx in self.ex.history.archived_idx:  # settled before the cutoff: /historical/markets
             raise web.HTTPNotFound()
         return idx
 
@@ -188,8 +188,9 @@ class RestApi:
             candidates = range(start, u.n_markets)
         out: list[dict] = []
         next_cursor = ""
+        archived = self.ex.history.archived_idx
         for idx in candidates:
-            if idx < start:
+            if idx < start or idx in archived:
                 continue
             if statuses is not None and u.status(idx) not in statuses:
                 continue

@@ -7,7 +7,7 @@ import asyncio
 from kalshictl.dedup.gaps import Peer
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import DELTAS
+from kalshictl.schema import DELTAS
 from tests.dedup.conftest import DedupEnv, delta_row, now_us, write_deltas, write_gap
 
 

@@ -9,8 +9,8 @@ import psycopg
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import GAPS
 from kalshictl.gatherer.gaps import GapLog
+from kalshictl.schema import GAPS
 from tests.dedup.conftest import DedupEnv, now_us
 
 

@@ -11,11 +11,11 @@ import psycopg
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import LIFECYCLE
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet
+from kalshictl.gatherer.writers import BatchWriter, WriterSet
 from kalshictl.kalshi.lifecycle_key import digest, event_time
+from kalshictl.schema import EVENT_TABLES, LIFECYCLE
 from tests.dedup.conftest import DedupEnv
 
 
@@ -43,7 +43,7 @@ async def _three_gatherers(
         def connect(db=g.db):
             return psycopg.AsyncConnection.connect(dedup_env.prod_cluster.dsn(db))
 
-        writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in ALL_TABLES})
+        writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in EVENT_TABLES})
         writers.start()
         router = Router(g.name, writers, GathererMetrics(g.name))
         for k, (frame, rx) in enumerate(events):
@@ -152,7 +152,7 @@ async def test_event_fee_update_is_recorded(dedup_env: DedupEnv) -> None:
     def connect():
         return psycopg.AsyncConnection.connect(dedup_env.prod_cluster.dsn(g.db))
 
-    writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in ALL_TABLES})
+    writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in EVENT_TABLES})
     writers.start()
     router = Router(g.name, writers, GathererMetrics(g.name))
     frame = {"type": "event_fee_update", "sid": 3, "msg": {"event_ticker": "KX-EV", "fee_type_override": "flat"}}

@@ -8,7 +8,7 @@ import asyncio
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import TRADES
+from kalshictl.schema import TRADES
 from tests.dedup.conftest import DedupEnv, now_us, trade_row, write_trades
 
 

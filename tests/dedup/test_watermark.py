@@ -8,13 +8,13 @@ import psycopg
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
-from kalshictl.dedup.tables import BY_NAME, TRADES
+from kalshictl.schema import TABLES, TRADES
 from tests.dedup.conftest import DedupEnv, now_us, trade_row, write_misc, write_trades
 
 
 def _loop(env: DedupEnv, idx: int, table: str = "trades", **sync) -> SyncLoop:
     s = env.settings(**sync)
-    return SyncLoop(s.gatherers[idx], BY_NAME[table], s.production, s.sync, DedupMetrics(), asyncio.Event())
+    return SyncLoop(s.gatherers[idx], TABLES[table], s.production, s.sync, DedupMetrics(), asyncio.Event())
 
 
 def _trade_ids(env: DedupEnv) -> list[str]:
@@ -100,7 +100,7 @@ async def test_overlap_is_absorbed_and_counted(dedup_env: DedupEnv) -> None:
             write_trades(c, view)
             for i in range(20):
                 write_misc(c, i, base)
-    loops = [_loop(dedup_env, i, t) for i in range(3) for t in BY_NAME]
+    loops = [_loop(dedup_env, i, t) for i in range(3) for t in TABLES]
     for lp in loops:
         while await lp.step():
             pass

@@ -48,7 +48,7 @@ def make_settings(dsn: str, rest_url: str, ws_url: str, **over: Any) -> Gatherer
         "gatherer": {
             "name": over.pop("name", "gatherer-1"),
             "database": {"dsn": dsn},
-            "exchange": {"rest_url": rest_url, "ws_url": ws_url, "requests_per_second": 200.0},
+            "exchange": {"rest_url": rest_url, "ws_url": ws_url, "requests_per_second": 200.0, "allow_insecure": True},
             "websocket": ws,
             "writer": {"batch_rows": 2000, "flush_ms": 50, **over.pop("writer", {})},
             "snapshot_poller": {"interval_s": 2.0, **over.pop("snapshot_poller", {})},

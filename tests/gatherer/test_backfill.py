@@ -74,7 +74,12 @@ async def test_outage_trades_are_backfilled_and_window_recovered(gatherer_dsn: s
     assert sources["rest"] > 0  # the outage lost trades on the wire and REST brought them back
     assert set(stored) == set(truth) and max(stored.values()) == 1  # nothing missing, nothing twice
     with psycopg.connect(gatherer_dsn) as conn:  # tickers are re-anchored from one REST market listing
-        anchors = conn.execute("SELECT count(*) FROM tickers WHERE source = 'rest'").fetchone()[0]
+        anchors, times, stamped = conn.execute(
+            "SELECT count(*), count(DISTINCT exchange_ts), bool_and(exchange_ts = received_at) FROM tickers"
+            " WHERE source = 'rest'"
+        ).fetchone()
+    # every row of one listing carries the time that listing was received (no made-up distinct microseconds)
+    assert anchors > times and stamped, (anchors, times, stamped)
     ticker_windows = [w for w in _windows(gatherer_dsn) if w[0] == "ticker"]
     assert ticker_windows and all(w[4] == "recovered" for w in ticker_windows), ticker_windows
     print(f"ticker snapshot rows from REST after the outage: {anchors}")

@@ -10,7 +10,8 @@ from kalshictl.config import WebSocketSettings
 from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
-from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet
+from kalshictl.gatherer.writers import BatchWriter, WriterSet
+from kalshictl.schema import EVENT_TABLES
 
 
 async def _no_db() -> None:
@@ -18,7 +19,7 @@ async def _no_db() -> None:
 
 
 def router() -> tuple[Router, object, GathererMetrics]:
-    writers = WriterSet({s.name: BatchWriter(s, _no_db) for s in ALL_TABLES})  # type: ignore[arg-type]
+    writers = WriterSet({s.name: BatchWriter(s, _no_db) for s in EVENT_TABLES})  # type: ignore[arg-type]
     metrics = GathererMetrics("t")
     r = Router("t", writers, metrics)
     pool = ConnectionPool(

@@ -49,5 +49,7 @@ async def test_status_table_shows_placement_resync_and_command_rate(gatherer_dsn
     assert rows["placed"] == f"24/{cov['recordable']} recordable (capacity 24)", proc.stdout
     assert rows["unplaced"] == str(cov["unplaced"])
     assert rows["resyncing"] == "0"
+    assert rows["disk"] == "healthy: unknown, from unknown"  # no disk.path / size_bytes in the test settings
+    assert rows["retention"].startswith("healthy: keep 7 days, 0 partitions held")
     per_min, _, rest = rows["commands_per_min"].partition("/")
     assert int(per_min) > 0 and rest == f"{budget} (busiest connection / budget)"

@@ -14,7 +14,8 @@ from kalshictl.gatherer.gaps import GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.shards import Shards
-from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterSet
+from kalshictl.gatherer.writers import BatchWriter, WriterSet
+from kalshictl.schema import EVENT_TABLES
 
 T0 = 1_800_000_000_000_000
 
@@ -63,7 +64,7 @@ async def test_gap_during_a_late_markets_outage_window_is_recorded_for_every_mar
     async def no_db():  # pragma: no cover - the log is never started
         raise AssertionError("not written in this test")
 
-    writers = WriterSet({s.name: BatchWriter(s, no_db) for s in ALL_TABLES})
+    writers = WriterSet({s.name: BatchWriter(s, no_db) for s in EVENT_TABLES})
     gaplog = GapLog("g", no_db)
     router = Router("g", writers, GathererMetrics("g"), gaplog)
     conn = _BookConn()

@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from kalshictl.gatherer.book_frames import book_row_fields
-from kalshictl.gatherer.writers import ALL_TABLES, SNAPSHOTS, BatchWriter, WriterSet
+from kalshictl.gatherer.writers import BatchWriter, WriterSet
 from kalshictl.kalshi import lifecycle_key
+from kalshictl.schema import DELTAS, EVENT_TABLES, SNAPSHOTS
 
 TID = "5afb8367-8c52-4c23-a7dd-48cfbaa65d5a"
 
@@ -28,7 +29,7 @@ def rows() -> dict[str, list[tuple]]:
             (t, t + 6, "KX-A", False, 9600, -5450, 1, 4, 2),
         ],
         "orderbook_snapshots": [(t + 7, t - 1, "KX-A", "ws", *book, 2, 2)],
-        "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, "ws", 3)],
+        "tickers": [(t, t + 5, "KX-A", 4000, 4200, 4100, 100000, 30000, 410, 123, None, 500, 100, "ws", 0, 3)],
         "lifecycle_events": [
             (t, t + 5, "KX-A", "settled", orjson.dumps({"result": "yes", "n": [1, 2]}).decode(), digest, 1, 5)
         ],
@@ -42,7 +43,7 @@ async def test_binary_copy_round_trip_every_table(gatherer_dsn: str) -> None:
     async def connect() -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(gatherer_dsn)
 
-    ws = WriterSet({spec.name: BatchWriter(spec, connect, batch_rows=100, flush_ms=10) for spec in ALL_TABLES})
+    ws = WriterSet({spec.name: BatchWriter(spec, connect, batch_rows=100, flush_ms=10) for spec in EVENT_TABLES})
     ws.start()
     data = rows()
     for table, rs in data.items():
@@ -53,8 +54,8 @@ async def test_binary_copy_round_trip_every_table(gatherer_dsn: str) -> None:
     assert await ws.flush_all(timeout=20)
     await ws.stop()
     with psycopg.connect(gatherer_dsn) as conn:
-        for spec in ALL_TABLES:
-            got = conn.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.name} ORDER BY 1, 2").fetchall()
+        for spec in EVENT_TABLES:
+            got = conn.execute(f"SELECT {', '.join(spec.gatherer_columns)} FROM {spec.name} ORDER BY 1, 2").fetchall()
             want = data[spec.name]
             if spec.name == "trades":
                 got = [(str(r[0]), *r[1:]) for r in got]
@@ -121,7 +122,6 @@ async def test_buffer_is_bounded_in_bytes_and_rows_while_the_database_is_down(bo
 async def test_deltas_direct_copy_falls_back_to_staging_on_a_duplicate(gatherer_dsn: str) -> None:
     """Deltas go straight into the keyed table; a batch holding an already-stored row (a retried commit) is written
     through staging + ON CONFLICT instead, losing nothing and duplicating nothing."""
-    from kalshictl.gatherer.writers import DELTAS
 
     async def connect() -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(gatherer_dsn)
@@ -151,7 +151,7 @@ def _deltas(n: int, first: int = 0) -> list[tuple]:
 async def test_delta_writer_group_takes_turns_and_flushes_everything(gatherer_dsn: str) -> None:
     """The deltas' two writers take the rows in turns of one batch, each on its own connection; committed-through is
     the group's minimum; stopping flushes every buffered row of every writer."""
-    from kalshictl.gatherer.writers import DELTAS, WriterGroup, make_writer
+    from kalshictl.gatherer.writers import WriterGroup, make_writer
 
     async def connect() -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(gatherer_dsn)
@@ -177,7 +177,7 @@ async def test_delta_writer_group_takes_turns_and_flushes_everything(gatherer_ds
 async def test_delta_writer_group_absorbs_the_same_rows_on_both_connections(gatherer_dsn: str) -> None:
     """The same keys in both writers' batches at once (a retried commit racing the next batch): the later COPY
     meets the earlier one's rows, is redone through staging + ON CONFLICT, nothing is refused or duplicated."""
-    from kalshictl.gatherer.writers import DELTAS, make_writer
+    from kalshictl.gatherer.writers import make_writer
 
     async def connect() -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(gatherer_dsn)
@@ -194,7 +194,7 @@ async def test_delta_writer_group_absorbs_the_same_rows_on_both_connections(gath
 
 
 async def test_delta_writer_group_is_bounded_while_the_database_is_down() -> None:
-    from kalshictl.gatherer.writers import DELTAS, make_writer
+    from kalshictl.gatherer.writers import make_writer
 
     async def connect() -> psycopg.AsyncConnection:
         raise psycopg.OperationalError("database is down")

@@ -90,6 +90,26 @@ def test_systemd_analyze_verify(tmp_path, kalshictl_exe):
     assert not [line for line in proc.stderr.splitlines() if ".service" in line], proc.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_systemd_units_are_hardened(name, tmp_path):
+    """``systemd-analyze security --offline=true`` scores each unit at most 2.0 (8.7 EXPOSED before hardening)."""
+    import re
+
+    unit = tmp_path / f"{name}.service"
+    unit.write_text((DEPLOY / "systemd" / f"{name}.service").read_text())
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    match = re.search(rf"Overall exposure level for {name}\.service: (\d+\.\d+)", proc.stdout + proc.stderr)
+    assert match, proc.stdout + proc.stderr
+    assert float(match.group(1)) <= 2.0, proc.stdout
+
+
 @pytest.mark.parametrize("script", ["gatherer-init.sh", "deduplicator-init.sh"])
 def test_init_scripts_are_clean(script):
     path = DEPLOY / "scripts" / script

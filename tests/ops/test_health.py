@@ -73,7 +73,7 @@ def test_requirements_and_exit_codes(health_service, tmp_path):
 def test_check_db_latency_status_and_unreachable(pg_cluster):
     import psycopg
 
-    out = kctl("health", "--check-db", pg_cluster.dsn(), "--json")
+    out = kctl("health", "--check-db", pg_cluster.dsn(), "--allow-insecure", "--json")
     assert out.returncode == 0, out.stderr
     (result,) = json.loads(out.stdout)["results"]
     assert result["kind"] == "db" and result["status"] == "healthy" and 0 < result["latency_ms"] < 50
@@ -82,21 +82,33 @@ def test_check_db_latency_status_and_unreachable(pg_cluster):
         conn.execute("CREATE ROLE hc_probe LOGIN")
         set_password(conn, "hc_probe", "probe-pass-1")
     dsn = pg_cluster.dsn("postgres", "hc_probe")
-    ok = kctl("health", "--check-db", dsn, "--password-env", "HC_PW", env={"HC_PW": "probe-pass-1"})
+    ok = kctl("health", "--check-db", dsn, "--allow-insecure", "--password-env", "HC_PW", env={"HC_PW": "probe-pass-1"})
     assert ok.returncode == 0, ok.stderr
-    bad = kctl("health", "--check-db", dsn, "--password-env", "HC_PW", "--wait", "30", env={"HC_PW": "nope"})
+    bad = kctl(
+        "health",
+        "--check-db",
+        dsn,
+        "--allow-insecure",
+        "--password-env",
+        "HC_PW",
+        "--wait",
+        "30",
+        env={"HC_PW": "nope"},
+    )
     assert bad.returncode == 4 and "password authentication failed" in bad.stderr  # no pointless waiting
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    down = kctl("health", "--check-db", dead)
+    down = kctl("health", "--check-db", dead, "--allow-insecure")
     assert down.returncode == 4 and "unreachable" in down.stderr
-    assert kctl("health", "--check-db", dead, "--wait", "1", "--interval", "0.2").returncode == 6
+    assert kctl("health", "--check-db", dead, "--allow-insecure", "--wait", "1", "--interval", "0.2").returncode == 6
     assert kctl("health", "--check-db", "postgresql://u:secret@127.0.0.1/db").returncode == 2
 
 
 def test_check_db_wait_until_the_server_starts():
     cluster = PostgresCluster().init()
     try:
-        proc = kctl_popen("health", "--check-db", cluster.dsn(), "--wait", "60", "--interval", "0.2")
+        proc = kctl_popen(
+            "health", "--check-db", cluster.dsn(), "--allow-insecure", "--wait", "60", "--interval", "0.2"
+        )
         try:
             first = proc.stderr.readline()  # the command has tried and failed at least once
             assert "waiting (attempt 1)" in first

@@ -69,7 +69,7 @@ def test_rotate_and_rollback_with_aws_secrets_manager(logged_cluster, moto_endpo
     env = {**AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint}
     probe = tmp_path / "restart.json"
     args = ["--user", "deduplicator", "--secret", "kalshi-data/test/rds-password", "--store", "aws"]
-    args += ["--admin-dsn", logged_cluster.dsn()]
+    args += ["--admin-dsn", logged_cluster.dsn(), "--allow-insecure"]
     proc = kctl("rotate-password", *args, "--restart", restart_probe(probe), "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -149,9 +149,39 @@ def test_interrupted_rotation_rolls_back_to_the_current_version(logged_cluster, 
     store.put_pending("half-rotated-Pa55word")
     with psycopg.connect(logged_cluster.dsn(), autocommit=True) as conn:
         set_password(conn, "deduplicator", "half-rotated-Pa55word")
-    args = ["--user", "deduplicator", "--secret", f"file:{secret_path}", "--admin-dsn", logged_cluster.dsn()]
+    args = [
+        "--user",
+        "deduplicator",
+        "--secret",
+        f"file:{secret_path}",
+        "--admin-dsn",
+        logged_cluster.dsn(),
+        "--allow-insecure",
+    ]
     stale = kctl("rotate-password", *args)
     assert stale.returncode == 1 and "step check-current failed" in stale.stderr and "--rollback" in stale.stderr
     back = kctl("rotate-password", *args, "--rollback")
     assert back.returncode == 0, back.stderr
     assert logs_in(logged_cluster, OLD) and FileSecretStore(secret_path).pending_version() is None
+
+
+def test_rotating_as_root_keeps_the_store_file_owner_and_group(logged_cluster, tmp_path):
+    """The service user must read its new password after the restart: the store keeps its owner, group and 0600."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    service = pwd.getpwnam("nobody")
+    secret_path = tmp_path / "svc-password.json"
+    FileSecretStore(secret_path).put(OLD)
+    os.chown(secret_path, service.pw_uid, service.pw_gid)
+    args = ["--user", "deduplicator", "--secret", f"file:{secret_path}", "--admin-dsn", logged_cluster.dsn()]
+    ok = kctl("rotate-password", *args, "--allow-insecure")
+    assert ok.returncode == 0, ok.stderr
+    st = secret_path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (service.pw_uid, service.pw_gid, 0o600)
+    new_pw = FileSecretStore(secret_path).current_value()
+    assert new_pw != OLD and logs_in(logged_cluster, new_pw)
+    back = kctl("rotate-password", *args, "--allow-insecure", "--rollback")
+    assert back.returncode == 0, back.stderr
+    assert (secret_path.stat().st_uid, secret_path.stat().st_gid) == (service.pw_uid, service.pw_gid)

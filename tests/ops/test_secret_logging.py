@@ -42,7 +42,11 @@ def test_gatherer_at_debug_never_logs_the_secret(pg_cluster, fresh_db, moto_endp
             "gatherer": {
                 # trust auth on the test cluster: the password is resolved (and fetched from SM) but not checked
                 "database": {"dsn": pg_cluster.dsn(fresh_db), "password": "aws-sm:kt/log-gatherer"},
-                "exchange": {"rest_url": f"http://127.0.0.1:{free_port()}/trade-api/v2", "timeout_s": 1},
+                "exchange": {
+                    "rest_url": f"http://127.0.0.1:{free_port()}/trade-api/v2",
+                    "timeout_s": 1,
+                    "allow_insecure": True,
+                },
                 "http": {"host": "127.0.0.1", "port": 0},
             },
         },

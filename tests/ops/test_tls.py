@@ -63,6 +63,30 @@ def test_tls_required_and_in_use(tls_cluster, pg_cluster):
     assert ok["ok"] and "TLS (require)" in ok["detail"]
     plain = check_reachable("production", DatabaseSettings(dsn=pg_cluster.dsn(), sslmode="require"))
     assert not plain["ok"] and "SSL" in plain["detail"]
-    out = kctl("health", "--check-db", tls_cluster.dsn() + "?sslmode=require", "--json")
+    out = kctl("health", "--check-db", tls_cluster.dsn() + "?sslmode=require", "--allow-insecure", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"][0]["ssl"] is True
+
+
+def test_command_line_dsns_verify_the_server_by_default(tls_cluster, pg_cluster, tmp_path):
+    """`health --check-db DSN` and `rotate-password --admin-dsn DSN` use the services' TLS rules: verify-full with a
+    CA, a weaker mode or plaintext only with --allow-insecure."""
+    ca = str(tls_cluster.base_dir / "server.crt")
+    verified = kctl("health", "--check-db", tls_cluster.dsn(), "--sslrootcert", ca, "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["results"][0]["ssl"] is True
+    for dsn in (pg_cluster.dsn(), tls_cluster.dsn() + "?sslmode=require", tls_cluster.dsn() + "?sslmode=prefer"):
+        refused = kctl("health", "--check-db", dsn)
+        assert refused.returncode == 2 and "--check-db:" in refused.stderr, refused.stderr
+    plaintext = kctl("health", "--check-db", pg_cluster.dsn(), "--sslrootcert", ca)  # the server has no TLS
+    assert plaintext.returncode == 4, plaintext.stderr
+    secret = tmp_path / "pw.json"
+    args = ["rotate-password", "--user", "deduplicator", "--secret", f"file:{secret}", "--admin-dsn", pg_cluster.dsn()]
+    rotation = kctl(*args)
+    assert rotation.returncode == 2 and "--admin-dsn:" in rotation.stderr and "--allow-insecure" in rotation.stderr
+    assert not secret.exists()  # refused before any step
+    wrong_ca = tmp_path / "other.crt"
+    _self_signed(tmp_path)  # another self-signed certificate: not the server's
+    (tmp_path / "server.crt").rename(wrong_ca)
+    untrusted = kctl("health", "--check-db", tls_cluster.dsn(), "--sslrootcert", str(wrong_ca))
+    assert untrusted.returncode == 4 and "certificate" in untrusted.stderr.lower(), untrusted.stderr

@@ -84,6 +84,7 @@ def _seed(prod) -> None:
 def _config(prod, tmp_path: Path, endpoint: str, **extra) -> Path:
     data = yaml.safe_load(prod.config.read_text())
     data["exporter"]["s3"] = {"endpoint_url": endpoint, "dest": f"s3://{BUCKET}/kalshi"}
+    data["exporter"]["format"] = "parquet"  # these tests cover the plain Parquet files (test_export_iceberg: Iceberg)
     data["exporter"].update(extra)
     path = tmp_path / "export.yaml"
     path.write_text(yaml.safe_dump(data))

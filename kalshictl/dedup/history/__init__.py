@@ -1,0 +1,1 @@
+"""Import Kalshi's history (markets, trades, candlesticks) into production: docs/research.md, "History"."""

@@ -1,0 +1,201 @@
+"""REST endpoints of the past: the cutoff, historical markets and trades, and candlesticks (docs/sim.md, "History").
+
+Shapes follow Kalshi's OpenAPI pages cited in docs/sim.md: the historical candle (``MarketCandlestickHistorical``)
+names its fields ``open``/``volume``/``open_interest`` (fixed-point strings), the live one (``MarketCandlestick``)
+``open_dollars``/``volume_fp``/``open_interest_fp``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from kalshictl.sim.config import REST_PREFIX
+from kalshictl.sim.fmt import PRICE_STR, iso, size_str
+from kalshictl.sim.history import PERIODS, Candle
+from kalshictl.sim.render import market_dict
+from kalshictl.sim.rest import BadRequest, _cursor, _int, _list, json_response
+from kalshictl.sim.trades import trade_dict
+
+if TYPE_CHECKING:
+    from kalshictl.sim.exchange import SimExchange
+
+MAX_BATCH_TICKERS = 100
+MAX_BATCH_CANDLES = 10_000
+
+
+def _ohlc(values: tuple[int, ...], suffix: str) -> dict[str, str]:
+    return {f"{k}{suffix}": PRICE_STR[v] for k, v in zip(("open", "low", "high", "close"), values, strict=False)}
+
+
+def candle_dict(c: Candle, live: bool) -> dict[str, Any]:
+    """A live ``MarketCandlestick`` (``live``) or a ``MarketCandlestickHistorical``."""
+    sfx = "_dollars" if live else ""
+    names = ("open", "low", "high", "close", "mean")
+    price: dict[str, Any] = {f"{k}{sfx}": None for k in names}
+    if c.price is not None:
+        price = {f"{k}{sfx}": PRICE_STR[v] for k, v in zip(names, c.price, strict=True)}
+    price[f"previous{sfx}"] = None if c.previous is None else PRICE_STR[c.previous]
+    return {
+        "end_period_ts": c.end_ts,
+        "yes_bid": _ohlc(c.yes_bid, sfx),
+        "yes_ask": _ohlc(c.yes_ask, sfx),
+        "price": price,
+        ("volume_fp" if live else "volume"): size_str(c.volume),
+        ("open_interest_fp" if live else "open_interest"): size_str(c.open_interest),
+    }
+
+
+def _candle_params(request: web.Request) -> tuple[int, int, int]:
+    values = []
+    for name in ("start_ts", "end_ts", "period_interval"):
+        value = _int(request, name, None)
+        if value is None:
+            raise BadRequest(f"{name} is required")
+        values.append(value)
+    start, end, period = values
+    if period not in PERIODS:
+        raise BadRequest("period_interval must be one of 1, 60, 1440")
+    if end < start:
+        raise BadRequest("end_ts must not be before start_ts")
+    return start, end, period
+
+
+class HistoryApi:
+    """Route handlers for the past of one exchange (``ex.history``)."""
+
+    def __init__(self, ex: SimExchange) -> None:
+        self.ex = ex
+
+    def routes(self) -> list[web.RouteDef]:
+        """Register these before :class:`~kalshictl.sim.rest.RestApi`'s (``/markets/{ticker}`` would match first)."""
+        p = REST_PREFIX
+        return [
+            web.get(f"{p}/historical/cutoff", self.cutoff),
+            web.get(f"{p}/historical/markets", self.markets),
+            web.get(f"{p}/historical/markets/{{ticker}}/candlesticks", self.historical_candles),
+            web.get(f"{p}/historical/markets/{{ticker}}", self.market),
+            web.get(f"{p}/historical/trades", self.trades),
+            web.get(f"{p}/markets/candlesticks", self.batch_candles),
+            web.get(f"{p}/series/{{series}}/markets/{{ticker}}/candlesticks", self.live_candles),
+        ]
+
+    async def cutoff(self, request: web.Request) -> web.Response:
+        """``GET /historical/cutoff``: one cutoff for markets, trades, orders and positions."""
+        ts = iso(self.ex.history.cutoff_ts)
+        return json_response(
+            {
+                "market_settled_ts": ts,
+                "trades_created_ts": ts,
+                "orders_updated_ts": ts,
+                "market_positions_last_updated_ts": ts,
+            }
+        )
+
+    async def markets(self, request: web.Request) -> web.Response:
+        """``GET /historical/markets``: limit (0-1000, 0 = 100), cursor, and one of tickers / event_ticker /
+        series_ticker / mve_filter (the filters are mutually exclusive: two at once is a 400)."""
+        h = self.ex.history
+        u = self.ex.universe
+        limit = _int(request, "limit", 100, 0, 1000) or 100
+        start = _cursor(request, "m")
+        tickers = _list(request, "tickers")
+        event = request.query.get("event_ticker") or None
+        series = request.query.get("series_ticker") or None
+        mve = request.query.get("mve_filter") or None
+        if sum(x is not None and x != [] for x in (tickers, event, series, mve)) > 1:
+            raise BadRequest("tickers, event_ticker, series_ticker and mve_filter are mutually exclusive")
+        if mve not in (None, "exclude"):
+            raise BadRequest("mve_filter must be 'exclude'")
+        candidates = sorted(h.archived_idx)
+        if tickers:
+            wanted = set(tickers)
+            candidates = [i for i in candidates if u.ticker(i) in wanted]
+        elif event:
+            candidates = [i for i in candidates if u.event_ticker(u.mk_event[i]) == event]
+        elif series:
+            candidates = [i for i in candidates if h.by_idx[i].series == series]
+        elif mve:
+            candidates = [i for i in candidates if not u.is_mve(i)]
+        out: list[dict] = []
+        cursor = ""
+        for idx in candidates:
+            if idx < start:
+                continue
+            if len(out) == limit:
+                cursor = f"m{idx:x}"
+                break
+            out.append(market_dict(u, idx))
+        return json_response({"markets": out, "cursor": cursor})
+
+    async def market(self, request: web.Request) -> web.Response:
+        """``GET /historical/markets/{ticker}`` (404 unless it settled before the cutoff)."""
+        h = self.ex.history
+        ticker = request.match_info["ticker"]
+        if not h.archived(ticker):
+            raise web.HTTPNotFound()
+        return json_response({"market": market_dict(self.ex.universe, h.markets[ticker].idx)})
+
+    async def trades(self, request: web.Request) -> web.Response:
+        """``GET /historical/trades`` newest first: limit (0-1000, 0 = 100), cursor, ticker, min_ts/max_ts (Unix
+        seconds, inclusive), is_block_trade (the sim has no block trades)."""
+        limit = _int(request, "limit", 100, 0, 1000) or 100
+        before = _cursor(request, "h") if request.query.get("cursor") else None
+        if request.query.get("is_block_trade") == "true":
+            return json_response({"trades": [], "cursor": ""})
+        page, nxt = self.ex.history.trades_page(
+            limit,
+            before,
+            request.query.get("ticker") or None,
+            _int(request, "min_ts", None),
+            _int(request, "max_ts", None),
+        )
+        trades = [trade_dict(t) for t in page]
+        for t in trades:
+            if t["trade_id"] in self.ex.history.malformed:
+                t["count_fp"] = "1.005"  # not a whole hundredth of a contract
+        return json_response({"trades": trades, "cursor": "" if nxt is None else f"h{nxt:x}"})
+
+    async def historical_candles(self, request: web.Request) -> web.Response:
+        """``GET /historical/markets/{ticker}/candlesticks`` of a market settled before the cutoff."""
+        ticker = request.match_info["ticker"]
+        start, end, period = _candle_params(request)
+        h = self.ex.history
+        if not h.archived(ticker):
+            raise web.HTTPNotFound()
+        candles = [candle_dict(c, live=False) for c in h.candles(ticker, period, start, end)]
+        return json_response({"ticker": ticker, "candlesticks": candles})
+
+    async def live_candles(self, request: web.Request) -> web.Response:
+        """``GET /series/{series}/markets/{ticker}/candlesticks``: a live market's candles (a market of the run
+        itself has none recorded before the run: an empty list); 404 for an unknown or archived market."""
+        ticker = request.match_info["ticker"]
+        start, end, period = _candle_params(request)
+        ex = self.ex
+        idx = ex.universe.index_of(ticker)
+        if idx is None or ex.history.archived(ticker):
+            raise web.HTTPNotFound()
+        u = ex.universe
+        if u.series_names[u.ev_series[u.mk_event[idx]]] != request.match_info["series"]:
+            raise web.HTTPNotFound()
+        candles = [candle_dict(c, live=True) for c in ex.history.candles(ticker, period, start, end)]
+        return json_response({"ticker": ticker, "candlesticks": candles})
+
+    async def batch_candles(self, request: web.Request) -> web.Response:
+        """``GET /markets/candlesticks``: ``market_tickers`` (comma-separated, 1-100) of live markets; up to 10,000
+        candles in all (a market past that budget is cut short; unknown and archived markets are left out)."""
+        tickers = _list(request, "market_tickers")
+        if not 1 <= len(tickers) <= MAX_BATCH_TICKERS:
+            raise BadRequest(f"market_tickers: between 1 and {MAX_BATCH_TICKERS} tickers required")
+        start, end, period = _candle_params(request)
+        ex = self.ex
+        budget = MAX_BATCH_CANDLES
+        out = []
+        for ticker in dict.fromkeys(tickers):
+            if ex.universe.index_of(ticker) is None or ex.history.archived(ticker):
+                continue
+            candles = ex.history.candles(ticker, period, start, end)[:budget]
+            budget -= len(candles)
+            out.append({"market_ticker": ticker, "candlesticks": [candle_dict(c, live=True) for c in candles]})
+        return json_response({"markets": out})
