@@ -34,6 +34,7 @@ def test_help_lists_every_command_and_is_fast():
         "book",
         "coverage",
         "demo",
+        "replay",
     ):
         assert name in proc.stdout, name
     # heavy libraries are imported inside commands, not at start-up

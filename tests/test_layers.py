@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("__main__", "cli")),
     ("local", ("local",)),
     ("operations", ("ops",)),
+    ("composed services", ("replay",)),
     ("services", ("gatherer", "dedup", "research", "sim")),
     ("configuration", ("config",)),
     ("libraries", ("db", "health", "kalshi", "secrets")),

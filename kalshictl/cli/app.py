@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "history",
     "demo",
     "retention",
+    "replay",
 )
 
 

@@ -198,9 +198,11 @@ def load_gaps(conn: psycopg.Connection, from_us: int, to_us: int) -> list[Gap]:
 
 
 def known_gatherers(conn: psycopg.Connection) -> list[str]:
-    """Gatherers production knows of: sync cursors plus anything that ever reported a gap."""
+    """Gatherers production knows of: sync cursors plus anything that ever reported a gap. Names starting with
+    ``_`` are reserved for the deduplicator's own cursors (``_rest``, the market sync; kalshictl/config.py)."""
     rows = conn.execute(
-        "SELECT gatherer FROM sync_cursors UNION SELECT DISTINCT gatherer FROM sequence_gaps ORDER BY 1"
+        "SELECT gatherer FROM sync_cursors WHERE left(gatherer, 1) <> '_' "
+        "UNION SELECT DISTINCT gatherer FROM sequence_gaps ORDER BY 1"
     ).fetchall()
     return [r[0] for r in rows]
 

@@ -260,6 +260,10 @@ class SimExchange:
         """Flush the ground truth to its file; returns records written."""
         return self.gt.flush()
 
+    def market_key(self, ticker: str) -> int | None:
+        """The universe index of ``ticker`` (the key ``feed.snapshot`` takes), or None."""
+        return self.universe.index_of(ticker)
+
     def next_connection_id(self) -> int:
         """A new connection id."""
         self._cid += 1

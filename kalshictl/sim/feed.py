@@ -51,19 +51,13 @@ class Sub:
         self.yes_price = yes_price
 
 
-class Feed:
-    """Routes every emitted event to the ground truth and to the subscribers of its channel."""
+class Subscriptions:
+    """Which subscriptions receive which market's events: per channel, by ticker and "all markets".
 
-    def __init__(
-        self, universe: Universe, gt: GroundTruth, faults: FaultInjector, stats: Stats, cfg: SimConfig | None = None
-    ) -> None:
-        self.u = universe
-        self.gt = gt
-        self.faults = faults
-        self.stats = stats
-        self.cfg = cfg or SimConfig()
-        self.drop_all: Callable[[], int] = lambda: 0  # set by the exchange: abort every connection
-        self._ts_rng = random.Random(self.cfg.seed * 31 + 0x75)  # which deltas go without ts (never perturbs activity)
+    Shared by every world the protocol layer serves (the sim's :class:`Feed`, ``kalshictl.replay``'s recorded feed).
+    """
+
+    def __init__(self) -> None:
         self.by_ticker: dict[str, dict[str, set[Sub]]] = {ch: {} for ch in TICKERED}
         self.all: dict[str, set[Sub]] = {ch: set() for ch in CHANNELS}
 
@@ -102,6 +96,29 @@ class Feed:
         else:
             self.remove_tickers(sub, list(sub.tickers))
 
+    def _ticker_subs(self, channel: str, ticker: str) -> list[Sub]:
+        subs = self.by_ticker[channel].get(ticker)
+        every = self.all[channel]
+        if subs:
+            return [*subs, *every] if every else list(subs)
+        return list(every) if every else []
+
+
+class Feed(Subscriptions):
+    """Routes every emitted event to the ground truth and to the subscribers of its channel."""
+
+    def __init__(
+        self, universe: Universe, gt: GroundTruth, faults: FaultInjector, stats: Stats, cfg: SimConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.u = universe
+        self.gt = gt
+        self.faults = faults
+        self.stats = stats
+        self.cfg = cfg or SimConfig()
+        self.drop_all: Callable[[], int] = lambda: 0  # set by the exchange: abort every connection
+        self._ts_rng = random.Random(self.cfg.seed * 31 + 0x75)  # which deltas go without ts (never perturbs activity)
+
     # ----- sending ----------------------------------------------------------------------------------------------
     def _send(self, conn: Connection, frame: bytes, mtype: str, skippable: bool = False) -> None:
         f = self.faults
@@ -137,13 +154,6 @@ class Feed:
             sub.seq += 1
         frame = b'{"type":"orderbook_snapshot","sid":%d,"seq":%d,"msg":%b}' % (sub.sid, sub.seq, orjson.dumps(msg))
         self._send(sub.conn, frame, "orderbook_snapshot")
-
-    def _ticker_subs(self, channel: str, ticker: str) -> list[Sub]:
-        subs = self.by_ticker[channel].get(ticker)
-        every = self.all[channel]
-        if subs:
-            return [*subs, *every] if every else list(subs)
-        return list(every) if every else []
 
     # ----- events -----------------------------------------------------------------------------------------------
     def delta(self, idx: int, ticker: str, side: str, price: int, size_delta: int, ts_ms: int) -> None:

@@ -25,7 +25,7 @@ from kalshictl.sim.feed import CHANNELS, GLOBAL, INDEXED, ORDERBOOK, PRIVATE, TI
 
 if TYPE_CHECKING:
     from kalshictl.sim.connection import Connection
-    from kalshictl.sim.exchange import SimExchange
+    from kalshictl.sim.world import World
 
 
 class CommandError(Exception):
@@ -51,9 +51,9 @@ def error_frame(cmd_id: Any, code: int, market_ticker: str | None = None, detail
 
 
 class CommandHandler:
-    """Executes the commands of one connection against the exchange's feed (synchronously, in order)."""
+    """Executes the commands of one connection against the world's feed (synchronously, in order)."""
 
-    def __init__(self, ex: SimExchange, conn: Connection, authenticated: bool) -> None:
+    def __init__(self, ex: World, conn: Connection, authenticated: bool) -> None:
         self.ex = ex
         self.feed = ex.feed
         self.conn = conn
@@ -105,10 +105,10 @@ class CommandHandler:
             return [params["market_ticker"]]
         return None
 
-    def _resolve(self, tickers: list[str]) -> list[int]:
+    def _resolve(self, tickers: list[str]) -> list[Any]:
         idxs = []
         for t in tickers:
-            idx = self.ex.universe.index_of(t)
+            idx = self.ex.market_key(t)
             if idx is None:
                 raise CommandError(WsError.MARKET_NOT_FOUND, market_ticker=t)
             idxs.append(idx)
@@ -269,7 +269,7 @@ class CommandHandler:
         _reply(self.conn, {"id": cmd_id, "type": "ok", "msg": subs})
 
 
-async def handle_ws(ex: SimExchange, request: Any) -> Any:
+async def handle_ws(ex: World, request: Any) -> Any:
     """aiohttp handler of the WebSocket upgrade: auth, refusal faults, then the command loop."""
     import asyncio
     import contextlib
