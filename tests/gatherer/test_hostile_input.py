@@ -17,8 +17,9 @@ from kalshictl.config import SnapshotPollerSettings
 from kalshictl.gatherer.backfill import TradeBackfill, created_us, ticker_snapshot_row, trade_row
 from kalshictl.gatherer.gaps import Window
 from kalshictl.gatherer.poller import SnapshotPoller, book_of, parse_rest_book
-from kalshictl.gatherer.writers import SNAPSHOTS, TICKERS, TRADES, BatchWriter
+from kalshictl.gatherer.writers import BatchWriter
 from kalshictl.kalshi.rest import KalshiRest
+from kalshictl.schema import SNAPSHOTS, TICKERS, TRADES
 from tests.gatherer.test_hot_path import router
 from tests.helpers import cpu_cost
 from tests.hostile_api import hostile_api
