@@ -1,0 +1,54 @@
+"""One market, one subscription: every path that learns of a market places it once, and the router takes a market's
+order-book frames only from the sid it is placed on (docs/gatherer.md "Placement")."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from kalshictl.sim import SimConfig, SimExchange
+from kalshictl.sim.ground_truth import load
+from kalshictl.sim.markets import ACTIVE
+from tests.gatherer.conftest import running_gatherer, until
+from tests.gatherer.test_fidelity import sub_markets
+
+
+def _holders(g, ticker: str) -> list[str]:
+    return [s.name for s in g.shards.all_subs() if ticker in s.tickers]
+
+
+async def test_a_market_learned_while_the_lifecycle_channel_was_blind_is_subscribed_once(gatherer_dsn: str) -> None:
+    """Every connection kicked; a market is created (its ``created`` missed). The gatherer learns of it from the
+    lifecycle window's re-anchor listing — which names it twice, as a cursor-paged listing of changing markets can —
+    and from its ``activated`` and its own deltas. It ends on exactly one sid and every delta is stored once."""
+    cfg = SimConfig(markets=30, seed=61, rate=0, paused=True)
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        ex.faults.refuse_now(1.0)
+        ex.drop_connections()
+        (market,) = ex.activity.create_now(1)[:1]  # nobody is connected: every `created` is missed
+        ex.set_faults("list_dup=1")  # every listed market named twice
+        await until(lambda: market in sub_markets(ex), 30, "the listing's market subscribed")
+        await until(lambda: market not in g.router.sync.awaiting, 15, "its first snapshot")
+        idx = ex.universe.index_of(market)
+        ex.universe.state(idx).status = ACTIVE
+        ex.feed.lifecycle(market, "activated", ex.activity.clock.now_ms(), {"is_deactivated": False})
+        for _ in range(40):  # its own frames
+            ex.activity.delta_action(idx, ex.activity.clock.now_ms())
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(1.0)
+        ex.set_faults("")
+        ex.flush()
+        truth = [r for r in load(ex.ground_truth_path) if r["kind"] == "delta" and r["ticker"] == market]
+        assert truth
+        await until(lambda: g.writers.flush_all(5), 10, "writers flushed")
+        assert sub_markets(ex).get(market) == 1, sub_markets(ex).get(market)
+        assert len(_holders(g, market)) == 1, _holders(g, market)
+    with psycopg.connect(gatherer_dsn) as c:
+        rows = c.execute(
+            "SELECT exchange_ts, side, price, size_delta, occurrence, count(*) FROM orderbook_deltas WHERE ticker = %s"
+            " GROUP BY 1, 2, 3, 4, 5",
+            (market,),
+        ).fetchall()
+    assert all(n == 1 for *_k, n in rows), rows
+    assert sum(n for *_k, n in rows) == len(truth)
