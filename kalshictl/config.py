@@ -218,7 +218,7 @@ class GathererSettings(_Section):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     snapshot_poller: SnapshotPollerSettings = Field(default_factory=SnapshotPollerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
-    market_status: list[str] = Field(default_factory=lambda: ["unopened", "open", "paused"])
+    market_status: list[str] = Field(default_factory=lambda: ["unopened", "open", "paused", "closed"])
     shutdown_timeout_s: float = Field(25.0, gt=0)
 
 

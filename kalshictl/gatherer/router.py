@@ -111,6 +111,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self.rest_suspects = 0  # REST books of quiet markets that disagreed with the held book (re-checked by WS)
         self.no_ts_deltas = 0
         self.orphan_frames = 0
+        self.stray_frames = 0  # a market's order-book frames from a sid it is not placed on (dropped)
         self.probe_replies = 0  # acks and errors answering seq probes
         self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
@@ -178,6 +179,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         st = self.states[conn]
         st.sids.clear()
         st.channel_sid.clear()
+        st.strays_removed.clear()
         if conn.kind == "global":
             for ch in st.channels:  # one command per channel: an unknown optional channel fails alone
                 params = {"channels": [ch]}

@@ -51,6 +51,7 @@ class SubscriptionCommands:
             await sub.conn.send("update_subscription", params, Cmd(kind, sub, chunk))
 
     async def _unsubscribe_sid(self, conn: WsConnection, sid: int) -> None:
+        self.states[conn].strays_removed.add((sid, None))  # its frames still in flight are dropped without a resend
         await conn.send("unsubscribe", {"sids": [sid]}, Cmd("unsubscribe"))
 
     def add_markets(self, tickers: Iterable[str]) -> int:
@@ -231,9 +232,17 @@ class SubscriptionCommands:
             case ("subscribe" | "add", WsError.TOO_MANY_MARKETS) if sub is not None:
                 sub.subscribing = False
                 self._too_many(conn, sub, cmd)
-            case ("add" | "delete", WsError.COMMAND_TIMEOUT) if sub is not None:
-                action = "add_markets" if kind == "add" else "delete_markets"
-                self._later(0.5, lambda: self._update(sub, action, [t for t in cmd.tickers], kind))
+            case ("add", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets still placed there
+                self._later(
+                    0.5, lambda: self._update(sub, "add_markets", [t for t in cmd.tickers if t in sub.tickers], "add")
+                )
+            case ("delete", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets not placed back meanwhile
+                self._later(
+                    0.5,
+                    lambda: self._update(
+                        sub, "delete_markets", [t for t in cmd.tickers if t not in sub.tickers], "delete"
+                    ),
+                )
             case ("snapshot", WsError.COMMAND_TIMEOUT) if sub is not None:
                 self._later(0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers]))
             case ("snapshot", WsError.INVALID_PARAMETER) if sub is not None and e.market_ticker:
