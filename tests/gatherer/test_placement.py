@@ -52,3 +52,33 @@ async def test_a_market_learned_while_the_lifecycle_channel_was_blind_is_subscri
         ).fetchall()
     assert all(n == 1 for *_k, n in rows), rows
     assert sum(n for *_k, n in rows) == len(truth)
+
+
+async def test_frames_from_a_sid_the_market_is_not_placed_on_are_dropped_and_the_stray_removed(
+    gatherer_dsn: str,
+) -> None:
+    """The exchange delivers a market on a second sid (whatever put it there): its frames there are dropped and
+    counted, the market is deleted from that sid, and each of its deltas is stored once, from its own sid."""
+    cfg = SimConfig(markets=30, seed=62, rate=0, paused=True, repeat_subscribe="new_sid")
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        market = sorted(g.shards.sub_of)[0]
+        home = g.shards.sub_of[market]
+        other = next(s for s in g.shards.all_subs() if s.conn is not home.conn and s.sid is not None)
+        params = {"sids": [other.sid], "action": "add_markets", "market_tickers": [market]}
+        assert await other.conn.send("update_subscription", params, "a stray add, not the placement's") is not None
+        await until(lambda: g.router.stray_frames >= 1, 10, "the stray snapshot dropped")
+        await until(lambda: sub_markets(ex).get(market) == 1, 10, "the market deleted from the stray sid")
+        idx = ex.universe.index_of(market)
+        for _ in range(30):
+            ex.activity.delta_action(idx, ex.activity.clock.now_ms())
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(1.0)
+        ex.flush()
+        truth = [r for r in load(ex.ground_truth_path) if r["kind"] == "delta" and r["ticker"] == market]
+        await until(lambda: g.writers.flush_all(5), 10, "writers flushed")
+        assert g.metrics.stray_frames._value.get() >= 1
+        assert _holders(g, market) == [home.name]
+    with psycopg.connect(gatherer_dsn) as c:
+        stored = c.execute("SELECT count(*), count(DISTINCT sid) FROM orderbook_deltas WHERE ticker = %s", (market,))
+        n, sids = stored.fetchone()
+    assert (n, sids) == (len(truth), 1)
