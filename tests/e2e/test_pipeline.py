@@ -59,4 +59,6 @@ def test_faults_slim_nothing_lost_nothing_duplicated(tmp_path):
     assert {f["kind"] for f in result.faults} == set(ChaosOptions().kinds)
     for rep in result.tables:
         assert rep.ok, rep.as_dict()
+        assert rep.extra == 0 and rep.duplicated == 0, rep.as_dict()
+    assert result.books is not None and result.books_differing == 0, result.books
     assert result.totals()["stored"] > 1000
