@@ -82,3 +82,41 @@ async def test_frames_from_a_sid_the_market_is_not_placed_on_are_dropped_and_the
         stored = c.execute("SELECT count(*), count(DISTINCT sid) FROM orderbook_deltas WHERE ticker = %s", (market,))
         n, sids = stored.fetchone()
     assert (n, sids) == (len(truth), 1)
+
+
+async def test_a_paused_market_stays_subscribed_and_its_reactivation_loses_nothing(gatherer_dsn: str) -> None:
+    """Kalshi's market lifecycle page: a paused (``inactive``) market becomes active again by ``activated``, which
+    cancels its resting orders — deltas in the same millisecond as the news. A fault-free run loses none of them."""
+    cfg = SimConfig(markets=30, seed=63, rate=0, paused=True)
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        u = ex.universe
+        idx = next(i for i in range(u.n_markets) if i not in u.busy_set and u.status(i) == ACTIVE)
+        market = ex.universe.ticker(idx)
+        for _ in range(20):  # resting orders for the reactivation to cancel
+            ex.activity.delta_action(idx, ex.activity.clock.now_ms())
+        paused = ex.activity.set_active_now(ex.universe.n_markets, False)
+        assert market in paused
+        await until(lambda: g.registry.status(market) == "inactive", 10, "the deactivation seen")
+        assert market in g.shards.sub_of and sub_markets(ex).get(market) == 1  # still subscribed
+        ex.activity.set_active_now(ex.universe.n_markets, True)
+        await asyncio.sleep(1.0)
+        ex.flush()
+        truth = [r for r in load(ex.ground_truth_path) if r["kind"] == "delta" and r["ticker"] == market]
+        await until(lambda: g.writers.flush_all(5), 10, "writers flushed")
+    with psycopg.connect(gatherer_dsn) as c:
+        n = c.execute("SELECT count(*) FROM orderbook_deltas WHERE ticker = %s", (market,)).fetchone()[0]
+    assert n == len(truth) > 20
+
+
+async def test_a_re_anchor_listing_is_validated_like_the_registry_s(gatherer_dsn: str) -> None:
+    """Items of a lifecycle window's listing with a ticker the registry would refuse are skipped and counted."""
+    from kalshictl.gatherer.gaps import Window
+
+    cfg = SimConfig(markets=10, seed=64, rate=0, paused=True)
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        bad = ["EVIL,X Y\n\u202e", "A" * 500, ""]
+        now = ex.activity.clock.now_ms() * 1000
+        w = Window("i", 1, "market_lifecycle_v2", "disconnect", from_ts=now, detected_at=now)
+        g._on_listed_markets([{"ticker": t, "status": "active"} for t in bad] + [{"status": "active"}, "junk"], w)
+        assert not any(t in g.registry or t in g.shards.sub_of for t in bad)
+        assert sum(g.registry.rejected.values()) >= 5
