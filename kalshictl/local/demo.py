@@ -451,7 +451,7 @@ def explain_market_counts(markets: dict[str, Any]) -> str:
         f"markets: the exchange lists {num(listed)} (every status: settled and closed ones too, and those created "
         "during the run); "
         f"each gatherer subscribes to {' / '.join(num(n) for n in subscribed) or '?'}, those in status {statuses} "
-        "(a closed or settled market sends nothing); "
+        "(every status that can become active again; a settled market sends nothing); "
         f"{num(checked)} books checked: the markets with at least one order-book change in production "
         "(an unchanged book has nothing to rebuild)"
     )
