@@ -63,7 +63,10 @@ class BookFrames:
         shards = self.shards
         if shards is not None:
             placed = shards.sub_of.get(ticker)
-            if placed is not None and (placed.sid != d.sid or placed.conn is not conn):
+            if placed is None:
+                if self._not_left_here(conn, ss, ticker):
+                    return
+            elif placed.sid != d.sid or placed.conn is not conn:
                 self._stray(conn, ss, ticker)
                 return
         ts = d.exchange_ts
@@ -103,6 +106,8 @@ class BookFrames:
         if not self._seq(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx):
             return
         sub = self.shards.sub_of.get(s.ticker) if self.shards is not None else None
+        if sub is None and self.shards is not None and self._not_left_here(conn, ss, s.ticker):
+            return
         if sub is not None and (sub.sid != s.sid or sub.conn is not conn):
             self._stray(conn, ss, s.ticker)
             return

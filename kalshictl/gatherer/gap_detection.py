@@ -161,6 +161,31 @@ class GapDetection:
             self.spawn(self._unsubscribe_sid(conn, sid))
         return True
 
+    def _not_left_here(self, conn: WsConnection, ss: SidState, ticker: str) -> bool:
+        """A frame of a market placed nowhere: True (dropped) unless the market was removed lately from this sid —
+        or from a subscription of this connection not yet acknowledged — whose last frames are still its own."""
+        left = self.left_sid.get(ticker)
+        if left is None:
+            self._unknown(conn, ss, ticker)
+            return True
+        left_conn, left_sid = left
+        if left_conn is conn and left_sid in (None, ss.tracker.sid):
+            return False
+        self._stray(conn, ss, ticker)
+        return True
+
+    def _unknown(self, conn: WsConnection, ss: SidState, ticker: str) -> None:
+        """An order-book frame of a market placed nowhere (and not one removed a moment ago, whose last frames come
+        from its old sid): dropped and counted, and the market is learned through the one placement
+        (``on_unknown_frame``). Placed on this very sid, its later frames are its own; placed elsewhere, this sid's
+        copy becomes a stray (:meth:`_stray`)."""
+        self.stray_frames += 1
+        self.metrics.stray_frames.inc()
+        if self._log.ok(f"unknown:{conn.name}"):
+            log.warning("%s: %s arrived on sid %d but is placed nowhere: placing it", conn.name, ticker, ss.tracker.sid)
+        if self.on_unknown_frame is not None:
+            self.on_unknown_frame(ticker)
+
     def _stray(self, conn: WsConnection, ss: SidState, ticker: str) -> None:
         """An order-book frame of a market from a sid it is not placed on (a second subscription of it, or its old
         sid while it moves): a second copy of its stream, so it is dropped and counted, and the market is deleted

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,10 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self.shards: Shards | None = None
         self.on_lifecycle: LifecycleFn | None = None
         self.on_unknown_market: Callable[[str], None] | None = None
+        self.on_unknown_frame: Callable[[str], None] | None = None  # order-book frames of a market placed nowhere
+        # where each market removed lately was placed (its sid None: not acknowledged yet): its last frames in flight
+        # are still its own (bounded)
+        self.left_sid: OrderedDict[str, tuple[WsConnection, int | None]] = OrderedDict()
         self.states: dict[WsConnection, ConnState] = ConnStates()
         self._tasks: set[asyncio.Task] = set()
         self._log = LogLimiter()

@@ -236,6 +236,7 @@ class Gatherer:
         self.shards = Shards(self.manager.book_conns, w.markets_per_subscription, w.subscriptions_per_connection)
         self.router.attach(self.manager, self.shards)
         self.router.on_unknown_market = self.registry.remove
+        self.router.on_unknown_frame = self._on_unknown_frame
         wanted = self.registry.recordable()
         log_capacity = log.info if self.shards.capacity >= len(wanted) else log.error
         log_capacity(
@@ -417,14 +418,8 @@ class Gatherer:
             case "created" | "activated" | "deactivated":
                 status = {"created": "initialized", "activated": "active"}.get(ev.event_type, "inactive")
                 self.registry.add(t, status)
-                # the market's book is not ours until its first snapshot: from its creation (now, less clock
-                # slack), or — its `created` missed while the lifecycle channel was blind — from that window's start
-                start = now_us() - GAP_CLOCK_SLACK_US
-                blinds = [self.gaplog.last_from[c] for c in LIFECYCLE_CHANNELS if c in self.gaplog.last_from]
-                blind = max(blinds, default=None)  # the latest window of either lifecycle channel
-                if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
-                    start = min(start, blind)
-                self._place([t], start)  # a paused market stays subscribed: its `activated` may come any moment
+                # a paused market stays subscribed: its `activated` may come any moment
+                self._place([t], self._learned_from(created=ev.event_type == "created"))
             case "settled" | "finalized":
                 self.registry.remove(t)
                 if t in self.shards.sub_of or t in self.shards.unplaced:
@@ -433,6 +428,27 @@ class Gatherer:
                 self.registry.add(t, "determined")
             case _:
                 pass
+
+    def _learned_from(self, *, created: bool) -> int:
+        """From when the book of a market learned now is not ours (until its first snapshot): its creation (now, less
+        clock slack), or — its ``created`` missed while a lifecycle channel was blind — that window's start."""
+        start = now_us() - GAP_CLOCK_SLACK_US
+        blinds = [self.gaplog.last_from[c] for c in LIFECYCLE_CHANNELS if c in self.gaplog.last_from]
+        blind = max(blinds, default=None)  # the latest window of either lifecycle channel
+        if not created and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
+            start = min(start, blind)
+        return start
+
+    def _on_unknown_frame(self, ticker: str) -> None:
+        """Order-book frames of a market placed nowhere arrived on one of our sids: the exchange holds it live, so it
+        is learned like a market whose ``activated`` arrives now, through the one placement. (A market removed lately
+        is not learned again: its last frames come from its old sid, :meth:`Router._not_left_here`.)"""
+        if ticker not in self.registry:
+            self.registry.add(ticker, "active")
+        elif not recordable(self.registry.status(ticker)):
+            return
+        if self._place([ticker], self._learned_from(created=False)):
+            log.warning("%s: order-book frames of %s, placed nowhere: subscribing it", self.name, ticker)
 
     def _place(self, tickers: list[str], start: int | None = None) -> list[str]:
         """The one placement of markets learned on any path (startup, lifecycle ``created``/``activated``/

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kalshictl.gatherer.shards import Subscription
 
 SNAPSHOT_CHUNK = 200  # tickers per get_snapshot / add / delete command
+LEFT_SIDS_KEPT = 10_000  # removed markets whose last sid is remembered (their frames in flight are accepted)
 MAX_RETRY_DELAY_S = 8.0
 
 log = logging.getLogger("kalshictl.gatherer.router")
@@ -62,6 +63,7 @@ class SubscriptionCommands:
         added = self.shards.place(tickers)
         for sub, ts in added.items():
             for t in ts:
+                self.left_sid.pop(t, None)
                 self.sync.invalidate(t, rx)  # untrusted until its first snapshot
             if sub.active:
                 self.spawn(self._update(sub, "add_markets", ts, "add"))
@@ -73,6 +75,14 @@ class SubscriptionCommands:
         """Unsubscribe markets (slots freed); a subscription left empty is unsubscribed (unless its sid is shared)."""
         assert self.shards is not None
         tickers = list(tickers)
+        left = self.left_sid
+        for t in tickers:
+            sub = self.shards.sub_of.get(t)
+            if sub is not None:
+                left[t] = (sub.conn, sub.sid)
+                left.move_to_end(t)
+        while len(left) > LEFT_SIDS_KEPT:
+            left.popitem(last=False)
         removed = self.shards.remove(tickers)
         for t in tickers:
             self.forget_market(t)

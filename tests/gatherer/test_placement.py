@@ -120,3 +120,47 @@ async def test_a_re_anchor_listing_is_validated_like_the_registry_s(gatherer_dsn
         g._on_listed_markets([{"ticker": t, "status": "active"} for t in bad] + [{"status": "active"}, "junk"], w)
         assert not any(t in g.registry or t in g.shards.sub_of for t in bad)
         assert sum(g.registry.rejected.values()) >= 5
+
+
+async def test_a_market_learned_from_its_own_frames_and_the_listing_is_subscribed_once(gatherer_dsn: str) -> None:
+    """Its ``created`` missed (every connection kicked), a market's frames arrive on one of the gatherer's sids before
+    anything else names it (whatever put it there), and the re-anchor listing names it twice later: the frames are
+    dropped and the market learned through the one placement; it ends on exactly one sid, each delta stored once."""
+    cfg = SimConfig(markets=30, seed=65, rate=0, paused=True)
+    async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
+        g.backfill.settle_s = 6.0  # the listing comes well after the frames (the other order is the first test's)
+        before = {c: c.generation for c in g.manager.connections}
+        ex.faults.refuse_now(1.0)
+        ex.drop_connections()
+        market = ex.activity.create_now(1)[0]
+        ex.set_faults("list_dup=1")
+
+        def reconnected() -> bool:
+            fresh = all(c.generation >= before[c] + 2 for c in g.manager.connections)
+            return fresh and g.manager.healthy_count() == g.manager.target
+
+        await until(reconnected, 20, "reconnected")
+        sub = next(s for s in g.shards.all_subs() if s.sid is not None)
+        params = {"sids": [sub.sid], "action": "add_markets", "market_tickers": [market]}
+        assert await sub.conn.send("update_subscription", params, "not the placement's") is not None
+        await until(lambda: market in g.shards.sub_of, 10, "the market learned from its own frames")
+        assert g.router.stray_frames >= 1
+        await until(lambda: g.backfill.status()["anchored_markets"] > 0, 30, "the re-anchor listing")
+        await until(lambda: market not in g.router.sync.awaiting, 30, "its first snapshot")
+        await until(lambda: sub_markets(ex).get(market) == 1, 10, "one sid at the exchange")
+        idx = ex.universe.index_of(market)
+        ex.universe.state(idx).status = ACTIVE
+        for _ in range(40):
+            ex.activity.delta_action(idx, ex.activity.clock.now_ms())
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(1.0)
+        ex.set_faults("")
+        ex.flush()
+        truth = [r for r in load(ex.ground_truth_path) if r["kind"] == "delta" and r["ticker"] == market]
+        await until(lambda: g.writers.flush_all(5), 10, "writers flushed")
+        assert sub_markets(ex).get(market) == 1 and len(_holders(g, market)) == 1
+    with psycopg.connect(gatherer_dsn) as c:
+        n, sids = c.execute(
+            "SELECT count(*), count(DISTINCT sid) FROM orderbook_deltas WHERE ticker = %s", (market,)
+        ).fetchone()
+    assert truth and (n, sids) == (len(truth), 1)
