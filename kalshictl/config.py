@@ -342,7 +342,7 @@ class GathererSettings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     disk: DiskSettings = Field(default_factory=DiskSettings)
-    market_status: list[str] = Field(default_factory=lambda: ["unopened", "open", "paused"])
+    market_status: list[str] = Field(default_factory=lambda: ["unopened", "open", "paused", "closed"])
     shutdown_timeout_s: float = Field(25.0, gt=0)
 
 

@@ -46,7 +46,7 @@ class BookFrames:
         ss = st.sids.get(d.sid)
         if ss is None:
             ss = self._sid(conn, d.sid)
-        if not ss.subs and self._orphan(ss):
+        if not ss.subs and self._orphan(conn, ss):
             return
         tracker = ss.tracker
         prev = tracker.last
@@ -59,6 +59,16 @@ class BookFrames:
             ss.last_rx = rx
         elif not self._seq(conn, ss, tracker.check(seq), prev, seq, rx):
             return
+        ticker = d.ticker
+        shards = self.shards
+        if shards is not None:
+            placed = shards.sub_of.get(ticker)
+            if placed is None:
+                if self._not_left_here(conn, ss, ticker):
+                    return
+            elif placed.sid != d.sid or placed.conn is not conn:
+                self._stray(conn, ss, ticker)
+                return
         ts = d.exchange_ts
         if ts is None:  # ts_ms is optional in the AsyncAPI: the receive time stands in (docs/gatherer.md)
             ts = rx
@@ -71,7 +81,6 @@ class BookFrames:
             st.last_exchange_ts = ts
             if ts > self.last_exchange_ts:
                 self.last_exchange_ts = ts
-        ticker = d.ticker
         pending_snaps = self._pending_snaps
         if pending_snaps:
             pending = pending_snaps.pop(ticker, None)
@@ -91,16 +100,21 @@ class BookFrames:
 
     def _snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
         ss = self._sid(conn, s.sid)
-        if self._orphan(ss):
+        if self._orphan(conn, ss):
             return
         prev = ss.tracker.last
         if not self._seq(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx):
+            return
+        sub = self.shards.sub_of.get(s.ticker) if self.shards is not None else None
+        if sub is None and self.shards is not None and self._not_left_here(conn, ss, s.ticker):
+            return
+        if sub is not None and (sub.sid != s.sid or sub.conn is not conn):
+            self._stray(conn, ss, s.ticker)
             return
         st = self.states[conn]
         cut = max(rx, st.last_exchange_ts)
         digest = book_digest(s.yes, s.no)
         held = self.digest.get(s.ticker)
-        sub = self.shards.sub_of.get(s.ticker) if self.shards is not None else None
         if held is not None and held != digest and s.ticker not in self.sync.awaiting and sub is not None:
             # the held book disagrees with the exchange's: a delta was lost without a seq trace (a tail frame)
             self.digest_mismatches += 1

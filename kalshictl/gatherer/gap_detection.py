@@ -144,13 +144,68 @@ class GapDetection:
             return ss.last_ts
         return (ss.last_rx or st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
 
-    def _orphan(self, ss: SidState) -> bool:
+    def _orphan(self, conn: WsConnection, ss: SidState) -> bool:
         """A frame of a sid that carries none of our subscriptions (unsubscribed, or a duplicate subscription): its
-        data would be a second copy of a stream, so it is dropped."""
+        data would be a second copy of a stream, so it is dropped, and the sid is unsubscribed (once)."""
         if self.shards is None or ss.subs:
             return False
         self.orphan_frames += 1
+        self.metrics.stray_frames.inc()
+        st = self.states[conn]
+        sid = ss.tracker.sid
+        if (sid, None) not in st.strays_removed:
+            st.strays_removed.add((sid, None))
+            log.warning(
+                "%s: frames on sid %d, which carries none of our subscriptions: unsubscribing it", conn.name, sid
+            )
+            self.spawn(self._unsubscribe_sid(conn, sid))
         return True
+
+    def _not_left_here(self, conn: WsConnection, ss: SidState, ticker: str) -> bool:
+        """A frame of a market placed nowhere: True (dropped) unless the market was removed lately from this sid —
+        or from a subscription of this connection not yet acknowledged — whose last frames are still its own."""
+        left = self.left_sid.get(ticker)
+        if left is None:
+            self._unknown(conn, ss, ticker)
+            return True
+        left_conn, left_sid = left
+        if left_conn is conn and left_sid in (None, ss.tracker.sid):
+            return False
+        self._stray(conn, ss, ticker)
+        return True
+
+    def _unknown(self, conn: WsConnection, ss: SidState, ticker: str) -> None:
+        """An order-book frame of a market placed nowhere (and not one removed a moment ago, whose last frames come
+        from its old sid): dropped and counted, and the market is learned through the one placement
+        (``on_unknown_frame``). Placed on this very sid, its later frames are its own; placed elsewhere, this sid's
+        copy becomes a stray (:meth:`_stray`)."""
+        self.stray_frames += 1
+        self.metrics.stray_frames.inc()
+        if self._log.ok(f"unknown:{conn.name}"):
+            log.warning("%s: %s arrived on sid %d but is placed nowhere: placing it", conn.name, ticker, ss.tracker.sid)
+        if self.on_unknown_frame is not None:
+            self.on_unknown_frame(ticker)
+
+    def _stray(self, conn: WsConnection, ss: SidState, ticker: str) -> None:
+        """An order-book frame of a market from a sid it is not placed on (a second subscription of it, or its old
+        sid while it moves): a second copy of its stream, so it is dropped and counted, and the market is deleted
+        from that sid (once per sid and connection)."""
+        self.stray_frames += 1
+        self.metrics.stray_frames.inc()
+        st = self.states[conn]
+        sid = ss.tracker.sid
+        if (sid, ticker) in st.strays_removed:
+            return
+        st.strays_removed.add((sid, ticker))
+        if self._log.ok(f"stray:{conn.name}"):
+            log.warning("%s: %s arrived on sid %d, where it is not placed: deleting it there", conn.name, ticker, sid)
+        shards = self.shards
+        for sub in ss.subs:  # the placement's own bookkeeping holds the market there too: heal it
+            if ticker in sub.tickers and shards is not None and shards.sub_of.get(ticker) is not sub:
+                sub.tickers.discard(ticker)
+                shards.load[sub.conn] -= 1
+        params = {"sids": [sid], "action": "delete_markets", "market_tickers": [ticker]}
+        self.spawn(conn.send("update_subscription", params, Cmd("stray", tickers=[ticker])))
 
     def _open_window(
         self,

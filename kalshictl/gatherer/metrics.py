@@ -54,6 +54,11 @@ class GathererMetrics:
         self.parse_errors = Counter("kalshi_gatherer_parse_errors", "Frames that failed to parse", ["kind"], registry=r)
         self.unknown_fields = Counter("kalshi_gatherer_unknown_fields", "Unknown message fields seen", registry=r)
         self.duplicates = Counter("kalshi_gatherer_duplicate_frames", "Frames dropped as duplicates", registry=r)
+        self.stray_frames = Counter(
+            "kalshi_gatherer_stray_frames",
+            "Order-book frames of a market dropped because they came from a sid it is not placed on",
+            registry=r,
+        )
         self.rows = Counter("kalshi_gatherer_rows_written", "Rows committed per table", ["table"], registry=r)
         self.batch_latency = Histogram(
             "kalshi_gatherer_batch_seconds",

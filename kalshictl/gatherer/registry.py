@@ -5,8 +5,10 @@ Lifecycle messages keep it current (created markets join, settled markets leave)
 ``GET /markets?min_updated_ts=…`` refresh catches what the lifecycle channel missed. Multivariate (``KXMVE…``)
 markets are listed too (``mve_filter=only``), so their books are recorded like any other market's.
 
-A market's book is *recordable* (subscribed) unless it is settled/finalized or deactivated (paused): a paused
-market's book cannot change, and its ``activated`` brings it back with a fresh snapshot.
+A market's book is *recordable* (subscribed) unless it is settled/finalized: every other status can still become
+active — ``initialized`` at its open time (no WebSocket event), ``inactive`` (paused) by ``activated``, ``closed``
+when its close time moves into the future (docs/gatherer.md "Placement", from Kalshi's market lifecycle page) — and
+its first delta can come in the same millisecond as the news of it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def is_mve(market: dict[str, Any]) -> bool:
 
 def recordable(status: str | None) -> bool:
     """Whether a market in this status is subscribed (its book can change)."""
-    return status is not None and status not in TERMINAL_STATUSES and status not in PAUSED_STATUSES
+    return status is not None and status not in TERMINAL_STATUSES
 
 
 class MarketRegistry:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,10 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self.shards: Shards | None = None
         self.on_lifecycle: LifecycleFn | None = None
         self.on_unknown_market: Callable[[str], None] | None = None
+        self.on_unknown_frame: Callable[[str], None] | None = None  # order-book frames of a market placed nowhere
+        # where each market removed lately was placed (its sid None: not acknowledged yet): its last frames in flight
+        # are still its own (bounded)
+        self.left_sid: OrderedDict[str, tuple[WsConnection, int | None]] = OrderedDict()
         self.states: dict[WsConnection, ConnState] = ConnStates()
         self._tasks: set[asyncio.Task] = set()
         self._log = LogLimiter()
@@ -111,6 +115,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         self.rest_suspects = 0  # REST books of quiet markets that disagreed with the held book (re-checked by WS)
         self.no_ts_deltas = 0
         self.orphan_frames = 0
+        self.stray_frames = 0  # a market's order-book frames from a sid it is not placed on (dropped)
         self.probe_replies = 0  # acks and errors answering seq probes
         self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
         # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
@@ -178,6 +183,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         st = self.states[conn]
         st.sids.clear()
         st.channel_sid.clear()
+        st.strays_removed.clear()
         if conn.kind == "global":
             for ch in st.channels:  # one command per channel: an unknown optional channel fails alone
                 params = {"channels": [ch]}

@@ -83,6 +83,7 @@ class ConnState:
         self.channel_sid: dict[str, int] = {}
         self.global_windows: dict[str, int] = {}
         self.unsupported: set[str] = set()
+        self.strays_removed: set[tuple[int, str | None]] = set()  # (sid, market) a stray removal was sent for
 
     def required(self) -> list[str]:
         return [c for c in self.channels if c not in self.unsupported]

@@ -31,6 +31,7 @@ from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.storage import StorageMonitor
 from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterGroup, WriterSet, make_writer, now_us
 from kalshictl.kalshi.rest import KalshiApiError
+from kalshictl.kalshi.validate import valid_markets
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,9 +46,6 @@ ENSURE_PARTITIONS_SQL = (
     "SELECT CASE WHEN to_regprocedure('kalshi_ensure_partitions(bigint)') IS NULL THEN 0"
     " ELSE kalshi_ensure_partitions() END"
 )
-JOIN_EVENTS = frozenset(("created", "activated"))
-LEAVE_EVENTS = frozenset(("settled", "finalized"))
-PAUSE_EVENTS = frozenset(("deactivated",))
 UNKNOWN_MARKET_LOOKBACK_US = 600_000_000  # a lifecycle window this recent may have hidden a market's `created`
 REFRESH_SLACK_S = 5  # min_updated_ts reaches back this far before the previous refresh
 
@@ -241,6 +239,7 @@ class Gatherer:
         self.shards = Shards(self.manager.book_conns, w.markets_per_subscription, w.subscriptions_per_connection)
         self.router.attach(self.manager, self.shards)
         self.router.on_unknown_market = self.registry.remove
+        self.router.on_unknown_frame = self._on_unknown_frame
         wanted = self.registry.recordable()
         log_capacity = log.info if self.shards.capacity >= len(wanted) else log.error
         log_capacity(
@@ -253,7 +252,7 @@ class Gatherer:
             w.markets_per_subscription,
             len(wanted),
         )
-        self.router.add_markets(wanted)
+        self._place(wanted)
         if self.shards.unplaced:
             log.error("%s: %d markets cannot be placed: /health is unhealthy", self.name, len(self.shards.unplaced))
         await self.manager.start()
@@ -409,9 +408,7 @@ class Gatherer:
         if self.shards is not None:
             if leave:
                 self.router.remove_markets(leave)
-            missing = [t for t in self.registry.recordable() if t not in self.shards.sub_of]
-            if missing:
-                self.router.add_markets(missing)
+            self._place(self.registry.recordable())
         if join or leave:
             log.info("%s: registry refresh: %d markets joined, %d left", self.name, len(join), len(leave))
         return len(join), len(leave)
@@ -421,25 +418,13 @@ class Gatherer:
             return
         t = ev.ticker
         match ev.event_type:
-            case "created" | "activated":
-                self.registry.add(t, "initialized" if ev.event_type == "created" else "active")
-                if t not in self.shards.sub_of:
-                    self.router.add_markets([t])
-                    # the market's book is not ours until its first snapshot: from its creation (now, less clock
-                    # slack), or — its `created` missed while the lifecycle channel was blind — from that window's start
-                    start = now_us() - GAP_CLOCK_SLACK_US
-                    blinds = [self.gaplog.last_from[c] for c in LIFECYCLE_CHANNELS if c in self.gaplog.last_from]
-                    blind = max(blinds, default=None)  # the latest window of either lifecycle channel
-                    if ev.event_type != "created" and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
-                        start = min(start, blind)
-                    self.router.record_late([t], start)
+            case "created" | "activated" | "deactivated":
+                status = {"created": "initialized", "activated": "active"}.get(ev.event_type, "inactive")
+                self.registry.add(t, status)
+                # a paused market stays subscribed: its `activated` may come any moment
+                self._place([t], self._learned_from(created=ev.event_type == "created"))
             case "settled" | "finalized":
                 self.registry.remove(t)
-                if t in self.shards.sub_of or t in self.shards.unplaced:
-                    self.router.remove_markets([t])
-            case "deactivated":
-                if t in self.registry:
-                    self.registry.add(t, "inactive")
                 if t in self.shards.sub_of or t in self.shards.unplaced:
                     self.router.remove_markets([t])
             case "determined" if t in self.registry:
@@ -447,37 +432,76 @@ class Gatherer:
             case _:
                 pass
 
+    def _learned_from(self, *, created: bool) -> int:
+        """From when the book of a market learned now is not ours (until its first snapshot): its creation (now, less
+        clock slack), or — its ``created`` missed while a lifecycle channel was blind — that window's start."""
+        start = now_us() - GAP_CLOCK_SLACK_US
+        blinds = [self.gaplog.last_from[c] for c in LIFECYCLE_CHANNELS if c in self.gaplog.last_from]
+        blind = max(blinds, default=None)  # the latest window of either lifecycle channel
+        if not created and blind is not None and start - blind < UNKNOWN_MARKET_LOOKBACK_US:
+            start = min(start, blind)
+        return start
+
+    def _on_unknown_frame(self, ticker: str) -> None:
+        """Order-book frames of a market placed nowhere arrived on one of our sids: the exchange holds it live, so it
+        is learned like a market whose ``activated`` arrives now, through the one placement. (A market removed lately
+        is not learned again: its last frames come from its old sid, :meth:`Router._not_left_here`.)"""
+        if ticker not in self.registry:
+            self.registry.add(ticker, "active")
+        elif not recordable(self.registry.status(ticker)):
+            return
+        if self._place([ticker], self._learned_from(created=False)):
+            log.warning("%s: order-book frames of %s, placed nowhere: subscribing it", self.name, ticker)
+
+    def _place(self, tickers: list[str], start: int | None = None) -> list[str]:
+        """The one placement of markets learned on any path (startup, lifecycle ``created``/``activated``/
+        ``deactivated``, a window's re-anchor listing, the registry refresh): each recordable market not placed yet is
+        placed once — a market named twice, or again while its ``subscribe``/``add_markets`` is in flight, is
+        already placed (docs/gatherer.md "Placement"). With ``start``, the books of the markets placed now are an
+        ``outage`` from then until each one's first snapshot. Returns the markets placed now."""
+        if self.shards is None:
+            return []
+        placed = self.shards.sub_of
+        new = [t for t in dict.fromkeys(tickers) if t not in placed and recordable(self.registry.status(t))]
+        if new:
+            self.router.add_markets(new)
+            if start is not None:
+                self.router.record_late(new, start)
+        return new
+
     def _on_listed_markets(self, markets: list[dict], w: Any) -> None:
         """A re-anchor listing after a ticker/lifecycle window (the trade backfill's): markets this gatherer does not
         hold (created or re-listed while the lifecycle channel was blind) are subscribed now, and their order books
         from the window's start (or their creation) until their first snapshot are recorded as an ``outage``. After a
-        lifecycle window, a listed market it does not hold that is not recordable now (paused or closed again) may
-        have been active meanwhile: its book over the window is recorded lost too."""
+        lifecycle window, a listed market it does not hold that is not recordable now (settled meanwhile) may have
+        been active during the window: its book over the window is recorded lost too. Items are validated as the
+        registry's own listings are (a bad one is skipped and counted in /health)."""
         if self.shards is None:
             return
-        new: list[str] = []
+        found: dict[str, str] = {}
         passed: list[str] = []
         start = w.from_ts
-        for m in markets:
-            t, status = m.get("ticker"), m.get("status")
-            if not t or t in self.shards.sub_of:
+        for m in valid_markets(markets, self.registry.rejected):
+            t = m["ticker"]
+            status = m.get("status")
+            status = status if isinstance(status, str) and status else "active"
+            if t in self.shards.sub_of or t in found:
                 continue
-            if not recordable(status or "active"):
+            if not recordable(status):
                 passed.append(t)
                 continue
-            self.registry.add(t, status or "active")
-            new.append(t)
+            found[t] = status
             with contextlib.suppress(Exception):
                 start = min(start, created_us(m["created_time"]))
         if passed and w.channel in LIFECYCLE_CHANNELS:
             self.gaplog.record(
-                channel=ORDERBOOK, reason="outage", from_ts=w.from_ts, to_ts=now_us(), tickers=sorted(passed)
+                channel=ORDERBOOK, reason="outage", from_ts=w.from_ts, to_ts=now_us(), tickers=sorted(set(passed))
             )
-        if not new:
-            return
-        log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))
-        self.router.add_markets(new)
-        self.router.record_late(new, start)
+        for t, status in found.items():
+            self.registry.add(t, status)
+        new = self._place(list(found), start)
+        if new:
+            log.warning("%s: %d markets unknown before a lifecycle window: subscribing", self.name, len(new))
 
     def _on_overflow(self, table: str, from_ts: int, to_ts: int, rows: int) -> None:
         if table == "sequence_gaps":
@@ -579,6 +603,7 @@ class Gatherer:
                 "digest_mismatches": r.digest_mismatches,
                 "rest_suspects": r.rest_suspects,
                 "orphan_frames": r.orphan_frames,
+                "stray_frames": r.stray_frames,
                 "deltas_without_ts": r.no_ts_deltas,
                 "open_windows": r.open_windows(),
                 "resync_p50_s": r.resync_quantile(0.5),

@@ -106,8 +106,9 @@ class Shards:
 
     def place(self, tickers: Iterable[str]) -> dict[Subscription, list[str]]:
         """Place new markets (balanced over connections, each within its capacity); returns additions per
-        subscription. Markets that fit nowhere are added to :attr:`unplaced`."""
-        todo = [t for t in tickers if t not in self.sub_of]
+        subscription. Markets that fit nowhere are added to :attr:`unplaced`. Idempotent: a market already placed,
+        or named twice (a listing that names a market on two pages), is placed once."""
+        todo = [t for t in dict.fromkeys(tickers) if t not in self.sub_of]
         added: dict[Subscription, list[str]] = {}
         if not todo:
             return added

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kalshictl.gatherer.shards import Subscription
 
 SNAPSHOT_CHUNK = 200  # tickers per get_snapshot / add / delete command
+LEFT_SIDS_KEPT = 10_000  # removed markets whose last sid is remembered (their frames in flight are accepted)
 MAX_RETRY_DELAY_S = 8.0
 
 log = logging.getLogger("kalshictl.gatherer.router")
@@ -51,6 +52,7 @@ class SubscriptionCommands:
             await sub.conn.send("update_subscription", params, Cmd(kind, sub, chunk))
 
     async def _unsubscribe_sid(self, conn: WsConnection, sid: int) -> None:
+        self.states[conn].strays_removed.add((sid, None))  # its frames still in flight are dropped without a resend
         await conn.send("unsubscribe", {"sids": [sid]}, Cmd("unsubscribe"))
 
     def add_markets(self, tickers: Iterable[str]) -> int:
@@ -61,6 +63,7 @@ class SubscriptionCommands:
         added = self.shards.place(tickers)
         for sub, ts in added.items():
             for t in ts:
+                self.left_sid.pop(t, None)
                 self.sync.invalidate(t, rx)  # untrusted until its first snapshot
             if sub.active:
                 self.spawn(self._update(sub, "add_markets", ts, "add"))
@@ -72,6 +75,14 @@ class SubscriptionCommands:
         """Unsubscribe markets (slots freed); a subscription left empty is unsubscribed (unless its sid is shared)."""
         assert self.shards is not None
         tickers = list(tickers)
+        left = self.left_sid
+        for t in tickers:
+            sub = self.shards.sub_of.get(t)
+            if sub is not None:
+                left[t] = (sub.conn, sub.sid)
+                left.move_to_end(t)
+        while len(left) > LEFT_SIDS_KEPT:
+            left.popitem(last=False)
         removed = self.shards.remove(tickers)
         for t in tickers:
             self.forget_market(t)
@@ -231,9 +242,17 @@ class SubscriptionCommands:
             case ("subscribe" | "add", WsError.TOO_MANY_MARKETS) if sub is not None:
                 sub.subscribing = False
                 self._too_many(conn, sub, cmd)
-            case ("add" | "delete", WsError.COMMAND_TIMEOUT) if sub is not None:
-                action = "add_markets" if kind == "add" else "delete_markets"
-                self._later(0.5, lambda: self._update(sub, action, [t for t in cmd.tickers], kind))
+            case ("add", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets still placed there
+                self._later(
+                    0.5, lambda: self._update(sub, "add_markets", [t for t in cmd.tickers if t in sub.tickers], "add")
+                )
+            case ("delete", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets not placed back meanwhile
+                self._later(
+                    0.5,
+                    lambda: self._update(
+                        sub, "delete_markets", [t for t in cmd.tickers if t not in sub.tickers], "delete"
+                    ),
+                )
             case ("snapshot", WsError.COMMAND_TIMEOUT) if sub is not None:
                 self._later(0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers]))
             case ("snapshot", WsError.INVALID_PARAMETER) if sub is not None and e.market_ticker:

@@ -3,9 +3,11 @@ production equals the exchange's ground truth (nothing missing, nothing duplicat
 
 Faults: SIGKILL a gatherer and restart it; stop and restart a gatherer's database; SIGKILL the deduplicator and
 restart it; drop every WebSocket connection; an exchange-side outage (every connection of every gatherer, global
-channels included, dropped and refused for seconds); a SIGKILL of a gatherer while the resnapshots of a burst of
-sequence gaps are in flight; make REST answer 429 for a while; stop production for a while — on top of the exchange's
-own frame faults (skipped seq, duplicate and malformed frames). At most one gatherer is impaired at a time, so some
+channels included, dropped and refused for seconds); markets created and paused markets re-activated while every
+lifecycle channel is blind (learned afterwards from the re-anchor listing, which may name a market twice); a SIGKILL
+of a gatherer while the resnapshots of a burst of sequence gaps are in flight; make REST answer 429 for a while; stop
+production for a while — on top of the exchange's own frame faults (skipped seq, duplicate and malformed frames) and
+listings that name markets twice. At most one gatherer is impaired at a time, so some
 gatherer is always connected, except in an outage: there order-book deltas are lost by everyone (and must lie in a
 recorded window of every gatherer) while trades come back through the gatherers' REST backfill. Before comparing, the
 run waits until no gap window is still waiting for its backfill.
@@ -25,7 +27,7 @@ import httpx
 from kalshictl.local.demo import Demo, DemoOptions
 from kalshictl.local.verify import TableReport, compare
 
-FRAME_FAULTS = "skip_seq=0.002,dup=0.002,malformed=0.001"
+FRAME_FAULTS = "skip_seq=0.002,dup=0.002,malformed=0.001,list_dup=0.2"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ChaosOptions:
         "stop_production",
         "outage",
         "kill_during_resnapshot",
+        "blind_lifecycle",
     )
 
 
@@ -58,22 +61,30 @@ class ChaosResult:
 
     faults: list[dict[str, Any]] = field(default_factory=list)
     tables: list[TableReport] = field(default_factory=list)
+    books: dict[str, Any] | None = None  # every market's rebuilt book against the exchange's (Demo.check_all_books)
+
+    @property
+    def books_differing(self) -> int:
+        return len((self.books or {}).get("mismatched") or [])
 
     @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.tables)
+        return all(t.ok for t in self.tables) and self.books_differing == 0
 
     def totals(self) -> dict[str, int]:
         keys = ("emitted", "stored", "recovered", "lost_recorded", "lost_unrecorded", "duplicated", "extra")
         totals = {k: sum(getattr(t, k) for t in self.tables) for k in keys}
         totals["missing"], totals["excused"] = totals["lost_unrecorded"], totals["lost_recorded"]
-        return totals | {"faults_injected": len(self.faults)}
+        return totals | {"faults_injected": len(self.faults), "books_differing": self.books_differing}
 
     def table(self) -> str:
-        """The per-table report with its verdict line."""
+        """The per-table report with its verdict line, and the books compared."""
         from kalshictl.local.verify import render_table
 
-        return render_table(self.tables)
+        books = self.books or {}
+        checked, differing = books.get("checked", 0), self.books_differing
+        line = f"books: {checked} rebuilt from production, {differing} differ from the exchange's"
+        return render_table(self.tables) + "\n" + line
 
 
 class Chaos:
@@ -96,6 +107,7 @@ class Chaos:
                 exchange_variant=options.exchange_variant,
             )
         )
+        self.demo.check_every_book = True  # books compared at the end, not only rows
         self.http = httpx.Client(timeout=5.0)
         self.before_stop: Callable[[], None] | None = None  # a hook for tests (runs with every service still up)
         self.sim = f"http://127.0.0.1:{self.demo.sim_port}/_sim"
@@ -138,6 +150,15 @@ class Chaos:
         elif kind == "outage":  # every gatherer blind at once, global channels included
             self.http.post(f"{self.sim}/refuse", params={"seconds": f"{pause:.2f}"}).raise_for_status()
             self.http.post(f"{self.sim}/drop").raise_for_status()
+            time.sleep(pause)
+        elif kind == "blind_lifecycle":  # markets created and re-activated while every lifecycle channel is blind
+            self.http.post(f"{self.sim}/lifecycle", params={"deactivate": "2"}).raise_for_status()  # seen paused
+            time.sleep(0.5)
+            self.http.post(f"{self.sim}/refuse", params={"seconds": f"{pause:.2f}"}).raise_for_status()
+            self.http.post(f"{self.sim}/drop").raise_for_status()
+            made = self.http.post(f"{self.sim}/lifecycle", params={"create": "2", "activate": "2"})
+            made.raise_for_status()
+            record["created"], record["activated"] = made.json()["created"], made.json()["activated"]
             time.sleep(pause)
         elif kind == "kill_during_resnapshot":
             i, name = self._gatherer()
@@ -223,6 +244,7 @@ class Chaos:
             if self.before_stop is not None:
                 self.before_stop()
             self.demo.stop()
+            self.result.books = self.demo.books_check
             pipe = self.demo.pipeline
             self.result.tables = compare(
                 pipe.production_dsn(),

@@ -9,6 +9,7 @@ production holds against what the exchange emitted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 import time
@@ -25,10 +26,12 @@ from kalshictl.db.embedded import free_port
 from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
-from kalshictl.local.verify import KIND_TABLE, load_truth
+from kalshictl.local.verify import KIND_TABLE, compare, load_truth
 from kalshictl.research.book_query import book_at
 from kalshictl.schema import MARKET_DATA_TABLES
 from kalshictl.units import now_us
+
+log = logging.getLogger("kalshictl.local.demo")
 
 # tables whose every row is one exchange event the exchange's ground truth counts, then the snapshots (the gatherers'
 # REST polls: how many production holds depends on the poll interval, not on the exchange)
@@ -342,18 +345,21 @@ class Demo:
         verdict: ``"all match"`` or what differs."""
         production = self.production_counts()
         truth = self.ground_truth_counts()
+        losses = self.losses()
         tables = []
         for table in EVENT_TABLES:
             emitted = truth.get(table) if table in TRUTH_TABLES else None
             stored = production.get(table)
-            tables.append(
-                {
-                    "table": table,
-                    "exchange_emitted": emitted,
-                    "production_rows": stored,
-                    "match": None if emitted is None else emitted == stored,
-                }
-            )
+            row = {
+                "table": table,
+                "exchange_emitted": emitted,
+                "production_rows": stored,
+                "match": None if emitted is None else emitted == stored,
+            }
+            if table in losses:  # recorded (inside a gatherer's gap window) vs unrecorded losses, and extra rows
+                row |= losses[table]
+                row["match"] = row["match"] and not any(losses[table].values())
+            tables.append(row)
         markets = dict(self.markets_at_stop or {})
         markets["books_checked"] = self.books_check["checked"] if self.books_check else None
         summary = {
@@ -371,6 +377,29 @@ class Demo:
         )
         return summary
 
+    def losses(self) -> dict[str, dict[str, int]]:
+        """Per table, as `make chaos` counts them (kalshictl.local.verify): rows lost inside a window every gatherer
+        recorded, lost without a record, and duplicated or never emitted (empty when no ground truth)."""
+        if not self.ground_truth.exists():
+            return {}
+        try:
+            reports = compare(
+                self.pipeline.production_dsn(),
+                self.ground_truth,
+                [self.pipeline.gatherer_name(i) for i in range(self.pipeline.config.gatherers)],
+            )
+        except Exception as exc:  # the counts above still speak; the split is a refinement
+            log.warning("could not compare production with the ground truth: %s", summarize(exc))
+            return {}
+        return {
+            r.table: {
+                "lost_recorded": r.lost_recorded,
+                "lost_unrecorded": r.lost_unrecorded,
+                "duplicated_or_extra": r.duplicated + r.extra,
+            }
+            for r in reports
+        }
+
     def busiest_market(self) -> str | None:
         with psycopg.connect(self.pipeline.production_dsn()) as conn:
             row = conn.execute(
@@ -386,7 +415,13 @@ def differences(summary: dict[str, Any]) -> list[str]:
         if row["match"] is False:
             emitted, stored = row["exchange_emitted"] or 0, row["production_rows"] or 0
             word = "missing from" if stored < emitted else "extra in"
-            out.append(f"{row['table']}: {abs(emitted - stored):,} {word} production ({stored:,} of {emitted:,})")
+            phrase = f"{row['table']}: {abs(emitted - stored):,} {word} production ({stored:,} of {emitted:,})"
+            if "lost_recorded" in row:
+                phrase += (
+                    f" [{row['lost_recorded']:,} lost in a recorded gap window, {row['lost_unrecorded']:,} lost"
+                    f" without a record, {row['duplicated_or_extra']:,} duplicated or never emitted]"
+                )
+            out.append(phrase)
     book = summary.get("book")
     if summary.get("book_error"):
         out.append(f"the busiest market's book could not be rebuilt ({summary['book_error']})")
@@ -416,7 +451,7 @@ def explain_market_counts(markets: dict[str, Any]) -> str:
         f"markets: the exchange lists {num(listed)} (every status: settled and closed ones too, and those created "
         "during the run); "
         f"each gatherer subscribes to {' / '.join(num(n) for n in subscribed) or '?'}, those in status {statuses} "
-        "(a closed or settled market sends nothing); "
+        "(every status that can become active again; a settled market sends nothing); "
         f"{num(checked)} books checked: the markets with at least one order-book change in production "
         "(an unchanged book has nothing to rebuild)"
     )

@@ -285,6 +285,44 @@ class Activity:
             )
             self.pending.append((due, idx))
 
+    def create_now(self, n: int) -> list[str]:
+        """Create at least ``n`` markets now (new events, ``created`` each); returns their tickers."""
+        before = self.u.n_markets
+        while self.u.n_markets - before < n:
+            self.create_action(self.clock.now_ms())
+        return [self.u.ticker(i) for i in range(before, self.u.n_markets)]
+
+    def set_active_now(self, n: int, active: bool) -> list[str]:
+        """Deactivate ``n`` active markets (``active`` false) or re-activate ``n`` paused ones (``activated``, as
+        Kalshi's docs describe: resting orders cancelled, so the book empties); busy markets are left alone."""
+        u, feed = self.u, self.feed
+        want = INACTIVE if active else ACTIVE
+        idxs = [i for i in range(u.n_markets) if u.status(i) == want and i not in u.busy_set][:n]
+        out = []
+        for idx in idxs:
+            ts_ms = self.clock.now_ms()
+            st, ticker = u.state(idx), u.ticker(idx)
+            st.updated_ts = ts_ms // 1000
+            if active:
+                st.status = ACTIVE
+                st.close_ts = max(st.close_ts, ts_ms // 1000 + 3600)
+                feed.lifecycle(
+                    ticker,
+                    "activated",
+                    ts_ms,
+                    {"is_deactivated": False, "open_ts": st.open_ts, "close_ts": st.close_ts},
+                )
+                for side in (YES, NO):  # the reactivation cancels every resting order
+                    for price, size in st.book.levels(side):
+                        st.book.apply(side, price, -size)
+                        feed.delta(idx, ticker, side, price, -size, ts_ms)
+            else:
+                st.status = INACTIVE
+                self.deactivated.append(idx)
+                feed.lifecycle(ticker, "deactivated", ts_ms, {"is_deactivated": True})
+            out.append(ticker)
+        return out
+
     def _activate_due(self) -> None:
         if not self.pending or self.pending[0][0] > self.actions:
             return

@@ -36,6 +36,7 @@ class ControlApi:
             web.post("/_sim/pause", self.pause),
             web.post("/_sim/resume", self.resume),
             web.post("/_sim/step", self.step),
+            web.post("/_sim/lifecycle", self.lifecycle),
             web.post("/_sim/rate", self.rate),
             web.post("/_sim/jump", self.jump),
             web.post("/_sim/flush", self.flush),
@@ -188,6 +189,21 @@ class ControlApi:
         except (KeyError, ValueError) as exc:
             return error_response(400, "bad_request", f"?seconds=S (>= 0): {exc}")
         return json_response({"now_ms": now_ms})
+
+    async def lifecycle(self, request: web.Request) -> web.Response:
+        """Create ``?create=N`` markets, pause ``?deactivate=N`` and re-activate ``?activate=N`` now (their tickers)."""
+        try:
+            counts = {k: int(request.query.get(k, "0")) for k in ("create", "deactivate", "activate")}
+        except ValueError:
+            return error_response(400, "bad_request", "create, deactivate and activate must be integers")
+        act = self.ex.activity
+        return json_response(
+            {
+                "created": act.create_now(counts["create"]) if counts["create"] > 0 else [],
+                "deactivated": act.set_active_now(counts["deactivate"], False),
+                "activated": act.set_active_now(counts["activate"], True),
+            }
+        )
 
     async def rate(self, request: web.Request) -> web.Response:
         """Set the activity rate to ``?rate=R`` events/s."""

@@ -15,6 +15,8 @@ Spec syntax: comma-separated ``name=value`` items, e.g. ``drop=0.001,skip_seq=0.
   exchange-side outage: abort **every** connection and refuse upgrades for S seconds (default 1.0).
 * ``cmd_timeout=P`` per ``subscribe`` / ``update_subscription`` command: answer error 18 (command timeout) without
   executing it.
+* ``list_dup=P``   per market in a ``GET /markets`` page: name it twice (a cursor-paged listing of markets that
+  change while it is read can name one market on two pages: docs/sim.md).
 
 ``P`` is a probability in [0, 1]. An empty spec (or ``none``) disables every fault.
 """
@@ -26,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 WS_FAULTS = ("drop", "skip_seq", "dup", "malformed", "drop_all")
-REST_FAULTS = ("rest_429", "rest_slow")
+REST_FAULTS = ("rest_429", "rest_slow", "list_dup")
 ALL_FAULTS = (*WS_FAULTS, *REST_FAULTS, "refuse", "cmd_timeout")
 _DEFAULT_SECONDS = {"rest_slow": 1.0, "refuse": 5.0, "drop_all": 1.0}
 
@@ -141,6 +143,14 @@ class FaultInjector:
             self.counts["rest_slow"] += 1
             return False, self.spec.seconds.get("rest_slow", 1.0)
         return False, 0.0
+
+    def roll_list_dup(self) -> bool:
+        """For one market of a ``GET /markets`` page: name it a second time?"""
+        p = self.spec.probs.get("list_dup", 0.0)
+        if p and self.rng.random() < p:
+            self.counts["list_dup"] += 1
+            return True
+        return False
 
     def roll_cmd_timeout(self) -> bool:
         """For one subscribe/update_subscription command: answer error 18 instead?"""

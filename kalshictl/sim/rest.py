@@ -202,6 +202,8 @@ class RestApi:
                 next_cursor = f"m{idx:x}"
                 break
             out.append(market_dict(u, idx))
+        if self.ex.faults.spec.probs.get("list_dup"):  # a market that changed while the listing was paged: twice
+            out.extend([m for m in out if self.ex.faults.roll_list_dup()])
         return json_response({"markets": out, "cursor": next_cursor})
 
     def _time_match(self, idx: int, times: dict[str, int]) -> bool:

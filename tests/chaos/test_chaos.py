@@ -1,5 +1,7 @@
 """`make chaos`: at least 20 random faults against the pipeline's processes (including exchange-side outages of every
-gatherer and SIGKILLs during resnapshots); zero lost without a record, zero duplicated, zero trades lost at all."""
+gatherer, markets created and re-activated while the lifecycle channels are blind, and SIGKILLs during resnapshots);
+zero lost without a record, zero duplicated, zero extra rows in any table, zero rebuilt books differing from the
+exchange's, zero trades lost at all."""
 
 import os
 import shutil
@@ -48,5 +50,6 @@ def test_chaos_nothing_lost_nothing_duplicated(request, variant):
     assert totals["faults_injected"] >= 20
     assert {f["kind"] for f in result.faults} == set(ChaosOptions().kinds)
     assert totals["lost_unrecorded"] == 0 and totals["duplicated"] == 0 and totals["extra"] == 0, totals
+    assert result.books is not None and result.books_differing == 0, result.books
     trades = next(t for t in result.tables if t.table == "trades")
     assert trades.lost_recorded == 0 and trades.lost_unrecorded == 0, trades.as_dict()  # every trade came back

@@ -59,6 +59,8 @@ def test_faults_slim_nothing_lost_nothing_duplicated(tmp_path):
     assert {f["kind"] for f in result.faults} == set(ChaosOptions().kinds)
     for rep in result.tables:
         assert rep.ok, rep.as_dict()
+        assert rep.extra == 0 and rep.duplicated == 0, rep.as_dict()
+    assert result.books is not None and result.books_differing == 0, result.books
     # the faults made the gatherers re-anchor tickers from REST listings, and rep.ok above includes that those rows
     # are at most one per market per 10 s and carry their listing's receive time (verify.check_rest_anchors)
     assert next(r for r in result.tables if r.table == "tickers").recovered > 0

@@ -32,14 +32,15 @@ async def test_created_markets_are_subscribed_within_5s_and_closed_ones_leave(ga
         for r in events:
             if r["event_type"] in ("created", "activated", "deactivated", "settled", "finalized"):
                 last[r["ticker"]] = r["event_type"]
-        wanted = {t for t, ev in last.items() if ev in ("created", "activated")}
-        gone = {t for t, ev in last.items() if ev not in ("created", "activated")}
+        live = ("created", "activated", "deactivated")  # a paused market stays subscribed: it can reopen any moment
+        wanted = {t for t, ev in last.items() if ev in live}
+        gone = {t for t, ev in last.items() if ev not in live}
         # the last market was created at most 3 s ago: 5 s after its creation it must be at the exchange
         deadline = 5.0 - (time.monotonic() - start - 3.0)
         await until(lambda: wanted <= set(sub_markets(ex)), max(0.5, deadline), "created markets subscribed")
-        await until(lambda: not (gone & set(sub_markets(ex))), 5, "closed/paused markets unsubscribed")
+        await until(lambda: not (gone & set(sub_markets(ex))), 5, "settled markets unsubscribed")
         status = await g.status()
-    assert gone, "the run closed no markets"
+    assert gone, "the run settled no markets"
     assert status["coverage"]["unplaced"] == 0
     assert not (gone & set(g.shards.sub_of)), "slots of closed markets were not freed"
 
@@ -133,11 +134,11 @@ async def test_markets_hidden_by_a_lifecycle_window_are_recorded_before_shutdown
     """A market re-activated while the lifecycle channel was blind is unknown to the gatherer until the window's
     re-anchor listing names it. Until then the coverage heartbeat stays at the window's start (so a kill -9 leaves a
     restart window over it), and a graceful shutdown lists it first: its book is recorded lost from the window's
-    start (an ``outage`` window naming it), not silently. A market active only inside the window (paused again before
-    the listing) is recorded lost over the window."""
+    start (an ``outage`` window naming it), not silently. A market active only inside the window (settled before the
+    listing) is recorded lost over the window."""
     import psycopg
 
-    from kalshictl.sim.markets import INACTIVE
+    from kalshictl.sim.markets import FINALIZED
 
     cfg = SimConfig(markets=20, seed=46, rate=0, paused=True)
     async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
@@ -146,12 +147,12 @@ async def test_markets_hidden_by_a_lifecycle_window_are_recorded_before_shutdown
         await until(lambda: not {market, brief} & set(sub_markets(ex)), 10, "markets unsubscribed")
         start = time.time_ns() // 1000
         # ... then its lifecycle connection was away while the exchange re-activated one, and re-activated and
-        # paused the other
+        # settled the other
         wid = g.gaplog.open(channel="market_lifecycle_v2", reason="disconnect", from_ts=start)
         assert g.gaplog.committed_through_us(time.time_ns() // 1000) <= start  # the heartbeat waits while blind
         ex.universe.state(ex.universe.index_of(market)).updated_ts = start // 1_000_000 + 1
         paused = ex.universe.state(ex.universe.index_of(brief))
-        paused.status, paused.updated_ts = INACTIVE, start // 1_000_000 + 1
+        paused.status, paused.updated_ts = FINALIZED, start // 1_000_000 + 1
         g.gaplog.close(wid, time.time_ns() // 1000)
         assert g.gaplog.committed_through_us(time.time_ns() // 1000) <= start  # ... and until it is listed
         # leaving the block stops the gatherer at once: the backfill worker has not listed the window's markets yet

@@ -6,6 +6,7 @@ import time
 from itertools import pairwise
 
 import aiohttp
+import orjson
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -153,3 +154,31 @@ async def test_control_endpoints(sim: SimExchange, http: aiohttp.ClientSession) 
     assert cfg["markets"] == 60 and cfg["seed"] == 1 and cfg["rest_url"] == sim.rest_url
     _, stats = await get_json(http, f"{base}/stats")
     assert stats["paused"] is True and stats["events"]["delta"] > 0 and stats["ground_truth_records"] > 0
+
+
+async def test_list_dup_names_listed_markets_twice_and_lifecycle_control_changes_statuses(sim: SimExchange) -> None:
+    base = sim.rest_url
+    async with aiohttp.ClientSession() as http:
+        _, clean = await get_json(http, f"{base}/markets", limit=50)
+        sim.set_faults("list_dup=1")
+        _, doubled = await get_json(http, f"{base}/markets", limit=50)
+        sim.set_faults("")
+        tickers = [m["ticker"] for m in clean["markets"]]
+        assert sorted(m["ticker"] for m in doubled["markets"]) == sorted(tickers * 2)
+        assert doubled["cursor"] == clean["cursor"]  # the paging itself is unchanged
+        assert sim.faults.counts["list_dup"] == len(tickers)
+        ctl = f"{sim.control_url}/lifecycle"
+        async with http.post(ctl, params={"create": "1", "deactivate": "2"}) as r:
+            made = orjson.loads(await r.read())
+        assert made["created"] and len(made["deactivated"]) == 2 and made["activated"] == []
+        for t in made["deactivated"]:
+            _, m = await get_json(http, f"{base}/markets/{t}")
+            assert m["market"]["status"] == "inactive"
+        async with http.post(ctl, params={"activate": "2"}) as r:
+            assert sorted(orjson.loads(await r.read())["activated"]) == sorted(made["deactivated"])
+        async with http.post(ctl, params={"create": "x"}) as r:
+            assert r.status == 400
+    sim.flush()
+    events = {(r["ticker"], r["event_type"]) for r in load(sim.ground_truth_path) if r["kind"] == "lifecycle"}
+    assert {(t, "created") for t in made["created"]} <= events
+    assert {(t, e) for t in made["deactivated"] for e in ("deactivated", "activated")} <= events
