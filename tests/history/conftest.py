@@ -37,7 +37,7 @@ class HistoryEnv:
                 "allow_insecure": True,
             },
             "gatherers": [{"name": "g1", "database": {"dsn": self.cluster.dsn(self.db), "allow_insecure": True}}],
-            "exchange": {"rest_url": self.sim.ex.rest_url, "ws_url": self.sim.ex.ws_url, "allow_insecure": True},
+            "exchange": {"rest_url": self.sim.ex.rest_url, "ws_url": self.sim.ex.ws_url},
             "sync": {"market_sync_enabled": False},
             "history": {"requests_per_second": rps, "workers": workers},
         }
