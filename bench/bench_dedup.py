@@ -27,13 +27,10 @@ from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 from kalshictl.dedup.service import Deduplicator
 from kalshictl.schema import TRADES
+from kalshictl.units import now_us
 
 PW = "bench-pw"
 COLS = "trade_id, exchange_ts, received_at, ticker, price, size, taker_side"
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def make_db(cluster: PostgresCluster, name: str, target: str) -> str:

@@ -33,15 +33,13 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.bench_dedup import PW, make_db
 from kalshictl import schema
 from kalshictl.config import DedupSettings
 from kalshictl.db.embedded import PostgresCluster
-from kalshictl.db.migrate import migrate
-from kalshictl.db.roles import ROLES, ensure_role
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
 
-PW = "bench-pw"
 TABLES = ("orderbook_deltas", "tickers", "trades", "orderbook_snapshots")
 # Share of the message stream each table's rows make (deltas dominate; each trade also moves a ticker; snapshots are
 # the subscription snapshots plus the REST poller's). Override with --mix.
@@ -109,16 +107,6 @@ def table_bytes(conn: psycopg.Connection, table: str) -> tuple[int, int]:
 
 def row_width(conn: psycopg.Connection, table: str) -> float:
     return float(conn.execute(f"SELECT avg(pg_column_size(t.*)) FROM {table} t").fetchone()[0] or 0)
-
-
-def make_db(cluster: PostgresCluster, name: str, target: str) -> str:
-    cluster.create_database(name)
-    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        migrate(conn, target)  # type: ignore[arg-type]
-        for spec in ROLES:
-            if spec.target == target and spec.name in ("dedup_reader", "deduplicator"):
-                ensure_role(conn, spec, PW, name)
-    return name
 
 
 async def merge_all(cluster: PostgresCluster, prod: str, gdb: str) -> None:

@@ -12,37 +12,19 @@ from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
 
 
 def _progress_hooks(total: int) -> tuple[Any, Any]:
-    """A rich progress bar on stderr (TTY only) and the hooks that drive it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kalshictl.cli.output import err_console
+    """The Parquet export's progress bar and the hooks that drive it."""
     from kalshictl.research.export import ExportHooks
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rows]:,} rows"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
-    task = progress.add_task("export", total=total, rows=0)
-
-    def start(table: str, day: Any) -> None:
-        progress.update(task, description=f"{table} {day}")
-
-    def rows(n: int) -> None:
-        progress.update(task, rows=progress.tasks[task].fields["rows"] + n)
+    progress, start, rows = _progress_bar(total)
 
     def done(_res: Any) -> None:
-        progress.advance(task)
+        progress.advance(progress.tasks[0].id)
 
     return progress, ExportHooks(on_partition_start=start, on_rows=rows, on_partition_done=done)
 
 
-def _iceberg_progress(total: int) -> tuple[Any, Any, Any]:
-    """A rich progress bar on stderr for the Iceberg export: (progress, on_step(table, day), on_rows(n))."""
+def _progress_bar(total: int) -> tuple[Any, Any, Any]:
+    """A rich progress bar on stderr over ``total`` table-days: (progress, on_step(table, day), on_rows(n))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kalshictl.cli.output import err_console
@@ -80,7 +62,7 @@ def _export_iceberg(settings: Any, tables: list[str], days: list[Any], warehouse
         if table not in types.tables():
             raise ConfigError(f"--table: unknown table {table!r} (one of {', '.join(types.tables())})")
     steps = [(t, d) for t in tables for d in (days if types.time_column(t) else [None])]
-    bar, on_step, on_rows = _iceberg_progress(len(steps)) if progress else (None, None, None)
+    bar, on_step, on_rows = _progress_bar(len(steps)) if progress else (None, None, None)
     out: dict[str, Any] = {}
     failed = []
     with IcebergExporter.open(settings, warehouse=warehouse) as exporter, bar or contextlib.nullcontext():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kalshictl.dedup.loops")
 
-OnMerge = Callable[[str, str, MergeResult, float], None]
+OnMerge = Callable[[str, str, MergeResult, float], None]  # gatherer, table, result, when (one-clock seconds)
 
 
 class SyncLoop:
@@ -141,7 +140,7 @@ class SyncLoop:
             self.metrics.duplicates.labels(*self._labels).inc(result.duplicates)
             self.metrics.batches.labels(*self._labels).inc()
             if self.on_merge is not None:
-                self.on_merge(self.source.name, self.spec.name, result, time.time())
+                self.on_merge(self.source.name, self.spec.name, result, now_us() / 1e6)
         if batch.backlog_oldest is None:
             self.lag_s = 0.0
         else:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -208,7 +209,7 @@ async def sync_once(
     out: dict[str, int] = {}
     rejected = 0
     for kind, (path, item_key, limit, _, _, _) in KINDS.items():
-        started = int(time.time())
+        started = now_us() // 1_000_000
         since = None if full else await _watermark(pconn, kind)
         params: dict[str, Any] = {}
         if since:

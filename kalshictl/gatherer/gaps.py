@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl import clock
 from kalshictl.errors import summarize
 from kalshictl.schema import GAPS
 
@@ -72,10 +73,6 @@ _PENDING_PREVIOUS = (
     " WHERE gatherer = %(g)s AND instance_id <> %(i)s AND to_ts IS NOT NULL AND recovery = 'pending'"
     " AND to_ts <> %(at)s"
 )
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass(slots=True)
@@ -180,7 +177,7 @@ class GapLog:
             channel,
             reason,
             from_ts,
-            _now_us() if detected_at is None else detected_at,
+            clock.now_us() if detected_at is None else detected_at,
             subscription,
             sid,
             None if tickers is None else tuple(sorted(set(tickers))),

@@ -10,13 +10,13 @@ so a sped-up clock runs them faster. Their results become metrics, log lines and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
 from kalshictl import clock
+from kalshictl.db.periodic import Periodic
 from kalshictl.errors import summarize
 from kalshictl.health.disk import DiskWatch
 from kalshictl.health.thresholds import retention_status, worst
@@ -70,63 +70,35 @@ class StorageMonitor:
         self.disk = DiskWatch(settings.disk, registry)
         self.last_run: RetentionResult | None = None
         self.retention_error: str | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._conn: psycopg.AsyncConnection | None = None
+        self._timer = Periodic("retention-timer", settings.retention.interval_s, self.run_retention, self._failed)
 
     def start(self) -> None:
         self.disk.start(self._own_connection)
-        if self._task is None and self.settings.retention.enabled:
-            self._task = asyncio.create_task(self._run(), name="retention-timer")
+        if self.settings.retention.enabled:
+            self._timer.start(self._own_connection)
 
     async def stop(self) -> None:
         """Stop the timer: a pass in flight gets 2 s, then is cancelled (a drop interrupted rolls back whole)."""
-        self._stop.set()
-        await self.disk.stop()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 2)
-            self._task = None
-        await self._close()
-
-    async def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+        await asyncio.gather(self.disk.stop(), self._timer.stop())
 
     async def _own_connection(self) -> psycopg.AsyncConnection:
         from kalshictl.db.connect import connect_async
 
         return await connect_async(self.settings.database, autocommit=True)
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await self._own_connection()
-        return self._conn
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            await self.run_retention()
-            if await clock.sleep(self.settings.retention.interval_s, self._stop):
-                return
-
-    async def run_retention(self) -> RetentionResult | None:
-        """One retention pass on the one clock; metrics and logs from its result."""
+    async def run_retention(self, conn: psycopg.AsyncConnection) -> RetentionResult:
+        """One retention pass on ``conn`` at the one clock's now; metrics and logs from its result."""
         from kalshictl.db.retention import apply
 
-        keep = self.settings.retention.keep_days
-        try:
-            result = await apply(await self._connection(), now_us=clock.now_us(), keep_days=keep)
-        except Exception as exc:
-            self.retention_error = summarize(exc)
-            self.metrics.runs.labels(outcome="error").inc()
-            log.warning("retention: pass failed: %s", self.retention_error)
-            await self._close()
-            return None
+        result = await apply(conn, now_us=clock.now_us(), keep_days=self.settings.retention.keep_days)
         self.last_run, self.retention_error = result, None
         self.record(result)
         return result
+
+    def _failed(self, exc: Exception) -> None:
+        self.retention_error = summarize(exc)
+        self.metrics.runs.labels(outcome="error").inc()
+        log.warning("retention: pass failed: %s", self.retention_error)
 
     def record(self, result: RetentionResult) -> None:
         """Metrics and log lines of one pass."""

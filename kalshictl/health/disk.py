@@ -9,16 +9,13 @@ its own database, the deduplicator production's.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
-from kalshictl import clock
+from kalshictl.db.periodic import Periodic
 from kalshictl.errors import summarize
 from kalshictl.health.thresholds import disk_status, worst
 
@@ -28,10 +25,10 @@ if TYPE_CHECKING:
 
     from kalshictl.config import DiskSettings
     from kalshictl.db.disk import DiskReading
+    from kalshictl.db.periodic import Connect
     from kalshictl.health.thresholds import HealthReport
 
 log = logging.getLogger("kalshictl.health.disk")
-Connect = Callable[[], Awaitable["psycopg.AsyncConnection"]]
 
 
 class DiskWatch:
@@ -46,43 +43,14 @@ class DiskWatch:
         self.size.set(math.nan)
         self.reading: DiskReading | None = None
         self.error: str | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._conn: psycopg.AsyncConnection | None = None
-        self._connect: Connect | None = None
+        self._timer = Periodic("disk-watch", settings.interval_s, self.read, self._failed)
 
     def start(self, connect: Connect) -> None:
         """Read now and every ``interval_s``, on connections from ``connect`` (autocommit)."""
-        self._connect = connect
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="disk-watch")
+        self._timer.start(connect)
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 2)
-            self._task = None
-        await self._close()
-
-    async def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            if self._connect is not None:
-                try:
-                    if self._conn is None or self._conn.closed:
-                        self._conn = await self._connect()
-                    await self.read(self._conn)
-                except Exception as exc:  # unreachable database: reported by its own component; retry next tick
-                    self._failed(exc)
-                    await self._close()
-            if await clock.sleep(self.settings.interval_s, self._stop):
-                return
+        await self._timer.stop()
 
     def _failed(self, exc: BaseException) -> None:
         msg = summarize(exc)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
 from kalshictl.research import iceberg_types as types
+from kalshictl.research.export import table_columns
 from kalshictl.research.times import day_bounds
 
 if TYPE_CHECKING:
@@ -180,15 +181,8 @@ def open_catalog(settings: ExportSettings, *, warehouse: str | None = None) -> C
 
 
 def production_columns(conn: psycopg.Connection, table: str) -> list[types.Column]:
-    """The exported columns of a production table."""
-    rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
-        (table,),
-    ).fetchall()
-    if not rows:
-        raise KalshiCtlError(f"table {table} not found in production", hint="run `kalshictl migrate`")
-    return types.columns(table, rows)
+    """The exported columns of a production table (read as the Parquet export reads them)."""
+    return types.columns(table, [(c.name, c.pg_type) for c in table_columns(conn, table)])
 
 
 def ensure_table(catalog: Catalog, namespace: str, table: str, cols: list[types.Column]) -> Table:

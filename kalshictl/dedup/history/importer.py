@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from kalshictl.dedup.history.rows import candle_row, trade_row
 from kalshictl.dedup.history.store import Unit
 from kalshictl.dedup.market_sync import BadRow
 from kalshictl.kalshi.rest import end_of_pages
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,6 +37,11 @@ BATCH_CANDLES = 10_000  # ... and 10,000 candles per call
 FINAL_MARGIN_S = 60
 
 
+def clock_s() -> float:
+    """Now in seconds on the one clock (kalshictl/clock.py): the default of an import's ``clock``."""
+    return now_us() / 1_000_000
+
+
 class HistoryImport:
     """One import run over ``rng``; ``connect`` opens an autocommit production connection (one per worker: every
     write is its own explicit transaction)."""
@@ -48,7 +53,7 @@ class HistoryImport:
         rng: ImportRange,
         *,
         workers: int = 4,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clock_s,
     ) -> None:
         self.rest = rest
         self.connect = connect
@@ -296,7 +301,7 @@ async def import_history(
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     every_s: float = 1.0,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = clock_s,
 ) -> dict[str, Any]:
     """Run an import with a deduplicator's settings (``DedupSettings``): production as its role, the exchange's REST
     URL and key, ``history.requests_per_second`` as this import's budget; ``on_progress`` gets the summary so far."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from kalshictl.units import UnitError, rfc3339_us
 
 if TYPE_CHECKING:
     from kalshictl.kalshi.rest import KalshiRest
@@ -89,12 +90,10 @@ class Market:
 
 
 def parse_time(value: Any) -> int | None:
-    """RFC3339 → Unix seconds, or None."""
-    if not isinstance(value, str) or not value:
-        return None
+    """RFC 3339 → Unix seconds (:func:`kalshictl.units.rfc3339_us`: bounded, no zone = UTC), or None."""
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-    except ValueError:
+        return rfc3339_us(value) // 1_000_000
+    except UnitError:
         return None
 
 
