@@ -35,6 +35,7 @@ import psycopg
 import yaml
 
 from kalshictl import clock
+from kalshictl.db.roles import OWNER_ROLE
 from kalshictl.local.demo import Demo, DemoOptions
 from kalshictl.local.processes import kalshictl_argv
 from kalshictl.local.verify import TableReport, compare, render_table
@@ -158,6 +159,7 @@ def ensure_day_partitions(dsn: str, day_start_us: int) -> int:
     """Create every registered table's partitions of one UTC day (as the owner); returns how many were created."""
     created = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {OWNER_ROLE}")  # the owner's partitions, which its retention functions may drop
         rows = conn.execute("SELECT table_name, chunk_us FROM kalshi_timeseries WHERE flavor = 'partitioned'")
         for table, chunk in rows.fetchall():
             for lo in range(day_start_us - day_start_us % chunk, day_start_us + DAY_US, chunk):

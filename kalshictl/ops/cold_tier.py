@@ -91,7 +91,11 @@ def days_in_production(conn: psycopg.Connection, table: str, time_column: str, c
         suffix = name.rsplit("_p", 1)[-1]
         if name.startswith(f"{table}_p") and suffix.lstrip("-").isdigit():
             days.add(EPOCH + timedelta(microseconds=int(suffix) * chunk_us))
-    default = conn.execute(f"SELECT DISTINCT {time_column} / {US_PER_DAY} FROM {table}_default").fetchall()
+    # through the parent table (a role has no privilege on a partition itself: docs/security.md)
+    default = conn.execute(
+        f"SELECT DISTINCT {time_column} / {US_PER_DAY} FROM {table} WHERE tableoid = %s::regclass",
+        (f"{table}_default",),
+    ).fetchall()
     days |= {EPOCH + timedelta(days=int(d)) for (d,) in default}
     return sorted(days)
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kalshictl.config import load_settings
+from kalshictl.db.roles import OWNER_ROLE
 from kalshictl.ops.cold_tier import drop_exported_days, export_closed_days
 from kalshictl.research.book_query import book_at
 from kalshictl.research.cold import ColdReader, cold_reader, open_cold_store
@@ -30,18 +31,20 @@ DEDUP_PW = "dedup-cold-pw-1"
 def cold(request, prod, s3_endpoint, tmp_path, pg_cluster, fresh_db):
     """Production with real hourly delta partitions for DAY1, seeded rows on three days, a bucket, and a config whose
     cold tier is Iceberg tables or plain Parquet."""
-    from kalshictl.db.roles import ROLES, ensure_role
+    from kalshictl.db.roles import OWNER_ROLE, ROLES, ensure_role
 
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
     with prod.connect() as conn:
         ensure_role(conn, next(r for r in ROLES if r.name == "deduplicator"), DEDUP_PW, fresh_db)
         conn.execute("GRANT EXECUTE ON FUNCTION kalshi_drop_exported_day(text, date, bigint) TO deduplicator")
+        conn.execute(f"SET ROLE {OWNER_ROLE}")  # partitions are the owner's, as kalshi_ensure_partitions makes them
         for h in range(24):
             n = (DAY1 + h * HOUR) // HOUR
             conn.execute(
                 f"CREATE TABLE orderbook_deltas_p{n} PARTITION OF orderbook_deltas"
                 f" FOR VALUES FROM ({n * HOUR}) TO ({(n + 1) * HOUR})"
             )
+        conn.execute("RESET ROLE")
         for d in range(3):
             base = DAY1 + d * DAY
             insert_snapshot(conn, TICKER, base + HOUR, {4000 + d: 500}, {5000: 300}, exchange_ts=base + HOUR)
@@ -152,6 +155,7 @@ def test_day_dropped_only_after_verified_export_and_late_rows_survive(cold):
     # a partition of the dropped day made again (e.g. a wider kalshi_ensure_partitions window) goes again while empty
     n = (DAY1 + 5 * HOUR) // HOUR
     with prod.connect() as admin:
+        admin.execute(f"SET ROLE {OWNER_ROLE}")
         admin.execute(f"CREATE TABLE orderbook_deltas_p{n} PARTITION OF orderbook_deltas"
                       f" FOR VALUES FROM ({n * HOUR}) TO ({(n + 1) * HOUR})")  # fmt: skip
     with _dedup(dsn) as conn:
