@@ -29,9 +29,10 @@ from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.router_state import GAP_CLOCK_SLACK_US, ORDERBOOK
 from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.storage import StorageMonitor
-from kalshictl.gatherer.writers import ALL_TABLES, BatchWriter, WriterGroup, WriterSet, make_writer, now_us
+from kalshictl.gatherer.writers import BatchWriter, WriterGroup, WriterSet, make_writer, now_us
 from kalshictl.kalshi.rest import KalshiApiError
 from kalshictl.kalshi.validate import valid_markets
+from kalshictl.schema import GAPS, MARKET_DATA_TABLES
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,10 +69,7 @@ class Gatherer:
         w = settings.writer
         writers: dict[str, BatchWriter | WriterGroup | GapLog] = {}
         self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics)
-        for spec in ALL_TABLES:
-            if spec.name == "sequence_gaps":
-                writers[spec.name] = self.gaplog  # windows are written when they open
-                continue
+        for spec in MARKET_DATA_TABLES:
             writers[spec.name] = make_writer(  # the deltas: a group of writers on their own connections
                 spec,
                 self._connect,
@@ -82,6 +80,7 @@ class Gatherer:
                 metrics=self.metrics,
                 on_overflow=self._on_overflow,
             )
+        writers[GAPS.name] = self.gaplog  # gap windows are written when they open (kalshictl/gatherer/gaps.py)
         self.writers = WriterSet(writers)
         self.backfill: TradeBackfill | None = None
         self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.errors import summarize
-from kalshictl.schema import EVENT_TABLES, GathererWrite, Table
+from kalshictl.schema import GathererWrite, Table
 from kalshictl.units import now_us
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
@@ -57,9 +57,6 @@ def fixed_row_bytes(spec: Table) -> int:
     """A row's estimated memory before its variable-size columns: tuple header + pointers + ~32 bytes per value
     object (ints, bools, and the str header of text values)."""
     return ROW_OVERHEAD_BYTES + 40 * len(spec.gatherer_columns)
-
-
-ALL_TABLES = EVENT_TABLES  # the tables a gatherer writes (the name gatherer/service.py imports)
 
 
 def _is_outage(exc: BaseException) -> bool:
