@@ -216,7 +216,7 @@ class Gatherer:
             backoff = min(60.0, backoff * 2)
         # 3. market registry
         self.phase = "load_markets"
-        self._refresh_from = int(time.time()) - REFRESH_SLACK_S
+        self._refresh_from = now_us() // 1_000_000 - REFRESH_SLACK_S  # on the one clock, like the exchange's times
         # never exits on a failed load (retried with backoff, /health 503 meanwhile) unless the key is rejected
         await self.registry.load_with_retry(self._load_registry_or_fail, self._stop, fatal=(ApiKeyRejected,))
         if self._stop.is_set():
@@ -402,7 +402,7 @@ class Gatherer:
         """``GET /markets?min_updated_ts=…``: subscribe markets that became recordable, unsubscribe those that
         stopped, and place any recordable market that is not placed yet. Returns (joined, left)."""
         since = self._refresh_from
-        self._refresh_from = int(time.time()) - REFRESH_SLACK_S
+        self._refresh_from = now_us() // 1_000_000 - REFRESH_SLACK_S
         join, leave = await self.registry.refresh(self.rest, since)
         if self.shards is not None:
             if leave:
