@@ -80,14 +80,15 @@ def register(root: typer.Typer) -> None:
             buffer_bytes=buffer_mb * 1024 * 1024,
             shift_to_now=shift_to_now,
         )
-        db = research_db(load(config))
+        settings = load(config)
+        db = research_db(settings)
 
         async def serve() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            server = ReplayServer(db, opts)
+            server = ReplayServer(db, opts, settings=settings)
             try:
                 await server.start()
             except OSError as exc:
