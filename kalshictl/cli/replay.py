@@ -91,8 +91,7 @@ def register(root: typer.Typer) -> None:
             server = ReplayServer(db, opts, settings=settings)
             try:
                 await server.start()
-            except OSError as exc:
-                await server.stop()
+            except OSError as exc:  # (start has closed what it opened)
                 raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
             typer.echo(f"kalshictl replay: {iso(from_us)} .. {iso(to_us)} at speed {speed}")
             typer.echo(f"REST {server.rest_url}")

@@ -24,7 +24,18 @@ from aiohttp import web
 
 from kalshictl.replay.rest import ReplayRest
 from kalshictl.replay.session import RecordedFeed, Session
-from kalshictl.replay.source import DELTA, LIFECYCLE, READS, TICKER, TRADE, Scope, events, gap_ends, gap_windows
+from kalshictl.replay.source import (
+    DELTA,
+    LIFECYCLE,
+    READS,
+    TICKER,
+    TRADE,
+    Scope,
+    cold_plan,
+    events,
+    gap_ends,
+    gap_windows,
+)
 from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX, WS_PATH, SimConfig
 from kalshictl.sim.connection import Connection
@@ -63,13 +74,15 @@ class ReplayOptions:
 
 
 class _Cold:
-    """The cold tier for one replay (docs/replay.md): a store for the event stream (read in a worker thread) and a
-    reader for books (read on the event loop), each with its own store so neither shares a connection."""
+    """The cold tier for one replay (docs/replay.md, "Across tiers"): a store for the event stream when a day of the
+    period left production (read in a worker thread) and a reader for books when any order-book day did (read on the
+    event loop), each with its own store so neither shares a connection."""
 
-    def __init__(self, conn: psycopg.Connection, settings: Settings | None) -> None:
+    def __init__(self, conn: psycopg.Connection, settings: Settings | None, from_us: int, to_us: int) -> None:
         from kalshictl.research.cold import BOOK_TABLES, ColdReader, configured_store
 
-        self.stream: ColdStore | None = configured_store(conn, settings, [r.table for r in READS.values()])
+        plan = cold_plan(conn, from_us, to_us, READS)
+        self.stream: ColdStore | None = configured_store(conn, settings, [READS[k].table for k in plan])
         book_store = configured_store(conn, settings, BOOK_TABLES)
         self.books = ColdReader(conn, book_store) if book_store is not None else None
 
@@ -138,13 +151,20 @@ class ReplayServer:
 
     # ----- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> ReplayServer:
-        """Open production (read-only), plan the replay, bind and serve."""
+        """Open production (read-only) and the cold tier, plan the replay, bind and serve."""
+        try:
+            return await self._start_serving()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_serving(self) -> ReplayServer:
         from kalshictl.replay.source import resolve_scope
 
         o = self.opts
         self.point = _open(self.db, autocommit=True)
         self.stream = _open(self.db, autocommit=False)
-        self.cold = _Cold(self.point, self.settings)
+        self.cold = _Cold(self.point, self.settings, o.from_us, o.to_us)
         self.scope: Scope = resolve_scope(self.point, o.tickers, o.series)
         self.gaps = gap_windows(self.point, o.from_us, o.to_us)
         scope_sql, scope_args = self.scope.sql()
@@ -186,14 +206,18 @@ class ReplayServer:
         await self.session.finished.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Stop serving and close production and the cold tier (again: nothing)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self.cold is not None:
-            self.cold.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        cold, self.cold = self.cold, None
+        if cold is not None:
+            cold.close()
         for conn in (getattr(self, "stream", None), getattr(self, "point", None)):
             if conn is not None:
                 conn.close()
@@ -326,7 +350,7 @@ async def ndjson(
     lines = 0
     cold: _Cold | None = None
     try:
-        cold = _Cold(point, settings)
+        cold = _Cold(point, settings, from_us, to_us)
         feed = RecordedFeed(point, from_us, cold=cold.books)
         windows = gap_windows(point, from_us, to_us) if ORDERBOOK in channels else []
         kinds = {_KINDS[c] for c in channels}

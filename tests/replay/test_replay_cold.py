@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import websockets
 
+from kalshictl.errors import KalshiCtlError
 from kalshictl.ops.cold_tier import drop_exported_days, export_closed_days
 from kalshictl.replay.server import ReplayOptions, ReplayServer
 from kalshictl.replay.source import DELTA, LIFECYCLE, TICKER, TRADE, cold_plan
@@ -137,3 +138,14 @@ async def test_a_replay_is_the_same_before_and_after_its_day_left_production(col
     assert [line for line in lines_late if line["message"]["type"] == "trade"] == [
         line for line in lines_before if line["message"]["type"] == "trade"
     ]
+
+    # a config that names no cold tier stops the replay at start, naming the key, rather than serve half a day
+    s3 = settings.exporter.s3.model_copy(update={"dest": None})
+    bare = settings.model_copy(update={"exporter": settings.exporter.model_copy(update={"s3": s3})})
+    with pytest.raises(KalshiCtlError, match=r"exporter\.s3\.dest"):
+        async with ReplayServer(research_db(bare), ReplayOptions(FROM, TO, speed=None, port=0), settings=bare):
+            pass
+    # a period wholly in production (DAY2) still rebuilds books across tiers: order-book days left, so the same error
+    with pytest.raises(KalshiCtlError, match=r"orderbook_snapshots, orderbook_deltas"):
+        async with ReplayServer(research_db(bare), ReplayOptions(DAY1 + DAY, TO, port=0), settings=bare):
+            pass
