@@ -1,10 +1,12 @@
-"""Production read for a replay: every recorded event of a period in exchange-time order, streamed, never loaded.
+"""The read for a replay: every recorded event of a period in exchange-time order, streamed, never loaded.
 
-One server-side cursor per table (``orderbook_deltas``, ``trades``, ``tickers`` with ``source = 'ws'``,
-``lifecycle_events``), each ordered by ``exchange_ts``, merged into one stream; memory stays flat whatever the
-period's length. Within one timestamp lifecycle events come first, then deltas, trades and ticker updates (production
-does not store the exchange's order inside a timestamp). The reads run in one read-only REPEATABLE READ transaction,
-so the stream is one consistent view of production even while the deduplicator writes.
+Per table (``orderbook_deltas``, ``trades``, ``tickers`` with ``source = 'ws'``, ``lifecycle_events``) one ordered
+stream: runs of days still in production through one server-side cursor each, and each day that left production
+(production's ``cold_exports`` ledger) read from the cold tier one table-day at a time, joined with production's late
+rows of that day (docs/replay.md, "Across tiers"). The streams are merged into one; memory is bounded by one day of
+one table whatever the period's length. Within one timestamp lifecycle events come first, then deltas, trades and
+ticker updates (production does not store the exchange's order inside a timestamp). The reads run in one read-only
+REPEATABLE READ transaction, so the stream is one consistent view of production even while the deduplicator writes.
 """
 
 from __future__ import annotations
