@@ -80,18 +80,18 @@ def register(root: typer.Typer) -> None:
             buffer_bytes=buffer_mb * 1024 * 1024,
             shift_to_now=shift_to_now,
         )
-        db = research_db(load(config))
+        settings = load(config)
+        db = research_db(settings)
 
         async def serve() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            server = ReplayServer(db, opts)
+            server = ReplayServer(db, opts, settings=settings)
             try:
                 await server.start()
-            except OSError as exc:
-                await server.stop()
+            except OSError as exc:  # (start has closed what it opened)
                 raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
             typer.echo(f"kalshictl replay: {iso(from_us)} .. {iso(to_us)} at speed {speed}")
             typer.echo(f"REST {server.rest_url}")

@@ -24,7 +24,18 @@ from aiohttp import web
 
 from kalshictl.replay.rest import ReplayRest
 from kalshictl.replay.session import RecordedFeed, Session
-from kalshictl.replay.source import DELTA, LIFECYCLE, TICKER, TRADE, Scope, events, gap_ends, gap_windows
+from kalshictl.replay.source import (
+    DELTA,
+    LIFECYCLE,
+    READS,
+    TICKER,
+    TRADE,
+    Scope,
+    cold_plan,
+    events,
+    gap_ends,
+    gap_windows,
+)
 from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX, WS_PATH, SimConfig
 from kalshictl.sim.connection import Connection
@@ -37,7 +48,8 @@ from kalshictl.sim.ws import handle_ws
 if TYPE_CHECKING:
     import psycopg
 
-    from kalshictl.config import DatabaseSettings
+    from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.research.cold import ColdStore
 
 DEFAULT_BUFFER = 64 * 1024 * 1024  # bytes queued per connection before the slow-consumer disconnect
 NDJSON_CHANNELS = (ORDERBOOK, "trade", "ticker", LIFECYCLE_CHANNEL, MVE_LIFECYCLE)
@@ -61,6 +73,26 @@ class ReplayOptions:
     shift_to_now: bool = False  # message times moved so that from_us is the moment the clock starts
 
 
+class _Cold:
+    """The cold tier for one replay (docs/replay.md, "Across tiers"): a store for the event stream when a day of the
+    period left production (read in a worker thread) and a reader for books when any order-book day did (read on the
+    event loop), each with its own store so neither shares a connection."""
+
+    def __init__(self, conn: psycopg.Connection, settings: Settings | None, from_us: int, to_us: int) -> None:
+        from kalshictl.research.cold import BOOK_TABLES, ColdReader, configured_store
+
+        plan = cold_plan(conn, from_us, to_us, READS)
+        self.stream: ColdStore | None = configured_store(conn, settings, [READS[k].table for k in plan])
+        book_store = configured_store(conn, settings, BOOK_TABLES)
+        self.books = ColdReader(conn, book_store) if book_store is not None else None
+
+    def close(self) -> None:
+        from kalshictl.research.cold import close_store
+
+        close_store(self.stream)
+        close_store(self.books.store if self.books is not None else None)
+
+
 def _open(db: DatabaseSettings, autocommit: bool) -> psycopg.Connection:
     from kalshictl.db.connect import connect
 
@@ -74,9 +106,11 @@ def _open(db: DatabaseSettings, autocommit: bool) -> psycopg.Connection:
 class ReplayServer:
     """``async with ReplayServer(db, ReplayOptions(...)) as rs: rs.ws_url, rs.rest_url, await rs.done()``."""
 
-    def __init__(self, db: DatabaseSettings, opts: ReplayOptions) -> None:
+    def __init__(self, db: DatabaseSettings, opts: ReplayOptions, *, settings: Settings | None = None) -> None:
         self.db = db
         self.opts = opts
+        self.settings = settings  # the --config file: its exporter section names the cold tier
+        self.cold: _Cold | None = None
         self.cfg = SimConfig(
             host=opts.host, port=opts.port, ws_buffer_bytes=opts.buffer_bytes, heartbeat_s=opts.heartbeat_s
         )
@@ -117,18 +151,27 @@ class ReplayServer:
 
     # ----- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> ReplayServer:
-        """Open production (read-only), plan the replay, bind and serve."""
+        """Open production (read-only) and the cold tier, plan the replay, bind and serve."""
+        try:
+            return await self._start_serving()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_serving(self) -> ReplayServer:
         from kalshictl.replay.source import resolve_scope
 
         o = self.opts
         self.point = _open(self.db, autocommit=True)
         self.stream = _open(self.db, autocommit=False)
+        self.cold = _Cold(self.point, self.settings, o.from_us, o.to_us)
         self.scope: Scope = resolve_scope(self.point, o.tickers, o.series)
         self.gaps = gap_windows(self.point, o.from_us, o.to_us)
         scope_sql, scope_args = self.scope.sql()
         self.known = {r[0] for r in self.point.execute(f"SELECT ticker FROM markets WHERE true{scope_sql}", scope_args)}
-        self.feed = RecordedFeed(self.point, o.from_us, self._on_subscribe)
-        source = events(self.stream, o.from_us, o.to_us, self.scope, extra=gap_ends(self.gaps, self.scope))
+        self.feed = RecordedFeed(self.point, o.from_us, self._on_subscribe, self.cold.books)
+        extra = gap_ends(self.gaps, self.scope)
+        source = events(self.stream, o.from_us, o.to_us, self.scope, extra=extra, store=self.cold.stream)
         conns = lambda: list(self.connections.values())  # noqa: E731
         self.session = Session(self.feed, source, o.from_us, o.to_us, o.speed, conns, shift_to_now=o.shift_to_now)
         self.rest = ReplayRest(self.point, self.feed, self.scope, lambda: self.session.clock_us)
@@ -163,12 +206,18 @@ class ReplayServer:
         await self.session.finished.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Stop serving and close production and the cold tier (again: nothing)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        if self._runner is not None:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        cold, self.cold = self.cold, None
+        if cold is not None:
+            cold.close()
         for conn in (getattr(self, "stream", None), getattr(self, "point", None)):
             if conn is not None:
                 conn.close()
@@ -257,7 +306,7 @@ class ReplayServer:
             return error_response(400, "bad_request", "orderbook_delta needs tickers (as a WebSocket subscribe does)")
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        await ndjson(self.db, from_us, to_us, channels, tickers, self.scope, resp.write)
+        await ndjson(self.db, from_us, to_us, channels, tickers, self.scope, resp.write, settings=self.settings)
         await resp.write_eof()
         return resp
 
@@ -283,6 +332,8 @@ async def ndjson(
     tickers: list[str],
     server_scope: Scope,
     write: Any,
+    *,
+    settings: Settings | None = None,
 ) -> int:
     """Replay ``[from_us, to_us]`` of ``channels`` (market ``tickers``; empty = all) as NDJSON lines through ``write``.
 
@@ -297,11 +348,13 @@ async def ndjson(
     point, stream = _open(db, autocommit=True), _open(db, autocommit=False)
     sink = _Sink(0)
     lines = 0
+    cold: _Cold | None = None
     try:
-        feed = RecordedFeed(point, from_us)
+        cold = _Cold(point, settings, from_us, to_us)
+        feed = RecordedFeed(point, from_us, cold=cold.books)
         windows = gap_windows(point, from_us, to_us) if ORDERBOOK in channels else []
         kinds = {_KINDS[c] for c in channels}
-        source = events(stream, from_us, to_us, scope, kinds, extra=gap_ends(windows, scope))
+        source = events(stream, from_us, to_us, scope, kinds, extra=gap_ends(windows, scope), store=cold.stream)
         session = Session(feed, source, from_us, to_us, None, lambda: [])
         for sid, channel in enumerate(channels, start=1):
             per_market = channel in (ORDERBOOK, "trade", "ticker") and bool(tickers)
@@ -325,6 +378,8 @@ async def ndjson(
         session.started.set()
         await session.run(flush)
     finally:
+        if cold is not None:
+            cold.close()
         stream.close()
         point.close()
     return lines

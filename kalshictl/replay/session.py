@@ -4,7 +4,8 @@
 keeps books at the replay clock, answers ``orderbook_snapshot`` requests from them and fans each recorded event out
 to the subscriptions of its channel with per-sid ``seq``. :class:`Session` owns the clock and the pump.
 
-Books: a market's book is rebuilt with ``kalshictl book``'s point-in-time logic (``research.book_query.book_at``) the
+Books: a market's book is rebuilt with ``kalshictl book``'s point-in-time logic (``research.book_query.book_at``,
+across production and the cold tier) the
 first time the replay needs it (a subscribe, a REST call, or its first delta), then kept current by applying the
 recorded deltas. Where every gatherer lost a market's order-book data (production gaps, as ``kalshictl coverage``
 finds them) the replay does not invent continuity: at the window's end it rebuilds the book from production again and
@@ -34,6 +35,7 @@ from kalshictl.units import now_us
 if TYPE_CHECKING:
     import psycopg
 
+    from kalshictl.research.cold import ColdReader
     from kalshictl.sim.connection import Connection
 
 CHUNK = 2_000  # events fetched from the cursors per thread hop
@@ -43,9 +45,16 @@ YIELD_EVERY = 256  # at max speed, events sent between two turns of the writers
 class RecordedFeed(Subscriptions):
     """Subscriptions plus recorded books; ``clock_us`` is the replay clock (every event at or before it is sent)."""
 
-    def __init__(self, conn: psycopg.Connection, from_us: int, on_subscribe: Callable[[Sub], None] | None = None):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        from_us: int,
+        on_subscribe: Callable[[Sub], None] | None = None,
+        cold: ColdReader | None = None,
+    ):
         super().__init__()
         self.conn = conn  # point reads (books); autocommit
+        self.cold = cold  # order-book days that left production
         self.clock_us = from_us
         self.books: dict[str, Book] = {}
         self.on_subscribe = on_subscribe
@@ -62,7 +71,7 @@ class RecordedFeed(Subscriptions):
 
     def _rebuild(self, ticker: str, at_us: int) -> Book:
         try:
-            return book_at(self.conn, ticker, at_us).book
+            return book_at(self.conn, ticker, at_us, cold=self.cold).book
         except KalshiCtlError:  # no snapshot recorded yet: the market's book starts empty
             return Book()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -321,11 +322,34 @@ class ColdReader:
         return out
 
 
-def cold_reader(conn: psycopg.Connection, settings: Settings) -> ColdReader | None:
-    """A reader of the cold tier when ``exporter.s3.dest`` is configured and some order-book day left production."""
-    exporter = settings.exporter
+def configured_store(conn: psycopg.Connection, settings: Settings | None, tables: Iterable[str]) -> ColdStore | None:
+    """The cold tier of ``settings`` (its ``exporter`` section) when some day of ``tables`` left production; None
+    when none did. A day that left production with no ``exporter.s3.dest`` configured is an error: its rows are
+    only in the cold tier."""
+    dropped = [t for t in tables if cold_days(conn, t)]
+    if not dropped:
+        return None
+    exporter = settings.exporter if settings is not None else None
     if exporter is None or not exporter.s3.dest:
-        return None
-    if not (cold_days(conn, "orderbook_snapshots") or cold_days(conn, "orderbook_deltas")):
-        return None
-    return ColdReader(conn, open_cold_store(exporter))
+        raise KalshiCtlError(
+            f"days of {', '.join(dropped)} left production for the cold tier, and exporter.s3.dest is not set",
+            hint="give --config a file whose exporter section names the cold tier (docs/deduplicator.md)",
+            exit_code=2,
+        )
+    return open_cold_store(exporter)
+
+
+def close_store(store: ColdStore | None) -> None:
+    """Release what a store holds open (the Iceberg store's catalog and connection)."""
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+
+
+BOOK_TABLES = ("orderbook_snapshots", "orderbook_deltas")
+
+
+def cold_reader(conn: psycopg.Connection, settings: Settings) -> ColdReader | None:
+    """A reader of the cold tier when some order-book day left production (see :func:`configured_store`)."""
+    store = configured_store(conn, settings, BOOK_TABLES)
+    return ColdReader(conn, store) if store is not None else None
