@@ -407,7 +407,10 @@ class Gatherer:
         if self.shards is not None:
             if leave:
                 self.router.remove_markets(leave)
-            self._place(self.registry.recordable())
+            # a market placed only now missed its lifecycle event here (created or re-activated after ``since``, or
+            # while a lifecycle channel was blind): its book is not ours from then until its first snapshot
+            start = min(since * 1_000_000, self._learned_from(created=False))
+            self._place(self.registry.recordable(), start)
         if join or leave:
             log.info("%s: registry refresh: %d markets joined, %d left", self.name, len(join), len(leave))
         return len(join), len(leave)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import time
 
+import psycopg
 import pytest
 
 from kalshictl.gatherer.service import ApiKeyRejected, Gatherer
@@ -54,11 +55,21 @@ async def test_registry_refresh_places_markets_the_channel_missed(gatherer_dsn: 
         await asyncio.sleep(1.5)
         ex.pause()
         ex.flush()
-        created = {r["ticker"] for r in load(ex.ground_truth_path) if r.get("event_type") == "created"}
+        born = {r["ticker"]: r["exchange_ts"] for r in load(ex.ground_truth_path) if r.get("event_type") == "created"}
+        created = set(born)
         assert created and not (created & set(g.shards.sub_of))
         joined, _left = await g.refresh_registry()
         assert joined >= len(created)
         await until(lambda: created <= set(sub_markets(ex)), 10, "refreshed markets subscribed")
+        # their books from creation until the first snapshot were never this gatherer's: an outage window says so
+        await g.writers.flush_all(10)
+    with psycopg.connect(gatherer_dsn) as c:
+        windows = c.execute(
+            "SELECT unnest(tickers), min(from_ts) FROM sequence_gaps WHERE reason = 'outage' GROUP BY 1"
+        ).fetchall()
+    covered = dict(windows)
+    late = {t: (born[t], covered.get(t)) for t in created if covered.get(t) is None or covered[t] > born[t]}
+    assert not late, f"markets placed by the refresh without a window from their creation: {late}"
 
 
 async def test_multivariate_markets_are_recorded(gatherer_dsn: str) -> None:
