@@ -17,7 +17,7 @@ from kalshictl.replay.session import RecordedFeed
 from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX
 from kalshictl.sim.fmt import PRICE_STR, size_str
-from kalshictl.sim.rest import BadRequest, error_response, json_response, status_filter
+from kalshictl.sim.rest import BadRequest, error_response, json_response, market_data_routes, status_filter
 from kalshictl.units import PRICE_MAX
 
 if TYPE_CHECKING:
@@ -78,19 +78,7 @@ class ReplayRest:
         self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
-        p = REST_PREFIX
-        return [
-            web.get(f"{p}/exchange/status", self.exchange_status),
-            web.get(f"{p}/markets", self.markets),
-            web.get(f"{p}/markets/trades", self.trades),
-            web.get(f"{p}/markets/orderbooks", self.orderbooks),
-            web.get(f"{p}/markets/{{ticker}}/orderbook", self.orderbook),
-            web.get(f"{p}/markets/{{ticker}}", self.market),
-            web.get(f"{p}/events", self.events),
-            web.get(f"{p}/events/{{event_ticker}}", self.event),
-            web.get(f"{p}/series", self.series_list),
-            web.get(f"{p}/series/{{ticker}}", self.series),
-        ]
+        return market_data_routes(self)  # the same paths as the local exchange's
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:

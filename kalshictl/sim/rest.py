@@ -86,6 +86,24 @@ def status_filter(request: web.Request) -> frozenset[str] | None:
     return frozenset(out)
 
 
+def market_data_routes(h: Any) -> list[web.RouteDef]:
+    """Kalshi's public market-data REST routes, static paths before parameterised ones, served by ``h``'s handlers
+    (the generated world's and the recorded one's: docs/replay.md)."""
+    p = REST_PREFIX
+    return [
+        web.get(f"{p}/exchange/status", h.exchange_status),
+        web.get(f"{p}/markets", h.markets),
+        web.get(f"{p}/markets/trades", h.trades),
+        web.get(f"{p}/markets/orderbooks", h.orderbooks),
+        web.get(f"{p}/markets/{{ticker}}/orderbook", h.orderbook),
+        web.get(f"{p}/markets/{{ticker}}", h.market),
+        web.get(f"{p}/events", h.events),
+        web.get(f"{p}/events/{{event_ticker}}", h.event),
+        web.get(f"{p}/series", h.series_list),
+        web.get(f"{p}/series/{{ticker}}", h.series),
+    ]
+
+
 class RestApi:
     """Route handlers bound to one exchange."""
 
@@ -95,19 +113,7 @@ class RestApi:
 
     def routes(self) -> list[web.RouteDef]:
         """All REST routes (static paths before parameterised ones)."""
-        p = REST_PREFIX
-        return [
-            web.get(f"{p}/exchange/status", self.exchange_status),
-            web.get(f"{p}/markets", self.markets),
-            web.get(f"{p}/markets/trades", self.trades),
-            web.get(f"{p}/markets/orderbooks", self.orderbooks),
-            web.get(f"{p}/markets/{{ticker}}/orderbook", self.orderbook),
-            web.get(f"{p}/markets/{{ticker}}", self.market),
-            web.get(f"{p}/events", self.events),
-            web.get(f"{p}/events/{{event_ticker}}", self.event),
-            web.get(f"{p}/series", self.series_list),
-            web.get(f"{p}/series/{{ticker}}", self.series),
-        ]
+        return market_data_routes(self)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
