@@ -25,9 +25,10 @@ lock: install ## rewrite constraints.txt from the working .venv (after changing 
 	{ sed -n '/^#/p' constraints.txt; $(PIP) freeze --exclude kalshictl; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
-lint: install ## ruff lint + format check
+lint: install ## ruff lint + format check + mypy (configured in pyproject.toml)
 	$(VENV)/bin/ruff check kalshictl tests bench
 	$(VENV)/bin/ruff format --check kalshictl tests bench
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format kalshictl tests bench
