@@ -11,8 +11,8 @@ from __future__ import annotations
 import orjson
 
 from kalshictl.research.book import Book
-from kalshictl.sim.feed import LIFECYCLE, MVE_LIFECYCLE, MVE_PREFIX
 from kalshictl.sim.fmt import PRICE_STR, iso, size_str
+from kalshictl.sim.subscriptions import LIFECYCLE, MVE_LIFECYCLE, MVE_PREFIX
 from kalshictl.units import PRICE_MAX
 
 

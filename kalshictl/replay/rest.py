@@ -17,7 +17,16 @@ from kalshictl.replay.session import RecordedFeed
 from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX
 from kalshictl.sim.fmt import PRICE_STR, size_str
-from kalshictl.sim.rest import BadRequest, error_response, json_response, market_data_routes, status_filter
+from kalshictl.sim.kalshi_http import (
+    BadRequest,
+    error_response,
+    int_param,
+    json_response,
+    list_param,
+    status_filter,
+)  # fmt: skip
+from kalshictl.sim.rest import market_data_routes
+from kalshictl.sim.subscriptions import MVE_PREFIX
 from kalshictl.units import PRICE_MAX
 
 if TYPE_CHECKING:
@@ -25,7 +34,7 @@ if TYPE_CHECKING:
 
     from kalshictl.replay.source import Scope
 
-# lifecycle event_type -> the market status it leaves (Kalshi's market_lifecycle_v2, kalshi-api.md)
+# lifecycle event_type -> the market status it leaves (Kalshi's market_lifecycle_v2: docs/sim.md, "WebSocket")
 STATUS_AFTER = {"activated": "active", "deactivated": "inactive", "determined": "determined", "settled": "finalized"}
 _TICKER_FIELDS = (
     ("yes_bid", "yes_bid_dollars", "price"),
@@ -39,23 +48,6 @@ _TICKER_FIELDS = (
 PAGE = 500
 
 
-def _int(request: web.Request, name: str, default: int | None, lo: int | None = None, hi: int | None = None) -> Any:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise BadRequest(f"{name} must be within [{lo}, {hi}]")
-    return value
-
-
-def _list(request: web.Request, name: str) -> list[str]:
-    return [t for raw in request.query.getall(name, []) for t in raw.split(",") if t]
-
-
 def _instant(text: Any) -> int | None:
     from kalshictl.errors import ConfigError
     from kalshictl.research.times import parse_instant
@@ -66,6 +58,41 @@ def _instant(text: Any) -> int | None:
         return parse_instant(text)
     except ConfigError:
         return None
+
+
+def _market_filter(request: web.Request) -> Callable[[dict], bool]:
+    """Which market objects ``GET /markets`` lists by ``status``, ``mve_filter`` and the close-time filters."""
+    statuses = status_filter(request)
+    mve = request.query.get("mve_filter") or None
+    if mve not in (None, "only", "exclude"):
+        raise BadRequest("mve_filter must be 'only' or 'exclude'")
+    min_close, max_close = int_param(request, "min_close_ts", None), int_param(request, "max_close_ts", None)
+
+    def keep(d: dict) -> bool:
+        if statuses is not None and d["status"] not in statuses:
+            return False
+        if mve is not None and d["ticker"].startswith(MVE_PREFIX) != (mve == "only"):
+            return False
+        close_at = _instant(d.get("close_time"))
+        return close_at is None or not (
+            (min_close is not None and close_at < min_close * 1_000_000)
+            or (max_close is not None and close_at > max_close * 1_000_000)
+        )
+
+    return keep
+
+
+def _market_query(request: web.Request) -> tuple[str, list[Any]]:
+    """The SQL conditions on ``markets`` (and their arguments) of ``tickers``, ``event_ticker``, ``series_ticker``."""
+    where, args = "", list[Any]()
+    if tickers := list_param(request, "tickers"):
+        where, args = where + " AND ticker = ANY(%s)", [*args, tickers]
+    if events := list_param(request, "event_ticker"):
+        where, args = where + " AND event_ticker = ANY(%s)", [*args, events]
+    if series := request.query.get("series_ticker"):
+        where += " AND event_ticker IN (SELECT event_ticker FROM events WHERE series_ticker = %s)"
+        args.append(series)
+    return where, args
 
 
 class ReplayRest:
@@ -179,38 +206,17 @@ class ReplayRest:
 
     async def markets(self, request: web.Request) -> web.Response:
         """``GET /markets``: limit/cursor/status/tickers/event_ticker/series_ticker/mve_filter/close-time filters."""
-        limit = _int(request, "limit", 100, 1, 1000)
+        limit = int_param(request, "limit", 100, 1, 1000)
         after = request.query.get("cursor") or ""
-        statuses = status_filter(request)
-        mve = request.query.get("mve_filter") or None
-        if mve not in (None, "only", "exclude"):
-            raise BadRequest("mve_filter must be 'only' or 'exclude'")
-        min_close, max_close = _int(request, "min_close_ts", None), _int(request, "max_close_ts", None)
-        where, args = "", []
-        if tickers := _list(request, "tickers"):
-            where, args = where + " AND ticker = ANY(%s)", [*args, tickers]
-        if events := _list(request, "event_ticker"):
-            where, args = where + " AND event_ticker = ANY(%s)", [*args, events]
-        if series := request.query.get("series_ticker"):
-            where += " AND event_ticker IN (SELECT event_ticker FROM events WHERE series_ticker = %s)"
-            args.append(series)
+        keep = _market_filter(request)
+        where, args = _market_query(request)
         out: list[dict] = []
         more = False
         while not more:
             rows = self._rows(where, tuple(args), after, PAGE)
             if not rows:
                 break
-            for d in self._as_of(rows):
-                if statuses is not None and d["status"] not in statuses:
-                    continue
-                if mve is not None and d["ticker"].startswith("KXMVE") != (mve == "only"):
-                    continue
-                close_at = _instant(d.get("close_time"))
-                if close_at is not None and (
-                    (min_close is not None and close_at < min_close * 1_000_000)
-                    or (max_close is not None and close_at > max_close * 1_000_000)
-                ):
-                    continue
+            for d in filter(keep, self._as_of(rows)):
                 if len(out) == limit:
                     more = True
                     break
@@ -231,7 +237,7 @@ class ReplayRest:
         ticker = request.match_info["ticker"]
         if not self.scope.allows(ticker):
             raise web.HTTPNotFound()
-        depth = _int(request, "depth", 0, 0, 100)
+        depth = int_param(request, "depth", 0, 0, 100)
         return json_response({"orderbook_fp": self._orderbook_fp(ticker, depth)})
 
     async def orderbooks(self, request: web.Request) -> web.Response:
@@ -249,14 +255,14 @@ class ReplayRest:
 
     async def trades(self, request: web.Request) -> web.Response:
         """``GET /markets/trades`` newest first up to the clock: limit, cursor, ticker, min_ts/max_ts (seconds)."""
-        limit = _int(request, "limit", 100, 0, 1000) or 100
-        where, args = "exchange_ts <= %s", [self.clock()]
+        limit = int_param(request, "limit", 100, 0, 1000) or 100
+        where, args = "exchange_ts <= %s", list[Any]([self.clock()])
         if ticker := request.query.get("ticker"):
             where, args = where + " AND ticker = %s", [*args, ticker]
         shift = self.feed.shift_us  # message times are shifted (``--shift-to-now``): so are these filters
-        if (lo := _int(request, "min_ts", None)) is not None:
+        if (lo := int_param(request, "min_ts", None)) is not None:
             where, args = where + " AND exchange_ts >= %s", [*args, lo * 1_000_000 - shift]
-        if (hi := _int(request, "max_ts", None)) is not None:
+        if (hi := int_param(request, "max_ts", None)) is not None:
             where, args = where + " AND exchange_ts < %s", [*args, (hi + 1) * 1_000_000 - shift]
         if cursor := request.query.get("cursor"):
             ts, _, trade_id = cursor.partition("_")
@@ -307,7 +313,7 @@ class ReplayRest:
 
     async def events(self, request: web.Request) -> web.Response:
         """``GET /events``: limit (<= 200), cursor, series_ticker, with_nested_markets (markets as of the clock)."""
-        limit = _int(request, "limit", 200, 1, 200)
+        limit = int_param(request, "limit", 200, 1, 200)
         after = request.query.get("cursor") or ""
         where, args = "event_ticker > %s", [after]
         if series := request.query.get("series_ticker"):

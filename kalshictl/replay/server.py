@@ -40,9 +40,10 @@ from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX, WS_PATH, SimConfig
 from kalshictl.sim.connection import Connection
 from kalshictl.sim.faults import FaultInjector
-from kalshictl.sim.feed import LIFECYCLE as LIFECYCLE_CHANNEL
-from kalshictl.sim.feed import MVE_LIFECYCLE, ORDERBOOK, Sub
+from kalshictl.sim.kalshi_http import error_response
 from kalshictl.sim.stats import Stats
+from kalshictl.sim.subscriptions import LIFECYCLE as LIFECYCLE_CHANNEL
+from kalshictl.sim.subscriptions import MVE_LIFECYCLE, ORDERBOOK, Sub
 from kalshictl.sim.ws import handle_ws
 
 if TYPE_CHECKING:
@@ -288,7 +289,6 @@ class ReplayServer:
     async def _ndjson(self, request: web.Request) -> web.StreamResponse:
         from kalshictl.errors import ConfigError
         from kalshictl.research.times import parse_instant
-        from kalshictl.sim.rest import error_response
 
         q = request.query
         try:
@@ -322,6 +322,9 @@ class _Sink:
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    def abort(self) -> None:
+        self.closed = True
 
 
 async def ndjson(
@@ -358,7 +361,7 @@ async def ndjson(
         session = Session(feed, source, from_us, to_us, None, lambda: [])
         for sid, channel in enumerate(channels, start=1):
             per_market = channel in (ORDERBOOK, "trade", "ticker") and bool(tickers)
-            sub = Sub(sink, sid, channel, set() if per_market else None, False)  # type: ignore[arg-type]
+            sub = Sub(sink, sid, channel, set() if per_market else None, False)
             feed.register(sub)
             if per_market:
                 feed.add_tickers(sub, [t for t in tickers if scope.allows(t)])

@@ -1,6 +1,6 @@
 """One replay: production's events of a period pushed through Kalshi's subscription model at a chosen speed.
 
-:class:`RecordedFeed` is the recorded world's side of the protocol seam (``kalshictl.sim.world.Subscriptions``): it
+:class:`RecordedFeed` is the recorded world's side of the protocol seam (``kalshictl.sim.world.SubscriptionFeed``): it
 keeps books at the replay clock, answers ``orderbook_snapshot`` requests from them and fans each recorded event out
 to the subscriptions of its channel with per-sid ``seq``. :class:`Session` owns the clock and the pump.
 
@@ -27,9 +27,9 @@ from kalshictl.replay import frames
 from kalshictl.replay.source import DELTA, GAP_END, LIFECYCLE, TICKER, TRADE, Event
 from kalshictl.research.book import Book
 from kalshictl.research.book_query import book_at
-from kalshictl.sim.feed import ORDERBOOK, Sub, Subscriptions
-from kalshictl.sim.feed import TICKER as TICKER_CHANNEL
-from kalshictl.sim.feed import TRADE as TRADE_CHANNEL
+from kalshictl.sim.subscriptions import ORDERBOOK, FrameSink, Sub, Subscriptions
+from kalshictl.sim.subscriptions import TICKER as TICKER_CHANNEL
+from kalshictl.sim.subscriptions import TRADE as TRADE_CHANNEL
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -81,14 +81,14 @@ class RecordedFeed(Subscriptions):
         if self.on_subscribe is not None:
             self.on_subscribe(sub)
 
-    def snapshot(self, sub: Sub, key: Any, consume: bool = True) -> None:
+    def snapshot(self, sub: Sub, key: str, consume: bool = True) -> None:
         """Send ``orderbook_snapshot`` of market ``key`` (its ticker) at the replay clock to ``sub``."""
         if consume or sub.seq == 0:
             sub.seq += 1
         body = frames.snapshot_body(key, self.book(key), sub.yes_price)
         self._send(sub.conn, b'{"type":"orderbook_snapshot","sid":%d,"seq":%d,"msg":%b}' % (sub.sid, sub.seq, body))
 
-    def _send(self, conn: Connection, frame: bytes) -> None:
+    def _send(self, conn: FrameSink, frame: bytes) -> None:
         if not conn.closed:
             conn.send(frame)
             self.sent += 1

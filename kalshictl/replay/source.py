@@ -12,7 +12,7 @@ REPEATABLE READ transaction, so the stream is one consistent view of production 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -208,7 +208,7 @@ def _stream(
     scope: Scope,
     cold: list[date],
     store: ColdStore | None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """One kind's events in order: runs of production days through one cursor each, cold days one at a time."""
     segments: list[tuple[date | None, int, int]] = []  # (cold day or None, after, until)
     after = from_us
@@ -220,13 +220,13 @@ def _stream(
         after = hi - 1
     if after < to_us:
         segments.append((None, after, to_us))
-    for i, (day, a, b) in enumerate(segments):
-        if day is None:
+    for i, (left, a, b) in enumerate(segments):
+        if left is None:
             yield from _cursor(conn, kind, f"kalshictl_replay_{kind}_{i}", a, b, scope)
         else:
             if store is None:
-                raise KalshiCtlError(f"{READS[kind].table} {day} left production and no cold tier is configured")
-            yield from _cold_day(conn, store, kind, day, a, b, scope)
+                raise KalshiCtlError(f"{READS[kind].table} {left} left production and no cold tier is configured")
+            yield from _cold_day(conn, store, kind, left, a, b, scope)
 
 
 def events(

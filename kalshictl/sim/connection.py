@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-if TYPE_CHECKING:
-    from kalshictl.sim.feed import Sub
+from kalshictl.sim.stats import Stats
+from kalshictl.sim.subscriptions import Sub
 
 OVERFLOW_FRAME = b'{"id":0,"type":"error","msg":{"code":25,"msg":"Subscription buffer overflow"}}'
 
@@ -18,7 +18,7 @@ OVERFLOW_FRAME = b'{"id":0,"type":"error","msg":{"code":25,"msg":"Subscription b
 class Connection:
     """Frames are queued synchronously by the exchange (keeping order) and written by :meth:`run_writer`."""
 
-    def __init__(self, cid: int, ws: web.WebSocketResponse, transport: Any, buffer_bytes: int, stats: Any) -> None:
+    def __init__(self, cid: int, ws: web.WebSocketResponse, transport: Any, buffer_bytes: int, stats: Stats) -> None:
         self.cid = cid
         self.ws = ws
         self.transport = transport

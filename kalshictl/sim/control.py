@@ -1,23 +1,51 @@
-"""The control API under ``/_sim/`` (no auth, no rate limit) for tests and the chaos suite."""
+"""The control API under ``/_sim/`` (no auth, no rate limit) for tests and the chaos suite (docs/sim.md,
+"Control API")."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
-from kalshictl.sim.rest import BadRequest, error_response, json_response, status_filter
+from kalshictl.sim.activity import Activity
+from kalshictl.sim.faults import FaultInjector
+from kalshictl.sim.fmt import Clock
+from kalshictl.sim.kalshi_http import BadRequest, error_response, json_response, status_filter
+from kalshictl.sim.markets import Universe
 
-if TYPE_CHECKING:
-    from kalshictl.sim.exchange import SimExchange
+
+class Controlled(Protocol):
+    """What the control API asks of the exchange as a whole (``kalshictl.sim.exchange.SimExchange``)."""
+
+    @property
+    def rest_url(self) -> str: ...
+    @property
+    def ws_url(self) -> str: ...
+    @property
+    def ground_truth_path(self) -> Path | None: ...
+    def run_config(self) -> dict[str, Any]: ...
+    def options(self) -> dict[str, Any]: ...
+    def set_options(self, **changes: Any) -> dict[str, Any]: ...
+    def subscriptions(self) -> list[dict[str, Any]]: ...
+    def stats(self) -> dict: ...
+    def drop_connections(self) -> int: ...
+    def flush(self) -> int: ...
+    def book(self, ticker: str) -> dict | None: ...
 
 
 class ControlApi:
-    """``/_sim/*`` handlers bound to one exchange."""
+    """``/_sim/*`` handlers: the exchange's own operations, plus its activity, faults, clock and markets."""
 
-    def __init__(self, ex: SimExchange) -> None:
+    def __init__(
+        self, ex: Controlled, universe: Universe, activity: Activity, faults: FaultInjector, clock: Clock
+    ) -> None:
         self.ex = ex
+        self.u = universe
+        self.activity = activity
+        self.faults = faults
+        self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
         """All control routes."""
@@ -96,19 +124,21 @@ class ControlApi:
                 statuses = status_filter(request)
             except BadRequest as exc:
                 return error_response(400, "bad_request", str(exc))
-            entry = by_channel.get(channel)
-            u = self.ex.universe
-            missing: list[str] = []
-            if entry is None or not entry["all_markets"]:
-                covered = entry["tickers"] if entry is not None else set()
-                for idx in range(u.n_markets):
-                    if statuses is not None and u.status(idx) not in statuses:
-                        continue
-                    t = u.ticker(idx)
-                    if t not in covered:
-                        missing.append(t)
+            missing = self._missing(by_channel.get(channel), statuses)
             out["missing"] = {"channel": channel, "count": len(missing), "tickers": missing[:1000]}
         return json_response(out)
+
+    def _missing(self, covering: dict | None, statuses: frozenset[str] | None) -> list[str]:
+        """The markets (of ``statuses``) that no subscription in ``covering`` (one channel's summary) covers."""
+        if covering is not None and covering["all_markets"]:
+            return []
+        covered = covering["tickers"] if covering is not None else set()
+        u = self.u
+        return [
+            t
+            for idx in range(u.n_markets)
+            if (statuses is None or u.status(idx) in statuses) and (t := u.ticker(idx)) not in covered
+        ]
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counters: events emitted, messages sent by type, faults, connections, REST answers."""
@@ -116,28 +146,11 @@ class ControlApi:
 
     async def config(self, request: web.Request) -> web.Response:
         """Seed, market count, URLs and settings of this run."""
-        ex = self.ex
-        return json_response(
-            {
-                "seed": ex.cfg.seed,
-                "markets": ex.universe.n_markets,
-                "events": ex.universe.n_events,
-                "series": len(ex.universe.series_names),
-                "rate": ex.activity.rate,
-                "rest_tier": ex.limiter.tier,
-                "rest_url": ex.rest_url,
-                "ws_url": ex.ws_url,
-                "ground_truth": str(ex.ground_truth_path) if ex.ground_truth_path else None,
-                "auth": ex.public_key is not None,
-                "max_markets_per_sub": ex.cfg.max_markets_per_sub,
-                "mve_share": ex.cfg.mve_share,
-                "options": ex.options(),
-            }
-        )
+        return json_response(self.ex.run_config())
 
     async def get_faults(self, request: web.Request) -> web.Response:
         """The active fault spec."""
-        return json_response({"spec": str(self.ex.faults.spec), "counts": self.ex.faults.counts})
+        return json_response({"spec": str(self.faults.spec), "counts": self.faults.counts})
 
     async def set_faults(self, request: web.Request) -> web.Response:
         """Replace the fault spec: body ``{"spec": "drop=0.01,..."}`` or the spec as plain text."""
@@ -149,7 +162,7 @@ class ControlApi:
             except (orjson.JSONDecodeError, AttributeError):
                 return error_response(400, "bad_request", "body must be {'spec': '...'} or a plain spec")
         try:
-            parsed = self.ex.set_faults(spec)
+            parsed = self.faults.set(spec)
         except ValueError as exc:
             return error_response(400, "bad_request", str(exc))
         return json_response({"spec": str(parsed)})
@@ -158,34 +171,34 @@ class ControlApi:
         """Drop every WebSocket connection now (``?refuse=S``: and refuse new ones for S seconds, an outage)."""
         refuse = float(request.query.get("refuse", "0"))
         if refuse > 0:
-            self.ex.faults.refuse_now(refuse)
+            self.faults.refuse_now(refuse)
         return json_response({"dropped": self.ex.drop_connections()})
 
     async def refuse(self, request: web.Request) -> web.Response:
         """Refuse new WebSocket connections for ``?seconds=S`` (default 5)."""
         seconds = float(request.query.get("seconds", "5"))
-        self.ex.faults.refuse_now(seconds)
+        self.faults.refuse_now(seconds)
         return json_response({"refusing_for": seconds})
 
     async def pause(self, request: web.Request) -> web.Response:
         """Stop generating activity."""
-        self.ex.pause()
+        self.activity.paused = True
         return json_response({"paused": True})
 
     async def resume(self, request: web.Request) -> web.Response:
         """Resume generating activity."""
-        self.ex.resume()
+        self.activity.paused = False
         return json_response({"paused": False})
 
     async def step(self, request: web.Request) -> web.Response:
         """Generate ``?n=N`` events now (also while paused)."""
         n = int(request.query.get("n", "1"))
-        return json_response({"emitted": self.ex.step(n)})
+        return json_response({"emitted": self.activity.step(n)})
 
     async def jump(self, request: web.Request) -> web.Response:
         """Move the exchange's clock forward by ``?seconds=S`` (a time-compressed soak jumps a day at a time)."""
         try:
-            now_ms = self.ex.clock.jump(float(request.query["seconds"]))
+            now_ms = self.clock.jump(float(request.query["seconds"]))
         except (KeyError, ValueError) as exc:
             return error_response(400, "bad_request", f"?seconds=S (>= 0): {exc}")
         return json_response({"now_ms": now_ms})
@@ -196,7 +209,7 @@ class ControlApi:
             counts = {k: int(request.query.get(k, "0")) for k in ("create", "deactivate", "activate")}
         except ValueError:
             return error_response(400, "bad_request", "create, deactivate and activate must be integers")
-        act = self.ex.activity
+        act = self.activity
         return json_response(
             {
                 "created": act.create_now(counts["create"]) if counts["create"] > 0 else [],
@@ -207,8 +220,8 @@ class ControlApi:
 
     async def rate(self, request: web.Request) -> web.Response:
         """Set the activity rate to ``?rate=R`` events/s."""
-        self.ex.activity.rate = float(request.query["rate"])
-        return json_response({"rate": self.ex.activity.rate})
+        self.activity.rate = float(request.query["rate"])
+        return json_response({"rate": self.activity.rate})
 
     async def flush(self, request: web.Request) -> web.Response:
         """Flush the ground-truth log to its file."""

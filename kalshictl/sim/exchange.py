@@ -37,7 +37,7 @@ from kalshictl.sim.history import HistoryWorld
 from kalshictl.sim.history_rest import HistoryApi
 from kalshictl.sim.markets import Universe
 from kalshictl.sim.ratelimit import RateLimiter
-from kalshictl.sim.rest import RestApi
+from kalshictl.sim.rest import RestApi, RestGate
 from kalshictl.sim.stats import Stats
 from kalshictl.sim.trades import TradeLog
 from kalshictl.sim.ws import handle_ws
@@ -88,15 +88,14 @@ class SimExchange:
         self.clock = Clock()
         self.trades = TradeLog(cfg.trade_history)
         self.history.seed_live_trades(self.trades)
-        self.feed = Feed(self.universe, self.gt, self.faults, self.counters, cfg)
-        self.feed.drop_all = self.drop_connections
+        self.feed = Feed(self.universe, self.gt, self.faults, self.counters, cfg, drop_all=self.drop_connections)
         self.activity = Activity(self.universe, self.feed, self.trades, cfg, self.clock)
 
-        rest = RestApi(self)
-        app = web.Application(middlewares=[rest.middleware], client_max_size=1024**2)
-        app.add_routes(HistoryApi(self).routes())  # before /markets/{ticker}
-        app.add_routes(rest.routes())
-        app.add_routes(ControlApi(self).routes())
+        gate = RestGate(self.check_auth, self.limiter, self.faults, self.counters)
+        app = web.Application(middlewares=[gate.middleware], client_max_size=1024**2)
+        app.add_routes(HistoryApi(self.history, self.universe).routes())  # before /markets/{ticker}
+        app.add_routes(RestApi(self.universe, self.trades, self.history.archived_idx, self.cfg, self.faults).routes())
+        app.add_routes(ControlApi(self, self.universe, self.activity, self.faults, self.clock).routes())
         app.router.add_get(WS_PATH, self._ws)
         app.on_shutdown.append(self._on_shutdown)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -232,6 +231,25 @@ class SimExchange:
             ]
             out.append({"connection": cid, "subscriptions": subs})
         return out
+
+    def run_config(self) -> dict[str, Any]:
+        """Seed, market count, URLs and settings of this run (``GET /_sim/config``)."""
+        cfg = self.cfg
+        return {
+            "seed": cfg.seed,
+            "markets": self.universe.n_markets,
+            "events": self.universe.n_events,
+            "series": len(self.universe.series_names),
+            "rate": self.activity.rate,
+            "rest_tier": self.limiter.tier,
+            "rest_url": self.rest_url,
+            "ws_url": self.ws_url,
+            "ground_truth": str(self.ground_truth_path) if self.ground_truth_path else None,
+            "auth": self.public_key is not None,
+            "max_markets_per_sub": cfg.max_markets_per_sub,
+            "mve_share": cfg.mve_share,
+            "options": self.options(),
+        }
 
     def set_faults(self, spec: str | FaultSpec) -> FaultSpec:
         """Replace the active fault spec (raises ValueError on a bad spec)."""

@@ -1,4 +1,4 @@
-"""Subscriptions and the emission of exchange events: ground truth first, then fan-out to subscribers.
+"""The generated world's events: ground truth first, then fan-out to the subscribers of their channel.
 
 Frames are serialised once per event; only the envelope (``sid``/``seq``) differs per subscriber. Faults are rolled
 per subscriber frame. ``seq`` exists only on orderbook_snapshot/orderbook_delta frames (and acks, see ws.py).
@@ -17,98 +17,38 @@ import orjson
 
 from kalshictl.sim.book import NO, YES, Book
 from kalshictl.sim.config import SimConfig
-from kalshictl.sim.connection import Connection
 from kalshictl.sim.faults import DROP, DROP_ALL, DUP, GARBAGE, MALFORMED, SKIP, FaultInjector
 from kalshictl.sim.fmt import PRICE_STR, iso, size_str
 from kalshictl.sim.ground_truth import GroundTruth
 from kalshictl.sim.markets import MarketState, Universe
 from kalshictl.sim.stats import Stats
+from kalshictl.sim.subscriptions import (
+    LIFECYCLE,
+    MVE_LIFECYCLE,
+    MVE_PREFIX,
+    ORDERBOOK,
+    TICKER,
+    TRADE,
+    FrameSink,
+    Sub,
+    Subscriptions,
+)
 
-ORDERBOOK, TICKER, TRADE, LIFECYCLE = "orderbook_delta", "ticker", "trade", "market_lifecycle_v2"
-MVE_LIFECYCLE = "multivariate_market_lifecycle"
-MVE_PREFIX = "KXMVE"  # tickers of multivariate (combo) markets, events and series start with this
-# channels that take market tickers (orderbook_delta requires them; the others default to all markets)
-TICKERED = (ORDERBOOK, TICKER, TRADE, "fill", "market_positions", "user_orders")
-GLOBAL = (LIFECYCLE, "order_group_updates", "communications", MVE_LIFECYCLE)
-INDEXED = ("cfbenchmarks_value", "pyth_value")
-PRIVATE = frozenset(("fill", "market_positions", "user_orders", "order_group_updates", "communications"))
 # message types with no seq and no time of their own: the dup fault leaves them alone (see sim/faults.py)
 UNIDENTIFIED = frozenset((LIFECYCLE, MVE_LIFECYCLE, "event_lifecycle", "event_fee_update"))
-CHANNELS = frozenset((*TICKERED, *GLOBAL, *INDEXED))
-
-
-class Sub:
-    """One subscription (one channel) of one connection; ``tickers=None`` means all markets / global."""
-
-    __slots__ = ("channel", "conn", "seq", "sid", "tickers", "yes_price")
-
-    def __init__(self, conn: Connection, sid: int, channel: str, tickers: set[str] | None, yes_price: bool) -> None:
-        self.conn = conn
-        self.sid = sid
-        self.channel = channel
-        self.tickers = tickers
-        self.seq = 0
-        self.yes_price = yes_price
-
-
-class Subscriptions:
-    """Which subscriptions receive which market's events: per channel, by ticker and "all markets".
-
-    Shared by every world the protocol layer serves (the sim's :class:`Feed`, ``kalshictl.replay``'s recorded feed).
-    """
-
-    def __init__(self) -> None:
-        self.by_ticker: dict[str, dict[str, set[Sub]]] = {ch: {} for ch in TICKERED}
-        self.all: dict[str, set[Sub]] = {ch: set() for ch in CHANNELS}
-
-    # ----- registry ---------------------------------------------------------------------------------------------
-    def register(self, sub: Sub) -> None:
-        """Start routing events to ``sub``."""
-        if sub.tickers is None:
-            self.all[sub.channel].add(sub)
-        else:
-            self.add_tickers(sub, sub.tickers)
-
-    def add_tickers(self, sub: Sub, tickers: set[str] | list[str]) -> None:
-        """Route ``tickers`` to ``sub`` (and remember them in ``sub.tickers``)."""
-        index = self.by_ticker[sub.channel]
-        assert sub.tickers is not None
-        for t in tickers:
-            sub.tickers.add(t)
-            index.setdefault(t, set()).add(sub)
-
-    def remove_tickers(self, sub: Sub, tickers: set[str] | list[str]) -> None:
-        """Stop routing ``tickers`` to ``sub``."""
-        index = self.by_ticker[sub.channel]
-        assert sub.tickers is not None
-        for t in tickers:
-            sub.tickers.discard(t)
-            subs = index.get(t)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del index[t]
-
-    def unregister(self, sub: Sub) -> None:
-        """Stop routing anything to ``sub``."""
-        if sub.tickers is None:
-            self.all[sub.channel].discard(sub)
-        else:
-            self.remove_tickers(sub, list(sub.tickers))
-
-    def _ticker_subs(self, channel: str, ticker: str) -> list[Sub]:
-        subs = self.by_ticker[channel].get(ticker)
-        every = self.all[channel]
-        if subs:
-            return [*subs, *every] if every else list(subs)
-        return list(every) if every else []
 
 
 class Feed(Subscriptions):
     """Routes every emitted event to the ground truth and to the subscribers of its channel."""
 
     def __init__(
-        self, universe: Universe, gt: GroundTruth, faults: FaultInjector, stats: Stats, cfg: SimConfig | None = None
+        self,
+        universe: Universe,
+        gt: GroundTruth,
+        faults: FaultInjector,
+        stats: Stats,
+        cfg: SimConfig | None = None,
+        drop_all: Callable[[], int] = lambda: 0,
     ) -> None:
         super().__init__()
         self.u = universe
@@ -116,11 +56,11 @@ class Feed(Subscriptions):
         self.faults = faults
         self.stats = stats
         self.cfg = cfg or SimConfig()
-        self.drop_all: Callable[[], int] = lambda: 0  # set by the exchange: abort every connection
+        self.drop_all = drop_all  # the drop_all fault: abort every connection, returns how many
         self._ts_rng = random.Random(self.cfg.seed * 31 + 0x75)  # which deltas go without ts (never perturbs activity)
 
     # ----- sending ----------------------------------------------------------------------------------------------
-    def _send(self, conn: Connection, frame: bytes, mtype: str, skippable: bool = False) -> None:
+    def _send(self, conn: FrameSink, frame: bytes, mtype: str, skippable: bool = False) -> None:
         f = self.faults
         if f.ws_active:
             action = f.roll_frame(skippable, duplicable=mtype not in UNIDENTIFIED)
@@ -169,7 +109,7 @@ class Feed(Subscriptions):
         subs = self.by_ticker[ORDERBOOK].get(ticker)
         if not subs:
             return
-        msg = {
+        msg: dict[str, str | int] = {
             "market_ticker": ticker,
             "market_id": self.u.market_id(idx),
             "price_dollars": PRICE_STR[price],

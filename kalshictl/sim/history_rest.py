@@ -7,19 +7,17 @@ names its fields ``open``/``volume``/``open_interest`` (fixed-point strings), th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from kalshictl.sim.config import REST_PREFIX
 from kalshictl.sim.fmt import PRICE_STR, iso, size_str
-from kalshictl.sim.history import PERIODS, Candle
+from kalshictl.sim.history import PERIODS, Candle, HistoryWorld
+from kalshictl.sim.kalshi_http import BadRequest, cursor_param, int_param, json_response, list_param
+from kalshictl.sim.markets import Universe
 from kalshictl.sim.render import market_dict
-from kalshictl.sim.rest import BadRequest, _cursor, _int, _list, json_response
 from kalshictl.sim.trades import trade_dict
-
-if TYPE_CHECKING:
-    from kalshictl.sim.exchange import SimExchange
 
 MAX_BATCH_TICKERS = 100
 MAX_BATCH_CANDLES = 10_000
@@ -50,7 +48,7 @@ def candle_dict(c: Candle, live: bool) -> dict[str, Any]:
 def _candle_params(request: web.Request) -> tuple[int, int, int]:
     values = []
     for name in ("start_ts", "end_ts", "period_interval"):
-        value = _int(request, name, None)
+        value = int_param(request, name, None)
         if value is None:
             raise BadRequest(f"{name} is required")
         values.append(value)
@@ -63,10 +61,11 @@ def _candle_params(request: web.Request) -> tuple[int, int, int]:
 
 
 class HistoryApi:
-    """Route handlers for the past of one exchange (``ex.history``)."""
+    """Route handlers for the past of the generated world (its :class:`HistoryWorld` over its markets)."""
 
-    def __init__(self, ex: SimExchange) -> None:
-        self.ex = ex
+    def __init__(self, history: HistoryWorld, universe: Universe) -> None:
+        self.history = history
+        self.u = universe
 
     def routes(self) -> list[web.RouteDef]:
         """Register these before :class:`~kalshictl.sim.rest.RestApi`'s (``/markets/{ticker}`` would match first)."""
@@ -83,7 +82,7 @@ class HistoryApi:
 
     async def cutoff(self, request: web.Request) -> web.Response:
         """``GET /historical/cutoff``: one cutoff for markets, trades, orders and positions."""
-        ts = iso(self.ex.history.cutoff_ts)
+        ts = iso(self.history.cutoff_ts)
         return json_response(
             {
                 "market_settled_ts": ts,
@@ -96,11 +95,23 @@ class HistoryApi:
     async def markets(self, request: web.Request) -> web.Response:
         """``GET /historical/markets``: limit (0-1000, 0 = 100), cursor, and one of tickers / event_ticker /
         series_ticker / mve_filter (the filters are mutually exclusive: two at once is a 400)."""
-        h = self.ex.history
-        u = self.ex.universe
-        limit = _int(request, "limit", 100, 0, 1000) or 100
-        start = _cursor(request, "m")
-        tickers = _list(request, "tickers")
+        limit = int_param(request, "limit", 100, 0, 1000) or 100
+        start = cursor_param(request, "m")
+        out: list[dict] = []
+        cursor = ""
+        for idx in self._archived_markets(request):
+            if idx < start:
+                continue
+            if len(out) == limit:
+                cursor = f"m{idx:x}"
+                break
+            out.append(market_dict(self.u, idx))
+        return json_response({"markets": out, "cursor": cursor})
+
+    def _archived_markets(self, request: web.Request) -> list[int]:
+        """The archived markets (ascending) that the one filter of ``GET /historical/markets`` names."""
+        h, u = self.history, self.u
+        tickers = list_param(request, "tickers")
         event = request.query.get("event_ticker") or None
         series = request.query.get("series_ticker") or None
         mve = request.query.get("mve_filter") or None
@@ -111,49 +122,40 @@ class HistoryApi:
         candidates = sorted(h.archived_idx)
         if tickers:
             wanted = set(tickers)
-            candidates = [i for i in candidates if u.ticker(i) in wanted]
-        elif event:
-            candidates = [i for i in candidates if u.event_ticker(u.mk_event[i]) == event]
-        elif series:
-            candidates = [i for i in candidates if h.by_idx[i].series == series]
-        elif mve:
-            candidates = [i for i in candidates if not u.is_mve(i)]
-        out: list[dict] = []
-        cursor = ""
-        for idx in candidates:
-            if idx < start:
-                continue
-            if len(out) == limit:
-                cursor = f"m{idx:x}"
-                break
-            out.append(market_dict(u, idx))
-        return json_response({"markets": out, "cursor": cursor})
+            return [i for i in candidates if u.ticker(i) in wanted]
+        if event:
+            return [i for i in candidates if u.event_ticker(u.mk_event[i]) == event]
+        if series:
+            return [i for i in candidates if h.by_idx[i].series == series]
+        if mve:
+            return [i for i in candidates if not u.is_mve(i)]
+        return candidates
 
     async def market(self, request: web.Request) -> web.Response:
         """``GET /historical/markets/{ticker}`` (404 unless it settled before the cutoff)."""
-        h = self.ex.history
+        h = self.history
         ticker = request.match_info["ticker"]
         if not h.archived(ticker):
             raise web.HTTPNotFound()
-        return json_response({"market": market_dict(self.ex.universe, h.markets[ticker].idx)})
+        return json_response({"market": market_dict(self.u, h.markets[ticker].idx)})
 
     async def trades(self, request: web.Request) -> web.Response:
         """``GET /historical/trades`` newest first: limit (0-1000, 0 = 100), cursor, ticker, min_ts/max_ts (Unix
         seconds, inclusive), is_block_trade (the sim has no block trades)."""
-        limit = _int(request, "limit", 100, 0, 1000) or 100
-        before = _cursor(request, "h") if request.query.get("cursor") else None
+        limit = int_param(request, "limit", 100, 0, 1000) or 100
+        before = cursor_param(request, "h") if request.query.get("cursor") else None
         if request.query.get("is_block_trade") == "true":
             return json_response({"trades": [], "cursor": ""})
-        page, nxt = self.ex.history.trades_page(
+        page, nxt = self.history.trades_page(
             limit,
             before,
             request.query.get("ticker") or None,
-            _int(request, "min_ts", None),
-            _int(request, "max_ts", None),
+            int_param(request, "min_ts", None),
+            int_param(request, "max_ts", None),
         )
         trades = [trade_dict(t) for t in page]
         for t in trades:
-            if t["trade_id"] in self.ex.history.malformed:
+            if t["trade_id"] in self.history.malformed:
                 t["count_fp"] = "1.005"  # not a whole hundredth of a contract
         return json_response({"trades": trades, "cursor": "" if nxt is None else f"h{nxt:x}"})
 
@@ -161,7 +163,7 @@ class HistoryApi:
         """``GET /historical/markets/{ticker}/candlesticks`` of a market settled before the cutoff."""
         ticker = request.match_info["ticker"]
         start, end, period = _candle_params(request)
-        h = self.ex.history
+        h = self.history
         if not h.archived(ticker):
             raise web.HTTPNotFound()
         candles = [candle_dict(c, live=False) for c in h.candles(ticker, period, start, end)]
@@ -172,30 +174,28 @@ class HistoryApi:
         itself has none recorded before the run: an empty list); 404 for an unknown or archived market."""
         ticker = request.match_info["ticker"]
         start, end, period = _candle_params(request)
-        ex = self.ex
-        idx = ex.universe.index_of(ticker)
-        if idx is None or ex.history.archived(ticker):
+        u = self.u
+        idx = u.index_of(ticker)
+        if idx is None or self.history.archived(ticker):
             raise web.HTTPNotFound()
-        u = ex.universe
         if u.series_names[u.ev_series[u.mk_event[idx]]] != request.match_info["series"]:
             raise web.HTTPNotFound()
-        candles = [candle_dict(c, live=True) for c in ex.history.candles(ticker, period, start, end)]
+        candles = [candle_dict(c, live=True) for c in self.history.candles(ticker, period, start, end)]
         return json_response({"ticker": ticker, "candlesticks": candles})
 
     async def batch_candles(self, request: web.Request) -> web.Response:
         """``GET /markets/candlesticks``: ``market_tickers`` (comma-separated, 1-100) of live markets; up to 10,000
         candles in all (a market past that budget is cut short; unknown and archived markets are left out)."""
-        tickers = _list(request, "market_tickers")
+        tickers = list_param(request, "market_tickers")
         if not 1 <= len(tickers) <= MAX_BATCH_TICKERS:
             raise BadRequest(f"market_tickers: between 1 and {MAX_BATCH_TICKERS} tickers required")
         start, end, period = _candle_params(request)
-        ex = self.ex
         budget = MAX_BATCH_CANDLES
         out = []
         for ticker in dict.fromkeys(tickers):
-            if ex.universe.index_of(ticker) is None or ex.history.archived(ticker):
+            if self.u.index_of(ticker) is None or self.history.archived(ticker):
                 continue
-            candles = ex.history.candles(ticker, period, start, end)[:budget]
+            candles = self.history.candles(ticker, period, start, end)[:budget]
             budget -= len(candles)
             out.append({"market_ticker": ticker, "candlesticks": [candle_dict(c, live=True) for c in candles]})
         return json_response({"markets": out})

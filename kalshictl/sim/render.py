@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kalshictl.sim.book import NO, YES, Book
 from kalshictl.sim.fmt import PRICE_STR, iso, size_str
 from kalshictl.sim.markets import CATEGORIES, FREQUENCIES, WORDS, Universe
@@ -94,7 +96,7 @@ def event_dict(u: Universe, e: int, nested: bool = False) -> dict:
     h = u.event_hash(e)
     mutually_exclusive = u.ev_count[e] > 1 and h & 1 == 1
     created = u.event_times(e)[0]
-    d = {
+    d: dict[str, Any] = {
         "event_ticker": u.event_ticker(e),
         "series_ticker": u.series_names[s],
         "sub_title": f"Event {e}",

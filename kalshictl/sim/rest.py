@@ -1,92 +1,51 @@
-"""The REST API under ``/trade-api/v2``: market data endpoints, Kalshi's error shapes, auth, rate limits, faults."""
+"""The REST API under ``/trade-api/v2``: Kalshi's market-data endpoints over the generated world, and the gate in
+front of them (auth, rate limits, REST faults, Kalshi's error shapes; docs/sim.md "REST", "Faults")."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Container, Iterable
+from typing import Any, Protocol
 
-import orjson
 from aiohttp import web
 
 from kalshictl.sim.config import REST_PREFIX
-from kalshictl.sim.markets import ACTIVE, CLOSED, DETERMINED, FINALIZED, INACTIVE, INITIALIZED
+from kalshictl.sim.kalshi_http import (
+    TIME_FILTERS,
+    TOO_MANY,
+    BadRequest,
+    cursor_param,
+    error_response,
+    int_param,
+    json_response,
+    list_param,
+    status_filter,
+)  # fmt: skip
+from kalshictl.sim.markets import Universe
+from kalshictl.sim.ratelimit import RateLimiter
 from kalshictl.sim.render import event_dict, market_dict, orderbook_fp, series_dict
-from kalshictl.sim.trades import trade_dict
+from kalshictl.sim.stats import Stats
+from kalshictl.sim.trades import TradeLog, trade_dict
 
-if TYPE_CHECKING:
-    from kalshictl.sim.exchange import SimExchange
-
-# Kalshi's status filter values -> market statuses
-STATUS_FILTER = {
-    "unopened": frozenset((INITIALIZED,)),
-    "open": frozenset((ACTIVE,)),
-    "paused": frozenset((INACTIVE,)),
-    "closed": frozenset((CLOSED, DETERMINED, "disputed", "amended")),
-    "settled": frozenset((FINALIZED,)),
-}
-TIME_FILTERS = tuple(f"{e}_{f}_ts" for f in ("close", "created", "updated", "settled") for e in ("min", "max"))
-TOO_MANY = b'{"error": "too many requests"}'
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(obj: Any, status: int = 200) -> web.Response:
-    """Serialise with orjson."""
-    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+class MarketDataHandlers(Protocol):
+    """One handler per route of :func:`market_data_routes` (the generated world's and the recorded one's)."""
+
+    async def exchange_status(self, request: web.Request) -> web.Response: ...
+    async def markets(self, request: web.Request) -> web.Response: ...
+    async def trades(self, request: web.Request) -> web.Response: ...
+    async def orderbooks(self, request: web.Request) -> web.Response: ...
+    async def orderbook(self, request: web.Request) -> web.Response: ...
+    async def market(self, request: web.Request) -> web.Response: ...
+    async def events(self, request: web.Request) -> web.Response: ...
+    async def event(self, request: web.Request) -> web.Response: ...
+    async def series_list(self, request: web.Request) -> web.Response: ...
+    async def series(self, request: web.Request) -> web.Response: ...
 
 
-def error_response(status: int, code: str, message: str, details: str = "") -> web.Response:
-    """Kalshi's error shape: ``{"error": {"code", "message", "details"}}``."""
-    return json_response({"error": {"code": code, "message": message, "details": details}}, status)
-
-
-class BadRequest(Exception):
-    """Answer 400 with this message."""
-
-
-def _int(request: web.Request, name: str, default: int | None, lo: int | None = None, hi: int | None = None) -> Any:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise BadRequest(f"{name} must be within [{lo}, {hi}]")
-    return value
-
-
-def _list(request: web.Request, name: str) -> list[str]:
-    out: list[str] = []
-    for raw in request.query.getall(name, []):
-        out.extend(t for t in raw.split(",") if t)
-    return out
-
-
-def _cursor(request: web.Request, prefix: str) -> int:
-    raw = request.query.get("cursor") or ""
-    if not raw:
-        return 0
-    if not raw.startswith(prefix):
-        raise BadRequest("invalid cursor")
-    try:
-        return int(raw[len(prefix) :], 16)
-    except ValueError:
-        raise BadRequest("invalid cursor") from None
-
-
-def status_filter(request: web.Request) -> frozenset[str] | None:
-    raw = request.query.get("status")
-    if not raw:
-        return None
-    out: set[str] = set()
-    for s in raw.split(","):
-        if s not in STATUS_FILTER:
-            raise BadRequest(f"invalid status filter {s!r}")
-        out |= STATUS_FILTER[s]
-    return frozenset(out)
-
-
-def market_data_routes(h: Any) -> list[web.RouteDef]:
+def market_data_routes(h: MarketDataHandlers) -> list[web.RouteDef]:
     """Kalshi's public market-data REST routes, static paths before parameterised ones, served by ``h``'s handlers
     (the generated world's and the recorded one's: docs/replay.md)."""
     p = REST_PREFIX
@@ -104,53 +63,109 @@ def market_data_routes(h: Any) -> list[web.RouteDef]:
     ]
 
 
-class RestApi:
-    """Route handlers bound to one exchange."""
+class GateFaults(Protocol):
+    """The REST faults (``kalshictl.sim.faults.FaultInjector``)."""
 
-    def __init__(self, ex: SimExchange) -> None:
-        self.ex = ex
-        self.u = ex.universe
+    def roll_rest(self) -> tuple[bool, float]: ...
+
+
+class RestGate:
+    """The aiohttp middleware in front of every ``/trade-api/v2`` route: auth (401), rate limit (429), REST faults,
+    then Kalshi-shaped errors for the handler's exceptions; counts every answer in ``stats.rest``."""
+
+    def __init__(
+        self,
+        check_auth: Callable[[web.Request, str, str], str | None],
+        limiter: RateLimiter,
+        faults: GateFaults,
+        stats: Stats,
+    ) -> None:
+        self.check_auth = check_auth
+        self.limiter = limiter
+        self.faults = faults
+        self.stats = stats
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Pass everything outside ``/trade-api/v2`` through; gate the rest."""
+        path = request.path
+        if not path.startswith(REST_PREFIX + "/"):
+            return await handler(request)
+        refused = await self._refusal(request, path)
+        if refused is not None:
+            return refused
+        return await self._answer(request, handler)
+
+    async def _refusal(self, request: web.Request, path: str) -> web.Response | None:
+        counts = self.stats.rest
+        problem = self.check_auth(request, request.method, path)
+        if problem is not None:
+            self.stats.auth_rejected += 1
+            counts["401"] += 1
+            return error_response(401, "authentication_error", problem)
+        client = request.headers.get("KALSHI-ACCESS-KEY") or request.remote or "anonymous"
+        if not self.limiter.allow(client):
+            counts["429_rate_limit"] += 1
+            return web.Response(body=TOO_MANY, status=429, content_type="application/json")
+        fail, delay = self.faults.roll_rest()
+        if fail:
+            counts["429_fault"] += 1
+            return web.Response(body=TOO_MANY, status=429, content_type="application/json")
+        if delay:
+            await asyncio.sleep(delay)
+        return None
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        counts = self.stats.rest
+        try:
+            response = await handler(request)
+        except BadRequest as exc:
+            counts["400"] += 1
+            return error_response(400, "bad_request", str(exc))
+        except web.HTTPNotFound:
+            counts["404"] += 1
+            return error_response(404, "not_found", "not found")
+        except web.HTTPMethodNotAllowed:
+            counts["405"] += 1
+            return error_response(405, "method_not_allowed", "method not allowed")
+        counts[str(response.status)] += 1
+        return response
+
+
+class ListingOptions(Protocol):
+    """The runtime option ``GET /markets`` follows (``kalshictl.sim.config.SimConfig``)."""
+
+    @property
+    def mve_listing(self) -> str: ...
+
+
+class ListingFaults(Protocol):
+    """The listing fault (``kalshictl.sim.faults.FaultInjector``)."""
+
+    def roll_list_dup(self) -> bool: ...
+
+
+class RestApi:
+    """Kalshi's market-data handlers over the generated world: its markets, the trades of the run, the markets
+    archived by the history cutoff (served only under ``/historical/…``: docs/sim.md "History")."""
+
+    def __init__(
+        self,
+        universe: Universe,
+        trades: TradeLog,
+        archived: Container[int],
+        options: ListingOptions,
+        faults: ListingFaults,
+    ) -> None:
+        self.u = universe
+        self.trade_log = trades
+        self.archived = archived
+        self.options = options
+        self.faults = faults
 
     def routes(self) -> list[web.RouteDef]:
         """All REST routes (static paths before parameterised ones)."""
         return market_data_routes(self)
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Auth (401), rate limit (429), REST faults, then Kalshi-shaped errors for the handler's exceptions."""
-        path = request.path
-        if not path.startswith(REST_PREFIX + "/"):
-            return await handler(request)
-        ex = self.ex
-        stats = ex.counters.rest
-        problem = ex.check_auth(request, request.method, path)
-        if problem is not None:
-            ex.counters.auth_rejected += 1
-            stats["401"] += 1
-            return error_response(401, "authentication_error", problem)
-        client = request.headers.get("KALSHI-ACCESS-KEY") or request.remote or "anonymous"
-        if not ex.limiter.allow(client):
-            stats["429_rate_limit"] += 1
-            return web.Response(body=TOO_MANY, status=429, content_type="application/json")
-        fail, delay = ex.faults.roll_rest()
-        if fail:
-            stats["429_fault"] += 1
-            return web.Response(body=TOO_MANY, status=429, content_type="application/json")
-        if delay:
-            await asyncio.sleep(delay)
-        try:
-            response = await handler(request)
-        except BadRequest as exc:
-            stats["400"] += 1
-            return error_response(400, "bad_request", str(exc))
-        except web.HTTPNotFound:
-            stats["404"] += 1
-            return error_response(404, "not_found", "not found")
-        except web.HTTPMethodNotAllowed:
-            stats["405"] += 1
-            return error_response(405, "method_not_allowed", "method not allowed")
-        stats[str(response.status)] += 1
-        return response
 
     # ----- handlers ---------------------------------------------------------------------------------------------
     async def exchange_status(self, request: web.Request) -> web.Response:
@@ -159,7 +174,7 @@ class RestApi:
 
     def _market_index(self, request: web.Request) -> int:
         idx = self.u.index_of(request.match_info["ticker"])
-        if idx is None or idx in self.ex.history.archived_idx:  # settled before the cutoff: /historical/markets
+        if idx is None or idx in self.archived:  # settled before the cutoff: /historical/markets
             raise web.HTTPNotFound()
         return idx
 
@@ -169,48 +184,59 @@ class RestApi:
 
     async def markets(self, request: web.Request) -> web.Response:
         """``GET /markets`` with limit/cursor/status/event_ticker/series_ticker/tickers/time filters."""
-        u = self.u
-        limit = _int(request, "limit", 100, 1, 1000)
-        start = _cursor(request, "m")
-        statuses = status_filter(request)
-        mve_filter = request.query.get("mve_filter") or None
-        if mve_filter not in (None, "only", "exclude"):
-            raise BadRequest("mve_filter must be 'only' or 'exclude'")
-        if mve_filter is None and self.ex.cfg.mve_listing == "exclude":  # the reading where the default leaves them out
-            mve_filter = "exclude"
-        times = {k: _int(request, k, None) for k in TIME_FILTERS}
-        times = {k: v for k, v in times.items() if v is not None}
-        tickers = _list(request, "tickers")
-        events = _list(request, "event_ticker")
-        series = request.query.get("series_ticker")
-        if tickers:
-            candidates: Any = sorted({i for i in map(u.index_of, tickers) if i is not None})
-        elif events:
-            candidates = sorted(i for e in map(u.event_index, events) if e is not None for i in u.event_markets(e))
-        elif series:
-            s = u.series_index.get(series)
-            candidates = [] if s is None else [i for e in u.series_events[s] for i in u.event_markets(e)]
-        else:
-            candidates = range(start, u.n_markets)
+        limit = int_param(request, "limit", 100, 1, 1000)
+        start = cursor_param(request, "m")
+        keep = self._market_filter(request)
         out: list[dict] = []
         next_cursor = ""
-        archived = self.ex.history.archived_idx
-        for idx in candidates:
-            if idx < start or idx in archived:
-                continue
-            if statuses is not None and u.status(idx) not in statuses:
-                continue
-            if times and not self._time_match(idx, times):
-                continue
-            if mve_filter is not None and u.is_mve(idx) != (mve_filter == "only"):
+        for idx in self._market_candidates(request, start):
+            if idx < start or not keep(idx):
                 continue
             if len(out) == limit:
                 next_cursor = f"m{idx:x}"
                 break
-            out.append(market_dict(u, idx))
-        if self.ex.faults.spec.probs.get("list_dup"):  # a market that changed while the listing was paged: twice
-            out.extend([m for m in out if self.ex.faults.roll_list_dup()])
+            out.append(market_dict(self.u, idx))
+        out.extend([m for m in out if self.faults.roll_list_dup()])  # changed while the listing was paged: twice
         return json_response({"markets": out, "cursor": next_cursor})
+
+    def _market_filter(self, request: web.Request) -> Callable[[int], bool]:
+        """Which markets ``GET /markets`` lists: not archived, and by ``status``, ``mve_filter``, the time filters."""
+        u = self.u
+        archived = self.archived
+        statuses = status_filter(request)
+        mve_filter = request.query.get("mve_filter") or None
+        if mve_filter not in (None, "only", "exclude"):
+            raise BadRequest("mve_filter must be 'only' or 'exclude'")
+        if (
+            mve_filter is None and self.options.mve_listing == "exclude"
+        ):  # the reading where the default leaves them out
+            mve_filter = "exclude"
+        want_mve = mve_filter == "only"
+        times = {k: v for k in TIME_FILTERS if (v := int_param(request, k, None)) is not None}
+
+        def keep(idx: int) -> bool:
+            if idx in archived or (statuses is not None and u.status(idx) not in statuses):
+                return False
+            if times and not self._time_match(idx, times):
+                return False
+            return mve_filter is None or u.is_mve(idx) == want_mve
+
+        return keep
+
+    def _market_candidates(self, request: web.Request, start: int) -> Iterable[int]:
+        """The market indexes named by ``tickers``, ``event_ticker`` or ``series_ticker`` (in order), else all."""
+        u = self.u
+        tickers = list_param(request, "tickers")
+        events = list_param(request, "event_ticker")
+        series = request.query.get("series_ticker")
+        if tickers:
+            return sorted({i for i in map(u.index_of, tickers) if i is not None})
+        if events:
+            return sorted(i for e in map(u.event_index, events) if e is not None for i in u.event_markets(e))
+        if series:
+            s = u.series_index.get(series)
+            return [] if s is None else [i for e in u.series_events[s] for i in u.event_markets(e)]
+        return range(start, u.n_markets)
 
     def _time_match(self, idx: int, times: dict[str, int]) -> bool:
         st = self.u.peek(idx)
@@ -225,7 +251,7 @@ class RestApi:
     async def orderbook(self, request: web.Request) -> web.Response:
         """``GET /markets/{ticker}/orderbook?depth=N`` (0 = all)."""
         idx = self._market_index(request)
-        depth = _int(request, "depth", 0, 0, 100)
+        depth = int_param(request, "depth", 0, 0, 100)
         return json_response({"orderbook_fp": orderbook_fp(self.u.peek(idx).book, depth)})
 
     async def orderbooks(self, request: web.Request) -> web.Response:
@@ -250,30 +276,30 @@ class RestApi:
     async def trades(self, request: web.Request) -> web.Response:
         """``GET /markets/trades`` newest first: ``limit`` (1-1000, 0 or absent = 100), ``cursor``, ``ticker``,
         ``min_ts``/``max_ts`` (Unix **seconds**, both inclusive), ``is_block_trade`` (the sim has no block trades)."""
-        limit = _int(request, "limit", 100, 0, 1000) or 100
+        limit = int_param(request, "limit", 100, 0, 1000) or 100
         raw = request.query.get("cursor") or ""
-        before = _cursor(request, "t") if raw else None
+        before = cursor_param(request, "t") if raw else None
         if request.query.get("is_block_trade") == "true":
             return json_response({"trades": [], "cursor": ""})
-        page, nxt = self.ex.trades.page(
+        page, nxt = self.trade_log.page(
             limit,
             before,
             request.query.get("ticker") or None,
-            _int(request, "min_ts", None),
-            _int(request, "max_ts", None),
+            int_param(request, "min_ts", None),
+            int_param(request, "max_ts", None),
         )
         return json_response({"trades": [trade_dict(t) for t in page], "cursor": "" if nxt is None else f"t{nxt:x}"})
 
     async def events(self, request: web.Request) -> web.Response:
         """``GET /events`` with limit (<= 200)/cursor/status/series_ticker/with_nested_markets."""
         u = self.u
-        limit = _int(request, "limit", 200, 1, 200)
-        start = _cursor(request, "e")
+        limit = int_param(request, "limit", 200, 1, 200)
+        start = cursor_param(request, "e")
         statuses = status_filter(request)
         nested = request.query.get("with_nested_markets", "false").lower() == "true"
         series = request.query.get("series_ticker")
-        tickers = _list(request, "tickers")
-        min_close = _int(request, "min_close_ts", None)
+        tickers = list_param(request, "tickers")
+        min_close = int_param(request, "min_close_ts", None)
         if tickers:
             candidates: Any = sorted({e for e in map(u.event_index, tickers) if e is not None})
         elif series:

@@ -16,16 +16,19 @@ that were not subscribed yet. ``repeat_subscribe="new_sid"`` opens a fresh sid p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+from typing import Any, Generic
 
 import orjson
+from aiohttp import WSMsgType, web
 
 from kalshictl.kalshi.ws_codes import MESSAGES, WsError
-from kalshictl.sim.feed import CHANNELS, GLOBAL, INDEXED, ORDERBOOK, PRIVATE, TICKERED, Sub
-
-if TYPE_CHECKING:
-    from kalshictl.sim.connection import Connection
-    from kalshictl.sim.world import World
+from kalshictl.sim.config import WS_PATH
+from kalshictl.sim.connection import Connection
+from kalshictl.sim.kalshi_http import error_response
+from kalshictl.sim.subscriptions import CHANNELS, ORDERBOOK, PRIVATE, TICKERED, Sub
+from kalshictl.sim.world import CommandWorld, K, World
 
 
 class CommandError(Exception):
@@ -50,12 +53,12 @@ def error_frame(cmd_id: Any, code: int, market_ticker: str | None = None, detail
     return orjson.dumps({"id": cmd_id, "type": "error", "msg": msg})
 
 
-class CommandHandler:
+class CommandHandler(Generic[K]):
     """Executes the commands of one connection against the world's feed (synchronously, in order)."""
 
-    def __init__(self, ex: World, conn: Connection, authenticated: bool) -> None:
-        self.ex = ex
-        self.feed = ex.feed
+    def __init__(self, world: CommandWorld[K], conn: Connection, authenticated: bool) -> None:
+        self.world = world
+        self.feed = world.feed
         self.conn = conn
         self.authenticated = authenticated
 
@@ -85,7 +88,7 @@ class CommandHandler:
                 params = {}
             if not isinstance(params, dict):
                 raise CommandError(WsError.BAD_MESSAGE)
-            if name in ("subscribe", "update_subscription") and self.ex.faults.roll_cmd_timeout():
+            if name in ("subscribe", "update_subscription") and self.world.faults.roll_cmd_timeout():
                 raise CommandError(WsError.COMMAND_TIMEOUT)  # the command was not executed
             handler(cmd_id, params)
         except CommandError as exc:
@@ -105,10 +108,10 @@ class CommandHandler:
             return [params["market_ticker"]]
         return None
 
-    def _resolve(self, tickers: list[str]) -> list[Any]:
+    def _resolve(self, tickers: list[str]) -> list[K]:
         idxs = []
         for t in tickers:
-            idx = self.ex.market_key(t)
+            idx = self.world.market_key(t)
             if idx is None:
                 raise CommandError(WsError.MARKET_NOT_FOUND, market_ticker=t)
             idxs.append(idx)
@@ -131,7 +134,7 @@ class CommandHandler:
 
     def _ack_seq(self, sub: Sub) -> int:
         """The seq an ``ok``/``unsubscribed`` ack carries (consuming one under ``ack_seq="own"``)."""
-        if self.ex.cfg.ack_seq == "own":
+        if self.world.cfg.ack_seq == "own":
             sub.seq += 1
         return sub.seq
 
@@ -142,6 +145,19 @@ class CommandHandler:
     # ----- commands ---------------------------------------------------------------------------------------------
     def subscribe(self, cmd_id: Any, params: dict) -> None:
         """``subscribe``: per channel a ``subscribed`` ack (new sid) or an ``ok`` ack (merged), then snapshots."""
+        channels, tickers = self._subscribe_params(params)
+        yes_price = bool(params.get("use_yes_price", False))
+        keys = self._resolve(tickers) if tickers else []
+        plan = [(channel, self._target(channel, tickers)) for channel in channels]  # validate all, then change
+        for channel, target in plan:
+            if target is not None:
+                self._join(cmd_id, target, tickers, keys)
+            else:
+                self._open(cmd_id, channel, tickers, keys, yes_price)
+
+    @staticmethod
+    def _subscribe_params(params: dict) -> tuple[list[Any], list[str]]:
+        """A subscribe's channels (not yet checked) and market tickers (empty: none named)."""
         if not params:
             raise CommandError(WsError.PARAMS_REQUIRED)
         channels = params.get("channels")
@@ -149,60 +165,62 @@ class CommandHandler:
             raise CommandError(WsError.CHANNELS_REQUIRED)
         if ("market_id" in params or "market_ids" in params) and ORDERBOOK in channels:
             raise CommandError(WsError.MARKET_TICKER_REQUIRED)
-        tickers = self._tickers(params)
-        yes_price = bool(params.get("use_yes_price", False))
-        idxs = self._resolve(tickers) if tickers else []
-        cfg = self.ex.cfg
-        merge = cfg.repeat_subscribe == "merge"
-        plan: list[tuple[str, Sub | None]] = []
-        for channel in channels:  # validate everything before changing anything
-            if channel not in CHANNELS:
-                raise CommandError(WsError.UNKNOWN_CHANNEL, detail=f"Unknown channel name: {channel}")
-            if channel in PRIVATE and not self.authenticated:
-                raise CommandError(WsError.AUTH_REQUIRED)
-            if channel == ORDERBOOK and not tickers:
-                raise CommandError(WsError.MARKET_TICKER_REQUIRED)
-            per_market = bool(tickers) and channel in TICKERED
-            existing = self.conn.by_channel.get(channel)
-            target: Sub | None = None
-            if existing:
-                if (existing[0].tickers is None) != (not per_market):
-                    raise CommandError(WsError.ALREADY_SUBSCRIBED)  # all-markets and per-market on one channel
-                if merge:
-                    target = existing[0]
-                elif not per_market:
-                    raise CommandError(WsError.ALREADY_SUBSCRIBED)  # a second global subscription
-            if per_market:
-                total = len(set(tickers or ()) | (target.tickers or set() if target is not None else set()))
-                if total > cfg.max_markets_per_sub:
-                    raise CommandError(WsError.TOO_MANY_MARKETS)
-            plan.append((channel, target))
-        for channel, target in plan:
-            per_market = bool(tickers) and channel in TICKERED
-            if target is not None:
-                new = []
-                if per_market:
-                    assert target.tickers is not None
-                    new = [(t, i) for t, i in zip(tickers or [], idxs, strict=True) if t not in target.tickers]
-                    self.feed.add_tickers(target, [t for t, _ in new])
-                self._ok(cmd_id, target, sorted(target.tickers) if target.tickers is not None else [])
-                if channel == ORDERBOOK:
-                    for _, idx in new:
-                        self.feed.snapshot(target, idx)
-                continue
-            sid = self.conn.next_sid
-            self.conn.next_sid += 1
-            sub_tickers = set(tickers) if per_market else None
-            if channel in GLOBAL or channel in INDEXED:
-                sub_tickers = None
-            sub = Sub(self.conn, sid, channel, sub_tickers, yes_price)
-            self.conn.subs[sid] = sub
-            self.conn.by_channel.setdefault(channel, []).append(sub)
-            self.feed.register(sub)
-            _reply(self.conn, {"id": cmd_id, "type": "subscribed", "msg": {"channel": channel, "sid": sid}})
-            if channel == ORDERBOOK:
-                for idx in idxs:
-                    self.feed.snapshot(sub, idx)
+        return channels, CommandHandler._tickers(params) or []
+
+    def _target(self, channel: Any, tickers: list[str]) -> Sub | None:
+        """Check one channel of a subscribe; returns the sid it joins (``repeat_subscribe="merge"``), or None: new."""
+        if channel not in CHANNELS:
+            raise CommandError(WsError.UNKNOWN_CHANNEL, detail=f"Unknown channel name: {channel}")
+        if channel in PRIVATE and not self.authenticated:
+            raise CommandError(WsError.AUTH_REQUIRED)
+        if channel == ORDERBOOK and not tickers:
+            raise CommandError(WsError.MARKET_TICKER_REQUIRED)
+        per_market = bool(tickers) and channel in TICKERED
+        target = self._joinable(channel, per_market)
+        if per_market:
+            joined = target.tickers if target is not None and target.tickers is not None else set()
+            if len(set(tickers) | joined) > self.world.cfg.max_markets_per_sub:
+                raise CommandError(WsError.TOO_MANY_MARKETS)
+        return target
+
+    def _joinable(self, channel: str, per_market: bool) -> Sub | None:
+        """The connection's sid of ``channel`` a repeated subscribe joins; error 6 where it may not subscribe again."""
+        existing = self.conn.by_channel.get(channel)
+        if not existing:
+            return None
+        if (existing[0].tickers is None) != (not per_market):
+            raise CommandError(WsError.ALREADY_SUBSCRIBED)  # all-markets and per-market on one channel
+        if self.world.cfg.repeat_subscribe == "merge":
+            return existing[0]
+        if not per_market:
+            raise CommandError(WsError.ALREADY_SUBSCRIBED)  # a second global subscription
+        return None
+
+    def _join(self, cmd_id: Any, target: Sub, tickers: list[str], keys: list[K]) -> None:
+        """A repeated subscribe merged into ``target``: ``ok`` ack with every ticker, snapshots of the new ones."""
+        new: list[tuple[str, K]] = []
+        if tickers and target.channel in TICKERED:
+            assert target.tickers is not None
+            new = [(t, k) for t, k in zip(tickers, keys, strict=True) if t not in target.tickers]
+            self.feed.add_tickers(target, [t for t, _ in new])
+        self._ok(cmd_id, target, sorted(target.tickers) if target.tickers is not None else [])
+        if target.channel == ORDERBOOK:
+            for _, key in new:
+                self.feed.snapshot(target, key)
+
+    def _open(self, cmd_id: Any, channel: str, tickers: list[str], keys: list[K], yes_price: bool) -> None:
+        """A new sid of ``channel``: ``subscribed`` ack, then a snapshot per market of an order-book channel."""
+        conn = self.conn
+        sid = conn.next_sid
+        conn.next_sid += 1
+        sub = Sub(conn, sid, channel, set(tickers) if tickers and channel in TICKERED else None, yes_price)
+        conn.subs[sid] = sub
+        conn.by_channel.setdefault(channel, []).append(sub)
+        self.feed.register(sub)
+        _reply(conn, {"id": cmd_id, "type": "subscribed", "msg": {"channel": channel, "sid": sid}})
+        if channel == ORDERBOOK:
+            for key in keys:
+                self.feed.snapshot(sub, key)
 
     def _drop_sub(self, sub: Sub) -> None:
         self.conn.subs.pop(sub.sid, None)
@@ -249,7 +267,7 @@ class CommandHandler:
                 if t not in sub.tickers:
                     raise CommandError(WsError.INVALID_PARAMETER, market_ticker=t, detail="market not in subscription")
         elif action == "add_markets":
-            if len(sub.tickers | set(tickers)) > self.ex.cfg.max_markets_per_sub:
+            if len(sub.tickers | set(tickers)) > self.world.cfg.max_markets_per_sub:
                 raise CommandError(WsError.TOO_MANY_MARKETS)
             new = [(t, i) for t, i in zip(tickers, idxs, strict=True) if t not in sub.tickers]
             self.feed.add_tickers(sub, [t for t, _ in new])
@@ -259,7 +277,7 @@ class CommandHandler:
             idxs = []
         self._ok(cmd_id, sub, sorted(sub.tickers) if action != "get_snapshot" else tickers)
         if sub.channel == ORDERBOOK:
-            consume = action != "get_snapshot" or self.ex.cfg.snapshot_seq == "consume"
+            consume = action != "get_snapshot" or self.world.cfg.snapshot_seq == "consume"
             for idx in idxs:
                 self.feed.snapshot(sub, idx, consume)
 
@@ -269,34 +287,46 @@ class CommandHandler:
         _reply(self.conn, {"id": cmd_id, "type": "ok", "msg": subs})
 
 
-async def handle_ws(ex: World, request: Any) -> Any:
+async def handle_ws(world: World[K], request: web.Request) -> web.StreamResponse:
     """aiohttp handler of the WebSocket upgrade: auth, refusal faults, then the command loop."""
-    import asyncio
-    import contextlib
-
-    from aiohttp import WSMsgType, web
-
-    from kalshictl.sim.config import WS_PATH
-    from kalshictl.sim.connection import Connection
-    from kalshictl.sim.rest import error_response
-
-    problem = ex.check_auth(request, "GET", WS_PATH)
+    problem = world.check_auth(request, "GET", WS_PATH)
     if problem is not None:
-        ex.counters.auth_rejected += 1
+        world.counters.auth_rejected += 1
         return error_response(401, "authentication_error", problem)
-    if ex.faults.should_refuse():
-        ex.counters.connections_refused += 1
+    if world.faults.should_refuse():
+        world.counters.connections_refused += 1
         return error_response(503, "service_unavailable", "the exchange is refusing new connections")
     ws = web.WebSocketResponse(autoping=True, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
-    ex.counters.connections_open += 1
-    ex.counters.connections_total += 1
-    conn = Connection(ex.next_connection_id(), ws, request.transport, ex.cfg.ws_buffer_bytes, ex.counters)
-    ex.connections[conn.cid] = conn
-    handler = CommandHandler(ex, conn, authenticated=ex.public_key is not None)
+    world.counters.connections_open += 1
+    world.counters.connections_total += 1
+    conn = Connection(world.next_connection_id(), ws, request.transport, world.cfg.ws_buffer_bytes, world.counters)
+    world.connections[conn.cid] = conn
+    handler = CommandHandler(world, conn, authenticated=world.public_key is not None)
     writer = asyncio.create_task(conn.run_writer())
-    heartbeat = asyncio.create_task(conn.run_heartbeat(ex.cfg.heartbeat_s))
+    heartbeat = asyncio.create_task(conn.run_heartbeat(world.cfg.heartbeat_s))
     try:
+        await _read_commands(ws, conn, handler)
+    finally:
+        conn.closed = True
+        conn.wake.set()
+        for sub in list(conn.subs.values()):
+            world.feed.unregister(sub)
+        conn.subs.clear()
+        conn.by_channel.clear()
+        world.connections.pop(conn.cid, None)
+        world.counters.connections_open -= 1
+        heartbeat.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(writer, 1.0)
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+async def _read_commands(ws: web.WebSocketResponse, conn: Connection, handler: CommandHandler[K]) -> None:
+    """Execute each text frame the client sends, in order, until it or the connection closes."""
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
         async for msg in ws:
             if conn.closed:
                 break
@@ -306,20 +336,3 @@ async def handle_ws(ex: World, request: Any) -> Any:
                 conn.send(error_frame(0, WsError.BAD_MESSAGE))
             elif msg.type == WSMsgType.ERROR:
                 break
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        conn.closed = True
-        conn.wake.set()
-        for sub in list(conn.subs.values()):
-            ex.feed.unregister(sub)
-        conn.subs.clear()
-        conn.by_channel.clear()
-        ex.connections.pop(conn.cid, None)
-        ex.counters.connections_open -= 1
-        heartbeat.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(writer, 1.0)
-        with contextlib.suppress(Exception):
-            await ws.close()
-    return ws
