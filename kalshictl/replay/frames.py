@@ -1,4 +1,4 @@
-"""Production rows as Kalshi's WebSocket message bodies (kalshi-api.md; the same shapes ``kalshictl.sim`` sends).
+"""Production rows as Kalshi's WebSocket message bodies (docs/sim.md "WebSocket": the shapes ``kalshictl.sim`` sends).
 
 Prices and sizes come back in Kalshi's fixed-point strings (``"0.4100"``, ``"12.00"``) from production's integer
 units (migrations/README.md). Lifecycle messages are replayed as recorded (production keeps each message's body in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 REQUEST_COST = 10
-# read tokens per second per tier (kalshi-api.md section 3)
+# read tokens per second per tier (docs/sim.md, "REST")
 TIERS: dict[str, float] = {
     "basic": 200,
     "advanced": 300,
