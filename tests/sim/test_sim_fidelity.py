@@ -215,6 +215,23 @@ async def test_mve_markets_listed_and_booked(sim: SimExchange, ws_client: WsClie
     assert {m["msg"]["market_ticker"] for m in ws_client.of_type("orderbook_delta")} == {t}
 
 
+@pytest.mark.parametrize("sim", [{"mve_share": 0.5}], indirect=True)
+async def test_mve_listing_set_at_runtime_changes_what_markets_lists(sim: SimExchange, http) -> None:
+    """The REST handlers read the live options (``POST /_sim/options``), not a copy taken at start."""
+    base = sim.rest_url
+
+    async def tickers(**params: object) -> list[str]:
+        _, body = await get_json(http, f"{base}/markets", limit=1000, **params)
+        return [m["ticker"] for m in body["markets"]]
+
+    assert any(t.startswith("KXMVE") for t in await tickers())
+    async with http.post(f"{sim.control_url}/options", json={"mve_listing": "exclude"}) as resp:
+        assert resp.status == 200 and (await resp.json())["mve_listing"] == "exclude"
+    listed = await tickers()
+    assert listed and not any(t.startswith("KXMVE") for t in listed)
+    assert len(listed) + len(await tickers(mve_filter="only")) == sim.universe.n_markets
+
+
 @pytest.mark.parametrize("sim", [{"delta_ts_ms": "sometimes", "untimed_delta_share": 0.3}], indirect=True)
 async def test_deltas_without_ts_sometimes(sim: SimExchange, ws_client: WsClient) -> None:
     tickers = [sim.universe.ticker(i) for i in sim.universe.busy[:4]]
