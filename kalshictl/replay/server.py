@@ -38,7 +38,7 @@ from kalshictl.replay.source import (
 )
 from kalshictl.research.times import iso
 from kalshictl.sim.config import REST_PREFIX, WS_PATH, SimConfig
-from kalshictl.sim.connection import Connection
+from kalshictl.sim.connection import Connections
 from kalshictl.sim.faults import FaultInjector
 from kalshictl.sim.kalshi_http import error_response
 from kalshictl.sim.stats import Stats
@@ -117,9 +117,8 @@ class ReplayServer:
         )
         self.faults = FaultInjector("", 0)  # a recorded world injects nothing
         self.counters = Stats()
-        self.connections: dict[int, Connection] = {}
+        self.connections = Connections()
         self.public_key = None  # recorded public data: signed headers are accepted, never required
-        self._cid = 0
         self._subscribed: set[int] = set()
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
@@ -137,10 +136,6 @@ class ReplayServer:
             self.known.add(ticker)
             return ticker
         return None
-
-    def next_connection_id(self) -> int:
-        self._cid += 1
-        return self._cid
 
     def check_auth(self, request: web.Request, method: str, path: str) -> str | None:
         return None
@@ -173,7 +168,7 @@ class ReplayServer:
         self.feed = RecordedFeed(self.point, o.from_us, self._on_subscribe, self.cold.books)
         extra = gap_ends(self.gaps, self.scope)
         source = events(self.stream, o.from_us, o.to_us, self.scope, extra=extra, store=self.cold.stream)
-        conns = lambda: list(self.connections.values())  # noqa: E731
+        conns = self.connections.all
         self.session = Session(self.feed, source, o.from_us, o.to_us, o.speed, conns, shift_to_now=o.shift_to_now)
         self.rest = ReplayRest(self.point, self.feed, self.scope, lambda: self.session.clock_us)
         app = web.Application(middlewares=[self.rest.middleware])
@@ -198,9 +193,7 @@ class ReplayServer:
         try:
             await self.session.run()
         finally:
-            for conn in list(self.connections.values()):  # the period is over: drain, then close (code 1000)
-                conn.closed = True
-                conn.wake.set()
+            self.connections.finish_all()  # the period is over: drain, then close (code 1000)
 
     async def done(self) -> None:
         """Wait until the whole period has been sent."""
@@ -224,12 +217,7 @@ class ReplayServer:
                 conn.close()
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        conns = list(self.connections.values())
-        for conn in conns:
-            conn.closed = True
-            conn.wake.set()
-        closes = (c.ws.close(code=1001, message=b"server shutdown") for c in conns)
-        await asyncio.gather(*closes, return_exceptions=True)
+        await self.connections.shutdown()
 
     async def __aenter__(self) -> ReplayServer:
         return await self.start()

@@ -1,4 +1,5 @@
-"""One WebSocket client: an ordered send queue drained by a writer task, plus the server's heartbeat pings."""
+"""One WebSocket client: an ordered send queue drained by a writer task, plus the server's heartbeat pings; and the
+registry of one server's open clients (:class:`Connections`, the exchange's and the replay's)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ class Connection:
             self.closed = True  # the writer sends the error, then closes
         self.wake.set()
 
+    def finish(self) -> None:
+        """Close once the queue has drained: the writer sends what is queued, then closes."""
+        self.closed = True
+        self.wake.set()
+
     def abort(self) -> None:
         """Drop the connection abruptly (no close frame), as a network failure would."""
         self.closed = True
@@ -85,3 +91,53 @@ class Connection:
                     break
                 await self.ws.ping(b"heartbeat")
                 self.stats.pings += 1
+
+
+class Connections:
+    """One server's open WebSocket clients by id (ids count from 1 in order of arrival)."""
+
+    def __init__(self) -> None:
+        self._by_cid: dict[int, Connection] = {}
+        self._last_cid = 0
+
+    def open(self, ws: web.WebSocketResponse, transport: Any, buffer_bytes: int, stats: Stats) -> Connection:
+        """Register a new client."""
+        self._last_cid += 1
+        conn = self._by_cid[self._last_cid] = Connection(self._last_cid, ws, transport, buffer_bytes, stats)
+        return conn
+
+    def forget(self, conn: Connection) -> None:
+        """The client is gone."""
+        self._by_cid.pop(conn.cid, None)
+
+    def __len__(self) -> int:
+        return len(self._by_cid)
+
+    def all(self) -> list[Connection]:
+        """Every registered client in id order (also those closing)."""
+        return list(self._by_cid.values())
+
+    def live(self) -> list[Connection]:
+        """The clients not closed, in id order."""
+        return [c for c in self._by_cid.values() if not c.closed]
+
+    def abort_all(self) -> int:
+        """Drop every live client abruptly; returns how many."""
+        live = self.live()
+        for conn in live:
+            conn.abort()
+        return len(live)
+
+    def finish_all(self) -> None:
+        """Close every client once its queue has drained."""
+        for conn in self.all():
+            conn.finish()
+
+    async def shutdown(self) -> None:
+        """The server stops: close every client now (code 1001)."""
+        conns = self.all()
+        for conn in conns:
+            conn.finish()
+        await asyncio.gather(
+            *(c.ws.close(code=1001, message=b"server shutdown") for c in conns), return_exceptions=True
+        )

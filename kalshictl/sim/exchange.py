@@ -27,7 +27,7 @@ from kalshictl.kalshi.auth import (
 from kalshictl.sim.activity import Activity
 from kalshictl.sim.book import NO, YES
 from kalshictl.sim.config import OPTIONS, REST_PREFIX, WS_PATH, SimConfig, check_option
-from kalshictl.sim.connection import Connection
+from kalshictl.sim.connection import Connections
 from kalshictl.sim.control import ControlApi
 from kalshictl.sim.faults import FaultInjector, FaultSpec
 from kalshictl.sim.feed import Feed
@@ -57,8 +57,7 @@ class SimExchange:
             if isinstance(pk, str) and "-----BEGIN" not in pk:
                 pk = Path(pk)
             self.public_key = load_public_key(pk)
-        self.connections: dict[int, Connection] = {}
-        self._cid = 0
+        self.connections = Connections()
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._port = 0
@@ -128,13 +127,7 @@ class SimExchange:
             self.ground_truth_path.unlink(missing_ok=True)
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        conns = list(self.connections.values())
-        for conn in conns:
-            conn.closed = True
-            conn.wake.set()
-        await asyncio.gather(
-            *(c.ws.close(code=1001, message=b"server shutdown") for c in conns), return_exceptions=True
-        )
+        await self.connections.shutdown()
 
     async def __aenter__(self) -> SimExchange:
         return await self.start()
@@ -217,9 +210,7 @@ class SimExchange:
         """Every open WS connection with its subscriptions: ``[{"connection", "subscriptions": [{"sid", "channel",
         "tickers" (sorted; None = all markets / global), "seq"}]}]``."""
         out = []
-        for cid, conn in sorted(self.connections.items()):
-            if conn.closed:
-                continue
+        for conn in self.connections.live():
             subs = [
                 {
                     "sid": sub.sid,
@@ -229,7 +220,7 @@ class SimExchange:
                 }
                 for sub in sorted(conn.subs.values(), key=lambda s: s.sid)
             ]
-            out.append({"connection": cid, "subscriptions": subs})
+            out.append({"connection": conn.cid, "subscriptions": subs})
         return out
 
     def run_config(self) -> dict[str, Any]:
@@ -257,10 +248,7 @@ class SimExchange:
 
     def drop_connections(self) -> int:
         """Abort every WebSocket connection now; returns how many."""
-        conns = [c for c in self.connections.values() if not c.closed]
-        for conn in conns:
-            conn.abort()
-        return len(conns)
+        return self.connections.abort_all()
 
     def pause(self) -> None:
         """Stop generating activity (already queued frames are still delivered)."""
@@ -281,11 +269,6 @@ class SimExchange:
     def market_key(self, ticker: str) -> int | None:
         """The universe index of ``ticker`` (the key ``feed.snapshot`` takes), or None."""
         return self.universe.index_of(ticker)
-
-    def next_connection_id(self) -> int:
-        """A new connection id."""
-        self._cid += 1
-        return self._cid
 
     def check_auth(self, request: web.Request, method: str, path: str) -> str | None:
         """None if the request may proceed, else the reason to reject it with 401."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from kalshictl.sim.connection import Connection
+    from kalshictl.sim.connection import Connections
     from kalshictl.sim.stats import Stats
     from kalshictl.sim.subscriptions import Sub
 
@@ -95,13 +95,12 @@ class World(CommandWorld[K], Protocol[K]):
     @property
     def counters(self) -> Stats: ...
     @property
-    def connections(self) -> dict[int, Connection]: ...
+    def connections(self) -> Connections: ...
     @property
     def public_key(self) -> object:
         """Not None: private channels are allowed (the client is authenticated)."""
         ...
 
-    def next_connection_id(self) -> int: ...
     def check_auth(self, request: web.Request, method: str, path: str) -> str | None:
         """None if the request may proceed, else the reason to reject it with 401."""
         ...

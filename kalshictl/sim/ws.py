@@ -300,21 +300,19 @@ async def handle_ws(world: World[K], request: web.Request) -> web.StreamResponse
     await ws.prepare(request)
     world.counters.connections_open += 1
     world.counters.connections_total += 1
-    conn = Connection(world.next_connection_id(), ws, request.transport, world.cfg.ws_buffer_bytes, world.counters)
-    world.connections[conn.cid] = conn
+    conn = world.connections.open(ws, request.transport, world.cfg.ws_buffer_bytes, world.counters)
     handler = CommandHandler(world, conn, authenticated=world.public_key is not None)
     writer = asyncio.create_task(conn.run_writer())
     heartbeat = asyncio.create_task(conn.run_heartbeat(world.cfg.heartbeat_s))
     try:
         await _read_commands(ws, conn, handler)
     finally:
-        conn.closed = True
-        conn.wake.set()
+        conn.finish()
         for sub in list(conn.subs.values()):
             world.feed.unregister(sub)
         conn.subs.clear()
         conn.by_channel.clear()
-        world.connections.pop(conn.cid, None)
+        world.connections.forget(conn)
         world.counters.connections_open -= 1
         heartbeat.cancel()
         with contextlib.suppress(BaseException):
