@@ -49,7 +49,7 @@ def settings(cluster: PostgresCluster, db: str, rest_url: str, rps: float, worke
         {
             "production": {"dsn": cluster.dsn(db, "deduplicator"), "password": "env:KB_PW", "allow_insecure": True},
             "gatherers": [{"name": "g1", "database": {"dsn": cluster.dsn(db), "allow_insecure": True}}],
-            "exchange": {"rest_url": rest_url},
+            "exchange": {"rest_url": rest_url, "allow_insecure": True},
             "sync": {"market_sync_enabled": False},
             "history": {"requests_per_second": rps, "workers": workers},
         }
