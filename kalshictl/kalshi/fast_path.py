@@ -11,15 +11,17 @@ error. The fast path only ever accepts a frame the reference path would turn int
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from kalshictl.kalshi.records import OrderbookDelta, OrderbookSnapshot, Record, TickerUpdate, Trade
+from kalshictl.kalshi.records import OrderbookDelta, OrderbookSnapshot, TickerUpdate, Trade
 from kalshictl.kalshi.validate import TRADE_ID
 from kalshictl.kalshi.values import (
     BIGINT,
+    GOOD_TICKERS,
     ID_MAX,
     PRICE_CACHE,
     SIZE_CACHE,
@@ -33,7 +35,6 @@ _Ticker = Annotated[str, Meta(min_length=1, max_length=128)]
 _Id = Annotated[int, Meta(ge=0, le=ID_MAX - 1)]
 _TsMs = Annotated[int, Meta(ge=0, lt=2**53)]
 _Big = Annotated[int, Meta(gt=-BIGINT, lt=BIGINT)]
-_SIDES = {"yes": True, "no": False}
 
 
 class DeltaMsg(Struct, forbid_unknown_fields=True, gc=False):
@@ -115,6 +116,10 @@ class TickerFrame(Struct, tag_field="type", tag="ticker", gc=False):
 DECODER = msgspec.json.Decoder(DeltaFrame | TickerFrame | TradeFrame | SnapFrame)
 
 
+# The spelling Kalshi sends (a quicker test than TRADE_ID, which it implies).
+_UUID_CANON = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
 class _Declined(Exception):
     """A value the fast path does not take (the reader returns None)."""
 
@@ -123,19 +128,7 @@ class _Declined(Exception):
 # readers: the record, or None = decline
 
 
-def read(frame: DeltaFrame | TickerFrame | TradeFrame | SnapFrame, use_yes_price: bool) -> Record | None:
-    """The record of a decoded frame, or None (decline)."""
-    if type(frame) is DeltaFrame:
-        return read_delta(frame, use_yes_price)
-    if type(frame) is TickerFrame:
-        return read_ticker(frame)
-    if type(frame) is TradeFrame:
-        return read_trade(frame)
-    assert type(frame) is SnapFrame
-    return read_snapshot(frame, use_yes_price)
-
-
-def read_delta(f: DeltaFrame, use_yes_price: bool) -> Record | None:
+def read_delta(f: DeltaFrame, use_yes_price: bool) -> OrderbookDelta | None:
     """An order-book delta whose values are not all in the tables yet (the parser inlines the common case)."""
     m = f.msg
     if not ticker_ok(m.market_ticker):
@@ -155,21 +148,39 @@ def read_delta(f: DeltaFrame, use_yes_price: bool) -> Record | None:
 
 def read_ticker(f: TickerFrame) -> TickerUpdate | None:
     m = f.msg
-    if not ticker_ok(m.market_ticker):
-        return None
     p, s = PRICE_CACHE, SIZE_CACHE
+    rec: TickerUpdate | None
     try:  # every value already in the tables: dictionary lookups only
-        bid, ask, last = p[m.yes_bid_dollars], p[m.yes_ask_dollars], p[m.price_dollars]
-        vol, oi = s[m.volume_fp], s[m.open_interest_fp]
-        bid_size, ask_size, last_size = s[m.yes_bid_size_fp], s[m.yes_ask_size_fp], s[m.last_trade_size_fp]
+        rec = TickerUpdate(
+            f.sid,
+            m.market_ticker,
+            m.ts_ms * 1000,
+            p[m.yes_bid_dollars],
+            p[m.yes_ask_dollars],
+            p[m.price_dollars],
+            s[m.volume_fp],
+            s[m.open_interest_fp],
+            m.dollar_volume,
+            m.dollar_open_interest,
+            s[m.yes_bid_size_fp],
+            s[m.yes_ask_size_fp],
+            s[m.last_trade_size_fp],
+        )
     except KeyError:
-        try:
-            bid, ask, last = _price(m.yes_bid_dollars), _price(m.yes_ask_dollars), _price(m.price_dollars)
-            vol, oi = _size(m.volume_fp), _size(m.open_interest_fp)
-            bid_size, ask_size = _size(m.yes_bid_size_fp), _size(m.yes_ask_size_fp)
-            last_size = _size(m.last_trade_size_fp)
-        except _Declined:
-            return None
+        rec = _ticker_update(f)
+    return rec if rec is not None and (m.market_ticker in GOOD_TICKERS or ticker_ok(m.market_ticker)) else None
+
+
+def _ticker_update(f: TickerFrame) -> TickerUpdate | None:
+    """:func:`read_ticker` with values not all in the tables yet."""
+    m = f.msg
+    try:
+        bid, ask, last = _price(m.yes_bid_dollars), _price(m.yes_ask_dollars), _price(m.price_dollars)
+        vol, oi = _size(m.volume_fp), _size(m.open_interest_fp)
+        bid_size, ask_size = _size(m.yes_bid_size_fp), _size(m.yes_ask_size_fp)
+        last_size = _size(m.last_trade_size_fp)
+    except _Declined:
+        return None
     return TickerUpdate(
         f.sid,
         m.market_ticker,
@@ -190,17 +201,28 @@ def read_ticker(f: TickerFrame) -> TickerUpdate | None:
 def read_trade(f: TradeFrame) -> Trade | None:
     m = f.msg
     tid = m.trade_id
+    ticker = m.market_ticker
     taker = m.taker_outcome_side if m.taker_outcome_side is not UNSET else m.taker_side
-    yes = _SIDES.get(taker) if isinstance(taker, str) else None
-    if yes is None or not ticker_ok(m.market_ticker) or len(tid) > 128 or not TRADE_ID.match(tid):
+    if taker == "yes":
+        yes = True
+    elif taker == "no":
+        yes = False
+    else:
         return None
-    price = _trade_price(m)
-    size = SIZE_CACHE.get(m.count_fp)
+    if not (ticker in GOOD_TICKERS or ticker_ok(ticker)) or not (_UUID_CANON.match(tid) or _uuid(tid)):
+        return None
+    try:  # the values already in the tables (an absent yes price is None: the no price is read below)
+        price = PRICE_CACHE[m.yes_price_dollars]
+        size = SIZE_CACHE[m.count_fp]
+    except KeyError:
+        price = size = None
+    if price is None:
+        price = _trade_price(m)
     if size is None:
         size = size_str(m.count_fp, False)
     if price is None or size is None:
         return None
-    return Trade(f.sid, tid, m.market_ticker, m.ts_ms * 1000, price, size, yes, m.is_block_trade is True)
+    return Trade(f.sid, tid, ticker, m.ts_ms * 1000, price, size, yes, m.is_block_trade is True)
 
 
 def read_snapshot(f: SnapFrame, use_yes_price: bool) -> OrderbookSnapshot | None:
@@ -238,6 +260,11 @@ def _size(s: str | None) -> int | None:
     if v is None:
         raise _Declined
     return v
+
+
+def _uuid(tid: str) -> bool:
+    """Any UUID spelling PostgreSQL accepts (hyphens optional, either case)."""
+    return len(tid) <= 128 and TRADE_ID.match(tid) is not None
 
 
 def _trade_price(m: TradeMsg) -> int | None:

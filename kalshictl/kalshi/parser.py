@@ -13,13 +13,25 @@ from typing import Any
 
 import orjson
 
-from kalshictl.kalshi import fast_path
-from kalshictl.kalshi.fast_path import DECODER, DeltaFrame
+from kalshictl.kalshi.fast_path import (
+    DECODER,
+    DeltaFrame,
+    TickerFrame,
+    TradeFrame,
+    read_delta,
+    read_snapshot,
+    read_ticker,
+    read_trade,
+)
 from kalshictl.kalshi.fields import FieldError, identifier
 from kalshictl.kalshi.records import OrderbookDelta, ParseError, Record
 from kalshictl.kalshi.reference import DATA_READERS, REPLY_READERS, frame_msg
 from kalshictl.kalshi.values import DELTA_CACHE, GOOD_TICKERS, ID_MAX, PRICE_CACHE
 from kalshictl.units import PRICE_MAX
+
+# Bound once: CPython 3.11 compiles ``NAME.method()`` on a name imported with ``from … import`` as a module attribute
+# read plus a call (a bound method built per frame), not as a method call.
+_decode = DECODER.decode
 
 UNKNOWN_FIELDS_MAX = 1000  # distinct unknown field names remembered; the rest are counted under "(other)"
 
@@ -37,26 +49,34 @@ class Parser:
     def parse(self, raw: bytes | str) -> Record | ParseError:
         """Parse one text frame; never raises."""
         try:
-            f = DECODER.decode(raw)
+            f = _decode(raw)
         except Exception:  # declined (msgspec.DecodeError / ValidationError, TypeError): the reference path answers
             return self.parse_reference(raw)
+        rec: Record | None
         try:  # zero-cost unless raised: a value that upsets the fast path goes to the reference path
-            if type(f) is DeltaFrame:  # the common case, inline: every value from a table of values already validated
+            if type(f) is DeltaFrame:  # the common case, inline: every value from a table of values already valid
                 m = f.msg
                 try:
                     price = PRICE_CACHE[m.price_dollars]
                     size = DELTA_CACHE[m.delta_fp]
                 except KeyError:
-                    pass  # a value not seen yet: fast_path.read_delta
+                    rec = read_delta(f, self.use_yes_price)  # a value not seen yet
                 else:
                     ts = m.ts_ms
-                    if ts is not None and price is not None and m.market_ticker in GOOD_TICKERS:
+                    ticker = m.market_ticker
+                    if ts is not None and price is not None and ticker in GOOD_TICKERS:
                         if m.side == "yes":
-                            return OrderbookDelta(f.sid, f.seq, m.market_ticker, True, price, size, ts * 1000)
+                            return OrderbookDelta(f.sid, f.seq, ticker, True, price, size, ts * 1000)
                         if self.use_yes_price:
                             price = PRICE_MAX - price
-                        return OrderbookDelta(f.sid, f.seq, m.market_ticker, False, price, size, ts * 1000)
-            rec = fast_path.read(f, self.use_yes_price)
+                        return OrderbookDelta(f.sid, f.seq, ticker, False, price, size, ts * 1000)
+                    rec = read_delta(f, self.use_yes_price)
+            elif type(f) is TickerFrame:
+                rec = read_ticker(f)
+            elif type(f) is TradeFrame:
+                rec = read_trade(f)
+            else:
+                rec = read_snapshot(f, self.use_yes_price)
         except Exception:
             return self.parse_reference(raw)
         return self.parse_reference(raw) if rec is None else rec
