@@ -107,16 +107,18 @@ class Parser:
 
     def _read(self, mtype: Any, frame: dict[str, Any], sid: int | None, seq: int | None) -> Record:
         """The record of a decoded frame of type ``mtype``, by its reader in :mod:`kalshictl.kalshi.reference`."""
-        data = DATA_READERS.get(mtype) if isinstance(mtype, str) else None
-        if data is not None:
-            msg = frame_msg(frame)
-            if data.needs_sid and sid is None:
-                raise FieldError("shape", f"{mtype} without sid")
-            self._count_unknown(mtype, msg, data.fields)
-            return data.read(mtype, msg, sid, seq, self.use_yes_price)
-        reply = REPLY_READERS.get(mtype) if isinstance(mtype, str) else None
-        if reply is not None:
-            return reply(mtype, frame, sid, seq)
+        if isinstance(mtype, str):
+            data = DATA_READERS.get(mtype)
+            if data is not None:
+                known, needs_sid, read = data
+                msg = frame_msg(frame)
+                if needs_sid and sid is None:
+                    raise FieldError("shape", f"{mtype} without sid")
+                self._count_unknown(mtype, msg, known)
+                return read(mtype, msg, sid, seq, self.use_yes_price)
+            reply = REPLY_READERS.get(mtype)
+            if reply is not None:
+                return reply(mtype, frame, sid, seq)
         raise FieldError("type", f"unknown message type {str(mtype)[:64]!r}")
 
     def _count_unknown(self, mtype: str, msg: dict[str, Any], known: frozenset[str]) -> None:
