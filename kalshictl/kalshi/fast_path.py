@@ -147,6 +147,7 @@ def read_delta(f: DeltaFrame, use_yes_price: bool) -> OrderbookDelta | None:
 
 
 def read_ticker(f: TickerFrame) -> TickerUpdate | None:
+    """A ticker update; absent optional values stay None."""
     m = f.msg
     p, s = PRICE_CACHE, SIZE_CACHE
     rec: TickerUpdate | None
@@ -199,6 +200,7 @@ def _ticker_update(f: TickerFrame) -> TickerUpdate | None:
 
 
 def read_trade(f: TradeFrame) -> Trade | None:
+    """A trade at its YES price; the taker's side from ``taker_outcome_side``, else ``taker_side``."""
     m = f.msg
     tid = m.trade_id
     ticker = m.market_ticker
@@ -226,6 +228,7 @@ def read_trade(f: TradeFrame) -> Trade | None:
 
 
 def read_snapshot(f: SnapFrame, use_yes_price: bool) -> OrderbookSnapshot | None:
+    """A full book; a frame with neither side's key is left to the reference path."""
     m = f.msg
     if not ticker_ok(m.market_ticker) or (m.yes_dollars_fp is UNSET and m.no_dollars_fp is UNSET):
         return None

@@ -12,14 +12,13 @@ from typing import Any, Literal, overload
 
 import orjson
 
-from kalshictl.kalshi.validate import TRADE_ID, is_ticker, ticker_problem
+from kalshictl.kalshi.validate import is_ticker, ticker_problem
 from kalshictl.kalshi.values import BIGINT, ID_MAX, price_value, size_value
 from kalshictl.units import UnitError, parse_cents, rfc3339_us
 
 _INT = re.compile(r"-?[0-9]{1,19}")
 _TS_MS_MAX = 2**53  # ts_ms: exchange times in milliseconds
 _TS_S_MAX = 2**43  # legacy integer ``ts`` in seconds
-UUID = TRADE_ID  # any UUID spelling PostgreSQL accepts (match: anchored at both ends)
 
 
 class FieldError(Exception):

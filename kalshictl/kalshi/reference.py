@@ -26,7 +26,7 @@ from kalshictl.kalshi.records import (
     TickerUpdate,
     Trade,
 )
-from kalshictl.kalshi.validate import is_ticker
+from kalshictl.kalshi.validate import TRADE_ID, is_ticker
 from kalshictl.kalshi.values import NUM_MAX_LEN, fixed
 from kalshictl.units import PRICE_MAX
 
@@ -76,7 +76,7 @@ def read_snapshot(mtype: str, msg: Msg, sid: int | None, seq: int | None, use_ye
 
 def read_trade(mtype: str, msg: Msg, sid: int | None, seq: int | None, use_yes_price: bool) -> Trade:
     trade_id = fld.name(msg, "trade_id")
-    if not fld.UUID.match(trade_id):
+    if not TRADE_ID.match(trade_id):  # any UUID spelling PostgreSQL accepts
         raise FieldError("value", f"trade_id: not a UUID: {trade_id[:40]!r}")
     ticker = fld.ticker(msg, "market_ticker")
     price = fld.price_field(msg, "yes_price_dollars", "yes_price", required=False)
