@@ -149,12 +149,14 @@ def read_delta(f: DeltaFrame, use_yes_price: bool) -> OrderbookDelta | None:
 def read_ticker(f: TickerFrame) -> TickerUpdate | None:
     """A ticker update; absent optional values stay None."""
     m = f.msg
+    ticker = m.market_ticker
+    if ticker not in GOOD_TICKERS and not ticker_ok(ticker):
+        return None
     p, s = PRICE_CACHE, SIZE_CACHE
-    rec: TickerUpdate | None
     try:  # every value already in the tables: dictionary lookups only
-        rec = TickerUpdate(
+        return TickerUpdate(
             f.sid,
-            m.market_ticker,
+            ticker,
             m.ts_ms * 1000,
             p[m.yes_bid_dollars],
             p[m.yes_ask_dollars],
@@ -168,8 +170,7 @@ def read_ticker(f: TickerFrame) -> TickerUpdate | None:
             s[m.last_trade_size_fp],
         )
     except KeyError:
-        rec = _ticker_update(f)
-    return rec if rec is not None and (m.market_ticker in GOOD_TICKERS or ticker_ok(m.market_ticker)) else None
+        return _ticker_update(f)
 
 
 def _ticker_update(f: TickerFrame) -> TickerUpdate | None:
