@@ -285,9 +285,14 @@ def _levels(levels: list[tuple[str, str]] | UnsetType | None) -> list[tuple[int,
     """A book side -> ``[(price, size)]`` ascending, the last size of a price kept; None if a level is invalid."""
     out: dict[int, int] = {}
     if isinstance(levels, list):
+        prices, sizes = PRICE_CACHE.get, SIZE_CACHE.get  # the tables first, without a call per value
         for p, s in levels:
-            price = price_str(p)
-            size = size_str(s, False)
+            price = prices(p)
+            if price is None:
+                price = price_str(p)
+            size = sizes(s)
+            if size is None:
+                size = size_str(s, False)
             if price is None or size is None:
                 return None
             out[price] = size
