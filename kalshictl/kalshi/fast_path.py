@@ -25,6 +25,7 @@ from kalshictl.kalshi.values import (
     ID_MAX,
     PRICE_CACHE,
     SIZE_CACHE,
+    TS_MS_MAX,
     price_str,
     size_str,
     ticker_ok,
@@ -33,7 +34,7 @@ from kalshictl.units import PRICE_MAX
 
 _Ticker = Annotated[str, Meta(min_length=1, max_length=128)]
 _Id = Annotated[int, Meta(ge=0, le=ID_MAX - 1)]
-_TsMs = Annotated[int, Meta(ge=0, lt=2**53)]
+_TsMs = Annotated[int, Meta(ge=0, lt=TS_MS_MAX)]
 _Big = Annotated[int, Meta(gt=-BIGINT, lt=BIGINT)]
 
 

@@ -13,11 +13,10 @@ from typing import Any, Literal, overload
 import orjson
 
 from kalshictl.kalshi.validate import is_ticker, ticker_problem
-from kalshictl.kalshi.values import BIGINT, ID_MAX, price_value, size_value
+from kalshictl.kalshi.values import BIGINT, ID_MAX, TS_MS_MAX, price_value, size_value
 from kalshictl.units import UnitError, parse_cents, rfc3339_us
 
 _INT = re.compile(r"-?[0-9]{1,19}")
-_TS_MS_MAX = 2**53  # ts_ms: exchange times in milliseconds
 _TS_S_MAX = 2**43  # legacy integer ``ts`` in seconds
 
 
@@ -122,7 +121,7 @@ def message_time(msg: dict[str, Any]) -> int | None:
     ts_ms = msg.get("ts_ms")
     if ts_ms is not None:
         value = integer(ts_ms, "ts_ms")
-        if not 0 <= value < _TS_MS_MAX:
+        if not 0 <= value < TS_MS_MAX:
             raise FieldError("value", "ts_ms: out of range")
         return value * 1000
     ts = msg.get("ts")

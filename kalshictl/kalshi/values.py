@@ -24,6 +24,7 @@ from kalshictl.units import (
 ID_MAX = 2**63  # sid / seq / id: PostgreSQL bigint, never negative
 BIGINT = SIZE_LIMIT  # sizes and volumes: |value| below this (bigint with headroom for sums)
 TS_US_MAX = TS_US_LIMIT  # exchange times (µs): ts_ms below 2**53
+TS_MS_MAX = TS_US_MAX // 1000  # ts_ms: exchange times in milliseconds
 NUM_MAX_LEN = MAX_NUMBER_CHARS  # longer numeric strings are refused before any conversion
 
 _DIGITS = frozenset("0123456789")
