@@ -1,4 +1,5 @@
-"""The lifecycle dedup key (issue #16 item 3): a digest of the canonical content plus a time never in the future.
+"""The lifecycle dedup key: a digest of the canonical content plus a time never in the future (docs/deduplicator.md,
+"lifecycle events").
 
 Kalshi's ``market_lifecycle_v2`` messages carry no message time (``deactivated`` and ``metadata_updated`` carry no time
 at all; ``created``/``activated`` carry ``open_ts``/``close_ts``, the close in the future). So a lifecycle row is

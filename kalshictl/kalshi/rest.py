@@ -142,7 +142,7 @@ class KalshiRest:
         """Yield each page's ``item_key`` list, following ``cursor`` until it is empty/null/missing."""
         query = dict(params or {})
         query["limit"] = limit
-        seen: set[str] = set()
+        seen: set[object] = set()  # cursors given so far: one given twice would page forever
         while True:
             body = await self.get(path, query)
             yield list((body or {}).get(item_key) or [])

@@ -1,4 +1,5 @@
-"""Kalshi's WebSocket error codes, named once for the gatherer and the local exchange (kalshi-api.md §4)."""
+"""Kalshi's WebSocket error codes, named once for the gatherer and the local exchange (docs/sim.md lists them,
+with the source in Kalshi's documentation; docs/gatherer.md says what the gatherer does on each)."""
 
 from __future__ import annotations
 
@@ -55,5 +56,6 @@ MESSAGES: dict[int, str] = {
     WsError.COMMAND_RATE_LIMIT: "Command rate limit exceeded",
 }
 
-# Errors after which the subscription no longer exists: the client must subscribe again (kalshi-api.md §4, †).
+# Errors after which the subscription no longer exists: the client must subscribe again (docs/gatherer.md: 10/17/25
+# reconnect).
 TERMINAL: frozenset[int] = frozenset({WsError.CHANNEL_ERROR, WsError.INTERNAL, WsError.SUBSCRIPTION_BUFFER_OVERFLOW})
