@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from kalshictl.backoff import WALL, Backoff, Jitter
 from kalshictl.dedup.cursors import reconcile
 from kalshictl.dedup.gaps import Peer, judge
 from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
@@ -174,37 +174,32 @@ class SyncLoop:
                 summarize(exc),
             )
 
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        except TimeoutError:
-            pass
-
     async def run(self) -> None:
         """Loop until ``stop`` is set; the merge in flight when it is set completes first."""
         import psycopg
 
         from kalshictl.errors import DatabaseUnreachable
 
-        backoff = self.sync.reconnect_min_s
+        backoff = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s, Jitter.SPREAD)
+        delays = backoff.delays()
         while not self.stop.is_set():
             try:
                 more = await self.step()
                 self.syncing = True
                 self.last_error = None
-                backoff = self.sync.reconnect_min_s
+                delays = backoff.delays()
                 if not more:
-                    await self._sleep(self.sync.interval_ms / 1000)
+                    await WALL(self.sync.interval_ms / 1000, self.stop)
             except (psycopg.Error, DatabaseUnreachable, OSError, InstanceChanged, CursorConflict) as exc:
                 self.syncing = False
                 self.lag_s = None
                 self.metrics.errors.labels(*self._labels).inc()
                 msg = summarize(exc)
+                delay = next(delays)
                 if msg != self.last_error:
-                    log.warning("%s: %s; retrying in %.1fs", self.name, msg, backoff)
+                    log.warning("%s: %s; retrying in %.1fs", self.name, msg, delay)
                 self.last_error = msg
                 await self.close_gatherer()
                 await self.close_production()
-                await self._sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.sync.reconnect_max_s)
+                await WALL(delay, self.stop)
         self.syncing = False

@@ -1,4 +1,4 @@
-"""Trade backfill: trades missed during a gap window are fetched again from REST (issue #13 item 1).
+"""Trade backfill: trades missed during a gap window are fetched again from REST (docs/gatherer.md "Recovery").
 
 Every window that loses trade-channel data (a disconnect of the trade subscription, an exchange-side outage, a
 trades-buffer overflow, the gatherer's own downtime — ``restart``, ``kill -9`` included — and windows a previous
@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.backoff import Backoff
 from kalshictl.gatherer.router_state import LogLimiter
 from kalshictl.kalshi.validate import TRADE_ID, ticker_problem, valid_markets
 from kalshictl.schema import TickerRow
@@ -58,6 +59,7 @@ LIFECYCLE_CHANNELS = frozenset(("market_lifecycle_v2", "multivariate_market_life
 MAX_LISTED_TICKERS = 100
 PAGE_LIMIT = 1000
 MAX_TICKER_FILTERS = 20  # a window over more markets is fetched without a ticker filter and filtered here
+RETRY = Backoff(0.5, 10.0)  # between a window's attempts: 0.5 s, 1 s, 2 s … (wall time)
 
 
 class BadRestRow(ValueError):
@@ -161,17 +163,19 @@ class TradeBackfill:
         margin_s: float = 2.0,
         settle_s: float = 1.0,
         attempts: int = 3,
+        on_markets: Callable[[list[dict[str, Any]], Window], None] | None = None,
+        list_mve_separately: Callable[[], bool] = lambda: False,
     ) -> None:
         self.rest = rest
         self.gaplog = gaplog
         self.writer = trades_writer
         self.tickers_writer = tickers_writer
         # called with the markets of a re-anchor listing (the service subscribes those it did not know)
-        self.on_markets: Callable[[list[dict], Window], None] | None = None
+        self.on_markets = on_markets
         self.anchored_markets = 0
         # whether multivariate markets need their own listing (``mve_filter=only``): set from the registry, which saw
         # whether the exchange's default listing included them
-        self.list_mve_separately: Callable[[], bool] = lambda: False
+        self.list_mve_separately = list_mve_separately
         self._connect = connect
         self.min_gap_s = 1.0 / max(1e-6, requests_per_second * share)
         self.margin_us = int(margin_s * 1_000_000)
@@ -285,6 +289,7 @@ class TradeBackfill:
                 ready_at = (w.to_ts or 0) + self.margin_us + int(self.settle_s * 1_000_000)
                 await asyncio.sleep(max(self.settle_s, (ready_at - now_us()) / 1e6))
                 outcome = "failed"
+                delays = RETRY.delays()
                 for attempt in range(self.attempts):
                     try:
                         if w.channel in TRADE_CHANNELS:
@@ -303,7 +308,7 @@ class TradeBackfill:
                             attempt + 1,
                             exc,
                         )
-                        await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+                        await asyncio.sleep(next(delays))
                 self._settle(w, outcome)
             finally:
                 self.busy = False
