@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kalshictl.backoff import WALL, Backoff, Jitter
 from kalshictl.dedup.cursors import reconcile
@@ -79,7 +79,10 @@ class SyncLoop:
         if self.gconn is None or self.gconn.closed:
             self.gconn = await connect_async(self.source.database, autocommit=True)
             cur = await self.gconn.execute("SELECT instance_id::text FROM gatherer_meta")
-            self.instance_id = (await cur.fetchone())[0]
+            meta = await cur.fetchone()
+            if meta is None:
+                raise InstanceChanged(f"{self.source.name}: gatherer_meta is empty (run `kalshictl init-db` there)")
+            self.instance_id = meta[0]
             cursor = await reconcile(self.pconn, self.source.name, self.spec.name, self.instance_id)
             self.cursor = cursor.xmin
             self.ledger = True  # a gatherer migrated meanwhile gets its ledger from the next merge on
@@ -117,7 +120,7 @@ class SyncLoop:
             instance_id=self.instance_id,
             gap_margin_us=margin_us,
         )
-        extra: list = []
+        extra: list[tuple[Any, ...]] = []
         if self.spec.gap_screened and batch.suspects:
             verdict = await judge(batch.suspects, self.peers)
             extra = [(*row, self.source.name) for row in verdict.accepted]

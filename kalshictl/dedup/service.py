@@ -57,7 +57,7 @@ class Deduplicator:
         self.market_sync: MarketSync | None = None
         self.api_ok: bool | None = None
         self.http: HealthServer | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._rest: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -90,7 +90,8 @@ class Deduplicator:
         self.phase = "connecting production"
         self.production = await connect_async(s.production, autocommit=True)
         cur = await self.production.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        if not (await cur.fetchone())[0]:
+        locked = await cur.fetchone()
+        if not (locked and locked[0]):
             raise KalshiCtlError(
                 "another deduplicator holds this production database's lock", hint="run exactly one deduplicator"
             )
@@ -228,7 +229,8 @@ class Deduplicator:
             log.warning("production unreachable: %s", str(exc).splitlines()[0] if str(exc) else exc)
             return
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        if not (await cur.fetchone())[0]:
+        locked = await cur.fetchone()
+        if not (locked and locked[0]):
             log.error("another deduplicator took this production database's lock; stopping")
             await conn.close()
             self.request_stop()

@@ -85,7 +85,7 @@ def _trade_price(t: dict[str, Any]) -> int:
     raise BadRestRow("yes_price_dollars: missing")
 
 
-def trade_row(t: Any, received_at: int) -> tuple:
+def trade_row(t: Any, received_at: int) -> tuple[Any, ...]:
     """A REST ``Trade`` as a trades-writer row (``source = 'rest'``, no sid); :class:`BadRestRow` or
     :class:`~kalshictl.units.UnitError` (both ``ValueError``) naming the field when it cannot be stored."""
     if not isinstance(t, dict):
@@ -183,7 +183,7 @@ class TradeBackfill:
         self.attempts = attempts
         self._queue: asyncio.Queue[Window] = asyncio.Queue()
         self._unanchored: dict[tuple[str, int], Window] = {}  # lifecycle windows whose listing is not done yet
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._last_request = 0.0
         self.requests = 0
         self.recovered_windows = 0
@@ -313,7 +313,7 @@ class TradeBackfill:
             finally:
                 self.busy = False
 
-    async def _get(self, params: dict[str, Any], path: str) -> dict:
+    async def _get(self, params: dict[str, Any], path: str) -> dict[str, Any]:
         wait = self._last_request + self.min_gap_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -321,9 +321,9 @@ class TradeBackfill:
         self.requests += 1
         return await self.rest.get(path, params) or {}
 
-    async def _all_pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict]:
+    async def _all_pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every item under ``key`` of every page (Kalshi's ``cursor`` paging; a cursor seen before ends it)."""
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         seen: set[str] = set()
         while True:
             body = await self._get(params, path)
@@ -342,7 +342,7 @@ class TradeBackfill:
         else:
             params["min_updated_ts"] = math.floor(w.from_ts / 1_000_000)
         wanted = None if w.tickers is None else set(w.tickers)
-        markets: list[dict] = []
+        markets: list[dict[str, Any]] = []
         passes = [params]
         if "min_updated_ts" in params and self.list_mve_separately():  # the default listing leaves KXMVE… out
             passes.append({**params, "mve_filter": "only"})
@@ -370,7 +370,7 @@ class TradeBackfill:
         log.info("re-anchored %d markets after window %s/%d (%s)", n, w.instance_id, w.window_id, w.channel)
         return n
 
-    async def fetch(self, lo_us: int, hi_us: int, ticker: str | None = None) -> list[dict]:
+    async def fetch(self, lo_us: int, hi_us: int, ticker: str | None = None) -> list[dict[str, Any]]:
         """Every trade with created_time in [lo_us, hi_us] (second-granular request, exact filter here)."""
         params: dict[str, Any] = {
             "min_ts": math.floor(lo_us / 1_000_000),
@@ -387,8 +387,8 @@ class TradeBackfill:
         lo, hi = w.from_ts - self.margin_us, w.to_ts + self.margin_us
         if w.tickers is not None and len(w.tickers) <= MAX_TICKER_FILTERS:
             trades = []
-            for t in w.tickers:
-                trades.extend(await self.fetch(lo, hi, t))
+            for ticker in w.tickers:
+                trades.extend(await self.fetch(lo, hi, ticker))
         else:
             trades = await self.fetch(lo, hi)
         wanted = None if w.tickers is None else set(w.tickers)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from kalshictl.backoff import WALL, Backoff, Jitter
-from kalshictl.gatherer.writers import now_us
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import aiohttp
@@ -111,7 +111,7 @@ class WsConnection:
         self.connected_since: float | None = None
         self.last_error: str | None = None
         self._ids = itertools.count(1)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._force_close = False
 
     def __repr__(self) -> str:
@@ -180,6 +180,8 @@ class WsConnection:
         while not pool.stopping:
             stable = False
             try:
+                if pool.session is None:
+                    raise RuntimeError("the connection pool is not started")
                 ws = await pool.session.ws_connect(
                     pool.ws_url, headers=pool.auth_headers(), autoping=False, max_msg_size=64 * 1024 * 1024
                 )
@@ -300,10 +302,15 @@ class ConnectionPool:
         self.stopping = False
         self.stopping_rx = False
         self.stop_event = asyncio.Event()
-        self.background: set[asyncio.Future] = set()
-        cb = {"on_open": on_open, "on_frame": on_frame, "on_close": on_close}
-        self.global_conns = [WsConnection(self, i, "global", **cb) for i in range(settings.global_connections)]
-        self.book_conns = [WsConnection(self, i, "orderbook", **cb) for i in range(settings.orderbook_connections)]
+        self.background: set[asyncio.Future[Any]] = set()
+
+        def conns(kind: str, n: int) -> list[WsConnection]:
+            return [
+                WsConnection(self, i, kind, on_open=on_open, on_frame=on_frame, on_close=on_close) for i in range(n)
+            ]
+
+        self.global_conns = conns("global", settings.global_connections)
+        self.book_conns = conns("orderbook", settings.orderbook_connections)
         self.is_healthy: Callable[[WsConnection], bool] = lambda c: c.alive
 
     @property
@@ -370,7 +377,7 @@ class ConnectionPool:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for t in list(self.background):
-            t.cancel()
+        for job in list(self.background):
+            job.cancel()
         if self.session is not None:
             await self.session.close()

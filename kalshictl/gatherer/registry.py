@@ -95,9 +95,9 @@ class MarketRegistry:
                 store[intern(ticker)] = intern(status if isinstance(status, str) and status else "active")
         return len(self._markets) - before
 
-    def remove(self, ticker: str) -> bool:
-        """Drop a market; returns True if it was present."""
-        return self._markets.pop(ticker, None) is not None
+    def remove(self, ticker: str) -> None:
+        """Drop a market (if present)."""
+        self._markets.pop(ticker, None)
 
     async def load(
         self,

@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.backoff import Backoff
 from kalshictl.gatherer.write_loop import Connect, WriteLoop
 from kalshictl.schema import GathererWrite, Table
-from kalshictl.units import now_us
+from kalshictl.units import now_us as now_us  # re-exported: the router's modules read the clock here
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
 RETRY_FIRST_S = 0.05  # a failed write is retried after 0.05 s, 0.1 s, … up to ``retry_max_s`` (wall time)
@@ -450,10 +450,21 @@ class WriterGroup:
     def last_error(self) -> str | None:
         return next((p.last_error for p in self.parts if p.last_error is not None), None)
 
-    written = property(lambda self: sum(p.written for p in self.parts))
-    dropped = property(lambda self: sum(p.dropped for p in self.parts))
-    rejected = property(lambda self: sum(p.rejected for p in self.parts))
-    failures = property(lambda self: sum(p.failures for p in self.parts))
+    @property
+    def written(self) -> int:
+        return sum(p.written for p in self.parts)
+
+    @property
+    def dropped(self) -> int:
+        return sum(p.dropped for p in self.parts)
+
+    @property
+    def rejected(self) -> int:
+        return sum(p.rejected for p in self.parts)
+
+    @property
+    def failures(self) -> int:
+        return sum(p.failures for p in self.parts)
 
 
 def make_writer(
@@ -533,13 +544,16 @@ def register_binary_dumpers(conn: Any) -> None:
     conn.adapters.register_dumper(_JsonText, JsonbBinary)
 
 
+TableWriter = BatchWriter | WriterGroup  # what a table's rows are given to
+
+
 class WriterSet:
-    """The writers of one gatherer, keyed by table name."""
+    """The table writers of one gatherer, keyed by table name (the gap log is apart: kalshictl/gatherer/gaps.py)."""
 
-    def __init__(self, writers: dict[str, BatchWriter]) -> None:
-        self.by_table = writers
+    def __init__(self, writers: Mapping[str, TableWriter]) -> None:
+        self.by_table = dict(writers)
 
-    def __getitem__(self, name: str) -> BatchWriter:
+    def __getitem__(self, name: str) -> TableWriter:
         return self.by_table[name]
 
     def start(self) -> None:
