@@ -97,8 +97,6 @@ class Gatherer:
         )
         # gap windows are written when they open, beside the table writers (kalshictl/gatherer/gaps.py)
         self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics, on_closed=self._on_window_closed)
-        self._on_lifecycle = self._lifecycle  # the router's callbacks, served by the placement once it exists
-        self._on_unknown_frame = self._unknown_frame
         self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
         self.router.on_lifecycle = self._on_lifecycle
         self.parts = Parts(
@@ -406,6 +404,7 @@ class Gatherer:
         """Whether a listing needs its own ``mve_filter=only`` pass (the exchange's default listing left them out)."""
         return self.settings.websocket.record_mve and not self.registry.mve_in_default
 
+    # the gap log's, the backfill's and the router's callbacks: served once the part they reach exists
     def _on_window_closed(self, w: Window) -> None:
         if self.parts.backfill is not None:  # from phase 2: windows that lost trades are fetched again
             self.parts.backfill.on_closed(w)
@@ -414,11 +413,11 @@ class Gatherer:
         if self.parts.placement is not None:
             self.parts.placement.on_listed_markets(markets, w)
 
-    async def _lifecycle(self, ev: Lifecycle) -> None:
+    async def _on_lifecycle(self, ev: Lifecycle) -> None:
         if self.parts.placement is not None:
             await self.parts.placement.on_lifecycle(ev)
 
-    def _unknown_frame(self, ticker: str) -> None:
+    def _on_unknown_frame(self, ticker: str) -> None:
         if self.parts.placement is not None:
             self.parts.placement.on_unknown_frame(ticker)
 

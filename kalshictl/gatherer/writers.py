@@ -81,6 +81,7 @@ class BatchWriter:
         metrics: GathererMetrics | None = None,
         on_overflow: OverflowFn | None = None,
         retry_max_s: float = 5.0,
+        group: WriterGroup | None = None,
     ) -> None:
         self.spec = spec
         self.batch_rows = batch_rows
@@ -95,8 +96,7 @@ class BatchWriter:
         self._in_flight_bytes = 0
         self.metrics = metrics
         self.on_overflow = on_overflow
-        self.on_batch: Callable[[], None] | None = None  # a full batch was buffered (a WriterGroup turns to the next)
-        self.group: WriterGroup | None = None
+        self.group = group  # the writers of one table taking turns of one batch (None: alone)
         self._buf: list[Row] = []
         self._oldest: float | None = None  # monotonic time the oldest buffered row arrived
         self._in_flight = 0
@@ -182,8 +182,8 @@ class BatchWriter:
         self._bytes += size
         if (n + 1) % self.batch_rows == 0:  # a full batch (or one more while the database is away)
             self._loop.wake()
-            if self.on_batch is not None:
-                self.on_batch()
+            if self.group is not None:  # a full batch was buffered: the group turns to its next writer
+                self.group.turn()
         return True
 
     def has_room(self, row: Row) -> bool:
@@ -385,18 +385,17 @@ class WriterGroup:
     committed-through time, which is taken over all writers.
     """
 
-    def __init__(self, parts: Sequence[BatchWriter]) -> None:
-        if not parts:
+    def __init__(self, n: int, make: Callable[[WriterGroup], BatchWriter]) -> None:
+        """``n`` writers, each made by ``make(group)`` (a :class:`BatchWriter` given this group)."""
+        if n < 1:
             raise ValueError("a writer group needs at least one writer")
-        self.parts = list(parts)
-        self.spec = parts[0].spec
+        self.parts = [make(self) for _ in range(n)]
+        self.spec = self.parts[0].spec
         self._turn = 0
         self.add: Callable[[Row], bool] = self.parts[0].add  # the hot path calls the current writer directly
-        for p in self.parts:
-            p.on_batch = self._next
-            p.group = self
 
-    def _next(self) -> None:
+    def turn(self) -> None:
+        """The current writer has a full batch: the next takes the rows."""
         self._turn = (self._turn + 1) % len(self.parts)
         self.add = self.parts[self._turn].add
 
@@ -482,10 +481,15 @@ def make_writer(
     if n <= 1:
         return cls(spec, connect, max_buffer_rows=max_buffer_rows, max_buffer_bytes=max_buffer_bytes, **kw)
     return WriterGroup(
-        [
-            cls(spec, connect, max_buffer_rows=max_buffer_rows // n, max_buffer_bytes=max_buffer_bytes // n, **kw)
-            for _ in range(n)
-        ]
+        n,
+        lambda group: cls(
+            spec,
+            connect,
+            max_buffer_rows=max_buffer_rows // n,
+            max_buffer_bytes=max_buffer_bytes // n,
+            group=group,
+            **kw,
+        ),
     )
 
 
