@@ -5,6 +5,7 @@ writes what is queued on stop."""
 from __future__ import annotations
 
 import asyncio
+
 import psycopg
 import pytest
 
