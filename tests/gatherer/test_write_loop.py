@@ -130,4 +130,3 @@ async def test_stop_gives_up_at_its_timeout_while_the_database_stays_down(table:
     assert not await loop.stop(0.3)
     assert asyncio.get_running_loop().time() - started < 5
     assert len(q) == 1  # still held: given back, never dropped
-
