@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kalshictl.gatherer")
 
-ENSURE_PARTITIONS_SQL = (
-    "SELECT CASE WHEN to_regprocedure('kalshi_ensure_partitions(bigint)') IS NULL THEN 0"
-    " ELSE kalshi_ensure_partitions() END"
-)
 TIMEOUT_S = 5.0
 
 
@@ -42,8 +38,10 @@ class LocalDatabase:
     async def open(self) -> int | None:
         """Connect, make sure partitions exist ahead, and return the last heartbeat (None on a fresh database);
         raises while the database cannot be reached."""
+        from kalshictl.db.migrate import ensure_partitions_async
+
         conn = await self.ping()
-        await conn.execute(ENSURE_PARTITIONS_SQL)
+        await ensure_partitions_async(conn)
         return await self._read_heartbeat(conn)
 
     async def ping(self) -> psycopg.AsyncConnection:
@@ -70,9 +68,11 @@ class LocalDatabase:
 
     async def ensure_partitions(self) -> bool:
         """Create the partitions ahead; False when the session is down (try again later)."""
+        from kalshictl.db.migrate import ensure_partitions_async
+
         if self._conn is None or self._conn.closed:
             return False
-        await self._conn.execute(ENSURE_PARTITIONS_SQL)
+        await ensure_partitions_async(self._conn)
         return True
 
     async def _read_heartbeat(self, conn: psycopg.AsyncConnection) -> int | None:

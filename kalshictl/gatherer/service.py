@@ -22,13 +22,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.backoff import Backoff, Jitter, retry_until
-from kalshictl.errors import ExitCode, KalshiCtlError
+from kalshictl.backoff import Backoff, retry_until
 from kalshictl.gatherer import status
 from kalshictl.gatherer.backfill import TradeBackfill
 from kalshictl.gatherer.connections import ConnectionPool
 from kalshictl.gatherer.database import LocalDatabase
 from kalshictl.gatherer.gaps import TABLE_CHANNEL, GapLog
+from kalshictl.gatherer.listing import ApiKeyRejected as ApiKeyRejected  # exit 2: the CLI's and the tests' name
+from kalshictl.gatherer.listing import load_markets, wait_until_active
 from kalshictl.gatherer.maintenance import Maintenance
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.parts import Parts
@@ -39,7 +40,6 @@ from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.shards import Shards
 from kalshictl.gatherer.storage import StorageMonitor
 from kalshictl.gatherer.writers import WriterSet, make_writer
-from kalshictl.kalshi.rest import KalshiApiError
 from kalshictl.schema import MARKET_DATA_TABLES
 from kalshictl.units import now_us
 
@@ -56,18 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kalshictl.gatherer")
 
 DATABASE_RETRY = Backoff(0.5, 30.0)  # phase 1: 0.5 s, 1 s, … 30 s (wall time)
-EXCHANGE_RETRY = Backoff(1.0, 60.0, Jitter.HALF)  # phase 2: while the exchange is inactive or unreachable
 SUBSCRIBED_WITHIN_S = 30.0
-
-
-class ApiKeyRejected(KalshiCtlError):
-    """The exchange refused the configured API key (HTTP 401/403): restarting will not help."""
-
-    exit_code = ExitCode.USAGE
-
-
-class ExchangeInactive(Exception):
-    """``GET /exchange/status`` says the exchange is not active (phase 2 waits)."""
 
 
 class Gatherer:
@@ -260,30 +249,15 @@ class Gatherer:
             list_mve_separately=self._list_mve_separately,
         )
         backfill.start()
-
-        async def active() -> None:
-            try:
-                st = await rest.get("/exchange/status")
-            except KalshiApiError as exc:
-                self._fail_on_auth(exc)
-                raise
-            if not (st or {}).get("exchange_active"):
-                raise ExchangeInactive
-
-        def failed(exc: Exception, _delay: float) -> None:
-            if isinstance(exc, ExchangeInactive):
-                log.warning("%s: exchange inactive; waiting", self.name)
-            else:
-                log.warning("%s: GET /exchange/status failed: %s", self.name, exc)
-
-        return await retry_until(active, self._stop, EXCHANGE_RETRY, fatal=(ApiKeyRejected,), on_failure=failed)
+        return await wait_until_active(rest, self.settings, self._stop)
 
     async def _load_markets(self) -> bool:
         """3. Page ``GET /markets`` into the registry; a failed load is retried with backoff (/health 503
         meanwhile) and never ends the gatherer, unless the key is rejected."""
         self.phase = "load_markets"
         self._refresh_from = refresh_start()
-        loaded = await self.registry.load_with_retry(self._load_registry_or_fail, self._stop, fatal=(ApiKeyRejected,))
+        assert self.parts.rest is not None  # phase 2
+        loaded = await load_markets(self.registry, self.parts.rest, self.settings, self._stop, progress=self.progress)
         self.metrics.markets.set(len(self.registry))
         return loaded
 
@@ -367,38 +341,6 @@ class Gatherer:
         from kalshictl.db.connect import connect_async
 
         return await connect_async(self.settings.database)
-
-    def _fail_on_auth(self, exc: KalshiApiError) -> None:
-        if exc.status in (401, 403):
-            raise ApiKeyRejected(
-                f"the exchange rejected the API key (HTTP {exc.status}) at {self.settings.exchange.rest_url}",
-                hint="check exchange.api_key_id and exchange.private_key (a key belongs to one environment:"
-                " production or demo)",
-            ) from None
-
-    async def _load_registry_or_fail(self) -> None:
-        """One registry load; a rejected API key becomes :class:`ApiKeyRejected` (exit 2)."""
-        try:
-            await self._load_registry()
-        except KalshiApiError as exc:
-            self._fail_on_auth(exc)
-            raise
-
-    async def _load_registry(self) -> None:
-        statuses = self.settings.market_status
-        mve = self.settings.websocket.record_mve
-        if not self.progress:
-            await self.registry.load(self.rest, statuses, mve=mve)
-            return
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
-            task = bar.add_task("loading markets", total=None)
-
-            def progress(pages: int, markets: int) -> None:
-                bar.update(task, description=f"loading markets: {markets:,} ({pages} pages)")
-
-            await self.registry.load(self.rest, statuses, progress=progress, mve=mve)
 
     def _list_mve_separately(self) -> bool:
         """Whether a listing needs its own ``mve_filter=only`` pass (the exchange's default listing left them out)."""
