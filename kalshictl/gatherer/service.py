@@ -104,7 +104,9 @@ class Gatherer:
         self.started_at = time.time()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._down_since: int | None = None
+        self._down_since: int | None = None  # the coverage heartbeat found at start-up (phase 1)
+        self._private_key: str | None = None  # resolved in phase 2
+        self._refresh_from = 0  # the first registry refresh's min_updated_ts (s), from phase 3
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----- public API -----------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ class Gatherer:
             self._load_markets,  # 3
             self._subscribe,  # 4
         ):
-            if not await phase() or self._stop.is_set():
+            if not await phase():  # stopped meanwhile
                 return
         self._start_poller()  # 5
         self._resume_coverage()  # 6
