@@ -166,8 +166,8 @@ class GapLog:
         self._loop: WriteLoop[list[Op]] = WriteLoop(GAPS.name, connect, self, Backoff(RETRY_FIRST_S, retry_max_s))
         self.commit_ms: list[float] = []  # last open->commit latencies (bounded), for tests and /status
         self.last_from: dict[str, int] = {}  # channel -> start of the latest window opened on it
-        # times before which no loss can still be undetected (the router's seq verification, the lifecycle windows
-        # not yet re-anchored); the heartbeat never claims a later time
+        # times before which no loss can still be undetected (the router's seq verification); the heartbeat never
+        # claims a later time (the backfill's un-anchored lifecycle windows join it in Parts.committed_through_us)
         self.coverage_floors: list[Callable[[int], int]] = []
 
     # ----- the API the router and the service call ------------------------------------------------------------
