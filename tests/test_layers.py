@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("services", ("gatherer", "dedup", "research", "sim")),
     ("configuration", ("config",)),
     ("libraries", ("db", "health", "kalshi", "secrets")),
-    ("foundation", ("clock", "errors", "logs", "schema", "units", "kalshictl")),
+    ("foundation", ("backoff", "clock", "errors", "logs", "schema", "units", "kalshictl")),
 )
 LAYER_OF = {room: depth for depth, (_, rooms) in enumerate(LAYERS) for room in rooms}
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from kalshictl.backoff import WALL, Backoff, Jitter
 from kalshictl.dedup.cursors import reconcile
 from kalshictl.dedup.gaps import Peer, judge
 from kalshictl.dedup.merge import CursorConflict, MergeResult, merge_batch
@@ -79,7 +79,10 @@ class SyncLoop:
         if self.gconn is None or self.gconn.closed:
             self.gconn = await connect_async(self.source.database, autocommit=True)
             cur = await self.gconn.execute("SELECT instance_id::text FROM gatherer_meta")
-            self.instance_id = (await cur.fetchone())[0]
+            meta = await cur.fetchone()
+            if meta is None:
+                raise InstanceChanged(f"{self.source.name}: gatherer_meta is empty (run `kalshictl init-db` there)")
+            self.instance_id = meta[0]
             cursor = await reconcile(self.pconn, self.source.name, self.spec.name, self.instance_id)
             self.cursor = cursor.xmin
             self.ledger = True  # a gatherer migrated meanwhile gets its ledger from the next merge on
@@ -117,7 +120,7 @@ class SyncLoop:
             instance_id=self.instance_id,
             gap_margin_us=margin_us,
         )
-        extra: list = []
+        extra: list[tuple[Any, ...]] = []
         if self.spec.gap_screened and batch.suspects:
             verdict = await judge(batch.suspects, self.peers)
             extra = [(*row, self.source.name) for row in verdict.accepted]
@@ -174,37 +177,32 @@ class SyncLoop:
                 summarize(exc),
             )
 
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        except TimeoutError:
-            pass
-
     async def run(self) -> None:
         """Loop until ``stop`` is set; the merge in flight when it is set completes first."""
         import psycopg
 
         from kalshictl.errors import DatabaseUnreachable
 
-        backoff = self.sync.reconnect_min_s
+        backoff = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s, Jitter.SPREAD)
+        delays = backoff.delays()
         while not self.stop.is_set():
             try:
                 more = await self.step()
                 self.syncing = True
                 self.last_error = None
-                backoff = self.sync.reconnect_min_s
+                delays = backoff.delays()
                 if not more:
-                    await self._sleep(self.sync.interval_ms / 1000)
+                    await WALL(self.sync.interval_ms / 1000, self.stop)
             except (psycopg.Error, DatabaseUnreachable, OSError, InstanceChanged, CursorConflict) as exc:
                 self.syncing = False
                 self.lag_s = None
                 self.metrics.errors.labels(*self._labels).inc()
                 msg = summarize(exc)
+                delay = next(delays)
                 if msg != self.last_error:
-                    log.warning("%s: %s; retrying in %.1fs", self.name, msg, backoff)
+                    log.warning("%s: %s; retrying in %.1fs", self.name, msg, delay)
                 self.last_error = msg
                 await self.close_gatherer()
                 await self.close_production()
-                await self._sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.sync.reconnect_max_s)
+                await WALL(delay, self.stop)
         self.syncing = False

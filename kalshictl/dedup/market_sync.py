@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kalshictl.backoff import WALL
 from kalshictl.units import now_us
 
 if TYPE_CHECKING:
@@ -267,9 +268,6 @@ class MarketSync:
                 if pconn is not None:
                     await pconn.close()
                     pconn = None
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+            await WALL(self.interval_s, self.stop)
         if pconn is not None:
             await pconn.close()

@@ -1,4 +1,4 @@
-"""The :class:`Deduplicator` service: the seed's startup order, /health, and graceful shutdown."""
+"""The :class:`Deduplicator` service: the startup order of docs/deduplicator.md, /health, and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.backoff import WALL
 from kalshictl.dedup.gaps import Peer
 from kalshictl.dedup.loops import OnMerge, SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
@@ -33,7 +34,8 @@ PARTITION_TOP_UP_S = 3600.0
 class Deduplicator:
     """Merge every gatherer into production exactly once; see docs/deduplicator.md.
 
-    ``await run()`` starts (seed order), serves until :meth:`request_stop`, then shuts down (seed order).
+    ``await run()`` starts, serves until :meth:`request_stop`, then shuts down (both in the order of
+    docs/deduplicator.md).
     """
 
     def __init__(self, settings: DedupSettings, *, on_merge: OnMerge | None = None) -> None:
@@ -55,7 +57,7 @@ class Deduplicator:
         self.market_sync: MarketSync | None = None
         self.api_ok: bool | None = None
         self.http: HealthServer | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._rest: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -79,7 +81,7 @@ class Deduplicator:
             await self.shutdown()
 
     async def start(self) -> None:
-        """The seed's initialization sequence."""
+        """The initialization sequence (docs/deduplicator.md "Startup and shutdown")."""
         from kalshictl.db.connect import connect_async
         from kalshictl.dedup.cursors import load_cursors
         from kalshictl.health.server import HealthServer
@@ -88,7 +90,8 @@ class Deduplicator:
         self.phase = "connecting production"
         self.production = await connect_async(s.production, autocommit=True)
         cur = await self.production.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        if not (await cur.fetchone())[0]:
+        locked = await cur.fetchone()
+        if not (locked and locked[0]):
             raise KalshiCtlError(
                 "another deduplicator holds this production database's lock", hint="run exactly one deduplicator"
             )
@@ -212,7 +215,7 @@ class Deduplicator:
                     f"no gatherer healthy after {self.settings.sync.wait_for_gatherer_s:g}s",
                     hint="check the gatherers' /health and that dedup_reader can reach their databases",
                 )
-            await asyncio.sleep(1.0)
+            await WALL(1.0, self._stop)
 
     async def _ensure_production(self) -> None:
         """Reconnect the service's own production session (it holds the single-instance lock) if it broke."""
@@ -226,7 +229,8 @@ class Deduplicator:
             log.warning("production unreachable: %s", str(exc).splitlines()[0] if str(exc) else exc)
             return
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        if not (await cur.fetchone())[0]:
+        locked = await cur.fetchone()
+        if not (locked and locked[0]):
             log.error("another deduplicator took this production database's lock; stopping")
             await conn.close()
             self.request_stop()
@@ -260,13 +264,11 @@ class Deduplicator:
             await self._ensure_production()
             await self._top_up_partitions()
             await asyncio.gather(*(self._connect_gatherer(g) for g in self.settings.gatherers))
-            try:
-                await asyncio.wait_for(self._sync_stop.wait(), 2.0)
-            except TimeoutError:
-                pass
+            await WALL(2.0, self._sync_stop)
 
     async def shutdown(self) -> None:
-        """The seed's graceful shutdown: stop loops, wait for in-flight writes, close gatherers, close production."""
+        """Graceful shutdown (docs/deduplicator.md): stop loops, wait for in-flight writes, close gatherers, close
+        production."""
         log.info("deduplicator: shutting down")
         self.phase = "stopping"
         self._sync_stop.set()  # 1. stop sync loops (each finishes the merge in flight)
@@ -303,7 +305,7 @@ class Deduplicator:
         return max(lags) if lags else None
 
     async def health(self) -> HealthReport:
-        """The seed's deduplicator /health."""
+        """The deduplicator's /health (docs/runbooks/reading-health.md)."""
         from kalshictl.db.connect import ping_async
         from kalshictl.health.thresholds import dedup_health
 

@@ -1,4 +1,4 @@
-"""Trade backfill: trades missed during a gap window are fetched again from REST (issue #13 item 1).
+"""Trade backfill: trades missed during a gap window are fetched again from REST (docs/gatherer.md "Recovery").
 
 Every window that loses trade-channel data (a disconnect of the trade subscription, an exchange-side outage, a
 trades-buffer overflow, the gatherer's own downtime — ``restart``, ``kill -9`` included — and windows a previous
@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.backoff import Backoff
 from kalshictl.gatherer.router_state import LogLimiter
 from kalshictl.kalshi.validate import TRADE_ID, ticker_problem, valid_markets
 from kalshictl.schema import TickerRow
@@ -58,6 +59,7 @@ LIFECYCLE_CHANNELS = frozenset(("market_lifecycle_v2", "multivariate_market_life
 MAX_LISTED_TICKERS = 100
 PAGE_LIMIT = 1000
 MAX_TICKER_FILTERS = 20  # a window over more markets is fetched without a ticker filter and filtered here
+RETRY = Backoff(0.5, 10.0)  # between a window's attempts: 0.5 s, 1 s, 2 s … (wall time)
 
 
 class BadRestRow(ValueError):
@@ -83,7 +85,7 @@ def _trade_price(t: dict[str, Any]) -> int:
     raise BadRestRow("yes_price_dollars: missing")
 
 
-def trade_row(t: Any, received_at: int) -> tuple:
+def trade_row(t: Any, received_at: int) -> tuple[Any, ...]:
     """A REST ``Trade`` as a trades-writer row (``source = 'rest'``, no sid); :class:`BadRestRow` or
     :class:`~kalshictl.units.UnitError` (both ``ValueError``) naming the field when it cannot be stored."""
     if not isinstance(t, dict):
@@ -161,17 +163,19 @@ class TradeBackfill:
         margin_s: float = 2.0,
         settle_s: float = 1.0,
         attempts: int = 3,
+        on_markets: Callable[[list[dict[str, Any]], Window], None] | None = None,
+        list_mve_separately: Callable[[], bool] = lambda: False,
     ) -> None:
         self.rest = rest
         self.gaplog = gaplog
         self.writer = trades_writer
         self.tickers_writer = tickers_writer
         # called with the markets of a re-anchor listing (the service subscribes those it did not know)
-        self.on_markets: Callable[[list[dict], Window], None] | None = None
+        self.on_markets = on_markets
         self.anchored_markets = 0
         # whether multivariate markets need their own listing (``mve_filter=only``): set from the registry, which saw
         # whether the exchange's default listing included them
-        self.list_mve_separately: Callable[[], bool] = lambda: False
+        self.list_mve_separately = list_mve_separately
         self._connect = connect
         self.min_gap_s = 1.0 / max(1e-6, requests_per_second * share)
         self.margin_us = int(margin_s * 1_000_000)
@@ -179,7 +183,7 @@ class TradeBackfill:
         self.attempts = attempts
         self._queue: asyncio.Queue[Window] = asyncio.Queue()
         self._unanchored: dict[tuple[str, int], Window] = {}  # lifecycle windows whose listing is not done yet
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._last_request = 0.0
         self.requests = 0
         self.recovered_windows = 0
@@ -285,6 +289,7 @@ class TradeBackfill:
                 ready_at = (w.to_ts or 0) + self.margin_us + int(self.settle_s * 1_000_000)
                 await asyncio.sleep(max(self.settle_s, (ready_at - now_us()) / 1e6))
                 outcome = "failed"
+                delays = RETRY.delays()
                 for attempt in range(self.attempts):
                     try:
                         if w.channel in TRADE_CHANNELS:
@@ -303,12 +308,12 @@ class TradeBackfill:
                             attempt + 1,
                             exc,
                         )
-                        await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+                        await asyncio.sleep(next(delays))
                 self._settle(w, outcome)
             finally:
                 self.busy = False
 
-    async def _get(self, params: dict[str, Any], path: str) -> dict:
+    async def _get(self, params: dict[str, Any], path: str) -> dict[str, Any]:
         wait = self._last_request + self.min_gap_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -316,9 +321,9 @@ class TradeBackfill:
         self.requests += 1
         return await self.rest.get(path, params) or {}
 
-    async def _all_pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict]:
+    async def _all_pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every item under ``key`` of every page (Kalshi's ``cursor`` paging; a cursor seen before ends it)."""
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         seen: set[str] = set()
         while True:
             body = await self._get(params, path)
@@ -337,7 +342,7 @@ class TradeBackfill:
         else:
             params["min_updated_ts"] = math.floor(w.from_ts / 1_000_000)
         wanted = None if w.tickers is None else set(w.tickers)
-        markets: list[dict] = []
+        markets: list[dict[str, Any]] = []
         passes = [params]
         if "min_updated_ts" in params and self.list_mve_separately():  # the default listing leaves KXMVE… out
             passes.append({**params, "mve_filter": "only"})
@@ -365,7 +370,7 @@ class TradeBackfill:
         log.info("re-anchored %d markets after window %s/%d (%s)", n, w.instance_id, w.window_id, w.channel)
         return n
 
-    async def fetch(self, lo_us: int, hi_us: int, ticker: str | None = None) -> list[dict]:
+    async def fetch(self, lo_us: int, hi_us: int, ticker: str | None = None) -> list[dict[str, Any]]:
         """Every trade with created_time in [lo_us, hi_us] (second-granular request, exact filter here)."""
         params: dict[str, Any] = {
             "min_ts": math.floor(lo_us / 1_000_000),
@@ -382,8 +387,8 @@ class TradeBackfill:
         lo, hi = w.from_ts - self.margin_us, w.to_ts + self.margin_us
         if w.tickers is not None and len(w.tickers) <= MAX_TICKER_FILTERS:
             trades = []
-            for t in w.tickers:
-                trades.extend(await self.fetch(lo, hi, t))
+            for ticker in w.tickers:
+                trades.extend(await self.fetch(lo, hi, ticker))
         else:
             trades = await self.fetch(lo, hi)
         wanted = None if w.tickers is None else set(w.tickers)

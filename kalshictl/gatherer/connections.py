@@ -5,7 +5,8 @@ jittered exponential backoff, answers the server's pings, pings when idle, close
 for ``ping_timeout_s`` (idle markets are normal, so liveness never depends on data) and paces its commands through a
 token bucket (:class:`CommandBucket`). What the frames mean is the business of its three callbacks:
 ``on_open(conn)`` after each connect, ``on_frame(conn, raw, rx_us)`` per text frame and ``on_close(conn)`` after each
-disconnect. :class:`ConnectionPool` opens the seed's layout: global-channel connections plus order-book connections.
+disconnect. :class:`ConnectionPool` opens the layout of docs/gatherer.md "Sharding = subscriptions": global-channel
+connections plus order-book connections.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from kalshictl.gatherer.writers import now_us
+from kalshictl.backoff import WALL, Backoff, Jitter
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     import aiohttp
@@ -110,7 +111,7 @@ class WsConnection:
         self.connected_since: float | None = None
         self.last_error: str | None = None
         self._ids = itertools.count(1)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._force_close = False
 
     def __repr__(self) -> str:
@@ -174,10 +175,13 @@ class WsConnection:
 
         pool = self.pool
         s = pool.settings
-        backoff = s.reconnect_min_s
+        backoff = Backoff(s.reconnect_min_s, s.reconnect_max_s, Jitter.FULL)
+        delays = backoff.delays()
         while not pool.stopping:
             stable = False
             try:
+                if pool.session is None:
+                    raise RuntimeError("the connection pool is not started")
                 ws = await pool.session.ws_connect(
                     pool.ws_url, headers=pool.auth_headers(), autoping=False, max_msg_size=64 * 1024 * 1024
                 )
@@ -216,12 +220,9 @@ class WsConnection:
             if pool.stopping:
                 break
             if stable:
-                backoff = s.reconnect_min_s
-            delay = random.uniform(0, backoff) + s.reconnect_min_s * 0.1  # full jitter
-            backoff = min(s.reconnect_max_s, backoff * 2)
+                delays = backoff.delays()
             self.reconnects += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pool.stop_event.wait(), delay)
+            await WALL(next(delays), pool.stop_event)  # wall time: a scaled clock never speeds up reconnects
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         from aiohttp import WSMsgType
@@ -277,7 +278,8 @@ class WsConnection:
 
 
 class ConnectionPool:
-    """The seed's connection layout: ``global_connections`` + ``orderbook_connections`` sockets, one HTTP session."""
+    """The connection layout (docs/gatherer.md "Sharding = subscriptions"): ``global_connections`` +
+    ``orderbook_connections`` sockets, one HTTP session."""
 
     def __init__(
         self,
@@ -300,10 +302,15 @@ class ConnectionPool:
         self.stopping = False
         self.stopping_rx = False
         self.stop_event = asyncio.Event()
-        self.background: set[asyncio.Future] = set()
-        cb = {"on_open": on_open, "on_frame": on_frame, "on_close": on_close}
-        self.global_conns = [WsConnection(self, i, "global", **cb) for i in range(settings.global_connections)]
-        self.book_conns = [WsConnection(self, i, "orderbook", **cb) for i in range(settings.orderbook_connections)]
+        self.background: set[asyncio.Future[Any]] = set()
+
+        def conns(kind: str, n: int) -> list[WsConnection]:
+            return [
+                WsConnection(self, i, kind, on_open=on_open, on_frame=on_frame, on_close=on_close) for i in range(n)
+            ]
+
+        self.global_conns = conns("global", settings.global_connections)
+        self.book_conns = conns("orderbook", settings.orderbook_connections)
         self.is_healthy: Callable[[WsConnection], bool] = lambda c: c.alive
 
     @property
@@ -336,7 +343,7 @@ class ConnectionPool:
         """Open every connection."""
         import aiohttp
 
-        # aiohttp caps a session at 100 connections by default: the seed runs 150 (6 global + 144 order book)
+        # aiohttp caps a session at 100 connections by default: production runs 150 (6 global + 144 order book)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         for conn in self.connections:
             conn.start()
@@ -370,7 +377,7 @@ class ConnectionPool:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for t in list(self.background):
-            t.cancel()
+        for job in list(self.background):
+            job.cancel()
         if self.session is not None:
             await self.session.close()

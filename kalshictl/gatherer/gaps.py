@@ -1,44 +1,45 @@
-"""Gap windows are data, written when they open (issue #13 item 2, #12 item 4).
+"""Gap windows are data, written when they open (docs/gatherer.md "Gaps are data").
 
 :class:`GapLog` owns the gatherer's ``sequence_gaps`` rows: one row per subscription window (``tickers`` = the
 markets it covers, NULL = every market of the channel), keyed by ``(gatherer, instance_id, window_id)`` where
 ``instance_id`` names this process and ``window_id`` counts its windows.
 
 * :meth:`GapLog.open` is synchronous (the router calls it from the frame path): it assigns the window id, queues the
-  INSERT and wakes the log's own small writer, which commits it on its own connection at once (well within ~50 ms on
-  a healthy database; while the database is down it retries with backoff and keeps order).
+  INSERT and wakes the log's own :class:`~kalshictl.gatherer.write_loop.WriteLoop` (the loop the table writers use),
+  which commits it on its own connection at once (well within ~50 ms on a healthy database; while the database is
+  down it retries with backoff and keeps order).
 * :meth:`GapLog.close` queues an UPDATE that sets ``to_ts`` (and the recovery state) and bumps ``txid`` so the
   deduplicator's watermark reads the row again and upserts it in production. A close queued before its open was
   written is folded into the INSERT (one write).
-* :meth:`GapLog.committed_through_us` is part of the coverage heartbeat (the log stands in the gatherer's
-  ``WriterSet`` as the ``sequence_gaps`` writer): the heartbeat never claims a time after the start of a window whose
-  INSERT is not committed, so ``kill -9`` at any moment leaves either the window or a restart gap covering it.
+* :meth:`GapLog.committed_through_us` is part of the coverage heartbeat (beside the table writers'): the heartbeat
+  never claims a time after the start of a window whose INSERT is not committed, so ``kill -9`` at any moment leaves
+  either the window or a restart gap covering it.
 * :meth:`GapLog.restarted` records the gatherer's own downtime as a ``restart`` window and closes every window a
   previous instance left open at the time coverage resumed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kalshictl import clock
-from kalshictl.errors import summarize
+from kalshictl.backoff import Backoff
+from kalshictl.gatherer.write_loop import Connect, WriteLoop
 from kalshictl.schema import GAPS
 
 if TYPE_CHECKING:
-    import psycopg
+    from kalshictl.gatherer.metrics import GathererMetrics
 
 log = logging.getLogger("kalshictl.gatherer.gaps")
 
-Connect = Callable[[], Awaitable["psycopg.AsyncConnection"]]
+RETRY_FIRST_S = 0.02  # a failed write is retried after 0.02 s, 0.04 s, … up to ``retry_max_s`` (wall time)
 
 ALL_CHANNELS = "*"
 RECOVERIES = ("none", "pending", "recovered", "failed")
@@ -112,6 +113,31 @@ class Window:
         }
 
 
+class Insert(NamedTuple):
+    """Queued: write a new window (its state when written, a close queued before included)."""
+
+    window: Window
+    queued_at: float  # monotonic, for the open -> commit latency
+
+
+class Update(NamedTuple):
+    """Queued: set a written window's ``to_ts`` and/or recovery (None: unchanged)."""
+
+    key: tuple[str, int]
+    to_ts: int | None
+    recovery: str | None
+
+
+class ClosePrevious(NamedTuple):
+    """Queued: close the windows previous instances left open, at ``at`` (``pending``: mark them for recovery)."""
+
+    at: int
+    pending: bool
+
+
+Op = Insert | Update | ClosePrevious
+
+
 class GapLog:
     """The gatherer's gap windows, durable when they open (see module docs)."""
 
@@ -121,39 +147,27 @@ class GapLog:
         connect: Connect,
         *,
         instance_id: str | None = None,
-        metrics: Any = None,
+        metrics: GathererMetrics | None = None,
         retry_max_s: float = 2.0,
         recoverable: Sequence[str] = ("trade", "ticker", "market_lifecycle_v2", ALL_CHANNELS),
+        on_closed: Callable[[Window], None] | None = None,
     ) -> None:
         self.gatherer = gatherer
         self.instance_id = instance_id or uuid.uuid4().hex
-        self._connect = connect
         self.metrics = metrics
-        self.retry_max_s = retry_max_s
         self.recoverable = list(recoverable)
         self._ids = itertools.count(1)
         self._windows: dict[tuple[str, int], Window] = {}  # open (and closed-but-unwritten) windows of any instance
-        # queued operations, in order: ("insert", Window) | ("update", key, to_ts, recovery) | ("previous", at)
-        self._ops: list[tuple] = []
+        self._ops: list[Op] = []  # queued operations, in order
         self._unwritten: dict[tuple[str, int], Window] = {}  # INSERT queued or in flight
-        self._kick = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task | None = None
         self._inflight = 0  # leading ops of ``_ops`` being written now
-        self._conn: psycopg.AsyncConnection | None = None
-        self.on_closed: Callable[[Window], None] | None = None  # e.g. schedule a REST backfill
+        self.on_closed = on_closed  # e.g. schedule a REST backfill
         self.written = 0
-        self.dropped = 0
-        self.rejected = 0
-        self.failures = 0
-        self.connected = False
-        self.last_error: str | None = None
-        self.full = False
+        self._loop: WriteLoop[list[Op]] = WriteLoop(GAPS.name, connect, self, Backoff(RETRY_FIRST_S, retry_max_s))
         self.commit_ms: list[float] = []  # last open->commit latencies (bounded), for tests and /status
         self.last_from: dict[str, int] = {}  # channel -> start of the latest window opened on it
-        # times before which no loss can still be undetected (the router's seq verification, the lifecycle windows
-        # not yet re-anchored); the heartbeat never claims a later time
+        # times before which no loss can still be undetected (the router's seq verification); the heartbeat never
+        # claims a later time (the backfill's un-anchored lifecycle windows join it in Parts.committed_through_us)
         self.coverage_floors: list[Callable[[int], int]] = []
 
     # ----- the API the router and the service call ------------------------------------------------------------
@@ -187,7 +201,7 @@ class GapLog:
         self._windows[w.key] = w
         self._unwritten[w.key] = w
         self.last_from[channel] = from_ts
-        self._ops.append(("insert", w, time.monotonic()))
+        self._ops.append(Insert(w, time.monotonic()))
         if self.metrics is not None:
             self.metrics.gaps.labels(reason=reason).inc()
         self._wake()
@@ -216,7 +230,7 @@ class GapLog:
         ``down_since`` (the heartbeat) is a receive time of this gatherer's clock; an event received just after it
         carries an exchange time slightly before it, hence the clock slack (as for every window started from a
         receive time)."""
-        self._ops.append(("previous", resumed_at, recovery == "pending"))
+        self._ops.append(ClosePrevious(resumed_at, recovery == "pending"))
         wid = None
         if down_since is not None:
             wid = self.record(
@@ -254,10 +268,10 @@ class GapLog:
             if recovery is not None:
                 w.recovery = recovery
         queued = self._ops[self._inflight :]
-        if w is not None and key in self._unwritten and any(op[0] == "insert" and op[1] is w for op in queued):
+        if w is not None and key in self._unwritten and any(isinstance(op, Insert) and op.window is w for op in queued):
             pass  # the queued INSERT (not yet sent) carries the new state
         else:
-            self._ops.append(("update", key, to_ts, recovery))
+            self._ops.append(Update(key, to_ts, recovery))
         if w is not None and w.to_ts is not None and w.recovery not in ("pending",):
             self._windows.pop(key, None)  # settled: nothing more to remember (the row is in the queue/database)
         if w is not None and to_ts is not None and self.on_closed is not None:
@@ -266,20 +280,16 @@ class GapLog:
         self._wake()
 
     def _wake(self) -> None:
-        self._idle.clear()
-        self._kick.set()
+        self._loop.wake()
 
-    # ----- WriterSet interface (the log stands in as the ``sequence_gaps`` writer) ----------------------------
+    # ----- like a table writer's (flush at shutdown, /status, the heartbeat) ----------------------------------
     def __len__(self) -> int:
         return len(self._ops)
 
     @property
     def buffered_bytes(self) -> int:
         """Estimated memory of the queued operations (a window record and its tickers each)."""
-        return sum(200 + sum(len(t) for t in op[1].tickers or ()) if op[0] == "insert" else 100 for op in self._ops)
-
-    def add(self, row: tuple) -> bool:  # pragma: no cover - nothing should write gap rows around the log
-        raise RuntimeError("sequence_gaps rows are written by GapLog.open/close")
+        return sum(200 + sum(map(len, op.window.tickers or ())) if isinstance(op, Insert) else 100 for op in self._ops)
 
     def committed_through_us(self, now: int) -> int:
         """A time before which every window opened so far is committed (``now`` when none is pending)."""
@@ -287,121 +297,87 @@ class GapLog:
         return min([now, *(floor(now) for floor in self.coverage_floors), *pending])
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="writer-sequence_gaps")
+        self._loop.start()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; False on timeout."""
-        if not self._ops:
-            return True
-        self._kick.set()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await self._loop.flush(timeout)
 
     async def stop(self, timeout: float = 10.0) -> bool:
-        ok = await self.flush(timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        await self._close_conn()
-        if not ok:
-            log.error("sequence_gaps: %d operations not written at shutdown", len(self._ops))
-        return ok
+        """Flush (within ``timeout``), end the loop, close the connection."""
+        return await self._loop.stop(timeout)
 
-    async def _close_conn(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-        self.connected = False
+    @property
+    def failures(self) -> int:
+        return self._loop.failures
 
-    async def _run(self) -> None:
-        backoff = 0.02
-        while True:
-            if not self._ops:
-                self._idle.set()
-                self._kick.clear()
-                await self._kick.wait()
-                continue
-            self._kick.clear()
-            batch = list(self._ops)
-            self._inflight = len(batch)
-            try:
-                await self._write(batch)
-            except asyncio.CancelledError:
-                self._inflight = 0
-                raise
-            except Exception as exc:
-                self._inflight = 0
-                self.failures += 1
-                self.last_error = summarize(exc)
-                if self.failures % 20 == 1:
-                    log.warning("sequence_gaps: write failed (%s); %d queued, retrying", self.last_error, len(batch))
-                await self._close_conn()
-                await asyncio.sleep(backoff)
-                backoff = min(self.retry_max_s, backoff * 2)
-                continue
-            backoff = 0.02
-            del self._ops[: len(batch)]
-            self._inflight = 0
-            now = time.monotonic()
-            for op in batch:
-                if op[0] == "insert":
-                    self._unwritten.pop(op[1].key, None)
-                    self.commit_ms.append((now - op[2]) * 1000)
-            del self.commit_ms[:-1000]
-            self.written += len(batch)
+    def stats(self) -> dict[str, Any]:
+        """The /status entry, shaped like a table writer's."""
+        return {
+            "buffered": len(self),
+            "buffered_bytes": self.buffered_bytes,
+            "written": self.written,
+            "dropped": 0,
+            "rejected": 0,
+            "failures": self._loop.failures,
+            "connected": self._loop.connected,
+            "last_error": self._loop.last_error,
+        }
 
-    async def _ensure_conn(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await asyncio.wait_for(self._connect(), 10)
-            await self._conn.set_autocommit(False)
-            self.connected = True
-        return self._conn
+    # ----- the queue the loop drains (kalshictl/gatherer/write_loop.py) ---------------------------------------
+    def due_in(self) -> float:
+        return 0.0  # a window is written as soon as it opens
 
-    async def _write(self, batch: list[tuple]) -> None:
-        conn = await self._ensure_conn()
+    def take(self) -> list[Op] | None:
+        batch = list(self._ops)
+        self._inflight = len(batch)
+        return batch or None
+
+    async def write(self, batch: list[Op]) -> None:
+        await self._write(batch)
+
+    def committed(self, batch: list[Op]) -> None:
+        del self._ops[: len(batch)]
+        self._inflight = 0
+        now = time.monotonic()
+        for op in batch:
+            if isinstance(op, Insert):
+                self._unwritten.pop(op.window.key, None)
+                self.commit_ms.append((now - op.queued_at) * 1000)
+        del self.commit_ms[:-1000]
+        self.written += len(batch)
+
+    def give_back(self, batch: list[Op]) -> None:
+        self._inflight = 0  # the operations stay queued, in order
+
+    def failed(self, exc: Exception) -> None:
+        pass  # counted and logged by the loop
+
+    def _row(self, w: Window) -> tuple[Any, ...]:
+        tickers = None if w.tickers is None else list(w.tickers)
+        return (self.gatherer, w.instance_id, w.window_id, w.channel, w.subscription, w.sid, tickers, w.reason,
+                w.expected_seq, w.received_seq, w.from_ts, w.to_ts, w.detected_at, w.recovery)  # fmt: skip
+
+    async def _write(self, batch: list[Op]) -> None:
+        conn = await self._loop.connection()
         previous: list[Window] = []
         async with conn.transaction():
             async with conn.cursor() as cur:
-                inserts = []
+                inserts: list[tuple[Any, ...]] = []
                 for op in batch:
-                    if op[0] == "insert":
-                        w = op[1]
-                        inserts.append(
-                            (
-                                self.gatherer,
-                                w.instance_id,
-                                w.window_id,
-                                w.channel,
-                                w.subscription,
-                                w.sid,
-                                None if w.tickers is None else list(w.tickers),
-                                w.reason,
-                                w.expected_seq,
-                                w.received_seq,
-                                w.from_ts,
-                                w.to_ts,
-                                w.detected_at,
-                                w.recovery,
-                            )
-                        )
+                    if isinstance(op, Insert):
+                        inserts.append(self._row(op.window))
                         continue
                     if inserts:
                         await cur.executemany(_INSERT, inserts)
                         inserts = []
-                    if op[0] == "update":
-                        _kind, (inst, wid), to_ts, recovery = op
-                        await cur.execute(_UPDATE, (to_ts, recovery, self.gatherer, inst, wid))
-                    elif op[0] == "previous":
+                    if isinstance(op, Update):
+                        inst, wid = op.key
+                        await cur.execute(_UPDATE, (op.to_ts, op.recovery, self.gatherer, inst, wid))
+                    else:
                         params = {
-                            "at": op[1],
-                            "pending": op[2],
+                            "at": op.at,
+                            "pending": op.pending,
                             "recoverable": self.recoverable,
                             "g": self.gatherer,
                             "i": self.instance_id,
@@ -418,7 +394,7 @@ class GapLog:
                                     ch,
                                     reason,
                                     f,
-                                    op[1],
+                                    op.at,
                                     None,
                                     None,
                                     tickers and tuple(tickers),

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 
 
-class MessageCounts(dict):
+class MessageCounts(dict[str, int]):
     """Frames received per message type, counted in plain ints on the hot path (``counts[type] += 1``: no lock, no
     method call); :class:`MessagesCollector` publishes them when the registry is scraped. A type appears the first
     time it is counted (as a labelled :class:`~prometheus_client.Counter` did), with its ``_created`` time."""

@@ -25,15 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from kalshictl.gatherer.book_frames import book_row_fields
 from kalshictl.gatherer.router_state import LogLimiter
-from kalshictl.gatherer.writers import now_us
 from kalshictl.kalshi.messages import price_value, size_value
 from kalshictl.kalshi.validate import ticker_problem
 from kalshictl.schema import SnapshotRow
-from kalshictl.units import parse_cents
+from kalshictl.units import now_us, parse_cents
 
 if TYPE_CHECKING:
     from kalshictl.config import SnapshotPollerSettings
-    from kalshictl.gatherer.writers import BatchWriter
+    from kalshictl.gatherer.writers import TableWriter
 
 log = logging.getLogger("kalshictl.gatherer.poller")
 BATCH = 100
@@ -82,7 +81,7 @@ def book_of(item: Any) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]
     if problem is not None:
         raise BadBook(f"{problem}: {repr(ticker)[:40]}")
     yes, no = parse_rest_book(item)
-    return ticker, yes, no
+    return str(ticker), yes, no
 
 
 class SnapshotPoller:
@@ -92,10 +91,10 @@ class SnapshotPoller:
         self,
         rest: Any,
         settings: SnapshotPollerSettings,
-        writer: BatchWriter,
+        writer: TableWriter,
         tickers: Callable[[], list[str]],
         requests_per_second: float,
-        verify: Callable[[str, list, list, int], None] | None = None,
+        verify: Callable[[str, list[tuple[int, int]], list[tuple[int, int]], int], None] | None = None,
     ) -> None:
         self.rest = rest
         self.settings = settings
@@ -108,7 +107,7 @@ class SnapshotPoller:
         self.errors = 0
         self.rejected: Counter[str] = Counter()  # books refused, by exception type
         self._log = LogLimiter()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self.settings.enabled and self._task is None:

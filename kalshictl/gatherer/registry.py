@@ -1,6 +1,6 @@
 """The in-memory market registry: every market the gatherer records, loaded by paging ``GET /markets``.
 
-Compact on purpose (the seed's 425,000 markets): one dict entry ``ticker -> status`` with interned status strings.
+Compact on purpose (Kalshi lists ~425,000 markets): one dict entry ``ticker -> status`` with interned status strings.
 Lifecycle messages keep it current (created markets join, settled markets leave), and a periodic
 ``GET /markets?min_updated_ts=…`` refresh catches what the lifecycle channel missed. Multivariate (``KXMVE…``)
 markets are listed too (``mve_filter=only``), so their books are recorded like any other market's.
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from kalshictl.backoff import Backoff, Jitter, retry_until
 from kalshictl.errors import summarize
 from kalshictl.kalshi.validate import valid_markets
 
@@ -95,9 +95,9 @@ class MarketRegistry:
                 store[intern(ticker)] = intern(status if isinstance(status, str) and status else "active")
         return len(self._markets) - before
 
-    def remove(self, ticker: str) -> bool:
-        """Drop a market; returns True if it was present."""
-        return self._markets.pop(ticker, None) is not None
+    def remove(self, ticker: str) -> None:
+        """Drop a market (if present)."""
+        self._markets.pop(ticker, None)
 
     async def load(
         self,
@@ -147,27 +147,21 @@ class MarketRegistry:
         the reason, which :meth:`annotate` puts in /health (503) until a load succeeds. Returns False if stopped.
         Exceptions of a ``fatal`` type (a rejected API key) are raised at once: no retry can fix them.
         """
-        backoff = min_backoff_s
-        while not stop.is_set():
+
+        async def counted() -> None:
             self.load_attempts += 1
-            try:
-                await attempt()
-            except fatal:
-                raise
-            except Exception as exc:  # anything: retrying beats exiting into systemd's StartLimitBurst
-                self.load_error = summarize(exc)[:300]
-                delay = backoff * random.uniform(0.5, 1.0)
-                log.warning("market registry load failed (attempt %d): %s; retry in %.1fs", self.load_attempts,
-                            self.load_error, delay)  # fmt: skip
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
-                backoff = min(max_backoff_s, backoff * 2)
-                continue
-            self.load_error = None
-            return True
-        return False
+            await attempt()
+
+        def failed(exc: Exception, delay: float) -> None:  # anything: retrying beats exiting into StartLimitBurst
+            self.load_error = summarize(exc)[:300]
+            log.warning("market registry load failed (attempt %d): %s; retry in %.1fs", self.load_attempts,
+                        self.load_error, delay)  # fmt: skip
+
+        backoff = Backoff(min_backoff_s, max_backoff_s, Jitter.HALF)
+        if not await retry_until(counted, stop, backoff, fatal=fatal, on_failure=failed):
+            return False
+        self.load_error = None
+        return True
 
     def annotate(self, report: Any) -> Any:
         """Add the registry's load failure (if any) to a /health report and keep it unhealthy meanwhile."""

@@ -112,7 +112,7 @@ class Shards:
         added: dict[Subscription, list[str]] = {}
         if not todo:
             return added
-        open_conns = sorted((c for c in self.conns if self.load[c] < self.conn_capacity(c)), key=self.load.get)
+        open_conns = sorted((c for c in self.conns if self.load[c] < self.conn_capacity(c)), key=self.load.__getitem__)
         i = 0
         current: dict[WsConnection, Subscription] = {}
         for t in todo:

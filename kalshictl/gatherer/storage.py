@@ -140,7 +140,7 @@ class StorageMonitor:
             )
 
     def annotate(self, report: HealthReport) -> HealthReport:
-        """Add ``details.disk`` and ``details.retention`` to a /health report (the seed's components stay as they
+        """Add ``details.disk`` and ``details.retention`` to a /health report (the other components stay as they
         are) and let their statuses worsen the report's."""
         report = self.disk.annotate(report)
         keep = self.settings.retention.keep_days

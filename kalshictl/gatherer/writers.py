@@ -21,17 +21,18 @@ duplicates: binary COPY straight in).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.errors import summarize
+from kalshictl.backoff import Backoff
+from kalshictl.gatherer.write_loop import Connect, WriteLoop
 from kalshictl.schema import GathererWrite, Table
-from kalshictl.units import now_us
+from kalshictl.units import now_us as now_us  # re-exported: the router's modules read the clock here
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
+RETRY_FIRST_S = 0.05  # a failed write is retried after 0.05 s, 0.1 s, … up to ``retry_max_s`` (wall time)
 DIRECT_COOLDOWN_BATCHES = 50  # batches written through staging after a direct COPY met a duplicate
 ROW_OVERHEAD_BYTES = 64  # a row tuple's header; plus 8 per column (pointer) and each value's object below
 
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kalshictl.gatherer.writers")
 
-Connect = Callable[[], Awaitable["psycopg.AsyncConnection"]]
 OverflowFn = Callable[[str, int, int, int], None]
+Row = tuple[Any, ...]  # a gatherer row in its table's ``gatherer_columns`` order (a catalogue NamedTuple or a tuple)
 
 
 # Each table's facts (its row columns, clock, sized columns, how it is written and by how many writers) are in the
@@ -80,9 +81,9 @@ class BatchWriter:
         metrics: GathererMetrics | None = None,
         on_overflow: OverflowFn | None = None,
         retry_max_s: float = 5.0,
+        group: WriterGroup | None = None,
     ) -> None:
         self.spec = spec
-        self._connect = connect
         self.batch_rows = batch_rows
         self.flush_s = flush_ms / 1000.0
         self.max_buffer_rows = max_buffer_rows
@@ -95,18 +96,9 @@ class BatchWriter:
         self._in_flight_bytes = 0
         self.metrics = metrics
         self.on_overflow = on_overflow
-        self.on_batch: Callable[[], None] | None = None  # a full batch was buffered (a WriterGroup turns to the next)
-        self.group: WriterGroup | None = None
-        self.retry_max_s = retry_max_s
-        self._buf: list[tuple] = []
+        self.group = group  # the writers of one table taking turns of one batch (None: alone)
+        self._buf: list[Row] = []
         self._oldest: float | None = None  # monotonic time the oldest buffered row arrived
-        self._kick = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._conn: psycopg.AsyncConnection | None = None
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-        self._flush_requested = False
         self._in_flight = 0
         self._in_flight_from: int | None = None  # receive time (µs) of the oldest row being written
         # overflow accounting (pending report while the buffer stays full)
@@ -116,17 +108,17 @@ class BatchWriter:
         self.written = 0
         self.dropped = 0
         self.rejected = 0
-        self.failures = 0
-        self.connected = False
-        self.last_error: str | None = None
         self.full = False
+        self._loop: WriteLoop[list[Row]] = WriteLoop(
+            spec.name, connect, self, Backoff(RETRY_FIRST_S, retry_max_s), setup=self._setup
+        )
         cols = ", ".join(spec.gatherer_columns)
         self._stage = f"_stg_{spec.name}"
         self._create_stage = (
             f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} ON COMMIT DELETE ROWS AS "
             f"SELECT {cols} FROM {spec.name} WITH NO DATA"
         )
-        self._types: list[int] | None = None  # column type oids, read from the catalog on connect
+        self._types: list[int] = []  # column type oids, read from the catalog on connect
         self._direct_sql = f"COPY {spec.name} ({cols}) FROM STDIN (FORMAT BINARY)"
         self._direct_cooldown = 0
         self._direct_first = spec.gatherer_write is GathererWrite.DIRECT_FIRST
@@ -148,7 +140,7 @@ class BatchWriter:
         """Estimated memory of the rows buffered or being written."""
         return self._bytes + self._in_flight_bytes
 
-    def row_bytes(self, row: tuple) -> int:
+    def row_bytes(self, row: Row) -> int:
         """Estimated memory of one row (its text columns by length)."""
         i = self._var1
         if i is not None:
@@ -165,7 +157,7 @@ class BatchWriter:
             through = min(through, self._buf[0][self._clock] or now)
         return through
 
-    def add(self, row: tuple) -> bool:
+    def add(self, row: Row) -> bool:
         """Buffer one row; returns False (and accounts the loss loudly) when the buffer is full."""
         i = self._var1
         if i is not None:
@@ -185,24 +177,23 @@ class BatchWriter:
             return False
         if not n:
             self._oldest = time.monotonic()
-            self._idle.clear()
-            self._kick.set()
+            self._loop.wake()
         buf.append(row)
         self._bytes += size
         if (n + 1) % self.batch_rows == 0:  # a full batch (or one more while the database is away)
-            self._kick.set()
-            if self.on_batch is not None:
-                self.on_batch()
+            self._loop.wake()
+            if self.group is not None:  # a full batch was buffered: the group turns to its next writer
+                self.group.turn()
         return True
 
-    def has_room(self, row: tuple) -> bool:
+    def has_room(self, row: Row) -> bool:
         """Whether :meth:`add` would buffer ``row`` now (within both bounds)."""
         return (
             len(self._buf) + self._in_flight < self.max_buffer_rows
             and self._bytes + self._in_flight_bytes + self.row_bytes(row) <= self.max_buffer_bytes
         )
 
-    def _overflow(self, row: tuple) -> None:
+    def _overflow(self, row: Row) -> None:
         ts = row[self._clock] or 0
         if self._ovf_rows == 0:
             self._ovf_from = ts
@@ -221,115 +212,74 @@ class BatchWriter:
         if self.metrics is not None:
             self.metrics.overflow.labels(table=self.spec.name).inc()
 
-    # ----- lifecycle ------------------------------------------------------------------------------------------
+    # ----- lifecycle (the queue-on-a-connection loop, kalshictl/gatherer/write_loop.py) -------------------------
     def start(self) -> None:
         """Start the flush loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"writer-{self.spec.name}")
+        self._loop.start()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything buffered so far is committed; returns False on timeout."""
-        if not self._buf and not self._in_flight:
-            return True
-        self._flush_requested = True
-        self._kick.set()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await self._loop.flush(timeout)
 
     async def stop(self, timeout: float = 10.0) -> bool:
         """Flush what is buffered (within ``timeout``), stop the loop and close the connection."""
-        self._stopping = True
-        ok = await self.flush(timeout)
-        task, self._task = self._task, None
-        if task is not None:
-            # asyncio.wait_for (3.11) swallows a cancel that meets an inner await finishing in the same step (the
-            # loop then carried on retrying and this await never returned): cancel until the loop has ended
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.5)
-            if not task.cancelled():
-                task.exception()  # retrieve it: the loop only ends by cancellation
-        await self._close()
-        if not ok:
-            log.error("%s: %d rows still buffered at shutdown", self.spec.name, len(self._buf))
-        return ok
+        return await self._loop.stop(timeout)
 
-    async def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-        self.connected = False
+    @property
+    def connected(self) -> bool:
+        return self._loop.connected
 
-    # ----- the loop -------------------------------------------------------------------------------------------
-    async def _run(self) -> None:
-        backoff = 0.05
-        while True:
-            if not self._buf:
-                self._flush_requested = False
-                self._idle.set()
-                self._kick.clear()
-                await self._kick.wait()
-                if not self._stopping and len(self._buf) < self.batch_rows and not self._flush_requested:
-                    self._kick.clear()  # woken by the first row: now wait for the batch or its deadline
-                continue
-            if len(self._buf) < self.batch_rows and not self._stopping:
-                wait = self.flush_s - (time.monotonic() - (self._oldest or time.monotonic()))
-                if wait > 0 and not self._kick.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._kick.wait(), wait)
-            self._kick.clear()
-            if not self._buf:
-                continue
-            batch = self._buf[: self.batch_rows]
-            del self._buf[: len(batch)]
-            # the batch's share of the estimate (exact again whenever the buffer empties)
-            moved = self._bytes * len(batch) // (len(batch) + len(self._buf)) if self._buf else self._bytes
-            self._bytes -= moved
-            self._in_flight_bytes = moved
-            self._in_flight = len(batch)
-            self._in_flight_from = batch[0][self._clock]
-            self._oldest = time.monotonic() if self._buf else None
-            try:
-                await self._write_batch(batch)
-                backoff = 0.05
-                self._in_flight = 0
-                self._in_flight_bytes = 0
-                self._in_flight_from = None
-            except asyncio.CancelledError:
-                self._buf[:0] = batch
-                self._bytes += self._in_flight_bytes
-                self._in_flight = self._in_flight_bytes = 0
-                self._in_flight_from = None
-                raise
-            except Exception as exc:
-                self._buf[:0] = batch  # keep order; nothing is lost
-                self._bytes += self._in_flight_bytes
-                self._in_flight = self._in_flight_bytes = 0
-                self._in_flight_from = None
-                self._oldest = time.monotonic()
-                self.failures += 1
-                self.last_error = summarize(exc)
-                if self.metrics is not None:
-                    self.metrics.write_errors.labels(table=self.spec.name).inc()
-                if self.failures % 20 == 1:
-                    log.warning(
-                        "%s: write failed (%s); %d rows buffered, retrying",
-                        self.spec.name,
-                        self.last_error,
-                        len(self._buf),
-                    )
-                await self._close()
-                await asyncio.sleep(backoff)
-                backoff = min(self.retry_max_s, backoff * 2)
-                continue
-            self._report_overflow()
-            if self.metrics is not None:
-                depth = len(self._buf) if self.group is None else self.group.buffered_rows
-                self.metrics.buffer_depth.labels(table=self.spec.name).set(depth)
+    @property
+    def failures(self) -> int:
+        return self._loop.failures
+
+    @property
+    def last_error(self) -> str | None:
+        return self._loop.last_error
+
+    # ----- the queue the loop drains --------------------------------------------------------------------------
+    def due_in(self) -> float:
+        """A batch is due when full or when its oldest row is ``flush_ms`` old."""
+        if len(self._buf) >= self.batch_rows:
+            return 0.0
+        return self.flush_s - (time.monotonic() - (self._oldest or time.monotonic()))
+
+    def take(self) -> list[Row] | None:
+        if not self._buf:
+            return None
+        batch = self._buf[: self.batch_rows]
+        del self._buf[: len(batch)]
+        # the batch's share of the estimate (exact again whenever the buffer empties)
+        moved = self._bytes * len(batch) // (len(batch) + len(self._buf)) if self._buf else self._bytes
+        self._bytes -= moved
+        self._in_flight_bytes = moved
+        self._in_flight = len(batch)
+        self._in_flight_from = batch[0][self._clock]
+        self._oldest = time.monotonic() if self._buf else None
+        return batch
+
+    async def write(self, batch: list[Row]) -> None:
+        await self._write_batch(batch)
+
+    def committed(self, batch: list[Row]) -> None:
+        self._in_flight = 0
+        self._in_flight_bytes = 0
+        self._in_flight_from = None
+        self._report_overflow()
+        if self.metrics is not None:
+            depth = len(self._buf) if self.group is None else self.group.buffered_rows
+            self.metrics.buffer_depth.labels(table=self.spec.name).set(depth)
+
+    def give_back(self, batch: list[Row]) -> None:
+        self._buf[:0] = batch
+        self._bytes += self._in_flight_bytes
+        self._in_flight = self._in_flight_bytes = 0
+        self._in_flight_from = None
+        self._oldest = time.monotonic()
+
+    def failed(self, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.write_errors.labels(table=self.spec.name).inc()
 
     def _report_overflow(self) -> None:
         if not self._buf:
@@ -344,26 +294,22 @@ class BatchWriter:
                 if self.on_overflow is not None:
                     self.on_overflow(self.spec.name, lo, hi, rows)
 
-    async def _ensure_conn(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await asyncio.wait_for(self._connect(), 10)
-            await self._conn.set_autocommit(False)
-            register_binary_dumpers(self._conn)
-            async with self._conn.transaction():
-                if self._insert_sql:
-                    await self._conn.execute(self._create_stage)
-                self._types = await column_types(self._conn, self.spec.name, self.spec.gatherer_columns)
-            self.connected = True
-        return self._conn
+    async def _setup(self, conn: psycopg.AsyncConnection) -> None:
+        """A new connection: binary dumpers, the staging table, the column types."""
+        register_binary_dumpers(conn)
+        async with conn.transaction():
+            if self._insert_sql:
+                await conn.execute(self._create_stage)
+            self._types = await column_types(conn, self.spec.name, self.spec.gatherer_columns)
 
-    async def _write_batch(self, batch: Sequence[tuple]) -> None:
+    async def _write_batch(self, batch: Sequence[Row]) -> None:
         import psycopg
 
         started = time.perf_counter()
         try:
             await self._copy(batch)
         except psycopg.Error as exc:
-            if _is_outage(exc) or (self._conn is not None and self._conn.closed):
+            if _is_outage(exc) or self._loop.broken:
                 raise
             await self._bisect(batch)
         elapsed = time.perf_counter() - started
@@ -376,8 +322,8 @@ class BatchWriter:
             if oldest:
                 self.metrics.commit_lag.labels(table=table).observe(max(0.0, (now_us() - oldest) / 1e6))
 
-    async def _copy(self, batch: Sequence[tuple]) -> None:
-        conn = await self._ensure_conn()
+    async def _copy(self, batch: Sequence[Row]) -> None:
+        conn = await self._loop.connection()
         if self._direct_first and self._direct_cooldown <= 0:
             import psycopg
 
@@ -385,7 +331,7 @@ class BatchWriter:
                 async with conn.transaction():
                     async with conn.cursor() as cur:
                         async with cur.copy(self._direct_sql) as copy:
-                            copy.set_types(self._types)  # type: ignore[arg-type]
+                            copy.set_types(self._types)
                             write = copy.write_row
                             for row in batch:
                                 await write(row)
@@ -396,14 +342,14 @@ class BatchWriter:
         async with conn.transaction():
             async with conn.cursor() as cur:
                 async with cur.copy(self._copy_sql) as copy:
-                    copy.set_types(self._types)  # type: ignore[arg-type]
+                    copy.set_types(self._types)
                     write = copy.write_row
                     for row in batch:
                         await write(row)
                 if self._insert_sql:
                     await cur.execute(self._insert_sql)
 
-    async def _bisect(self, batch: Sequence[tuple]) -> None:
+    async def _bisect(self, batch: Sequence[Row]) -> None:
         """Write a batch that contains a refused row: halves until the bad rows are isolated (and skipped)."""
         import psycopg
 
@@ -439,22 +385,21 @@ class WriterGroup:
     committed-through time, which is taken over all writers.
     """
 
-    def __init__(self, parts: Sequence[BatchWriter]) -> None:
-        if not parts:
+    def __init__(self, n: int, make: Callable[[WriterGroup], BatchWriter]) -> None:
+        """``n`` writers, each made by ``make(group)`` (a :class:`BatchWriter` given this group)."""
+        if n < 1:
             raise ValueError("a writer group needs at least one writer")
-        self.parts = list(parts)
-        self.spec = parts[0].spec
+        self.parts = [make(self) for _ in range(n)]
+        self.spec = self.parts[0].spec
         self._turn = 0
-        self.add: Callable[[tuple], bool] = self.parts[0].add  # the hot path calls the current writer directly
-        for p in self.parts:
-            p.on_batch = self._next
-            p.group = self
+        self.add: Callable[[Row], bool] = self.parts[0].add  # the hot path calls the current writer directly
 
-    def _next(self) -> None:
+    def turn(self) -> None:
+        """The current writer has a full batch: the next takes the rows."""
         self._turn = (self._turn + 1) % len(self.parts)
         self.add = self.parts[self._turn].add
 
-    def spill(self, row: tuple, full: BatchWriter) -> bool:
+    def spill(self, row: Row, full: BatchWriter) -> bool:
         """``full`` has no room for ``row``: the turn passes to the next writer that has (which buffers it); False
         when none has (``full`` then drops it, loudly)."""
         n = len(self.parts)
@@ -504,10 +449,21 @@ class WriterGroup:
     def last_error(self) -> str | None:
         return next((p.last_error for p in self.parts if p.last_error is not None), None)
 
-    written = property(lambda self: sum(p.written for p in self.parts))
-    dropped = property(lambda self: sum(p.dropped for p in self.parts))
-    rejected = property(lambda self: sum(p.rejected for p in self.parts))
-    failures = property(lambda self: sum(p.failures for p in self.parts))
+    @property
+    def written(self) -> int:
+        return sum(p.written for p in self.parts)
+
+    @property
+    def dropped(self) -> int:
+        return sum(p.dropped for p in self.parts)
+
+    @property
+    def rejected(self) -> int:
+        return sum(p.rejected for p in self.parts)
+
+    @property
+    def failures(self) -> int:
+        return sum(p.failures for p in self.parts)
 
 
 def make_writer(
@@ -525,10 +481,15 @@ def make_writer(
     if n <= 1:
         return cls(spec, connect, max_buffer_rows=max_buffer_rows, max_buffer_bytes=max_buffer_bytes, **kw)
     return WriterGroup(
-        [
-            cls(spec, connect, max_buffer_rows=max_buffer_rows // n, max_buffer_bytes=max_buffer_bytes // n, **kw)
-            for _ in range(n)
-        ]
+        n,
+        lambda group: cls(
+            spec,
+            connect,
+            max_buffer_rows=max_buffer_rows // n,
+            max_buffer_bytes=max_buffer_bytes // n,
+            group=group,
+            **kw,
+        ),
     )
 
 
@@ -539,7 +500,7 @@ async def column_types(conn: psycopg.AsyncConnection, table: str, columns: Seque
         " AND NOT attisdropped",
         (table,),
     )
-    types = dict(await cur.fetchall())
+    types: dict[str, int] = dict(await cur.fetchall())
     missing = [c for c in columns if c not in types]
     if missing:
         raise RuntimeError(f"{table}: no column(s) {missing}")
@@ -573,7 +534,8 @@ def register_binary_dumpers(conn: Any) -> None:
                 if len(raw) != 16:
                     raise ValueError(f"not a UUID: {obj!r}")
                 return raw
-            return obj.bytes
+            packed: bytes = obj.bytes  # a uuid.UUID
+            return packed
 
     class JsonbBinary(Dumper):
         format = Format.BINARY
@@ -586,13 +548,16 @@ def register_binary_dumpers(conn: Any) -> None:
     conn.adapters.register_dumper(_JsonText, JsonbBinary)
 
 
+TableWriter = BatchWriter | WriterGroup  # what a table's rows are given to
+
+
 class WriterSet:
-    """The writers of one gatherer, keyed by table name."""
+    """The table writers of one gatherer, keyed by table name (the gap log is apart: kalshictl/gatherer/gaps.py)."""
 
-    def __init__(self, writers: dict[str, BatchWriter]) -> None:
-        self.by_table = writers
+    def __init__(self, writers: Mapping[str, TableWriter]) -> None:
+        self.by_table = dict(writers)
 
-    def __getitem__(self, name: str) -> BatchWriter:
+    def __getitem__(self, name: str) -> TableWriter:
         return self.by_table[name]
 
     def start(self) -> None:

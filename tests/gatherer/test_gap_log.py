@@ -127,9 +127,8 @@ async def test_restart_closes_previous_instances_windows(gatherer_dsn: str) -> N
     other.start()
     other.open(channel="trade", reason="disconnect", from_ts=t0)
     await other.flush(5)
-    second = _log(gatherer_dsn)
-    closed = []
-    second.on_closed = closed.append
+    closed: list = []
+    second = _log(gatherer_dsn, on_closed=closed.append)
     second.start()
     try:
         resumed = t0 + 9_000_000

@@ -131,3 +131,26 @@ async def test_sigterm_of_the_cli_loses_nothing_received(gatherer_dsn: str, tmp_
         assert not lost, f"{kind}: {len(lost)} received events lost at SIGTERM: {lost[:3]}"
     with psycopg.connect(gatherer_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM orderbook_deltas").fetchone()[0] > 0
+
+
+async def test_graceful_shutdown_writes_the_rows_and_gap_windows_still_queued(gatherer_dsn: str) -> None:
+    """Rows a writer holds (its flush an hour away) and a gap window queued just before the stop are both in the
+    database once ``run`` returns: shutdown flushes the table writers and the gap log, which sits beside them
+    (docs/gatherer.md "Start-up", shutdown)."""
+    from tests.gatherer.conftest import running_gatherer
+    from tests.gatherer.test_writers import rows
+
+    trade = rows()["trades"][0]
+    async with SimExchange(SimConfig(markets=10, seed=12, rate=0, paused=True)) as ex:
+        async with running_gatherer(gatherer_dsn, ex, writer={"flush_ms": 3_600_000}) as g:
+            await g.gaplog.flush(10)
+            assert g.writers["trades"].add(trade)
+            wid = g.gaplog.record(channel="trade", reason="overflow", from_ts=1_000, to_ts=2_000)
+            assert len(g.writers["trades"]) == 1 and len(g.gaplog) >= 1  # both still queued when the stop comes
+    with psycopg.connect(gatherer_dsn) as conn:
+        assert conn.execute("SELECT trade_id::text FROM trades").fetchall() == [(trade[0],)]
+        got = conn.execute(
+            "SELECT channel, reason, from_ts, to_ts FROM sequence_gaps WHERE instance_id = %s AND window_id = %s",
+            (g.gaplog.instance_id, wid),
+        ).fetchall()
+    assert got == [("trade", "overflow", 1_000, 2_000)]

@@ -209,11 +209,13 @@ def _window(tickers: tuple[str, ...] | None, channel: str = "trade") -> Window:
     return Window("i", 1, channel, "disconnect", lo, lo, tickers=tickers, to_ts=NOW_US + 5_000_000)
 
 
-def _backfill(rest: KalshiRest, dsn: str, writer: BatchWriter, tickers_writer: BatchWriter | None = None) -> Any:
+def _backfill(
+    rest: KalshiRest, dsn: str, writer: BatchWriter, tickers_writer: BatchWriter | None = None, **kw: Any
+) -> Any:
     async def connect() -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 
-    return TradeBackfill(rest, None, writer, connect, tickers_writer, requests_per_second=1000)  # type: ignore[arg-type]
+    return TradeBackfill(rest, None, writer, connect, tickers_writer, requests_per_second=1000, **kw)  # type: ignore[arg-type]
 
 
 async def _connect_to(dsn: str) -> Any:
@@ -263,8 +265,8 @@ async def test_a_reanchor_listing_keeps_its_good_markets(gatherer_dsn: str) -> N
     async with hostile_api({"/markets": {"markets": [*bad[:3], *good, *bad[3:]], "cursor": ""}}) as url:
         rest = KalshiRest(url, requests_per_second=0)
         try:
-            bf = _backfill(rest, gatherer_dsn, tickers_writer, tickers_writer)
-            bf.on_markets = lambda markets, _w: listed.append(markets)
+            on_markets = lambda markets, _w: listed.append(markets)  # noqa: E731
+            bf = _backfill(rest, gatherer_dsn, tickers_writer, tickers_writer, on_markets=on_markets)
             n = await bf.reanchor(_window(None, "ticker"))
         finally:
             await rest.close()

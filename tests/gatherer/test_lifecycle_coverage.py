@@ -63,6 +63,7 @@ async def test_registry_refresh_places_markets_the_channel_missed(gatherer_dsn: 
         await until(lambda: created <= set(sub_markets(ex)), 10, "refreshed markets subscribed")
         # their books from creation until the first snapshot were never this gatherer's: an outage window says so
         await g.writers.flush_all(10)
+        await g.gaplog.flush(10)
     with psycopg.connect(gatherer_dsn) as c:
         windows = c.execute(
             "SELECT unnest(tickers), min(from_ts) FROM sequence_gaps WHERE reason = 'outage' GROUP BY 1"

@@ -10,7 +10,7 @@ import itertools
 
 import orjson
 
-from kalshictl.gatherer.gaps import GapLog
+from kalshictl.gatherer.gaps import GapLog, Insert
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.shards import Shards
@@ -57,7 +57,7 @@ def _delta(ticker: str, seq: int, ts_us: int) -> bytes:
 
 
 def _windows(gaplog: GapLog) -> list:
-    return [op[1] for op in gaplog._ops if op[0] == "insert"]
+    return [op.window for op in gaplog._ops if isinstance(op, Insert)]
 
 
 async def test_gap_during_a_late_markets_outage_window_is_recorded_for_every_market() -> None:
