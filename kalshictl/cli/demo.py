@@ -7,67 +7,63 @@ from pathlib import Path
 import typer
 
 
-def register(root: typer.Typer) -> None:
-    """Add ``demo`` to the root app."""
+def demo_cmd(
+    markets: int = typer.Option(300, help="Markets on the local exchange."),
+    duration: float = typer.Option(60.0, help="Seconds to run before stopping (Ctrl-C stops early)."),
+    rate: float = typer.Option(300.0, help="Exchange messages per second."),
+    seed: int = typer.Option(7, help="Seed of the exchange's activity."),
+    faults: str | None = typer.Option(None, help="Fault spec for the exchange, e.g. drop=0.001,skip_seq=0.002"),
+    workdir: Path | None = typer.Option(None, help="Keep clusters, configs and logs here (default: a temp dir)."),
+    keep: bool = typer.Option(False, "--keep", help="Do not delete the working directory at the end."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON (no live view)."),
+) -> None:
+    """Local exchange + embedded PostgreSQL + 3 gatherers + deduplicator, live status, then a summary."""
+    import time
 
-    @root.command("demo")
-    def demo_cmd(
-        markets: int = typer.Option(300, help="Markets on the local exchange."),
-        duration: float = typer.Option(60.0, help="Seconds to run before stopping (Ctrl-C stops early)."),
-        rate: float = typer.Option(300.0, help="Exchange messages per second."),
-        seed: int = typer.Option(7, help="Seed of the exchange's activity."),
-        faults: str | None = typer.Option(None, help="Fault spec for the exchange, e.g. drop=0.001,skip_seq=0.002"),
-        workdir: Path | None = typer.Option(None, help="Keep clusters, configs and logs here (default: a temp dir)."),
-        keep: bool = typer.Option(False, "--keep", help="Do not delete the working directory at the end."),
-        as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON (no live view)."),
-    ) -> None:
-        """Local exchange + embedded PostgreSQL + 3 gatherers + deduplicator, live status, then a summary."""
-        import time
+    from rich.live import Live
 
-        from rich.live import Live
+    from kalshictl.cli import output
+    from kalshictl.local.demo import Demo, DemoOptions
 
-        from kalshictl.cli import output
-        from kalshictl.local.demo import Demo, DemoOptions
-
-        demo = Demo(
-            DemoOptions(
-                markets=markets,
-                seed=seed,
-                rate=rate,
-                faults=faults,
-                workdir=workdir,
-                keep=keep or workdir is not None,
-            )
+    demo = Demo(
+        DemoOptions(
+            markets=markets,
+            seed=seed,
+            rate=rate,
+            faults=faults,
+            workdir=workdir,
+            keep=keep or workdir is not None,
         )
-        demo.check_every_book = True
-        try:
-            with output.err_console.status("starting embedded PostgreSQL, creating roles and schemas…"):
-                demo.setup()
-            with output.err_console.status("starting the local exchange, 3 gatherers and the deduplicator…"):
-                demo.start()
-            deadline = time.monotonic() + duration
-            if as_json:
-                while time.monotonic() < deadline:
-                    time.sleep(1.0)
-            else:
-                with Live(_dashboard(demo.sample(), duration), console=output.console, refresh_per_second=2) as live:
-                    try:
-                        while time.monotonic() < deadline:
-                            time.sleep(1.0)
-                            live.update(_dashboard(demo.sample(), duration))
-                    except KeyboardInterrupt:
-                        output.info("stopping early (Ctrl-C)…")
-            with output.err_console.status("stopping: gatherers flush, the deduplicator drains…"):
-                codes = demo.stop()
-            summary = demo.summary(codes)
-            if as_json:
-                output.emit_json(summary)
-            else:
-                _print_summary(summary, demo)
-        finally:
-            demo.close()
-        if summary["differences"]:
-            raise typer.Exit(1)  # the verdict is not "all match"
+    )
+    demo.check_every_book = True
+    try:
+        with output.err_console.status("starting embedded PostgreSQL, creating roles and schemas…"):
+            demo.setup()
+        with output.err_console.status("starting the local exchange, 3 gatherers and the deduplicator…"):
+            demo.start()
+        deadline = time.monotonic() + duration
+        if as_json:
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+        else:
+            with Live(_dashboard(demo.sample(), duration), console=output.console, refresh_per_second=2) as live:
+                try:
+                    while time.monotonic() < deadline:
+                        time.sleep(1.0)
+                        live.update(_dashboard(demo.sample(), duration))
+                except KeyboardInterrupt:
+                    output.info("stopping early (Ctrl-C)…")
+        with output.err_console.status("stopping: gatherers flush, the deduplicator drains…"):
+            codes = demo.stop()
+        summary = demo.summary(codes)
+        if as_json:
+            output.emit_json(summary)
+        else:
+            _print_summary(summary, demo)
+    finally:
+        demo.close()
+    if summary["differences"]:
+        raise typer.Exit(1)  # the verdict is not "all match"
 
 
 def _dashboard(state, duration: float):
