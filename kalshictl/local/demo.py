@@ -23,6 +23,7 @@ import psycopg
 
 from kalshictl.config import load_settings
 from kalshictl.db.embedded import free_port
+from kalshictl.db.rows import one_row
 from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
@@ -245,7 +246,7 @@ class Demo:
     def production_counts(self) -> dict[str, int]:
         try:
             with psycopg.connect(self.pipeline.production_dsn(), connect_timeout=3) as conn:
-                return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES}
+                return {t: one_row(conn.execute(f"SELECT count(*) FROM {t}"))[0] for t in EVENT_TABLES}
         except psycopg.Error:
             return {}
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row
 from kalshictl.errors import KalshiCtlError
 from kalshictl.research.times import US_PER_DAY, day_bounds
 
@@ -76,7 +77,7 @@ def timeseries_tables(conn: psycopg.Connection) -> dict[str, tuple[str, int, str
 def fingerprint(conn: psycopg.Connection, table: str, day: date) -> tuple[int, str]:
     """(rows, fingerprint) of production's rows of ``table`` on ``day``."""
     lo, hi = day_bounds(day)
-    rows, fp = conn.execute("SELECT * FROM kalshi_day_fingerprint(%s, %s, %s)", (table, lo, hi)).fetchone()
+    rows, fp = one_row(conn.execute("SELECT * FROM kalshi_day_fingerprint(%s, %s, %s)", (table, lo, hi)))
     return int(rows), fp
 
 
@@ -104,8 +105,8 @@ def _partitions_of(conn: psycopg.Connection, table: str, chunk_us: int, day: dat
     """Whether any partition of ``table`` lies in ``day``."""
     lo, hi = day_bounds(day)
     names = [f"{table}_p{n}" for n in range(lo // chunk_us, hi // chunk_us)]
-    return bool(conn.execute("SELECT count(*) FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL",
-                             (names,)).fetchone()[0])  # fmt: skip
+    query = "SELECT count(*) FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL"
+    return bool(one_row(conn.execute(query, (names,)))[0])
 
 
 def _ledger(conn: psycopg.Connection, table: str, day: date) -> dict[str, Any] | None:
@@ -204,9 +205,7 @@ def drop_exported_days(
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "would_drop", ledger["rows"]))
                 continue
             with conn.transaction():
-                dropped = conn.execute("SELECT kalshi_drop_exported_day(%s, %s, %s)", (table, day, now_us)).fetchone()[
-                    0
-                ]
+                dropped = one_row(conn.execute("SELECT kalshi_drop_exported_day(%s, %s, %s)", (table, day, now_us)))[0]
             if dropped < 0 and ledger["dropped_at"] is not None:
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "late_after_drop", 0, 0, "rows after the drop"))
             elif dropped < 0:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from kalshictl.db.rows import one_row
 from kalshictl.errors import KalshiCtlError, import_extra
 from kalshictl.research import export as ex
 
@@ -252,7 +253,7 @@ def open_cold_store(settings: ExportSettings, *, endpoint_url: str | None = None
 def cold_days(conn: psycopg.Connection, table: str) -> set[date]:
     """Days of ``table`` whose production partitions were dropped: their rows live in the cold tier (plus any late
     row that reached production after the drop)."""
-    if conn.execute("SELECT to_regclass('cold_exports')").fetchone()[0] is None:
+    if one_row(conn.execute("SELECT to_regclass('cold_exports')"))[0] is None:
         return set()
     rows = conn.execute(
         "SELECT day FROM cold_exports WHERE table_name = %s AND dropped_at IS NOT NULL", (table,)
