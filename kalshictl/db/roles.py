@@ -293,9 +293,10 @@ def acting_as(conn: psycopg.Connection, role: str | None) -> Iterator[None]:
     """
     from psycopg import sql
 
-    switch = bool(role) and one_row(conn.execute("SELECT current_user"))[0] != role
-    if switch:
+    switch = False
+    if role and one_row(conn.execute("SELECT current_user"))[0] != role:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        switch = True
     try:
         yield
     finally:
@@ -469,7 +470,7 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
 def _role_problems(conn: psycopg.Connection, role: str) -> list[str]:
     """Attributes, memberships and schema CREATE a service role (or the owner) must not have."""
     problems = []
-    row = conn.execute(f"SELECT {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    row = one_row(conn.execute(f"SELECT {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles WHERE rolname = %s", (role,)))
     problems += [f"is {name}" for name, on in zip(ROLE_ATTRIBUTES.values(), row, strict=True) if on]
     for (granted,) in conn.execute(
         "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"

@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.db.rows import one_row
-from kalshictl.errors import KalshiCtlError
+from kalshictl.errors import ExitCode, KalshiCtlError
 from kalshictl.research.times import US_PER_DAY, day_bounds
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def drop_exported_days(
     """Drop production days older than ``keep_days`` (whole UTC days before ``today - keep_days``) whose export the
     ledger holds verified; days without one are kept and reported."""
     if keep_days < 0:
-        raise KalshiCtlError(f"production.keep_days must be >= 0, got {keep_days}", exit_code=2)
+        raise KalshiCtlError(f"production.keep_days must be >= 0, got {keep_days}", exit_code=ExitCode.USAGE)
     run = ColdRun(now_us)
     cutoff = EPOCH + timedelta(days=now_us // US_PER_DAY - keep_days)  # days before this one are old
     for table, (tcol, chunk_us, flavor) in timeseries_tables(conn).items():
@@ -254,12 +254,16 @@ def run_retention(settings: Settings, *, keep_days: int | None = None, dry_run: 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
     """The ledger, newest day first."""
+    from psycopg.rows import dict_row
+
     from kalshictl.db.connect import connect
 
-    with connect(settings.require("deduplicator").production, autocommit=True) as conn:
-        cur = conn.execute(
+    with (
+        connect(settings.require("deduplicator").production, autocommit=True) as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        cur.execute(
             "SELECT table_name, day, rows, cold_rows, checksum, format, exports, exported_at, verified_at, dropped_at,"
             " location FROM cold_exports ORDER BY day DESC, table_name"
         )
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return cur.fetchall()

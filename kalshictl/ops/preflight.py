@@ -55,7 +55,7 @@ def _owned(settings: Settings) -> list[tuple[str, str, DatabaseSettings]]:
 
 
 def _remote(settings: Settings) -> list[tuple[str, DatabaseSettings]]:
-    out = []
+    out: list[tuple[str, DatabaseSettings]] = []
     if settings.deduplicator is not None:
         out += [(f"deduplicator.gatherers[{g.name}]", g.database) for g in settings.deduplicator.gatherers]
     if settings.exporter is not None:

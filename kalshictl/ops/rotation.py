@@ -350,8 +350,8 @@ def rollback(t: RotationTarget, step: StepFn) -> dict:
     try:
         if pending:
             t.store.clear_pending()
-        else:
-            t.store.make_current(target_version)
+        elif previous:  # (the only other way here: the rollback target is the previous version)
+            t.store.make_current(previous)
     except KalshiCtlError as exc:
         raise RotationError(
             f"step promote failed: {exc}. The database already has version {target_version}'s password.",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from kalshictl.db.rows import one_row
-from kalshictl.errors import KalshiCtlError, import_extra
+from kalshictl.errors import ExitCode, KalshiCtlError, import_extra
 from kalshictl.research import export as ex
 
 if TYPE_CHECKING:
@@ -99,7 +99,9 @@ class ParquetColdStore:
 
     def __init__(self, settings: ExportSettings, *, endpoint_url: str | None = None, client: Any = None) -> None:
         if not settings.s3.dest:
-            raise KalshiCtlError("exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=2)
+            raise KalshiCtlError(
+                "exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=ExitCode.USAGE
+            )
         self.settings = settings
         self.bucket, self.prefix = ex.parse_dest(settings.s3.dest)
         self.client = client or ex.s3_client(settings.s3, endpoint_url)
@@ -177,7 +179,9 @@ class IcebergColdStore:
 
     def __init__(self, settings: ExportSettings, *, endpoint_url: str | None = None) -> None:
         if not settings.s3.dest and not settings.iceberg.warehouse:
-            raise KalshiCtlError("exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=2)
+            raise KalshiCtlError(
+                "exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=ExitCode.USAGE
+            )
         if endpoint_url:
             settings = settings.model_copy(update={"s3": settings.s3.model_copy(update={"endpoint_url": endpoint_url})})
         self.settings = settings
@@ -213,7 +217,7 @@ class IcebergColdStore:
     def read_day(self, table: str, day: date, *, ticker: str | None = None) -> pa.Table:
         """A day's rows (one market's with ``ticker``) in production's integers."""
         from pyiceberg.exceptions import NoSuchTableError
-        from pyiceberg.expressions import And, EqualTo
+        from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo
 
         from kalshictl.research import iceberg as ice
         from kalshictl.research import iceberg_types as types
@@ -225,9 +229,10 @@ class IcebergColdStore:
             tbl = exporter.catalog.load_table((self.settings.iceberg.namespace, table))
         except NoSuchTableError:
             return pa.table({})
-        where = ice._day_filter(types.time_column(table), day)
+        tcol = types.time_column(table)  # None: a state table, exported whole
+        where: BooleanExpression = ice._day_filter(tcol, day) if tcol is not None else AlwaysTrue()
         if ticker is not None:
-            where = And(where, EqualTo("ticker", ticker))
+            where = And(where, EqualTo(term="ticker", value=ticker))
         arrow = tbl.scan(row_filter=where, selected_fields=tuple(c.name for c in cols)).to_arrow()
         names = [c.name for c in cols]
         return pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in types.to_production_rows(arrow, cols)])
@@ -335,7 +340,7 @@ def configured_store(conn: psycopg.Connection, settings: Settings | None, tables
         raise KalshiCtlError(
             f"days of {', '.join(dropped)} left production for the cold tier, and exporter.s3.dest is not set",
             hint="give --config a file whose exporter section names the cold tier (docs/deduplicator.md)",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         )
     return open_cold_store(exporter)
 

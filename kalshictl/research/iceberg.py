@@ -32,6 +32,7 @@ from kalshictl.research.times import day_bounds
 if TYPE_CHECKING:
     import psycopg
     from pyiceberg.catalog import Catalog
+    from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
 
     from kalshictl.config import DatabaseSettings, ExportSettings, S3Settings
@@ -215,11 +216,11 @@ def ensure_table(catalog: Catalog, namespace: str, table: str, cols: list[types.
     return tbl
 
 
-def _day_filter(tcol: str, day: date) -> Any:
+def _day_filter(tcol: str, day: date) -> BooleanExpression:
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     start, end = (datetime.fromtimestamp(us / 1_000_000, UTC).isoformat() for us in day_bounds(day))
-    return And(GreaterThanOrEqual(tcol, start), LessThan(tcol, end))
+    return And(GreaterThanOrEqual(term=tcol, value=start), LessThan(term=tcol, value=end))
 
 
 def _day_files(tbl: Table, table: str, day: date | None) -> list[Any]:
