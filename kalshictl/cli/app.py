@@ -9,6 +9,7 @@ and its documented exit code.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -32,6 +33,15 @@ from kalshictl.cli import (
     sim,
 )
 
+if TYPE_CHECKING:  # typed against the pinned typer (constraints.txt), which vendors click as typer._click
+    from typer._click import Context as ClickContext
+    from typer._click.exceptions import ClickException, UsageError
+else:
+    try:
+        from typer._click.exceptions import ClickException, UsageError
+    except ImportError:  # a typer from before it vendored click
+        from click.exceptions import ClickException, UsageError
+
 
 def _flags_show_no_type() -> None:
     """Typer's rich help prints every option's type, flags included (``--json <bool>``), as if a flag took a value.
@@ -40,10 +50,10 @@ def _flags_show_no_type() -> None:
 
     shown = TyperOption.display_type_rich
 
-    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+    def display_type_rich(self: TyperOption, ctx: ClickContext) -> str | None:
         return None if self.is_flag else shown(self, ctx)
 
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]  # a patch is the point
 
 
 _flags_show_no_type()
@@ -105,14 +115,7 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors (typer may vendor click as typer._click)
-        try:
-            from typer._click.exceptions import ClickException, UsageError  # type: ignore[import-not-found]
-        except ImportError:
-            from click.exceptions import ClickException, UsageError
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(ExitCode.USAGE if isinstance(exc, UsageError) else exc.exit_code)
-        raise
+    except ClickException as exc:  # usage errors (unknown option, missing argument, ...)
+        exc.show()
+        sys.exit(ExitCode.USAGE if isinstance(exc, UsageError) else exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)

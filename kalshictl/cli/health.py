@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from kalshictl.cli.common import JSON_OPTION
+from kalshictl.cli.common import JSON_OPTION, choose
 
 
 def health_cmd(
@@ -55,8 +56,7 @@ def health_cmd(
         from kalshictl.cli.common import load
 
         settings = load(config)
-    if db_thresholds not in (None, "gatherer", "production"):
-        raise ConfigError(f"--db-thresholds: expected gatherer or production, got {db_thresholds!r}")
+    thresholds = None if db_thresholds is None else choose("--db-thresholds", db_thresholds, hc.THRESHOLDS)
     targets = hc.Targets(urls=[hc.health_url(u) for u in urls or []])
     for dsn in check_db:
         db = hc.db_from_dsn(
@@ -66,28 +66,30 @@ def health_cmd(
             sslrootcert=sslrootcert,
             allow_insecure=allow_insecure,
         )
-        if db_thresholds:
-            db.thresholds = db_thresholds  # type: ignore[assignment]
+        if thresholds:
+            db.thresholds = thresholds
         targets.dbs.append(db)
     if settings is not None and not targets:
         targets.urls = hc.urls_from_config(settings)
     if wait is not None and wait <= 0:
         raise ConfigError("--wait: expected a positive number of seconds")
 
-    def progress(attempt: int, results: list[dict]) -> None:
-        if wait is not None and not as_json and not hc.holds(results, require, any_):  # type: ignore[arg-type]
+    required = choose("--require", require, hc.REQUIRES)
+
+    def progress(attempt: int, results: list[dict[str, Any]]) -> None:
+        if wait is not None and not as_json and not hc.holds(results, required, any_):
             bad = ", ".join(f"{r['target']}={r['status']}" for r in results)
             output.info(f"waiting (attempt {attempt}): {bad}")
 
     summary = hc.check(
         targets,
-        require=require,
+        require=required,
         any_=any_,
         wait_s=wait,
         interval_s=interval,
         timeout_s=timeout,
         on_attempt=progress,
-    )  # type: ignore[arg-type]
+    )
     if as_json:
         output.emit_json(summary)
     else:

@@ -19,7 +19,7 @@ def migrate_cmd(
 ) -> None:
     """Build or upgrade the schema (TimescaleDB hypertables when available, native partitions otherwise)."""
     from kalshictl.cli import output
-    from kalshictl.cli.common import load, resolve_target
+    from kalshictl.cli.common import choose, load, resolve_target
     from kalshictl.db import migrate as mig
     from kalshictl.db.connect import connect
     from kalshictl.db.dsn import describe
@@ -27,8 +27,7 @@ def migrate_cmd(
 
     if action not in ("up", "status"):
         raise ConfigError(f"migrate: unknown action {action!r} (use up or status)")
-    if flavor not in (None, "hypertable", "partitioned"):
-        raise ConfigError(f"--flavor: expected hypertable or partitioned, got {flavor!r}")
+    forced = None if flavor is None else choose("--flavor", flavor, mig.FLAVORS)
     settings = load(config)
     tgt, db = resolve_target(settings, target)
     with connect(db, admin=True, autocommit=True) as conn:
@@ -39,7 +38,7 @@ def migrate_cmd(
                 conn,
                 tgt,
                 dry_run=dry_run,
-                flavor=flavor,
+                flavor=forced,
                 on_apply=None if as_json else (lambda m: output.info(f"applied {m.version:03d}_{m.name}")),
             )
     data = st.as_dict()

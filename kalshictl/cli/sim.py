@@ -84,7 +84,11 @@ def sim_cmd(
         paused=paused,
         mve_share=mve_share,
         history_days=history_days,
-        **options,
+        ack_seq=ack_seq,
+        snapshot_seq=snapshot_seq,
+        repeat_subscribe=repeat_subscribe,
+        delta_ts_ms=delta_ts_ms,
+        mve_listing=mve_listing,
     )
 
     async def serve() -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 Target = Literal["gatherer", "production"]
 Flavor = Literal["hypertable", "partitioned"]
+FLAVORS: tuple[Flavor, ...] = ("hypertable", "partitioned")
 
 ADVISORY_LOCK_KEY = 0x6B616C7368690001  # "kalshi" + 1
 VERSION_TABLE = "kalshi_schema_version"

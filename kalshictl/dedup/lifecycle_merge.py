@@ -91,8 +91,10 @@ async def merge_lifecycle(
     for t, e, d, ts, occ, untimed, claimed in await cur.fetchall():
         events.setdefault((t, e, bytes(d)), []).append(_Event(ts, occ, untimed, claimed))
 
-    new: list[tuple] = []  # (ticker, event_type, digest, copy_ts, copy_occurrence, occurrence in production)
-    copies: list[tuple] = []  # (ticker, event_type, digest, copy_ts, copy_occurrence, event_ts, event_occurrence)
+    # (ticker, event_type, digest, copy_ts, copy_occurrence, occurrence in production)
+    new: list[tuple[str, str, bytes, int, int, int]] = []
+    # (ticker, event_type, digest, copy_ts, copy_occurrence, event_ts, event_occurrence)
+    copies: list[tuple[str, str, bytes, int, int, int, int]] = []
     for t, e, d, ts, occ, rx in rows:
         key = (t, e, bytes(d))
         if (*key, ts, occ) in done:

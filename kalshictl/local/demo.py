@@ -363,7 +363,7 @@ class Demo:
             tables.append(row)
         markets = dict(self.markets_at_stop or {})
         markets["books_checked"] = self.books_check["checked"] if self.books_check else None
-        summary = {
+        summary: dict[str, Any] = {
             "exit_codes": codes,
             "tables": tables,
             "book": self.book_check,
@@ -372,10 +372,9 @@ class Demo:
             "markets": markets,
             "workdir": str(self.base_dir) if self.options.keep else None,
         }
-        summary["differences"] = differences(summary)
-        summary["verdict"] = (
-            "all match" if not summary["differences"] else "differs: " + "; ".join(summary["differences"])
-        )
+        diffs = differences(summary)
+        summary["differences"] = diffs
+        summary["verdict"] = "all match" if not diffs else "differs: " + "; ".join(diffs)
         return summary
 
     def losses(self) -> dict[str, dict[str, int]]:

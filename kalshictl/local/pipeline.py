@@ -198,12 +198,12 @@ class LocalPipeline:
         """init-db + migrate every database, exactly as an operator would with the CLI."""
         for i in range(self.config.gatherers):
             settings = load_settings(self.config_paths[self.gatherer_name(i)])
-            db = settings.gatherer.database
+            db = settings.require("gatherer").database
             init_database(settings, "gatherer", db, timescale=True)
             with connect(db, admin=True, autocommit=True) as conn:
                 mig.migrate(conn, "gatherer")
         settings = load_settings(self.config_paths["deduplicator"])
-        db = settings.deduplicator.production
+        db = settings.require("deduplicator").production
         init_database(settings, "production", db, timescale=True)
         with connect(db, admin=True, autocommit=True) as conn:
             mig.migrate(conn, "production")

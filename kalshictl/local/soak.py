@@ -229,7 +229,7 @@ def load_union(production_dsn: str, union_dsn: str, store: Any, days_by_table: d
                     dst.cursor().copy(f"COPY {table} ({collist}) FROM STDIN (FORMAT binary)") as inp:  # fmt: skip
                 for chunk in out:
                     inp.write(chunk)
-            types = dict(cols)
+            types: dict[str, str] = dict(cols)
             for day in days_by_table.get(table, []):
                 data = store.read_day(table, day)
                 if data.num_rows == 0:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from kalshictl.config import Settings
 
 Require = Literal["healthy", "degraded"]
+REQUIRES: tuple[Require, ...] = ("healthy", "degraded")
+Thresholds = Literal["gatherer", "production"]  # docs/cli.md: production < 50 ms healthy, gatherer < 100 ms
+THRESHOLDS: tuple[Thresholds, ...] = ("gatherer", "production")
 _OK: dict[str, set[str]] = {"healthy": {"healthy"}, "degraded": {"healthy", "degraded"}}
 
 
@@ -34,7 +37,7 @@ class DbTarget:
     """A database to ping: connection settings (password as a secret reference) and which thresholds apply."""
 
     settings: DatabaseSettings
-    thresholds: Literal["gatherer", "production"] = "production"
+    thresholds: Thresholds = "production"
 
     @property
     def label(self) -> str:
