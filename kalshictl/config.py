@@ -245,7 +245,7 @@ class HttpSettings(_Section):
 
 
 class WebSocketSettings(_Section):
-    """Connection layout (the seed's 6 global + 144 orderbook connections) and liveness."""
+    """Connection layout (6 global + 144 orderbook connections, docs/gatherer.md) and liveness."""
 
     global_connections: int = Field(6, ge=1)
     orderbook_connections: int = Field(144, ge=0)

@@ -1,4 +1,4 @@
-"""The seed's database roles with least privilege (see docs/security.md), and SCRAM password handling.
+"""The service database roles with least privilege (see docs/security.md), and SCRAM password handling.
 
 Passwords are never sent to the server in plaintext: the SCRAM-SHA-256 verifier is computed on the client with
 libpq's ``PQencryptPasswordConn`` and ``ALTER ROLE ... PASSWORD '<verifier>'`` carries only the verifier. A verifier
@@ -26,7 +26,7 @@ Target = Literal["gatherer", "production"]
 
 @dataclass(frozen=True)
 class RoleSpec:
-    """One role of the seed's user inventory."""
+    """One service role (docs/security.md, "Database roles: exact privileges")."""
 
     name: str
     target: Target
@@ -353,7 +353,7 @@ def ensure_database(admin_conn: psycopg.Connection, dbname: str) -> bool:
 
 
 def ensure_role(conn: psycopg.Connection, spec: RoleSpec, password: str | None, dbname: str) -> dict:
-    """Create the role if missing (LOGIN, no other attributes), set its password, apply the seed's grants."""
+    """Create the role if missing (LOGIN, no other attributes), set its password, apply its grants."""
     from psycopg import sql
 
     created = False
@@ -393,7 +393,7 @@ def check_cidr(remote_cidr: str) -> str:
 
 
 def hba_lines(target: Target, dbname: str, remote_cidr: str = "10.0.0.0/8") -> list[str]:
-    """The pg_hba.conf lines of the seed for a target (the CIDR and database name validated first)."""
+    """The pg_hba.conf lines for a target (the CIDR and database name validated first)."""
     import re
 
     from kalshictl.errors import ConfigError

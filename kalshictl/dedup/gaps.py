@@ -1,4 +1,4 @@
-"""The gap-trust rule for order-book deltas (ARCHITECTURE.md decisions 3 and 6).
+"""The gap-trust rule for order-book deltas (docs/deduplicator.md, "The gap-trust rule for order-book deltas").
 
 Deltas are keyed by ``(ticker, exchange_ts, side, price, size_delta, occurrence)``; ``occurrence`` numbers identical
 deltas of one market in one millisecond in a gatherer's ordered stream, so the k-th identical delta on every

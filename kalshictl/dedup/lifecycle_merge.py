@@ -1,4 +1,4 @@
-"""Lifecycle events into production: one row per exchange message, whichever gatherers saw it (issue #16 item 3).
+"""Lifecycle events into production: one row per exchange message, whichever gatherers saw it (docs/deduplicator.md).
 
 Kalshi's lifecycle messages carry no time of their own and are repeated with identical content (a market's second
 ``deactivated``, ``metadata_updated`` sent twice), so a stored row is identified by ``(ticker, event_type, digest)``

@@ -1,5 +1,5 @@
 """Merge a batch into production: COPY into a temp staging table, ``INSERT ... SELECT ... ON CONFLICT`` on the
-exchange-fact key, and advance the sync cursor in the SAME transaction (ARCHITECTURE.md decision 5).
+exchange-fact key, and advance the sync cursor in the SAME transaction (docs/deduplicator.md, "The watermark").
 
 The cursor update is guarded by the old cursor value and instance id, so a second deduplicator (or a cursor reset
 that happened meanwhile) makes the transaction roll back instead of moving a cursor it did not own.

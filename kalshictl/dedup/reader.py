@@ -1,4 +1,4 @@
-"""Read a gatherer table past the cursor using the transaction-id watermark (ARCHITECTURE.md decision 4).
+"""Read a gatherer table past the cursor using the transaction-id watermark (docs/deduplicator.md, "The watermark").
 
 In one REPEATABLE READ, READ ONLY transaction on the gatherer:
 

@@ -79,7 +79,7 @@ class DiskWatch:
         return disk_status(pct, self.settings.warning_free_percent, self.settings.critical_free_percent)
 
     def annotate(self, report: HealthReport) -> HealthReport:
-        """Add ``details.disk`` (the seed's components stay as they are) and let its status worsen the report's."""
+        """Add ``details.disk`` (the other components stay as they are) and let its status worsen the report's."""
         d = self.settings
         status = self.status()
         reading = self.reading

@@ -67,7 +67,8 @@ class _LimitedServer(web.Server):
 
 
 class HealthServer:
-    """Serves ``GET /health`` (seed JSON, 200/503), ``GET /metrics`` (Prometheus text) and optional ``GET /status``."""
+    """Serves ``GET /health`` (200/503, docs/runbooks/reading-health.md), ``GET /metrics`` (Prometheus text) and
+    optional ``GET /status``."""
 
     def __init__(
         self,

@@ -1,9 +1,9 @@
 """The newcomer's first command: a whole pipeline on this machine, with no configuration.
 
 Starts an embedded PostgreSQL, the local exchange, three gatherers and the deduplicator as real processes (the same
-commands systemd runs), samples their health and progress for a live view, then stops them in the seed's order
-(gatherers flush on SIGTERM, the deduplicator drains, the exchange writes its ground truth) and summarises what
-production holds against what the exchange emitted.
+commands systemd runs), samples their health and progress for a live view, then stops them in the order of
+docs/runbooks/startup.md (gatherers flush on SIGTERM, the deduplicator drains, the exchange writes its ground truth)
+and summarises what production holds against what the exchange emitted.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Demo:
         self.pipeline.setup()
 
     def start(self) -> None:
-        """Start the exchange (paused), the gatherers, then the deduplicator (the seed's startup order); once every
+        """Start the exchange (paused), the gatherers, then the deduplicator (docs/runbooks/startup.md); once every
         gatherer is healthy — registry loaded, every market subscribed — let the exchange trade."""
         opts = self.options
         argv = ["sim", "--markets", str(opts.markets), "--seed", str(opts.seed), "--host", "127.0.0.1",
@@ -153,7 +153,8 @@ class Demo:
         raise KalshiCtlError(f"{name} not {what} at {url} within {timeout:.0f}s (last answer: {last})")
 
     def stop(self) -> dict[str, int | None]:
-        """Graceful stop in the seed's order: gatherers flush, the deduplicator drains, then the exchange.
+        """Graceful stop in the order of docs/runbooks/startup.md: gatherers flush, the deduplicator drains, then the
+        exchange.
 
         Before the exchange stops, the busiest market's book is rebuilt from production and compared with the
         exchange's own book (``self.book_check``)."""

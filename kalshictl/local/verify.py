@@ -1,8 +1,8 @@
 """Compare production with the exchange's ground-truth log: nothing missing, nothing duplicated, nothing invented.
 
-Keys are the exchange facts of ARCHITECTURE.md decision 3. An emitted event may be missing from production only when
-*every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events emitted while
-at least one gatherer was connected must be stored exactly once. Per table the report counts:
+Keys are the exchange facts production merges on (docs/deduplicator.md). An emitted event may be missing from production
+only when *every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events
+emitted while at least one gatherer was connected must be stored exactly once. Per table the report counts:
 
 * ``emitted`` (ground truth), ``stored`` (production rows), ``recovered`` (trades: stored rows that came from a REST
   backfill, ``source = 'rest'``; tickers: REST re-anchor snapshot rows, which are observations and are not compared),
@@ -41,8 +41,8 @@ OBSERVATIONS = frozenset(("tickers",))
 LISTING_APART_US = 1_000
 
 
-# A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
-# the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
+# A trade is identified by its trade_id alone (docs/deduplicator.md): a REST-backfilled copy's created_time may be
+# coarser than the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
 IDENTITY = {**{t.name: t.key for t in EVENT_TABLES}, "trades": ("trade_id",)}
 
 

@@ -139,7 +139,7 @@ def config_databases(settings: Settings, *, named: bool = False) -> list[Any]:
 
 
 async def probe_http(client: Any, url: str) -> dict[str, Any]:
-    """GET a /health URL: the body's ``status`` (seed JSON), else 200 = healthy, 503 = unhealthy."""
+    """GET a /health URL: the body's ``status`` (docs/runbooks/reading-health.md), else 200 healthy, 503 unhealthy."""
     start = time.perf_counter()
     try:
         resp = await client.get(url)
@@ -166,7 +166,7 @@ async def probe_http(client: Any, url: str) -> dict[str, Any]:
 
 
 async def probe_db(db: DbTarget, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Connect and ping (``SELECT 1``); status from the seed's latency thresholds for that database kind."""
+    """Connect and ping (``SELECT 1``); status from the latency thresholds of that database kind (docs/cli.md)."""
     out: dict[str, Any] = {"target": db.label, "kind": "db", "thresholds": db.thresholds}
     settings = db.settings.model_copy(update={"connect_timeout_s": min(db.settings.connect_timeout_s, timeout_s)})
     try:

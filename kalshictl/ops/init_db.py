@@ -17,7 +17,7 @@ def init_database(
     settings: Settings, target: str, db: DatabaseSettings, *, remote_cidr: str = "10.0.0.0/8", timescale: bool = True
 ) -> dict:
     """Create the target database if missing, enable TimescaleDB if available, ensure the owner role (which owns the
-    schema and runs the migrations, see kalshictl/db/roles.py) and the seed's roles.
+    schema and runs the migrations, see kalshictl/db/roles.py) and the service roles.
 
     Connects with ``admin_dsn`` (falling back to ``dsn``) first to the ``postgres`` maintenance database, then to
     the target database. Each role's password comes from ``roles.<name>`` in the config (a secret reference).

@@ -1,4 +1,4 @@
-"""The seed's deployment checklist, the items a program can check.
+"""The deployment checklist's items a program can check (docs/runbooks/deployment.md).
 
 Each check is a row ``{check, target, ok, detail}``: config valid, secrets resolvable (and ``file:`` secrets private:
 mode and owner), each database reachable (TLS in use when ``sslmode`` requires it), and on the databases this host
@@ -87,7 +87,7 @@ def check_reachable(label: str, db: DatabaseSettings) -> dict[str, Any]:
 
 
 def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> list[dict[str, Any]]:
-    """Migrations current and the seed's roles/grants, on a database this host owns (admin connection if given)."""
+    """Migrations current and the service roles/grants, on a database this host owns (admin connection if given)."""
     from kalshictl.db import migrate as mig
     from kalshictl.db.connect import connect
     from kalshictl.db.dsn import parse_dsn
@@ -143,7 +143,7 @@ def check_secret_file(key: str, ref: str) -> dict[str, Any] | None:
 
 
 def check_health_urls(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """Each configured gatherer /health endpoint answers (any seed status)."""
+    """Each configured gatherer /health endpoint answers (any status)."""
     import asyncio
 
     from kalshictl.ops import health_check as hc

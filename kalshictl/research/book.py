@@ -1,8 +1,8 @@
 """Pure order-book rebuild logic in exact integer units (no Decimal, no float, no I/O).
 
-A book holds **bids only** per side (kalshi-api.md §5): ``yes`` maps YES-leg price -> size and ``no`` maps NO-leg
-price -> size (prices in 1e-4 USD, sizes in 1e-2 contracts). A YES bid at p is a NO ask at 1 - p, so the YES-price
-view of the book is ``yes_bids`` plus ``yes_asks = [(10000 - p, s) for (p, s) in no_bids]``.
+A book holds **bids only** per side, as Kalshi's order book does (docs/research.md, "book"): ``yes`` maps YES-leg price
+-> size and ``no`` maps NO-leg price -> size (prices in 1e-4 USD, sizes in 1e-2 contracts). A YES bid at p is a NO ask
+at 1 - p, so the YES-price view of the book is ``yes_bids`` plus ``yes_asks = [(10000 - p, s) for (p, s) in no_bids]``.
 
 Deltas are additive, so the book after *all* deltas of one millisecond does not depend on their order within it.
 Within a millisecond the exchange's true order is not stored (production keys deltas by ``exchange_ts`` and an
