@@ -226,3 +226,21 @@ def test_docs_cli_names_every_command_and_option():
                 undocumented.append(f"{' '.join(path)} {spellings[0]}")
     assert len(lines) > 20
     assert undocumented == [], undocumented
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("migrate", "--config", "unused.yaml", "--flavor", "columnar"),
+         "--flavor: expected hypertable or partitioned, got 'columnar'"),
+        (("health", "localhost:1", "--db-thresholds", "fast"),
+         "--db-thresholds: expected gatherer or production, got 'fast'"),
+        (("health", "localhost:1", "--require", "perfect"), "--require: expected healthy or degraded, got 'perfect'"),
+    ],
+)  # fmt: skip
+def test_a_choice_option_names_itself_and_its_choices(args, message):
+    """--flavor, --db-thresholds and --require take one of a fixed set: anything else is a usage error (exit 2) that
+    names the option, the choices and the value, before anything is connected to."""
+    proc = _run(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in " ".join(proc.stderr.split()), proc.stderr
