@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from kalshictl.local.demo import Demo, DemoState
 
 
 def demo_cmd(
@@ -66,7 +72,7 @@ def demo_cmd(
         raise typer.Exit(1)  # the verdict is not "all match"
 
 
-def _dashboard(state, duration: float):
+def _dashboard(state: DemoState, duration: float) -> Group:
     from rich.console import Group
     from rich.table import Table
 
@@ -104,13 +110,13 @@ def _dashboard(state, duration: float):
     return Group(services, prod)
 
 
-def _num(value) -> str:
+def _num(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if isinstance(value, int | float) else str(value)
 
 
-def _print_summary(summary: dict, demo) -> None:
+def _print_summary(summary: dict[str, Any], demo: Demo) -> None:
     """The busiest market's book, the market counts explained, exit codes; then the table and the verdict line."""
     from kalshictl.cli import output
     from kalshictl.local.demo import explain_market_counts
@@ -159,7 +165,7 @@ def _print_summary(summary: dict, demo) -> None:
     output.console.print(f"[{style}]verdict: {summary['verdict']}[/{style}]")
 
 
-def _print_book(book: dict, workdir: str | None, demo) -> None:
+def _print_book(book: dict[str, Any], workdir: str | None, demo: Demo) -> None:
     from kalshictl.cli import output
     from kalshictl.units import format_price, format_size
 
@@ -169,7 +175,7 @@ def _print_book(book: dict, workdir: str | None, demo) -> None:
         f"(snapshot + {book['deltas_applied']} deltas), {verdict} the exchange's own book"
     )
 
-    def px(v):
+    def px(v: int | None) -> str:
         return "-" if v is None else format_price(v)
 
     output.console.print(

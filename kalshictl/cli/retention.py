@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
+
+if TYPE_CHECKING:
+    from kalshictl.db.retention import PartitionVerdict
 
 app = typer.Typer(help="Keep each tier's storage bounded (docs/retention.md).", no_args_is_help=True)
 
@@ -34,7 +38,7 @@ def run_cmd(
         production_retention(settings, keep_days, dry_run, as_json)
         return
 
-    def progress(p) -> None:
+    def progress(p: PartitionVerdict) -> None:
         if not as_json:
             output.info(f"{p.table}/{p.partition}: {p.outcome or ('would drop' if p.verdict == 'drop' else p.verdict)}")
 

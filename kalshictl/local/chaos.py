@@ -174,7 +174,6 @@ class Chaos:
             record["target"] = name
             self.demo.wait_healthy(f"http://127.0.0.1:{pipe.http_ports()[i]}/health", name)
         elif kind == "stop_production":
-            assert pipe.production_cluster is not None
             pipe.production_cluster.stop("fast")
             time.sleep(pause)
             pipe.production_cluster.start()

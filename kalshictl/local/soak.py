@@ -398,7 +398,6 @@ class Soak:
         from kalshictl.research.cold import cold_days, open_cold_store
 
         pipe = self.demo.pipeline
-        assert pipe.production_cluster is not None
         with psycopg.connect(pipe.production_cluster.dsn("postgres"), autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS kalshi_union")
             conn.execute("CREATE DATABASE kalshi_union")
