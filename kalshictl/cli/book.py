@@ -8,12 +8,15 @@ against every REST snapshot in it and exits 1 on a mismatch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 TIME_HELP = "ISO-8601 (naive = UTC), epoch s/ms/µs, or now."
 
@@ -27,7 +30,7 @@ class _DefaultShowGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-def _levels_table(title: str, bids: list[list[int]], asks: list[list[int]]) -> Any:
+def _levels_table(title: str, bids: list[list[int]], asks: list[list[int]]) -> Table:
     from rich.table import Table
 
     from kalshictl.units import format_price, format_size

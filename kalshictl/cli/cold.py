@@ -8,11 +8,14 @@ retention".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
+
+if TYPE_CHECKING:
+    from kalshictl.config import Settings
 
 
 def _report(data: dict[str, Any], title: str, as_json: bool) -> None:
@@ -28,7 +31,7 @@ def _report(data: dict[str, Any], title: str, as_json: bool) -> None:
     output.info(f"{title}: {summary}")
 
 
-def production_retention(settings: Any, keep_days: float | None, dry_run: bool, as_json: bool) -> None:
+def production_retention(settings: Settings, keep_days: float | None, dry_run: bool, as_json: bool) -> None:
     """Production retention, for ``cold retention`` and ``retention run`` with a deduplicator config."""
     from kalshictl.ops.cold_tier import run_retention
 

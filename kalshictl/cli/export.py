@@ -3,12 +3,16 @@ S3-compatible store), per table and UTC day."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
+
+if TYPE_CHECKING:
+    from kalshictl.config import ExportSettings
 
 
 def _progress_hooks(total: int) -> tuple[Any, Any]:
@@ -49,8 +53,8 @@ def _progress_bar(total: int) -> tuple[Any, Any, Any]:
     return progress, step, rows
 
 
-def _export_iceberg(settings: Any, tables: list[str], days: list[Any], warehouse: str | None, *, verify: bool,
-                    progress: bool) -> dict[str, Any]:  # fmt: skip
+def _export_iceberg(settings: ExportSettings, tables: list[str], days: list[date], warehouse: str | None, *,
+                    verify: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
     """Export each table-day as one Iceberg snapshot (state tables once, whole); the --json document."""
     import contextlib
 

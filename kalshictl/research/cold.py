@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from kalshictl.config import ExportSettings, Settings
+    from kalshictl.research.iceberg import IcebergExporter
 
 _MASK = (1 << 64) - 1
 
@@ -185,10 +186,10 @@ class IcebergColdStore:
         if endpoint_url:
             settings = settings.model_copy(update={"s3": settings.s3.model_copy(update={"endpoint_url": endpoint_url})})
         self.settings = settings
-        self._exporter: Any = None
+        self._exporter: IcebergExporter | None = None
         self._snapshots: dict[tuple[str, date], int] = {}
 
-    def _open(self) -> Any:
+    def _open(self) -> IcebergExporter:
         from kalshictl.research.iceberg import IcebergExporter
 
         if self._exporter is None:

@@ -27,6 +27,7 @@ from kalshictl.units import now_us
 if TYPE_CHECKING:
     import psycopg
 
+    from kalshictl.config import DedupSettings
     from kalshictl.kalshi.rest import KalshiRest
 
 log = logging.getLogger("kalshictl.dedup.history")
@@ -301,7 +302,7 @@ class HistoryImport:
 
 
 async def import_history(
-    settings: Any,
+    settings: DedupSettings,
     rng: ImportRange,
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
