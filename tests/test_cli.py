@@ -244,3 +244,12 @@ def test_a_choice_option_names_itself_and_its_choices(args, message):
     proc = _run(*args)
     assert proc.returncode == 2, proc.stderr
     assert message in " ".join(proc.stderr.split()), proc.stderr
+
+
+@pytest.mark.parametrize(
+    "where", [(), ("--config", "unused.yaml", "--admin-dsn", "postgresql://admin@db/postgres")], ids=["neither", "both"]
+)
+def test_rotate_password_takes_exactly_one_of_config_or_admin_dsn(where):
+    proc = _run("rotate-password", "--user", "gatherer", *where)
+    assert proc.returncode == 2, proc.stderr
+    assert "give exactly one of --config or --admin-dsn" in proc.stderr

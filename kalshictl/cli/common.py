@@ -9,7 +9,7 @@ import typer
 
 if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, Settings
-    from kalshictl.db.migrate import Target
+    from kalshictl.db.roles import Target
 
 Choice = TypeVar("Choice", bound=str)
 

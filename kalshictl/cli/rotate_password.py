@@ -41,21 +41,17 @@ def rotate_password_cmd(
     from kalshictl.errors import ConfigError
     from kalshictl.ops import rotation as rot
 
-    if (config is None) == (admin_dsn is None):
-        raise ConfigError("give exactly one of --config or --admin-dsn")
-    if config is not None:
+    if config is not None and admin_dsn is None:
         from kalshictl.cli.common import load
 
         admin, login, ref = rot.target_from_config(load(config), user)
         secret = secret or ref
-    else:
+    elif admin_dsn is not None and config is None:
         admin, login = rot.target_from_dsn(
-            admin_dsn,  # type: ignore[arg-type]
-            admin_password_env,
-            user,
-            sslrootcert=sslrootcert,
-            allow_insecure=allow_insecure,
+            admin_dsn, admin_password_env, user, sslrootcert=sslrootcert, allow_insecure=allow_insecure
         )
+    else:
+        raise ConfigError("give exactly one of --config or --admin-dsn")
     if not secret:
         raise ConfigError(f"--secret is required (or set roles.{user} in the config)")
     base = ["kalshictl", "rotate-password", "--user", user, "--secret", secret]

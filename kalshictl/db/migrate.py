@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from kalshictl.db.roles import Target
 from kalshictl.db.rows import one_row, one_row_async
 from kalshictl.errors import ConfigError, KalshiCtlError
 
 if TYPE_CHECKING:
     import psycopg
 
-Target = Literal["gatherer", "production"]
 Flavor = Literal["hypertable", "partitioned"]
 FLAVORS: tuple[Flavor, ...] = ("hypertable", "partitioned")
 

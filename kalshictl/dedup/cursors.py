@@ -87,7 +87,10 @@ async def reconcile(pconn: psycopg.AsyncConnection, gatherer: str, table: str, i
             " ON CONFLICT (gatherer, table_name) DO NOTHING",
             (gatherer, table, instance_id),
         )
-        return await load_cursor(pconn, gatherer, table)  # type: ignore[return-value]
+        created = await load_cursor(pconn, gatherer, table)
+        if created is None:  # (the row was just inserted, or another deduplicator's insert won)
+            raise RuntimeError(f"sync_cursors has no row for {gatherer}/{table} right after inserting it")
+        return created
     if cursor.instance_id == instance_id:
         return cursor
     if cursor.instance_id is None:

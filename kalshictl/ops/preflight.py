@@ -16,6 +16,7 @@ from kalshictl.errors import KalshiCtlError
 
 if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.db.roles import Target
 
 _TLS_MODES = ("require", "verify-ca", "verify-full")
 
@@ -44,9 +45,9 @@ def _secret_refs(settings: Settings) -> list[tuple[str, str]]:
     return out
 
 
-def _owned(settings: Settings) -> list[tuple[str, str, DatabaseSettings]]:
+def _owned(settings: Settings) -> list[tuple[str, Target, DatabaseSettings]]:
     """(label, target, settings) of the databases this host's service owns (schema and roles checked there)."""
-    out = []
+    out: list[tuple[str, Target, DatabaseSettings]] = []
     if settings.gatherer is not None:
         out.append(("gatherer.database", "gatherer", settings.gatherer.database))
     if settings.deduplicator is not None:
@@ -86,7 +87,7 @@ def check_reachable(label: str, db: DatabaseSettings) -> dict[str, Any]:
     return _row("database reachable", target, True, f"ping {latency:.1f} ms, {tls}")
 
 
-def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> list[dict[str, Any]]:
+def check_schema_and_roles(label: str, target: Target, db: DatabaseSettings) -> list[dict[str, Any]]:
     """Migrations current and the service roles/grants, on a database this host owns (admin connection if given)."""
     from kalshictl.db import migrate as mig
     from kalshictl.db.connect import connect
@@ -101,7 +102,7 @@ def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> lis
     rows = []
     with conn:
         try:
-            st = mig.status(conn, target)  # type: ignore[arg-type]
+            st = mig.status(conn, target)
             if st.mismatched:
                 rows.append(_row("migrations current", label, False, f"changed on disk: {st.mismatched}"))
             elif st.pending:
@@ -113,7 +114,7 @@ def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> lis
             rows.append(_row("migrations current", label, False, str(exc)))
         owner = check_owner(conn)
         rows.append(_row("schema owner", f"{label}: {OWNER_ROLE}", owner["ok"], owner["problem"]))
-        for grant in check_grants(conn, dbname, target):  # type: ignore[arg-type]
+        for grant in check_grants(conn, dbname, target):
             rows.append(_row("role and grants", f"{label}: {grant['role']}", grant["ok"], grant["problem"]))
     return rows
 

@@ -151,15 +151,15 @@ def add_difference(book: Book, expected: Book, rebuilt: Book) -> None:
 def group_by_ms(deltas: Iterable[Delta]) -> Iterator[tuple[int, list[Delta]]]:
     """Group a (exchange_ts, ...)-ordered delta stream into (exchange_ts, deltas) batches."""
     batch: list[Delta] = []
-    current: int | None = None
+    current = 0  # the exchange_ts of batch (meaningless while batch is empty)
     for delta in deltas:
-        if delta[0] != current:
-            if batch:
-                yield current, batch  # type: ignore[misc]
-            batch, current = [], delta[0]
+        if batch and delta[0] != current:
+            yield current, batch
+            batch = []
+        current = delta[0]
         batch.append(delta)
     if batch:
-        yield current, batch  # type: ignore[misc]
+        yield current, batch
 
 
 def rebuild(snapshot: Book, deltas: Iterable[Delta]) -> Book:
