@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 ENV_VAR = "KALSHICTL_CLOCK"
 US = 1_000_000
@@ -163,7 +164,7 @@ class ManualClock(Clock):
             return stop is not None and stop.is_set()
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sleepers.append((deadline, woken))
-        waits: set[asyncio.Future[object]] = {woken}
+        waits: set[asyncio.Future[Any]] = {woken}  # only completion matters: woken is None, stopped True
         stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
         if stopped is not None:
             waits.add(stopped)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import yaml
 from pydantic import (
@@ -245,7 +245,7 @@ class HttpSettings(_Section):
 
 
 class WebSocketSettings(_Section):
-    """Connection layout (the seed's 6 global + 144 orderbook connections) and liveness."""
+    """Connection layout (6 global + 144 orderbook connections, docs/gatherer.md) and liveness."""
 
     global_connections: int = Field(6, ge=1)
     orderbook_connections: int = Field(144, ge=0)
@@ -472,7 +472,15 @@ class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source_path: str | None = Field(None, exclude=True)
 
-    def require(self, section: str) -> Any:
+    @overload
+    def require(self, section: Literal["gatherer"]) -> GathererSettings: ...
+    @overload
+    def require(self, section: Literal["deduplicator"]) -> DedupSettings: ...
+    @overload
+    def require(self, section: Literal["exporter"]) -> ExportSettings: ...
+    @overload
+    def require(self, section: Literal["production"]) -> ProductionTierSettings: ...
+    def require(self, section: str) -> object:
         """Return a section or raise a ConfigError saying it is missing."""
         value = getattr(self, section)
         if value is None:

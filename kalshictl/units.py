@@ -23,7 +23,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from kalshictl.clock import now_us  # noqa: F401 - re-exported: now in µs on the one clock (kalshictl/clock.py)
+from kalshictl.clock import now_us as now_us  # re-exported: now in µs on the one clock (kalshictl/clock.py)
 
 PRICE_SCALE = 10_000  # units per dollar
 SIZE_SCALE = 100  # units per contract

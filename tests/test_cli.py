@@ -154,3 +154,102 @@ def test_services_run_without_the_extras():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def _leaves(command, path=()):
+    subs = getattr(command, "commands", None)
+    if subs:
+        for name, sub in subs.items():
+            yield from _leaves(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def test_command_modules_define_their_commands_at_module_level():
+    """Every group is a module's ``app`` and every single command a module-level function of kalshictl/cli, and
+    cli/app.py composes every command module (none is left out of the tree)."""
+    import importlib
+    import pkgutil
+
+    import kalshictl.cli
+
+    root = app_module.app
+    groups = {info.name: info.typer_instance for info in root.registered_groups}
+    commands = {info.name: info.callback for info in root.registered_commands}
+    homes = set()
+    for name, group in groups.items():
+        home = importlib.import_module(group.registered_commands[0].callback.__module__)
+        assert getattr(home, "app", None) is group, name
+        homes.add(home.__name__)
+        for info in group.registered_commands:
+            assert getattr(home, info.callback.__name__) is info.callback, (name, info.name)
+    for name, callback in commands.items():
+        home = importlib.import_module(callback.__module__)
+        assert callback.__qualname__ == callback.__name__ and getattr(home, callback.__name__) is callback, name
+        homes.add(home.__name__)
+    helpers = {"kalshictl.cli.app", "kalshictl.cli.common", "kalshictl.cli.output"}
+    modules = {f"kalshictl.cli.{m.name}" for m in pkgutil.iter_modules(kalshictl.cli.__path__)}
+    assert homes == modules - helpers
+    assert len(groups) + len(commands) == 16
+
+
+def _usage_lines(text):
+    """docs/cli.md's usage lines: each ``kalshictl ...`` line of a code block with its indented continuation lines
+    (``[show]``, an optional subcommand, counts as the subcommand)."""
+    out: list[str] = []
+    for block in re.findall(r"^```\w*\n(.*?)^```$", text, re.M | re.S):
+        for line in block.splitlines():
+            if line.startswith("kalshictl "):
+                out.append(re.sub(r"\[(\w[\w-]*)\]", r"\1", line))
+            elif out and line[:1].isspace() and line.strip():
+                out[-1] += "\n" + line
+    return out
+
+
+def test_docs_cli_names_every_command_and_option():
+    """docs/cli.md is the reference: every command has a usage line there naming each of its long options (either
+    spelling of an on/off pair)."""
+    from pathlib import Path
+
+    from typer.main import get_command
+
+    lines = _usage_lines((Path(__file__).parents[1] / "docs" / "cli.md").read_text())
+    undocumented = []
+    for path, command in _leaves(get_command(app_module.app)):
+        usage = [u for u in lines if tuple(u.split()[1 : 1 + len(path)]) == path]
+        if not usage:
+            undocumented.append(" ".join(path))
+        for param in command.params:
+            spellings = [o for o in (*param.opts, *getattr(param, "secondary_opts", ())) if o.startswith("--")]
+            named = any(re.search(re.escape(o) + r"(?![\w-])", u) for o in spellings for u in usage)
+            if spellings and not named:
+                undocumented.append(f"{' '.join(path)} {spellings[0]}")
+    assert len(lines) > 20
+    assert undocumented == [], undocumented
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("migrate", "--config", "unused.yaml", "--flavor", "columnar"),
+         "--flavor: expected hypertable or partitioned, got 'columnar'"),
+        (("health", "localhost:1", "--db-thresholds", "fast"),
+         "--db-thresholds: expected gatherer or production, got 'fast'"),
+        (("health", "localhost:1", "--require", "perfect"), "--require: expected healthy or degraded, got 'perfect'"),
+    ],
+)  # fmt: skip
+def test_a_choice_option_names_itself_and_its_choices(args, message):
+    """--flavor, --db-thresholds and --require take one of a fixed set: anything else is a usage error (exit 2) that
+    names the option, the choices and the value, before anything is connected to."""
+    proc = _run(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in " ".join(proc.stderr.split()), proc.stderr
+
+
+@pytest.mark.parametrize(
+    "where", [(), ("--config", "unused.yaml", "--admin-dsn", "postgresql://admin@db/postgres")], ids=["neither", "both"]
+)
+def test_rotate_password_takes_exactly_one_of_config_or_admin_dsn(where):
+    proc = _run("rotate-password", "--user", "gatherer", *where)
+    assert proc.returncode == 2, proc.stderr
+    assert "give exactly one of --config or --admin-dsn" in proc.stderr

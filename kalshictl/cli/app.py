@@ -1,38 +1,46 @@
 """Root of the ``kalshictl`` command tree.
 
-Command modules are light (typer only); anything heavy is imported inside the command that needs it so
+Each command module defines its group as a module-level ``app`` (or one ``*_cmd`` function); this module composes
+them. Command modules are light (typer only); anything heavy is imported inside the command that needs it so
 ``kalshictl --help`` stays fast. Every :class:`~kalshictl.errors.KalshiCtlError` becomes a one-line message on stderr
 and its documented exit code.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from kalshictl import __version__
-
-# Modules under kalshictl.cli, each with ``register(root: typer.Typer) -> None``.
-COMMAND_MODULES = (
-    "gather",
-    "dedup",
-    "migrate",
-    "init_db",
-    "health",
-    "rotate_password",
-    "preflight",
-    "sim",
-    "export",
-    "cold",
-    "book",
-    "coverage",
-    "history",
-    "demo",
-    "retention",
-    "replay",
+from kalshictl.cli import (
+    book,
+    cold,
+    coverage,
+    dedup,
+    demo,
+    export,
+    gather,
+    health,
+    history,
+    init_db,
+    migrate,
+    preflight,
+    replay,
+    retention,
+    rotate_password,
+    sim,
 )
+
+if TYPE_CHECKING:  # typed against the pinned typer (constraints.txt), which vendors click as typer._click
+    from typer._click import Context as ClickContext
+    from typer._click.exceptions import ClickException, UsageError
+else:
+    try:
+        from typer._click.exceptions import ClickException, UsageError
+    except ImportError:  # a typer from before it vendored click
+        from click.exceptions import ClickException, UsageError
 
 
 def _flags_show_no_type() -> None:
@@ -42,10 +50,10 @@ def _flags_show_no_type() -> None:
 
     shown = TyperOption.display_type_rich
 
-    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+    def display_type_rich(self: TyperOption, ctx: ClickContext) -> str | None:
         return None if self.is_flag else shown(self, ctx)
 
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]  # a patch is the point
 
 
 _flags_show_no_type()
@@ -72,8 +80,23 @@ def _root(
     """kalshictl: the operations toolkit of the Kalshi data pipeline."""
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"kalshictl.cli.{_name}").register(app)
+# The tree, in the order --help lists it: groups are each module's ``app``, single commands its ``*_cmd`` function.
+app.add_typer(gather.app, name="gather")
+app.add_typer(dedup.app, name="dedup")
+app.command("migrate")(migrate.migrate_cmd)
+app.command("init-db")(init_db.init_db_cmd)
+app.command("health")(health.health_cmd)
+app.command("rotate-password")(rotate_password.rotate_password_cmd)
+app.command("preflight")(preflight.preflight_cmd)
+app.command("sim")(sim.sim_cmd)
+app.command("export")(export.export_cmd)
+app.add_typer(cold.app, name="cold")
+app.add_typer(book.app, name="book")
+app.command("coverage")(coverage.coverage_cmd)
+app.add_typer(history.app, name="history")
+app.command("demo")(demo.demo_cmd)
+app.add_typer(retention.app, name="retention")
+app.command("replay")(replay.replay_cmd)
 
 
 def main() -> None:
@@ -92,14 +115,7 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors (typer may vendor click as typer._click)
-        try:
-            from typer._click.exceptions import ClickException, UsageError  # type: ignore[import-not-found]
-        except ImportError:
-            from click.exceptions import ClickException, UsageError
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(ExitCode.USAGE if isinstance(exc, UsageError) else exc.exit_code)
-        raise
+    except ClickException as exc:  # usage errors (unknown option, missing argument, ...)
+        exc.show()
+        sys.exit(ExitCode.USAGE if isinstance(exc, UsageError) else exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)

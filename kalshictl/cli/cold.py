@@ -8,11 +8,14 @@ retention".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
+
+if TYPE_CHECKING:
+    from kalshictl.config import Settings
 
 
 def _report(data: dict[str, Any], title: str, as_json: bool) -> None:
@@ -28,7 +31,7 @@ def _report(data: dict[str, Any], title: str, as_json: bool) -> None:
     output.info(f"{title}: {summary}")
 
 
-def production_retention(settings: Any, keep_days: float | None, dry_run: bool, as_json: bool) -> None:
+def production_retention(settings: Settings, keep_days: float | None, dry_run: bool, as_json: bool) -> None:
     """Production retention, for ``cold retention`` and ``retention run`` with a deduplicator config."""
     from kalshictl.ops.cold_tier import run_retention
 
@@ -41,52 +44,52 @@ def production_retention(settings: Any, keep_days: float | None, dry_run: bool, 
     _report(run.as_dict(), "production retention", as_json)
 
 
-def register(root: typer.Typer) -> None:
-    """Add the ``cold`` group to the root app."""
-    group = typer.Typer(help="Production's cold tier on S3: export + verify closed days, retention, the ledger.",
-                        no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Production's cold tier on S3: export + verify closed days, retention, the ledger.", no_args_is_help=True
+)
 
-    @group.command("export")
-    def export_cmd(
-        config: Path = CONFIG_OPTION,
-        table: list[str] = typer.Option([], "--table", help="Only this table (repeatable; default every one)."),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, moto)."),
-        as_json: bool = JSON_OPTION,
-    ) -> None:
-        """Export every closed UTC day not yet verified, read it back, and record it in the ledger; exit 1 if a day
-        could not be verified."""
-        from kalshictl.cli.common import load
-        from kalshictl.ops.cold_tier import run_export
 
-        run = run_export(load(config), endpoint_url=endpoint_url, tables=table or None)
-        _report(run.as_dict(), "cold export", as_json)
-        if run.count("unverified"):
-            raise typer.Exit(1)
+@app.command("export")
+def export_cmd(
+    config: Path = CONFIG_OPTION,
+    table: list[str] = typer.Option([], "--table", help="Only this table (repeatable; default every one)."),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, moto)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Export every closed UTC day not yet verified, read it back, and record it in the ledger; exit 1 if a day
+    could not be verified."""
+    from kalshictl.cli.common import load
+    from kalshictl.ops.cold_tier import run_export
 
-    @group.command("retention")
-    def retention_cmd(
-        config: Path = CONFIG_OPTION,
-        keep_days: int | None = typer.Option(None, "--keep-days", min=0, help="Default: production.keep_days."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be dropped; drop nothing."),
-        as_json: bool = JSON_OPTION,
-    ) -> None:
-        """Drop production days older than keep_days whose verified export the ledger holds."""
-        from kalshictl.cli.common import load
+    run = run_export(load(config), endpoint_url=endpoint_url, tables=table or None)
+    _report(run.as_dict(), "cold export", as_json)
+    if run.count("unverified"):
+        raise typer.Exit(1)
 
-        production_retention(load(config), keep_days, dry_run, as_json)
 
-    @group.command("status")
-    def status_cmd(config: Path = CONFIG_OPTION, as_json: bool = JSON_OPTION) -> None:
-        """The ledger: every exported table-day, its counts, checksum and whether it left production."""
-        from kalshictl.cli import output
-        from kalshictl.cli.common import load
-        from kalshictl.ops.cold_tier import status
+@app.command("retention")
+def retention_cmd(
+    config: Path = CONFIG_OPTION,
+    keep_days: int | None = typer.Option(None, "--keep-days", min=0, help="Default: production.keep_days."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be dropped; drop nothing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Drop production days older than keep_days whose verified export the ledger holds."""
+    from kalshictl.cli.common import load
 
-        rows = status(load(config))
-        if as_json:
-            output.emit_json(rows)
-        else:
-            cols = ["table_name", "day", "rows", "cold_rows", "checksum", "exports", "verified_at", "dropped_at"]
-            output.console.print(output.table(rows, cols, title="cold tier ledger"))
+    production_retention(load(config), keep_days, dry_run, as_json)
 
-    root.add_typer(group, name="cold")
+
+@app.command("status")
+def status_cmd(config: Path = CONFIG_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """The ledger: every exported table-day, its counts, checksum and whether it left production."""
+    from kalshictl.cli import output
+    from kalshictl.cli.common import load
+    from kalshictl.ops.cold_tier import status
+
+    rows = status(load(config))
+    if as_json:
+        output.emit_json(rows)
+    else:
+        cols = ["table_name", "day", "rows", "cold_rows", "checksum", "exports", "verified_at", "dropped_at"]
+        output.console.print(output.table(rows, cols, title="cold tier ledger"))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.db.roles import Target
+
+Choice = TypeVar("Choice", bound=str)
 
 CONFIG_OPTION = typer.Option(
     ..., "--config", "-c", envvar="KALSHI_CONFIG", help="YAML config file (e.g. /etc/kalshi/gatherer.yaml)."
@@ -26,7 +29,17 @@ def load(config: Path) -> Settings:
     return load_settings(config)
 
 
-def resolve_target(settings: Settings, target: str | None) -> tuple[str, DatabaseSettings]:
+def choose(option: str, value: str, choices: tuple[Choice, ...]) -> Choice:
+    """``value`` as one of ``choices`` (a Literal type's values), or a ConfigError naming ``option`` (exit 2)."""
+    from kalshictl.errors import ConfigError
+
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ConfigError(f"{option}: expected {' or '.join(choices)}, got {value!r}")
+
+
+def resolve_target(settings: Settings, target: str | None) -> tuple[Target, DatabaseSettings]:
     """Pick the database a migrate/init-db command works on."""
     from kalshictl.errors import ConfigError
 
@@ -40,7 +53,7 @@ def resolve_target(settings: Settings, target: str | None) -> tuple[str, Databas
         else:
             raise ConfigError("--target: the config has both or neither gatherer/deduplicator sections; say which")
     if target == "gatherer":
-        return target, settings.require("gatherer").database
+        return "gatherer", settings.require("gatherer").database
     if target == "production":
-        return target, settings.require("deduplicator").production
+        return "production", settings.require("deduplicator").production
     raise ConfigError(f"--target: expected gatherer or production, got {target!r}")

@@ -3,74 +3,76 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+if TYPE_CHECKING:
+    from rich.console import Group
 
-def register(root: typer.Typer) -> None:
-    """Add ``demo`` to the root app."""
+    from kalshictl.local.demo import Demo, DemoState
 
-    @root.command("demo")
-    def demo_cmd(
-        markets: int = typer.Option(300, help="Markets on the local exchange."),
-        duration: float = typer.Option(60.0, help="Seconds to run before stopping (Ctrl-C stops early)."),
-        rate: float = typer.Option(300.0, help="Exchange messages per second."),
-        seed: int = typer.Option(7, help="Seed of the exchange's activity."),
-        faults: str | None = typer.Option(None, help="Fault spec for the exchange, e.g. drop=0.001,skip_seq=0.002"),
-        workdir: Path | None = typer.Option(None, help="Keep clusters, configs and logs here (default: a temp dir)."),
-        keep: bool = typer.Option(False, "--keep", help="Do not delete the working directory at the end."),
-        as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON (no live view)."),
-    ) -> None:
-        """Local exchange + embedded PostgreSQL + 3 gatherers + deduplicator, live status, then a summary."""
-        import time
 
-        from rich.live import Live
+def demo_cmd(
+    markets: int = typer.Option(300, help="Markets on the local exchange."),
+    duration: float = typer.Option(60.0, help="Seconds to run before stopping (Ctrl-C stops early)."),
+    rate: float = typer.Option(300.0, help="Exchange messages per second."),
+    seed: int = typer.Option(7, help="Seed of the exchange's activity."),
+    faults: str | None = typer.Option(None, help="Fault spec for the exchange, e.g. drop=0.001,skip_seq=0.002"),
+    workdir: Path | None = typer.Option(None, help="Keep clusters, configs and logs here (default: a temp dir)."),
+    keep: bool = typer.Option(False, "--keep", help="Do not delete the working directory at the end."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON (no live view)."),
+) -> None:
+    """Local exchange + embedded PostgreSQL + 3 gatherers + deduplicator, live status, then a summary."""
+    import time
 
-        from kalshictl.cli import output
-        from kalshictl.local.demo import Demo, DemoOptions
+    from rich.live import Live
 
-        demo = Demo(
-            DemoOptions(
-                markets=markets,
-                seed=seed,
-                rate=rate,
-                faults=faults,
-                workdir=workdir,
-                keep=keep or workdir is not None,
-            )
+    from kalshictl.cli import output
+    from kalshictl.local.demo import Demo, DemoOptions
+
+    demo = Demo(
+        DemoOptions(
+            markets=markets,
+            seed=seed,
+            rate=rate,
+            faults=faults,
+            workdir=workdir,
+            keep=keep or workdir is not None,
         )
-        demo.check_every_book = True
-        try:
-            with output.err_console.status("starting embedded PostgreSQL, creating roles and schemas…"):
-                demo.setup()
-            with output.err_console.status("starting the local exchange, 3 gatherers and the deduplicator…"):
-                demo.start()
-            deadline = time.monotonic() + duration
-            if as_json:
-                while time.monotonic() < deadline:
-                    time.sleep(1.0)
-            else:
-                with Live(_dashboard(demo.sample(), duration), console=output.console, refresh_per_second=2) as live:
-                    try:
-                        while time.monotonic() < deadline:
-                            time.sleep(1.0)
-                            live.update(_dashboard(demo.sample(), duration))
-                    except KeyboardInterrupt:
-                        output.info("stopping early (Ctrl-C)…")
-            with output.err_console.status("stopping: gatherers flush, the deduplicator drains…"):
-                codes = demo.stop()
-            summary = demo.summary(codes)
-            if as_json:
-                output.emit_json(summary)
-            else:
-                _print_summary(summary, demo)
-        finally:
-            demo.close()
-        if summary["differences"]:
-            raise typer.Exit(1)  # the verdict is not "all match"
+    )
+    demo.check_every_book = True
+    try:
+        with output.err_console.status("starting embedded PostgreSQL, creating roles and schemas…"):
+            demo.setup()
+        with output.err_console.status("starting the local exchange, 3 gatherers and the deduplicator…"):
+            demo.start()
+        deadline = time.monotonic() + duration
+        if as_json:
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+        else:
+            with Live(_dashboard(demo.sample(), duration), console=output.console, refresh_per_second=2) as live:
+                try:
+                    while time.monotonic() < deadline:
+                        time.sleep(1.0)
+                        live.update(_dashboard(demo.sample(), duration))
+                except KeyboardInterrupt:
+                    output.info("stopping early (Ctrl-C)…")
+        with output.err_console.status("stopping: gatherers flush, the deduplicator drains…"):
+            codes = demo.stop()
+        summary = demo.summary(codes)
+        if as_json:
+            output.emit_json(summary)
+        else:
+            _print_summary(summary, demo)
+    finally:
+        demo.close()
+    if summary["differences"]:
+        raise typer.Exit(1)  # the verdict is not "all match"
 
 
-def _dashboard(state, duration: float):
+def _dashboard(state: DemoState, duration: float) -> Group:
     from rich.console import Group
     from rich.table import Table
 
@@ -108,13 +110,13 @@ def _dashboard(state, duration: float):
     return Group(services, prod)
 
 
-def _num(value) -> str:
+def _num(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if isinstance(value, int | float) else str(value)
 
 
-def _print_summary(summary: dict, demo) -> None:
+def _print_summary(summary: dict[str, Any], demo: Demo) -> None:
     """The busiest market's book, the market counts explained, exit codes; then the table and the verdict line."""
     from kalshictl.cli import output
     from kalshictl.local.demo import explain_market_counts
@@ -163,7 +165,7 @@ def _print_summary(summary: dict, demo) -> None:
     output.console.print(f"[{style}]verdict: {summary['verdict']}[/{style}]")
 
 
-def _print_book(book: dict, workdir: str | None, demo) -> None:
+def _print_book(book: dict[str, Any], workdir: str | None, demo: Demo) -> None:
     from kalshictl.cli import output
     from kalshictl.units import format_price, format_size
 
@@ -173,7 +175,7 @@ def _print_book(book: dict, workdir: str | None, demo) -> None:
         f"(snapshot + {book['deltas_applied']} deltas), {verdict} the exchange's own book"
     )
 
-    def px(v):
+    def px(v: int | None) -> str:
         return "-" if v is None else format_price(v)
 
     output.console.print(

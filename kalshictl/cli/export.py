@@ -3,12 +3,16 @@ S3-compatible store), per table and UTC day."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kalshictl.cli.common import CONFIG_OPTION, JSON_OPTION
+
+if TYPE_CHECKING:
+    from kalshictl.config import ExportSettings
 
 
 def _progress_hooks(total: int) -> tuple[Any, Any]:
@@ -49,8 +53,8 @@ def _progress_bar(total: int) -> tuple[Any, Any, Any]:
     return progress, step, rows
 
 
-def _export_iceberg(settings: Any, tables: list[str], days: list[Any], warehouse: str | None, *, verify: bool,
-                    progress: bool) -> dict[str, Any]:  # fmt: skip
+def _export_iceberg(settings: ExportSettings, tables: list[str], days: list[date], warehouse: str | None, *,
+                    verify: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
     """Export each table-day as one Iceberg snapshot (state tables once, whole); the --json document."""
     import contextlib
 
@@ -93,112 +97,106 @@ def _export_iceberg(settings: Any, tables: list[str], days: list[Any], warehouse
     }
 
 
-def register(root: typer.Typer) -> None:
-    """Add ``export`` to the root app."""
+def export_cmd(
+    config: Path = CONFIG_OPTION,
+    table: list[str] = typer.Option([], "--table", help="Table to export (repeatable)."),
+    all_tables: bool = typer.Option(False, "--all", help="Every event table."),
+    from_: str = typer.Option(..., "--from", help="First UTC day, YYYY-MM-DD."),
+    to: str = typer.Option(..., "--to", help="Last UTC day (inclusive), YYYY-MM-DD."),
+    dest: str | None = typer.Option(
+        None, "--dest", help="s3://bucket/prefix (default: exporter.s3.dest; Iceberg: warehouse of new tables)."
+    ),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, moto)."),
+    fmt: str | None = typer.Option(
+        None, "--format", help="iceberg (default: exporter.format) or parquet (plain files with manifests)."
+    ),
+    by_series: bool = typer.Option(False, "--by-series", help="Parquet: also partition by series (series=S/)."),
+    force: bool = typer.Option(False, "--force", help="Parquet: re-export partitions even if complete."),
+    verify: bool = typer.Option(False, "--verify", help="Iceberg: read each day back and compare with production."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write Iceberg tables (one snapshot per table and UTC day; a re-export replaces the day), or with
+    --format parquet plain Parquet files partitioned by table and day, with manifests."""
+    import sys
 
-    @root.command("export")
-    def export_cmd(
-        config: Path = CONFIG_OPTION,
-        table: list[str] = typer.Option([], "--table", help="Table to export (repeatable)."),
-        all_tables: bool = typer.Option(False, "--all", help="Every event table."),
-        from_: str = typer.Option(..., "--from", help="First UTC day, YYYY-MM-DD."),
-        to: str = typer.Option(..., "--to", help="Last UTC day (inclusive), YYYY-MM-DD."),
-        dest: str | None = typer.Option(
-            None, "--dest", help="s3://bucket/prefix (default: exporter.s3.dest; Iceberg: warehouse of new tables)."
-        ),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, moto)."),
-        fmt: str | None = typer.Option(
-            None, "--format", help="iceberg (default: exporter.format) or parquet (plain files with manifests)."
-        ),
-        by_series: bool = typer.Option(False, "--by-series", help="Parquet: also partition by series (series=S/)."),
-        force: bool = typer.Option(False, "--force", help="Parquet: re-export partitions even if complete."),
-        verify: bool = typer.Option(False, "--verify", help="Iceberg: read each day back and compare with production."),
-        as_json: bool = JSON_OPTION,
-    ) -> None:
-        """Write Iceberg tables (one snapshot per table and UTC day; a re-export replaces the day), or with
-        --format parquet plain Parquet files partitioned by table and day, with manifests."""
-        import sys
+    from kalshictl.cli import output
+    from kalshictl.cli.common import load
+    from kalshictl.db.connect import connect
+    from kalshictl.errors import ConfigError
+    from kalshictl.research.export import (
+        ExportHooks,
+        ExportJob,
+        env_crash_hook,
+        parse_dest,
+        run_export,
+        s3_client,
+    )
+    from kalshictl.research.times import days, parse_day
+    from kalshictl.schema import TABLES
 
-        from kalshictl.cli import output
-        from kalshictl.cli.common import load
-        from kalshictl.db.connect import connect
-        from kalshictl.errors import ConfigError
-        from kalshictl.research.export import (
-            ExportHooks,
-            ExportJob,
-            env_crash_hook,
-            parse_dest,
-            run_export,
-            s3_client,
+    settings = load(config).require("exporter")
+    if all_tables == bool(table):
+        raise ConfigError("say which tables: --table T (repeatable) or --all")
+    fmt = fmt or settings.format
+    if fmt not in ("iceberg", "parquet"):
+        raise ConfigError(f"--format: expected iceberg or parquet, got {fmt!r}")
+    export_days = days(parse_day(from_, what="--from"), parse_day(to, what="--to"))
+    if fmt == "iceberg":
+        from kalshictl.research.iceberg_types import tables as iceberg_tables
+
+        if by_series or force:
+            raise ConfigError("--by-series and --force apply to --format parquet")
+        if endpoint_url:
+            settings.s3.endpoint_url = endpoint_url
+        data = _export_iceberg(
+            settings,
+            iceberg_tables() if all_tables else table,
+            export_days,
+            dest,
+            verify=verify,
+            progress=not as_json and sys.stderr.isatty(),
         )
-        from kalshictl.research.times import days, parse_day
-        from kalshictl.schema import TABLES
-
-        settings = load(config).require("exporter")
-        if all_tables == bool(table):
-            raise ConfigError("say which tables: --table T (repeatable) or --all")
-        fmt = fmt or settings.format
-        if fmt not in ("iceberg", "parquet"):
-            raise ConfigError(f"--format: expected iceberg or parquet, got {fmt!r}")
-        export_days = days(parse_day(from_, what="--from"), parse_day(to, what="--to"))
-        if fmt == "iceberg":
-            from kalshictl.research.iceberg_types import tables as iceberg_tables
-
-            if by_series or force:
-                raise ConfigError("--by-series and --force apply to --format parquet")
-            if endpoint_url:
-                settings.s3.endpoint_url = endpoint_url
-            data = _export_iceberg(
-                settings,
-                iceberg_tables() if all_tables else table,
-                export_days,
-                dest,
-                verify=verify,
-                progress=not as_json and sys.stderr.isatty(),
-            )
-            if as_json:
-                output.emit_json(data)
-                return
-            rows = [
-                {"table": t, "days": len(e["rows_per_day"]), "rows": sum(e["rows_per_day"].values()),
-                 "snapshot_id": e["snapshot_id"], "metadata_location": e["metadata_location"]}
-                for t, e in data["tables"].items()
-            ]  # fmt: skip
-            output.console.print(output.table(rows, title=f"Iceberg export to namespace {data['namespace']}"))
-            output.console.print(f"{len(rows)} table(s), {data['rows']:,} rows")
-            return
-        if verify:
-            raise ConfigError("--verify applies to --format iceberg")
-        tables = list(TABLES) if all_tables else table
-        target = dest or settings.s3.dest
-        if not target:
-            raise ConfigError("--dest: no destination (or set exporter.s3.dest)")
-        bucket, prefix = parse_dest(target)
-        job = ExportJob(tables, export_days, bucket, prefix)
-        job.by_series, job.force = by_series, force
-        client = s3_client(settings.s3, endpoint_url)
-        progress = None
-        hooks = ExportHooks()
-        if not as_json and sys.stderr.isatty():
-            progress, hooks = _progress_hooks(len(tables) * len(job.days))
-        hooks.after_part = env_crash_hook()
-        with connect(settings.production, autocommit=True) as conn:
-            if progress is not None:
-                with progress:
-                    results = run_export(conn, client, settings, job, hooks)
-            else:
-                results = run_export(conn, client, settings, job, hooks)
-        data = {
-            "dest": f"s3://{bucket}/{prefix}",
-            "partitions": [r.as_dict() for r in results],
-            "exported": sum(r.status == "exported" for r in results),
-            "skipped": sum(r.status == "skipped" for r in results),
-            "rows": sum(r.rows for r in results if r.status == "exported"),
-        }
         if as_json:
             output.emit_json(data)
             return
-        output.console.print(output.table(data["partitions"], title=f"export to {data['dest']}"))
-        output.console.print(
-            f"{data['exported']} partition(s) exported ({data['rows']:,} rows), {data['skipped']} skipped"
-        )
+        rows = [
+            {"table": t, "days": len(e["rows_per_day"]), "rows": sum(e["rows_per_day"].values()),
+             "snapshot_id": e["snapshot_id"], "metadata_location": e["metadata_location"]}
+            for t, e in data["tables"].items()
+        ]  # fmt: skip
+        output.console.print(output.table(rows, title=f"Iceberg export to namespace {data['namespace']}"))
+        output.console.print(f"{len(rows)} table(s), {data['rows']:,} rows")
+        return
+    if verify:
+        raise ConfigError("--verify applies to --format iceberg")
+    tables = list(TABLES) if all_tables else table
+    target = dest or settings.s3.dest
+    if not target:
+        raise ConfigError("--dest: no destination (or set exporter.s3.dest)")
+    bucket, prefix = parse_dest(target)
+    job = ExportJob(tables, export_days, bucket, prefix)
+    job.by_series, job.force = by_series, force
+    client = s3_client(settings.s3, endpoint_url)
+    progress = None
+    hooks = ExportHooks()
+    if not as_json and sys.stderr.isatty():
+        progress, hooks = _progress_hooks(len(tables) * len(job.days))
+    hooks.after_part = env_crash_hook()
+    with connect(settings.production, autocommit=True) as conn:
+        if progress is not None:
+            with progress:
+                results = run_export(conn, client, settings, job, hooks)
+        else:
+            results = run_export(conn, client, settings, job, hooks)
+    data = {
+        "dest": f"s3://{bucket}/{prefix}",
+        "partitions": [r.as_dict() for r in results],
+        "exported": sum(r.status == "exported" for r in results),
+        "skipped": sum(r.status == "skipped" for r in results),
+        "rows": sum(r.rows for r in results if r.status == "exported"),
+    }
+    if as_json:
+        output.emit_json(data)
+        return
+    output.console.print(output.table(data["partitions"], title=f"export to {data['dest']}"))
+    output.console.print(f"{data['exported']} partition(s) exported ({data['rows']:,} rows), {data['skipped']} skipped")

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row_async
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -58,7 +60,7 @@ def statvfs_free(path: str) -> tuple[int, int]:
 async def read_disk(conn: psycopg.AsyncConnection, *, path: str | None, size_bytes: int | None) -> DiskReading:
     """Read the database's filesystem free space by the configured method (see the module docstring)."""
     cur = await conn.execute("SELECT pg_database_size(current_database())")
-    db_bytes = int((await cur.fetchone())[0])
+    db_bytes = int((await one_row_async(cur))[0])
     if path:
         total, free = statvfs_free(path)
         return DiskReading(f"statvfs:{path}", total, free, db_bytes)

@@ -85,18 +85,14 @@ def _run_as() -> str | None:
 class PostgresCluster:
     """One PostgreSQL cluster in its own directory, listening on 127.0.0.1:``port``."""
 
-    base_dir: Path | None = None
+    base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kalshictl-pg-")))
     port: int = 0
     fast: bool = True  # fsync off etc.: a throwaway cluster
     settings: dict[str, str] = field(default_factory=dict)
     bindir: Path = field(default_factory=find_pg_bindir)
     os_user: str | None = field(default_factory=_run_as)
-    _owns_dir: bool = False
 
     def __post_init__(self) -> None:
-        if self.base_dir is None:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="kalshictl-pg-"))
-            self._owns_dir = True
         self.base_dir = Path(self.base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
@@ -274,8 +270,7 @@ class PostgresCluster:
         """Stop the server and delete its directory."""
         with contextlib.suppress(Exception):
             self.stop("immediate")
-        if self._owns_dir or self.base_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> PostgresCluster:
         return self.start()

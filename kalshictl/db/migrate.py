@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from kalshictl.db.roles import Target
+from kalshictl.db.rows import one_row, one_row_async
 from kalshictl.errors import ConfigError, KalshiCtlError
 
 if TYPE_CHECKING:
     import psycopg
 
-Target = Literal["gatherer", "production"]
 Flavor = Literal["hypertable", "partitioned"]
+FLAVORS: tuple[Flavor, ...] = ("hypertable", "partitioned")
 
 ADVISORY_LOCK_KEY = 0x6B616C7368690001  # "kalshi" + 1
 VERSION_TABLE = "kalshi_schema_version"
@@ -119,11 +121,12 @@ def render(template: str, flavor: Flavor) -> str:
 
 def detect_flavor(conn: psycopg.Connection, *, allow_timescale: bool = True) -> Flavor:
     """``hypertable`` if the timescaledb extension is installed or installable, else ``partitioned``."""
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'),"
-        "       (SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb')"
-    ).fetchone()
-    installed, available = row
+    installed, available = one_row(
+        conn.execute(
+            "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'),"
+            "       (SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb')"
+        )
+    )
     if installed:
         return "hypertable"
     return "hypertable" if (available and allow_timescale) else "partitioned"
@@ -138,7 +141,7 @@ def _ensure_version_table(conn: psycopg.Connection) -> None:
 
 
 def _applied(conn: psycopg.Connection) -> list[dict]:
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()[0]
+    exists = one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)))[0]
     if not exists:
         return []
     rows = conn.execute(
@@ -228,10 +231,10 @@ ENSURE_PARTITIONS_SQL = (
 
 def ensure_partitions(conn: psycopg.Connection) -> int:
     """Create upcoming range partitions (no-op on TimescaleDB); returns how many were created."""
-    return int(conn.execute(ENSURE_PARTITIONS_SQL).fetchone()[0])
+    return int(one_row(conn.execute(ENSURE_PARTITIONS_SQL))[0])
 
 
 async def ensure_partitions_async(conn: psycopg.AsyncConnection) -> int:
     """:func:`ensure_partitions` on an async connection."""
     cur = await conn.execute(ENSURE_PARTITIONS_SQL)
-    return int((await cur.fetchone())[0])
+    return int((await one_row_async(cur))[0])

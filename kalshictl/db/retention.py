@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row_async
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -120,7 +122,7 @@ async def apply(
                 cur = await conn.execute(
                     "SELECT kalshi_drop_merged_partition(%s, %s, %s)", (part.table, part.partition, cutoff)
                 )
-                part.outcome = (await cur.fetchone())[0]
+                part.outcome = (await one_row_async(cur))[0]
             else:
                 part.outcome = part.verdict
         if on_partition is not None:
@@ -134,7 +136,7 @@ async def record_merged(conn: psycopg.AsyncConnection, table: str, instance_id: 
     cur = await conn.execute(
         "SELECT kalshi_record_merged(%s, %s::uuid, %s::text::xid8)", (table, instance_id, str(merged_below))
     )
-    return bool((await cur.fetchone())[0])
+    return bool((await one_row_async(cur))[0])
 
 
 async def ledger(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:

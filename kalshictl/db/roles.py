@@ -1,4 +1,4 @@
-"""The seed's database roles with least privilege (see docs/security.md), and SCRAM password handling.
+"""The service database roles with least privilege (see docs/security.md), and SCRAM password handling.
 
 Passwords are never sent to the server in plaintext: the SCRAM-SHA-256 verifier is computed on the client with
 libpq's ``PQencryptPasswordConn`` and ``ALTER ROLE ... PASSWORD '<verifier>'`` carries only the verifier. A verifier
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from kalshictl.db.rows import one_row
 from kalshictl.errors import KalshiCtlError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ Target = Literal["gatherer", "production"]
 
 @dataclass(frozen=True)
 class RoleSpec:
-    """One role of the seed's user inventory."""
+    """One service role (docs/security.md, "Database roles: exact privileges")."""
 
     name: str
     target: Target
@@ -151,13 +152,15 @@ def _public_tables(conn: psycopg.Connection) -> list[tuple[str, bool]]:
 
 def _has_acl_entry(conn: psycopg.Connection, table: str, role: str) -> bool:
     return bool(
-        conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee"
-            " WHERE c.oid = format('public.%%I', %s::text)::regclass AND r.rolname = %s)"
-            " OR EXISTS (SELECT 1 FROM pg_attribute t, aclexplode(t.attacl) a JOIN pg_roles r ON r.oid = a.grantee"
-            " WHERE t.attrelid = format('public.%%I', %s::text)::regclass AND r.rolname = %s)",
-            (table, role, table, role),
-        ).fetchone()[0]
+        one_row(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee"
+                " WHERE c.oid = format('public.%%I', %s::text)::regclass AND r.rolname = %s)"
+                " OR EXISTS (SELECT 1 FROM pg_attribute t, aclexplode(t.attacl) a JOIN pg_roles r ON r.oid = a.grantee"
+                " WHERE t.attrelid = format('public.%%I', %s::text)::regclass AND r.rolname = %s)",
+                (table, role, table, role),
+            )
+        )[0]
     )
 
 
@@ -185,7 +188,7 @@ def object_grant_statements(conn: psycopg.Connection, role: RoleSpec) -> list[st
     if seq:
         out.append(f"GRANT {seq} ON ALL SEQUENCES IN SCHEMA public TO {r}")
     for fn, roles in FUNCTION_EXECUTE.items():
-        if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)).fetchone()[0]:
+        if one_row(conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)))[0]:
             verb = "GRANT" if role.name in roles else "REVOKE"
             prep = "TO" if verb == "GRANT" else "FROM"
             out.append(f"{verb} EXECUTE ON FUNCTION {fn} {prep} {r}")
@@ -206,7 +209,7 @@ def apply_object_grants(conn: psycopg.Connection, target: Target) -> list[str]:
 
 def is_superuser(conn: psycopg.Connection) -> bool:
     """True if the session's current role is a superuser."""
-    return bool(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0])
+    return bool(one_row(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))[0])
 
 
 def ensure_owner(conn: psycopg.Connection) -> str | None:
@@ -218,14 +221,14 @@ def ensure_owner(conn: psycopg.Connection) -> str | None:
     """
     from psycopg import sql
 
-    me = conn.execute("SELECT current_user").fetchone()[0]
+    me = one_row(conn.execute("SELECT current_user"))[0]
     if me == OWNER_ROLE:
         return OWNER_ROLE
     superuser = is_superuser(conn)
     owner = sql.Identifier(OWNER_ROLE)
     if not role_exists(conn, OWNER_ROLE):
         if not (
-            superuser or conn.execute("SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+            superuser or one_row(conn.execute("SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user"))[0]
         ):
             return None
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(owner))
@@ -233,15 +236,15 @@ def ensure_owner(conn: psycopg.Connection) -> str | None:
         conn.execute(
             sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS").format(owner)
         )
-    elif not conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (OWNER_ROLE,)).fetchone()[0]:
+    elif not one_row(conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (OWNER_ROLE,)))[0]:
         conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(owner))
-    if not conn.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", (OWNER_ROLE,)).fetchone()[0]:
+    if not one_row(conn.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", (OWNER_ROLE,)))[0]:
         conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(owner))
     public_creates = (
         "SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a"
         " WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE')"
     )
-    if conn.execute(public_creates).fetchone()[0]:  # PostgreSQL before 15: everyone could create in public
+    if one_row(conn.execute(public_creates))[0]:  # PostgreSQL before 15: everyone could create in public
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     for stmt in _ownership_statements(conn):
         conn.execute(stmt)
@@ -290,9 +293,10 @@ def acting_as(conn: psycopg.Connection, role: str | None) -> Iterator[None]:
     """
     from psycopg import sql
 
-    switch = bool(role) and conn.execute("SELECT current_user").fetchone()[0] != role
-    if switch:
+    switch = False
+    if role and one_row(conn.execute("SELECT current_user"))[0] != role:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        switch = True
     try:
         yield
     finally:
@@ -325,12 +329,12 @@ _QUIET = {"log_statement": "none", "log_min_duration_statement": "-1", "log_min_
 
 def _can_silence_logging(conn: psycopg.Connection) -> bool:
     """True if this session may change the logging settings (superuser, or SET granted on them: PostgreSQL 15+)."""
-    if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+    if one_row(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))[0]:
         return True
     if conn.info.server_version < 150000:
         return False
     sql = "SELECT bool_and(has_parameter_privilege(p, 'SET')) FROM unnest(%s::text[]) p"
-    return bool(conn.execute(sql, (list(_QUIET),)).fetchone()[0])
+    return bool(one_row(conn.execute(sql, (list(_QUIET),)))[0])
 
 
 def role_exists(conn: psycopg.Connection, role: str) -> bool:
@@ -349,7 +353,7 @@ def ensure_database(admin_conn: psycopg.Connection, dbname: str) -> bool:
 
 
 def ensure_role(conn: psycopg.Connection, spec: RoleSpec, password: str | None, dbname: str) -> dict:
-    """Create the role if missing (LOGIN, no other attributes), set its password, apply the seed's grants."""
+    """Create the role if missing (LOGIN, no other attributes), set its password, apply its grants."""
     from psycopg import sql
 
     created = False
@@ -389,7 +393,7 @@ def check_cidr(remote_cidr: str) -> str:
 
 
 def hba_lines(target: Target, dbname: str, remote_cidr: str = "10.0.0.0/8") -> list[str]:
-    """The pg_hba.conf lines of the seed for a target (the CIDR and database name validated first)."""
+    """The pg_hba.conf lines for a target (the CIDR and database name validated first)."""
     import re
 
     from kalshictl.errors import ConfigError
@@ -429,14 +433,14 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
     functions = [
         (fn, roles)
         for fn, roles in FUNCTION_EXECUTE.items()
-        if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)).fetchone()[0]
+        if one_row(conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fn,)))[0]
     ]
     for spec in roles_for(target):
         if not role_exists(conn, spec.name):
             rows.append({"role": spec.name, "ok": False, "problem": "role missing"})
             continue
         problems = _role_problems(conn, spec.name)
-        if not conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (spec.name, dbname)).fetchone()[0]:
+        if not one_row(conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (spec.name, dbname)))[0]:
             problems.append("no CONNECT")
         actual = conn.execute(
             "SELECT t, p, has_table_privilege(%s, format('public.%%I', t), p),"
@@ -455,7 +459,7 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
             elif on_columns and not wanted:
                 problems.append(f"has {privilege} on columns of {table}")
         for fn, roles in functions:
-            can_run = conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, fn)).fetchone()[0]
+            can_run = one_row(conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (spec.name, fn)))[0]
             if can_run != (spec.name in roles):
                 problems.append(f"{'can' if can_run else 'cannot'} EXECUTE {fn}")
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -466,7 +470,7 @@ def check_grants(conn: psycopg.Connection, dbname: str, target: Target) -> list[
 def _role_problems(conn: psycopg.Connection, role: str) -> list[str]:
     """Attributes, memberships and schema CREATE a service role (or the owner) must not have."""
     problems = []
-    row = conn.execute(f"SELECT {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    row = one_row(conn.execute(f"SELECT {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles WHERE rolname = %s", (role,)))
     problems += [f"is {name}" for name, on in zip(ROLE_ATTRIBUTES.values(), row, strict=True) if on]
     for (granted,) in conn.execute(
         "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"

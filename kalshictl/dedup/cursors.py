@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger("kalshictl.dedup.cursors")
+
+
+class CursorView(TypedDict):
+    """A cursor as ``dedup status`` shows it."""
+
+    gatherer: str
+    table: str
+    instance_id: str | None
+    xmin_cursor: int
+    rows_read: int
+    rows_merged: int
+    duplicates: int
+    last_received_at: int | None
+    updated_at: str | None
 
 
 @dataclass
@@ -30,7 +44,7 @@ class Cursor:
     last_received_at: int | None = None
     updated_at: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> CursorView:
         return {
             "gatherer": self.gatherer,
             "table": self.table,
@@ -73,7 +87,10 @@ async def reconcile(pconn: psycopg.AsyncConnection, gatherer: str, table: str, i
             " ON CONFLICT (gatherer, table_name) DO NOTHING",
             (gatherer, table, instance_id),
         )
-        return await load_cursor(pconn, gatherer, table)  # type: ignore[return-value]
+        created = await load_cursor(pconn, gatherer, table)
+        if created is None:  # (the row was just inserted, or another deduplicator's insert won)
+            raise RuntimeError(f"sync_cursors has no row for {gatherer}/{table} right after inserting it")
+        return created
     if cursor.instance_id == instance_id:
         return cursor
     if cursor.instance_id is None:

@@ -1,4 +1,4 @@
-"""The gap-trust rule for order-book deltas (ARCHITECTURE.md decisions 3 and 6).
+"""The gap-trust rule for order-book deltas (docs/deduplicator.md, "The gap-trust rule for order-book deltas").
 
 Deltas are keyed by ``(ticker, exchange_ts, side, price, size_delta, occurrence)``; ``occurrence`` numbers identical
 deltas of one market in one millisecond in a gatherer's ordered stream, so the k-th identical delta on every
@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row_async
 from kalshictl.dedup.reader import gap_covers
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class Peer:
                         "   OR EXISTS (SELECT 1 FROM tickers WHERE ticker = %(t)s AND exchange_ts > %(ts)s)",
                         {"t": ticker, "ts": ts, "s": side, "p": price, "d": size_delta},
                     )
-                    count, gapped, passed = await cur.fetchone()
+                    count, gapped, passed = await one_row_async(cur)
                     out[(ticker, ts, side, price, size_delta)] = Testimony(int(count), bool(gapped), bool(passed))
                 return out
             except (psycopg.Error, DatabaseUnreachable, OSError) as exc:

@@ -1,4 +1,4 @@
-"""Lifecycle events into production: one row per exchange message, whichever gatherers saw it (issue #16 item 3).
+"""Lifecycle events into production: one row per exchange message, whichever gatherers saw it (docs/deduplicator.md).
 
 Kalshi's lifecycle messages carry no time of their own and are repeated with identical content (a market's second
 ``deactivated``, ``metadata_updated`` sent twice), so a stored row is identified by ``(ticker, event_type, digest)``
@@ -91,8 +91,10 @@ async def merge_lifecycle(
     for t, e, d, ts, occ, untimed, claimed in await cur.fetchall():
         events.setdefault((t, e, bytes(d)), []).append(_Event(ts, occ, untimed, claimed))
 
-    new: list[tuple] = []  # (ticker, event_type, digest, copy_ts, copy_occurrence, occurrence in production)
-    copies: list[tuple] = []  # (ticker, event_type, digest, copy_ts, copy_occurrence, event_ts, event_occurrence)
+    # (ticker, event_type, digest, copy_ts, copy_occurrence, occurrence in production)
+    new: list[tuple[str, str, bytes, int, int, int]] = []
+    # (ticker, event_type, digest, copy_ts, copy_occurrence, event_ts, event_occurrence)
+    copies: list[tuple[str, str, bytes, int, int, int, int]] = []
     for t, e, d, ts, occ, rx in rows:
         key = (t, e, bytes(d))
         if (*key, ts, occ) in done:

@@ -1,5 +1,5 @@
 """Merge a batch into production: COPY into a temp staging table, ``INSERT ... SELECT ... ON CONFLICT`` on the
-exchange-fact key, and advance the sync cursor in the SAME transaction (ARCHITECTURE.md decision 5).
+exchange-fact key, and advance the sync cursor in the SAME transaction (docs/deduplicator.md, "The watermark").
 
 The cursor update is guarded by the old cursor value and instance id, so a second deduplicator (or a cursor reset
 that happened meanwhile) makes the transaction roll back instead of moving a cursor it did not own.
@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row_async
 from kalshictl.dedup.lifecycle_merge import merge_lifecycle
 from kalshictl.dedup.reader import Batch
 from kalshictl.schema import REST_ANCHOR_SPACING_US, Merge, Table
@@ -190,7 +191,7 @@ async def merge_batch(
                 await pconn.execute(lock)
             merged = await MERGERS[spec.merge](pconn, spec, stage, gatherer)
             cur = await pconn.execute(f"SELECT max({spec.clock}), min({spec.clock}) FROM {stage}")
-            max_clock, min_clock = await cur.fetchone()
+            max_clock, min_clock = await one_row_async(cur)
         cur = await pconn.execute(
             "UPDATE sync_cursors SET xmin_cursor = %s, rows_read = rows_read + %s, rows_merged = rows_merged + %s,"
             " last_received_at = GREATEST(last_received_at, %s), updated_at = now()"

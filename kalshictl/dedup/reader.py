@@ -1,4 +1,4 @@
-"""Read a gatherer table past the cursor using the transaction-id watermark (ARCHITECTURE.md decision 4).
+"""Read a gatherer table past the cursor using the transaction-id watermark (docs/deduplicator.md, "The watermark").
 
 In one REPEATABLE READ, READ ONLY transaction on the gatherer:
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row_async
 from kalshictl.schema import Table
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ async def read_batch(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
             " (SELECT instance_id::text FROM gatherer_meta)"
         )
-        xmin, inst = await cur.fetchone()
+        xmin, inst = await one_row_async(cur)
         if inst != instance_id:
             raise InstanceChanged(f"{gatherer}: instance_id is now {inst}, cursor belongs to {instance_id}")
         t = spec.name
@@ -110,7 +111,7 @@ async def read_batch(
             f" ORDER BY txid OFFSET %s LIMIT 1)",
             (lo, hi, lo, hi, max_rows),
         )
-        first, nth = await cur.fetchone()
+        first, nth = await one_row_async(cur)
         batch = Batch(cursor=cursor, upper=cursor, xmin=xmin)
         if first is not None:
             if nth is None:
@@ -148,7 +149,7 @@ async def read_batch(
             f" ORDER BY txid LIMIT 1000) s",
             (str(batch.upper),),
         )
-        batch.backlog_oldest = (await cur.fetchone())[0]
+        batch.backlog_oldest = (await one_row_async(cur))[0]
         return batch
     finally:
         await gconn.execute("COMMIT")

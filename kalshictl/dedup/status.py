@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kalshictl.clock import now_us as clock_now_us
+from kalshictl.db.rows import one_row
 from kalshictl.schema import EVENT_TABLES
 
 if TYPE_CHECKING:
@@ -15,8 +16,10 @@ if TYPE_CHECKING:
 
 def _gatherer_view(conn: psycopg.Connection, cursor: int, clock: str, table: str) -> tuple[int, int | None]:
     """(committed rows past the cursor, oldest clock value among them) in one snapshot."""
-    row = conn.execute(f"SELECT count(*), min({clock}) FROM {table} WHERE txid >= %s::xid8", (str(cursor),)).fetchone()
-    return int(row[0]), row[1]
+    count, oldest = one_row(
+        conn.execute(f"SELECT count(*), min({clock}) FROM {table} WHERE txid >= %s::xid8", (str(cursor),))
+    )
+    return int(count), oldest
 
 
 def collect_status(settings: DedupSettings) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def collect_status(settings: DedupSettings) -> dict[str, Any]:
         error = None
         try:
             gconn = connect(g.database, autocommit=True)
-            instance = gconn.execute("SELECT instance_id::text FROM gatherer_meta").fetchone()[0]
+            instance = one_row(gconn.execute("SELECT instance_id::text FROM gatherer_meta"))[0]
             gatherers[g.name] = "connected"
         except DatabaseUnreachable as exc:
             gatherers[g.name] = "disconnected"

@@ -1,1 +1,1 @@
-"""Health: seed thresholds as pure functions, and the /health + /metrics HTTP server."""
+"""Health: the thresholds as pure functions, and the /health + /metrics HTTP server."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from kalshictl.config import DiskSettings
     from kalshictl.db.disk import DiskReading
     from kalshictl.db.periodic import Connect
-    from kalshictl.health.thresholds import HealthReport
+    from kalshictl.health.thresholds import HealthReport, Status
 
 log = logging.getLogger("kalshictl.health.disk")
 
@@ -74,12 +74,12 @@ class DiskWatch:
             self.database.set(reading.database_bytes)
         return reading
 
-    def status(self) -> str:
+    def status(self) -> Status:
         pct = self.reading.free_percent if self.reading is not None else None
         return disk_status(pct, self.settings.warning_free_percent, self.settings.critical_free_percent)
 
     def annotate(self, report: HealthReport) -> HealthReport:
-        """Add ``details.disk`` (the seed's components stay as they are) and let its status worsen the report's."""
+        """Add ``details.disk`` (the other components stay as they are) and let its status worsen the report's."""
         d = self.settings
         status = self.status()
         reading = self.reading
@@ -95,5 +95,5 @@ class DiskWatch:
                 f"database disk {reading.free_percent:.1f}% free (warning below {d.warning_free_percent:g}%,"
                 f" critical below {d.critical_free_percent:g}%): docs/runbooks/disk-filling.md"
             )
-        report.status = worst(report.status, status)  # type: ignore[arg-type]
+        report.status = worst(report.status, status)
         return report

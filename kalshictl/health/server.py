@@ -67,7 +67,8 @@ class _LimitedServer(web.Server):
 
 
 class HealthServer:
-    """Serves ``GET /health`` (seed JSON, 200/503), ``GET /metrics`` (Prometheus text) and optional ``GET /status``."""
+    """Serves ``GET /health`` (200/503, docs/runbooks/reading-health.md), ``GET /metrics`` (Prometheus text) and
+    optional ``GET /status``."""
 
     def __init__(
         self,
@@ -137,9 +138,9 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        addresses = self._runner.addresses  # (host, port[, ...]) of each bound socket
+        if addresses:
+            self.port = addresses[0][1]
 
     @property
     def url(self) -> str:

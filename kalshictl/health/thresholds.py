@@ -1,4 +1,4 @@
-"""The seed's health thresholds as pure functions (startup.md, "Health Check Thresholds").
+"""The health thresholds as pure functions (docs/runbooks/reading-health.md).
 
 Statuses are ``healthy`` / ``degraded`` (HTTP 200) and ``unhealthy`` (HTTP 503). A worse component status always
 wins over a better one.
@@ -12,21 +12,21 @@ from typing import Any, Literal
 Status = Literal["healthy", "degraded", "unhealthy"]
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
-# Gatherer (seed): DB ping < 100 ms healthy, 100-500 degraded, disconnected unhealthy.
+# Gatherer: DB ping < 100 ms healthy, 100-500 degraded, disconnected unhealthy.
 GATHERER_DB_HEALTHY_MS = 100.0
 GATHERER_DB_DEGRADED_MS = 500.0
-# Deduplicator (seed): production ping < 50 ms healthy, 50-200 degraded.
+# Deduplicator: production ping < 50 ms healthy, 50-200 degraded.
 PRODUCTION_DB_HEALTHY_MS = 50.0
 PRODUCTION_DB_DEGRADED_MS = 200.0
-# WebSocket (seed, for 150 connections): >= 140 healthy, 100-139 degraded, < 100 unhealthy.
+# WebSocket (for 150 connections): >= 140 healthy, 100-139 degraded, < 100 unhealthy.
 WS_SEED_TARGET = 150
 WS_SEED_HEALTHY = 140
 WS_SEED_UNHEALTHY_BELOW = 100
-# Sync lag (seed): < 5 s healthy, 5-30 s degraded, > 30 s unhealthy.
+# Sync lag: < 5 s healthy, 5-30 s degraded, > 30 s unhealthy.
 LAG_HEALTHY_S = 5.0
 LAG_UNHEALTHY_S = 30.0
-# Coverage (issue #12): a recordable market that is not placed in any subscription is not being recorded, and one
-# without a trusted book for this long is not being recorded correctly; either makes the gatherer unhealthy.
+# Coverage (docs/gatherer.md): a recordable market that is not placed in any subscription is not being recorded, and
+# one without a trusted book for this long is not being recorded correctly; either makes the gatherer unhealthy.
 # A resync takes well under 2 s; the initial subscription of ~3,000 markets a connection takes longer.
 UNTRUSTED_UNHEALTHY_S = 60.0
 
@@ -44,7 +44,7 @@ def http_code(status: Status) -> int:
 def db_status(connected: bool, ping_ms: float | None, healthy_ms: float, degraded_ms: float) -> Status:
     """Database status from connectivity and ping latency.
 
-    The seed leaves pings above the degraded band unspecified; a connected database that answers slower than that
+    The thresholds leave pings above the degraded band unspecified; a connected database that answers slower than that
     is reported ``degraded`` (only disconnection is critical).
     """
     if not connected or ping_ms is None:
@@ -65,7 +65,7 @@ def production_db_status(connected: bool, ping_ms: float | None) -> Status:
 
 
 def ws_thresholds(target: int) -> tuple[int, int]:
-    """(healthy_at_least, unhealthy_below) scaled from the seed's 140/100 of 150 to ``target`` connections."""
+    """(healthy_at_least, unhealthy_below) scaled from 140/100 of 150 to ``target`` connections."""
     if target <= 0:
         return 0, 0
     if target == WS_SEED_TARGET:
@@ -109,7 +109,7 @@ def lag_status(max_lag_s: float | None) -> Status:
 
 
 def lag_severity(lag_s: float) -> str:
-    """The seed's sync-lag alert severity: normal, warning, critical, emergency."""
+    """The sync-lag alert severity (docs/runbooks/reading-health.md): normal, warning, critical, emergency."""
     if lag_s < 5:
         return "normal"
     if lag_s < 30:
@@ -170,7 +170,7 @@ def retention_status(oldest_held_age_s: float | None, keep_days: float) -> Statu
 
 @dataclass
 class HealthReport:
-    """A service's health: overall status plus the seed's component JSON."""
+    """A service's health: overall status plus its component JSON."""
 
     status: Status
     components: dict[str, Any] = field(default_factory=dict)
@@ -198,8 +198,9 @@ def gatherer_health(
     buffer_full: bool = False,
     coverage: dict[str, int] | None = None,
 ) -> HealthReport:
-    """The gatherer's /health (seed ``determineHealth``), plus a degraded status while a writer buffer is full and
-    the coverage component (``coverage``: recordable, placed, unplaced, resyncing, untrusted_too_long, capacity)."""
+    """The gatherer's /health (docs/runbooks/reading-health.md, "Gatherer"), plus a degraded status while a writer
+    buffer is full and the coverage component (``coverage``: recordable, placed, unplaced, resyncing,
+    untrusted_too_long, capacity)."""
     db = gatherer_db_status(db_connected, db_ping_ms)
     ws = websocket_status(ws_healthy, ws_target)
     reg = registry_status(markets)
@@ -230,7 +231,7 @@ def dedup_health(
     max_lag_s: float | None,
     tables_syncing: int,
 ) -> HealthReport:
-    """The deduplicator's /health (seed ``determineHealth``)."""
+    """The deduplicator's /health (docs/runbooks/reading-health.md, "Deduplicator")."""
     prod = production_db_status(production_connected, production_ping_ms)
     connected = sum(1 for ok in gatherers.values() if ok)
     gat = gatherers_status(connected, len(gatherers) or 3)

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from kalshictl.db.rows import one_row
 from kalshictl.local.demo import Demo, DemoOptions
 from kalshictl.local.verify import TableReport, compare
 
@@ -173,7 +174,6 @@ class Chaos:
             record["target"] = name
             self.demo.wait_healthy(f"http://127.0.0.1:{pipe.http_ports()[i]}/health", name)
         elif kind == "stop_production":
-            assert pipe.production_cluster is not None
             pipe.production_cluster.stop("fast")
             time.sleep(pause)
             pipe.production_cluster.start()
@@ -211,10 +211,12 @@ class Chaos:
             for i in range(pipe.config.gatherers):
                 try:
                     with psycopg.connect(pipe.gatherer_admin_dsn(i), connect_timeout=3) as conn:
-                        pending += conn.execute(
-                            "SELECT count(*) FROM sequence_gaps WHERE recovery = 'pending' OR"
-                            " (to_ts IS NULL AND channel IN ('trade', '*'))"
-                        ).fetchone()[0]
+                        pending += one_row(
+                            conn.execute(
+                                "SELECT count(*) FROM sequence_gaps WHERE recovery = 'pending' OR"
+                                " (to_ts IS NULL AND channel IN ('trade', '*'))"
+                            )
+                        )[0]
                 except psycopg.Error:
                     pending += 1
             if pending == 0 or time.monotonic() > deadline:

@@ -1,9 +1,9 @@
 """The newcomer's first command: a whole pipeline on this machine, with no configuration.
 
 Starts an embedded PostgreSQL, the local exchange, three gatherers and the deduplicator as real processes (the same
-commands systemd runs), samples their health and progress for a live view, then stops them in the seed's order
-(gatherers flush on SIGTERM, the deduplicator drains, the exchange writes its ground truth) and summarises what
-production holds against what the exchange emitted.
+commands systemd runs), samples their health and progress for a live view, then stops them in the order of
+docs/runbooks/startup.md (gatherers flush on SIGTERM, the deduplicator drains, the exchange writes its ground truth)
+and summarises what production holds against what the exchange emitted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import psycopg
 
 from kalshictl.config import load_settings
 from kalshictl.db.embedded import free_port
+from kalshictl.db.rows import one_row
 from kalshictl.errors import KalshiCtlError, summarize
 from kalshictl.local.pipeline import LocalPipeline, LocalPipelineConfig
 from kalshictl.local.processes import Supervisor, kalshictl_argv
@@ -100,7 +101,7 @@ class Demo:
         self.pipeline.setup()
 
     def start(self) -> None:
-        """Start the exchange (paused), the gatherers, then the deduplicator (the seed's startup order); once every
+        """Start the exchange (paused), the gatherers, then the deduplicator (docs/runbooks/startup.md); once every
         gatherer is healthy — registry loaded, every market subscribed — let the exchange trade."""
         opts = self.options
         argv = ["sim", "--markets", str(opts.markets), "--seed", str(opts.seed), "--host", "127.0.0.1",
@@ -152,7 +153,8 @@ class Demo:
         raise KalshiCtlError(f"{name} not {what} at {url} within {timeout:.0f}s (last answer: {last})")
 
     def stop(self) -> dict[str, int | None]:
-        """Graceful stop in the seed's order: gatherers flush, the deduplicator drains, then the exchange.
+        """Graceful stop in the order of docs/runbooks/startup.md: gatherers flush, the deduplicator drains, then the
+        exchange.
 
         Before the exchange stops, the busiest market's book is rebuilt from production and compared with the
         exchange's own book (``self.book_check``)."""
@@ -245,7 +247,7 @@ class Demo:
     def production_counts(self) -> dict[str, int]:
         try:
             with psycopg.connect(self.pipeline.production_dsn(), connect_timeout=3) as conn:
-                return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES}
+                return {t: one_row(conn.execute(f"SELECT count(*) FROM {t}"))[0] for t in EVENT_TABLES}
         except psycopg.Error:
             return {}
 
@@ -362,7 +364,7 @@ class Demo:
             tables.append(row)
         markets = dict(self.markets_at_stop or {})
         markets["books_checked"] = self.books_check["checked"] if self.books_check else None
-        summary = {
+        summary: dict[str, Any] = {
             "exit_codes": codes,
             "tables": tables,
             "book": self.book_check,
@@ -371,10 +373,9 @@ class Demo:
             "markets": markets,
             "workdir": str(self.base_dir) if self.options.keep else None,
         }
-        summary["differences"] = differences(summary)
-        summary["verdict"] = (
-            "all match" if not summary["differences"] else "differs: " + "; ".join(summary["differences"])
-        )
+        diffs = differences(summary)
+        summary["differences"] = diffs
+        summary["verdict"] = "all match" if not diffs else "differs: " + "; ".join(diffs)
         return summary
 
     def losses(self) -> dict[str, dict[str, int]]:

@@ -61,9 +61,16 @@ class LocalPipeline:
         self.secrets_dir = self.base_dir / "secrets"
         self.clusters: list[PostgresCluster] = []
         self.gatherer_clusters: list[PostgresCluster] = []
-        self.production_cluster: PostgresCluster | None = None
+        self._production_cluster: PostgresCluster | None = None
         self.config_paths: dict[str, Path] = {}
         self._ports: list[int] = []
+
+    @property
+    def production_cluster(self) -> PostgresCluster:
+        """Production's cluster (the gatherers' too unless ``separate_clusters``), once start_clusters made it."""
+        if self._production_cluster is None:
+            raise RuntimeError("the embedded PostgreSQL clusters are not started yet (start_clusters)")
+        return self._production_cluster
 
     # -- names -----------------------------------------------------------------------------------------------
     def gatherer_name(self, i: int) -> str:
@@ -78,12 +85,12 @@ class LocalPipeline:
         n = self.config.gatherers
         if self.config.separate_clusters:
             self.gatherer_clusters = [PostgresCluster(self.base_dir / f"pg-{self.gatherer_name(i)}") for i in range(n)]
-            self.production_cluster = PostgresCluster(self.base_dir / "pg-production")
-            self.clusters = [*self.gatherer_clusters, self.production_cluster]
+            self._production_cluster = PostgresCluster(self.base_dir / "pg-production")
+            self.clusters = [*self.gatherer_clusters, self._production_cluster]
         else:
             shared = PostgresCluster(self.base_dir / "pg")
             self.gatherer_clusters = [shared] * n
-            self.production_cluster = shared
+            self._production_cluster = shared
             self.clusters = [shared]
         for cluster in self.clusters:
             cluster.start()
@@ -140,7 +147,6 @@ class LocalPipeline:
     def dedup_document(self) -> dict[str, Any]:
         """The YAML document of the deduplicator."""
         cfg = self.config
-        assert self.production_cluster is not None
         ports = self.http_ports()
         gatherers = []
         for i in range(cfg.gatherers):
@@ -198,12 +204,12 @@ class LocalPipeline:
         """init-db + migrate every database, exactly as an operator would with the CLI."""
         for i in range(self.config.gatherers):
             settings = load_settings(self.config_paths[self.gatherer_name(i)])
-            db = settings.gatherer.database
+            db = settings.require("gatherer").database
             init_database(settings, "gatherer", db, timescale=True)
             with connect(db, admin=True, autocommit=True) as conn:
                 mig.migrate(conn, "gatherer")
         settings = load_settings(self.config_paths["deduplicator"])
-        db = settings.deduplicator.production
+        db = settings.require("deduplicator").production
         init_database(settings, "production", db, timescale=True)
         with connect(db, admin=True, autocommit=True) as conn:
             mig.migrate(conn, "production")
@@ -228,7 +234,6 @@ class LocalPipeline:
 
     def production_dsn(self) -> str:
         """Superuser DSN of the production database (for tests and the demo's summary)."""
-        assert self.production_cluster is not None
         return self.production_cluster.dsn(PROD_DB)
 
     def gatherer_admin_dsn(self, i: int) -> str:

@@ -36,6 +36,7 @@ import yaml
 
 from kalshictl import clock
 from kalshictl.db.roles import OWNER_ROLE
+from kalshictl.db.rows import one_row
 from kalshictl.local.demo import Demo, DemoOptions
 from kalshictl.local.processes import kalshictl_argv
 from kalshictl.local.verify import TableReport, compare, render_table
@@ -164,7 +165,7 @@ def ensure_day_partitions(dsn: str, day_start_us: int) -> int:
         for table, chunk in rows.fetchall():
             for lo in range(day_start_us - day_start_us % chunk, day_start_us + DAY_US, chunk):
                 name = f"{table}_p{lo // chunk}"
-                if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+                if one_row(conn.execute("SELECT to_regclass(%s)", (name,)))[0] is None:
                     conn.execute(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ({lo}) TO ({lo + chunk})")
                     created += 1
     return created
@@ -174,22 +175,26 @@ def tier_size(dsn: str) -> tuple[int, int, int]:
     """(event rows, bytes of the time-series tables' partitions, bytes of every other table), indexes and TOAST
     included. Retention bounds the first; the rest (markets, gap windows, ledgers) is kept by design."""
     with psycopg.connect(dsn) as conn:
-        rows = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES)
-        event, other = conn.execute(
-            "SELECT COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE p.inhparent IS NOT NULL), 0),"
-            " COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE p.inhparent IS NULL), 0)"
-            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN pg_inherits p ON p.inhrelid = c.oid"
-            " WHERE n.nspname = 'public' AND c.relkind = 'r'"
-        ).fetchone()
+        rows = sum(one_row(conn.execute(f"SELECT count(*) FROM {t}"))[0] for t in EVENT_TABLES)
+        event, other = one_row(
+            conn.execute(
+                "SELECT COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE p.inhparent IS NOT NULL), 0),"
+                " COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE p.inhparent IS NULL), 0)"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " LEFT JOIN pg_inherits p ON p.inhrelid = c.oid"
+                " WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            )
+        )
     return int(rows), int(event), int(other)
 
 
 def _partitions(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relname ~ '_p[0-9]+$'"
-        ).fetchone()[0]
+        return one_row(
+            conn.execute(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relname ~ '_p[0-9]+$'"
+            )
+        )[0]
 
 
 # -- the union of production and the cold tier -------------------------------------------------------------------
@@ -224,7 +229,7 @@ def load_union(production_dsn: str, union_dsn: str, store: Any, days_by_table: d
                     dst.cursor().copy(f"COPY {table} ({collist}) FROM STDIN (FORMAT binary)") as inp:  # fmt: skip
                 for chunk in out:
                     inp.write(chunk)
-            types = dict(cols)
+            types: dict[str, str] = dict(cols)
             for day in days_by_table.get(table, []):
                 data = store.read_day(table, day)
                 if data.num_rows == 0:
@@ -377,9 +382,9 @@ class Soak:
         row.cold_bytes = open_cold_store(settings.require("exporter")).total_bytes()
         with psycopg.connect(pipe.production_dsn()) as conn:
             row.cold_rows = int(
-                conn.execute(
-                    "SELECT COALESCE(sum(cold_rows), 0) FROM cold_exports WHERE verified_at IS NOT NULL"
-                ).fetchone()[0]
+                one_row(
+                    conn.execute("SELECT COALESCE(sum(cold_rows), 0) FROM cold_exports WHERE verified_at IS NOT NULL")
+                )[0]
             )
 
     def _all_dsns(self) -> list[str]:
@@ -393,7 +398,6 @@ class Soak:
         from kalshictl.research.cold import cold_days, open_cold_store
 
         pipe = self.demo.pipeline
-        assert pipe.production_cluster is not None
         with psycopg.connect(pipe.production_cluster.dsn("postgres"), autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS kalshi_union")
             conn.execute("CREATE DATABASE kalshi_union")

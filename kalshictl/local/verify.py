@@ -1,8 +1,8 @@
 """Compare production with the exchange's ground-truth log: nothing missing, nothing duplicated, nothing invented.
 
-Keys are the exchange facts of ARCHITECTURE.md decision 3. An emitted event may be missing from production only when
-*every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events emitted while
-at least one gatherer was connected must be stored exactly once. Per table the report counts:
+Keys are the exchange facts production merges on (docs/deduplicator.md). An emitted event may be missing from production
+only when *every* gatherer recorded a gap window (``sequence_gaps``) covering its channel, market and time — events
+emitted while at least one gatherer was connected must be stored exactly once. Per table the report counts:
 
 * ``emitted`` (ground truth), ``stored`` (production rows), ``recovered`` (trades: stored rows that came from a REST
   backfill, ``source = 'rest'``; tickers: REST re-anchor snapshot rows, which are observations and are not compared),
@@ -41,8 +41,8 @@ OBSERVATIONS = frozenset(("tickers",))
 LISTING_APART_US = 1_000
 
 
-# A trade is identified by its trade_id alone (issue #13): a REST-backfilled copy's created_time may be coarser than
-# the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
+# A trade is identified by its trade_id alone (docs/deduplicator.md): a REST-backfilled copy's created_time may be
+# coarser than the WebSocket's ts_ms, and production stores each trade_id once whatever its time.
 IDENTITY = {**{t.name: t.key for t in EVENT_TABLES}, "trades": ("trade_id",)}
 
 
@@ -232,7 +232,7 @@ def compare(
         gaps = GapIndex(gatherers, conn.execute(GAP_QUERY).fetchall())
         # A market's deltas before the first order-book snapshot any gatherer took are inside that snapshot
         # (subscribing to a market, e.g. one created mid-run, starts with a snapshot, as on Kalshi).
-        first_snapshot = dict(
+        first_snapshot: dict[str, int] = dict(
             conn.execute(
                 "SELECT ticker, min(snapshot_ts) FROM orderbook_snapshots WHERE source = 'ws' GROUP BY ticker"
             ).fetchall()
@@ -242,7 +242,7 @@ def compare(
                 reports.append(_compare_lifecycle(conn, truth[table], gaps, until_us))
                 continue
             rep = TableReport(table)
-            expected = Counter()
+            expected: Counter[tuple[Any, ...]] = Counter()
             ts_of: dict[tuple, tuple[str, int]] = {}
             for rec in truth[table]:
                 if until_us is not None and int(rec["exchange_ts"]) > until_us:
@@ -250,7 +250,7 @@ def compare(
                 key = truth_key(table, rec)
                 expected[key] += 1
                 ts_of[key] = (rec["ticker"], int(rec["exchange_ts"]))
-            stored = Counter()
+            stored: Counter[tuple[Any, ...]] = Counter()
             query = _key_query(table)
             if table in OBSERVATIONS and _has_source(conn, table):
                 query += " WHERE source = 'ws'"  # REST re-anchors are observations, not exchange events
@@ -333,7 +333,7 @@ def _compare_lifecycle(conn: Any, records: list[dict[str, Any]], gaps: GapIndex,
     for rec in records:
         ts = int(rec["exchange_ts"])
         if until_us is None or ts <= until_us:
-            key = (rec["ticker"], rec["event_type"])
+            key: tuple[Any, ...] = (rec["ticker"], rec["event_type"])
             if by_digest:
                 key += (digest(rec["event_type"], rec["ticker"], rec["payload"]),)
             want.setdefault(key, []).append(ts)

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.errors import KalshiCtlError
+from kalshictl.db.rows import one_row
+from kalshictl.errors import ExitCode, KalshiCtlError
 from kalshictl.research.times import US_PER_DAY, day_bounds
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def timeseries_tables(conn: psycopg.Connection) -> dict[str, tuple[str, int, str
 def fingerprint(conn: psycopg.Connection, table: str, day: date) -> tuple[int, str]:
     """(rows, fingerprint) of production's rows of ``table`` on ``day``."""
     lo, hi = day_bounds(day)
-    rows, fp = conn.execute("SELECT * FROM kalshi_day_fingerprint(%s, %s, %s)", (table, lo, hi)).fetchone()
+    rows, fp = one_row(conn.execute("SELECT * FROM kalshi_day_fingerprint(%s, %s, %s)", (table, lo, hi)))
     return int(rows), fp
 
 
@@ -104,8 +105,8 @@ def _partitions_of(conn: psycopg.Connection, table: str, chunk_us: int, day: dat
     """Whether any partition of ``table`` lies in ``day``."""
     lo, hi = day_bounds(day)
     names = [f"{table}_p{n}" for n in range(lo // chunk_us, hi // chunk_us)]
-    return bool(conn.execute("SELECT count(*) FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL",
-                             (names,)).fetchone()[0])  # fmt: skip
+    query = "SELECT count(*) FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL"
+    return bool(one_row(conn.execute(query, (names,)))[0])
 
 
 def _ledger(conn: psycopg.Connection, table: str, day: date) -> dict[str, Any] | None:
@@ -184,7 +185,7 @@ def drop_exported_days(
     """Drop production days older than ``keep_days`` (whole UTC days before ``today - keep_days``) whose export the
     ledger holds verified; days without one are kept and reported."""
     if keep_days < 0:
-        raise KalshiCtlError(f"production.keep_days must be >= 0, got {keep_days}", exit_code=2)
+        raise KalshiCtlError(f"production.keep_days must be >= 0, got {keep_days}", exit_code=ExitCode.USAGE)
     run = ColdRun(now_us)
     cutoff = EPOCH + timedelta(days=now_us // US_PER_DAY - keep_days)  # days before this one are old
     for table, (tcol, chunk_us, flavor) in timeseries_tables(conn).items():
@@ -204,9 +205,7 @@ def drop_exported_days(
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "would_drop", ledger["rows"]))
                 continue
             with conn.transaction():
-                dropped = conn.execute("SELECT kalshi_drop_exported_day(%s, %s, %s)", (table, day, now_us)).fetchone()[
-                    0
-                ]
+                dropped = one_row(conn.execute("SELECT kalshi_drop_exported_day(%s, %s, %s)", (table, day, now_us)))[0]
             if dropped < 0 and ledger["dropped_at"] is not None:
                 run.outcomes.append(DayOutcome(table, day.isoformat(), "late_after_drop", 0, 0, "rows after the drop"))
             elif dropped < 0:
@@ -255,12 +254,16 @@ def run_retention(settings: Settings, *, keep_days: int | None = None, dry_run: 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
     """The ledger, newest day first."""
+    from psycopg.rows import dict_row
+
     from kalshictl.db.connect import connect
 
-    with connect(settings.require("deduplicator").production, autocommit=True) as conn:
-        cur = conn.execute(
+    with (
+        connect(settings.require("deduplicator").production, autocommit=True) as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        cur.execute(
             "SELECT table_name, day, rows, cold_rows, checksum, format, exports, exported_at, verified_at, dropped_at,"
             " location FROM cold_exports ORDER BY day DESC, table_name"
         )
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return cur.fetchall()

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from kalshictl.config import Settings
 
 Require = Literal["healthy", "degraded"]
+REQUIRES: tuple[Require, ...] = ("healthy", "degraded")
+Thresholds = Literal["gatherer", "production"]  # docs/cli.md: production < 50 ms healthy, gatherer < 100 ms
+THRESHOLDS: tuple[Thresholds, ...] = ("gatherer", "production")
 _OK: dict[str, set[str]] = {"healthy": {"healthy"}, "degraded": {"healthy", "degraded"}}
 
 
@@ -34,7 +37,7 @@ class DbTarget:
     """A database to ping: connection settings (password as a secret reference) and which thresholds apply."""
 
     settings: DatabaseSettings
-    thresholds: Literal["gatherer", "production"] = "production"
+    thresholds: Thresholds = "production"
 
     @property
     def label(self) -> str:
@@ -136,7 +139,7 @@ def config_databases(settings: Settings, *, named: bool = False) -> list[Any]:
 
 
 async def probe_http(client: Any, url: str) -> dict[str, Any]:
-    """GET a /health URL: the body's ``status`` (seed JSON), else 200 = healthy, 503 = unhealthy."""
+    """GET a /health URL: the body's ``status`` (docs/runbooks/reading-health.md), else 200 healthy, 503 unhealthy."""
     start = time.perf_counter()
     try:
         resp = await client.get(url)
@@ -163,7 +166,7 @@ async def probe_http(client: Any, url: str) -> dict[str, Any]:
 
 
 async def probe_db(db: DbTarget, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Connect and ping (``SELECT 1``); status from the seed's latency thresholds for that database kind."""
+    """Connect and ping (``SELECT 1``); status from the latency thresholds of that database kind (docs/cli.md)."""
     out: dict[str, Any] = {"target": db.label, "kind": "db", "thresholds": db.thresholds}
     settings = db.settings.model_copy(update={"connect_timeout_s": min(db.settings.connect_timeout_s, timeout_s)})
     try:

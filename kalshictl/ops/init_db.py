@@ -11,13 +11,14 @@ from kalshictl.errors import ConfigError
 
 if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.db.roles import Target
 
 
 def init_database(
-    settings: Settings, target: str, db: DatabaseSettings, *, remote_cidr: str = "10.0.0.0/8", timescale: bool = True
+    settings: Settings, target: Target, db: DatabaseSettings, *, remote_cidr: str = "10.0.0.0/8", timescale: bool = True
 ) -> dict:
     """Create the target database if missing, enable TimescaleDB if available, ensure the owner role (which owns the
-    schema and runs the migrations, see kalshictl/db/roles.py) and the seed's roles.
+    schema and runs the migrations, see kalshictl/db/roles.py) and the service roles.
 
     Connects with ``admin_dsn`` (falling back to ``dsn``) first to the ``postgres`` maintenance database, then to
     the target database. Each role's password comes from ``roles.<name>`` in the config (a secret reference).
@@ -39,7 +40,7 @@ def init_database(
             timescale_on = True
         with conn.transaction():
             owner = r.ensure_owner(conn)  # owns the schema's objects and runs the migrations (not a superuser)
-        for spec in r.roles_for(target):  # type: ignore[arg-type]
+        for spec in r.roles_for(target):
             ref = getattr(settings.roles, spec.name)
             password = ref.resolve() if ref is not None else None
             if password is None and not r.role_exists(conn, spec.name):
@@ -55,5 +56,5 @@ def init_database(
         "timescaledb": timescale_on,
         "owner": owner,
         "roles": roles_out,
-        "pg_hba": r.hba_lines(target, dbname, remote_cidr),  # type: ignore[arg-type]
+        "pg_hba": r.hba_lines(target, dbname, remote_cidr),
     }

@@ -1,4 +1,4 @@
-"""The seed's deployment checklist, the items a program can check.
+"""The deployment checklist's items a program can check (docs/runbooks/deployment.md).
 
 Each check is a row ``{check, target, ok, detail}``: config valid, secrets resolvable (and ``file:`` secrets private:
 mode and owner), each database reachable (TLS in use when ``sslmode`` requires it), and on the databases this host
@@ -16,6 +16,7 @@ from kalshictl.errors import KalshiCtlError
 
 if TYPE_CHECKING:
     from kalshictl.config import DatabaseSettings, Settings
+    from kalshictl.db.roles import Target
 
 _TLS_MODES = ("require", "verify-ca", "verify-full")
 
@@ -44,9 +45,9 @@ def _secret_refs(settings: Settings) -> list[tuple[str, str]]:
     return out
 
 
-def _owned(settings: Settings) -> list[tuple[str, str, DatabaseSettings]]:
+def _owned(settings: Settings) -> list[tuple[str, Target, DatabaseSettings]]:
     """(label, target, settings) of the databases this host's service owns (schema and roles checked there)."""
-    out = []
+    out: list[tuple[str, Target, DatabaseSettings]] = []
     if settings.gatherer is not None:
         out.append(("gatherer.database", "gatherer", settings.gatherer.database))
     if settings.deduplicator is not None:
@@ -55,7 +56,7 @@ def _owned(settings: Settings) -> list[tuple[str, str, DatabaseSettings]]:
 
 
 def _remote(settings: Settings) -> list[tuple[str, DatabaseSettings]]:
-    out = []
+    out: list[tuple[str, DatabaseSettings]] = []
     if settings.deduplicator is not None:
         out += [(f"deduplicator.gatherers[{g.name}]", g.database) for g in settings.deduplicator.gatherers]
     if settings.exporter is not None:
@@ -86,8 +87,8 @@ def check_reachable(label: str, db: DatabaseSettings) -> dict[str, Any]:
     return _row("database reachable", target, True, f"ping {latency:.1f} ms, {tls}")
 
 
-def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> list[dict[str, Any]]:
-    """Migrations current and the seed's roles/grants, on a database this host owns (admin connection if given)."""
+def check_schema_and_roles(label: str, target: Target, db: DatabaseSettings) -> list[dict[str, Any]]:
+    """Migrations current and the service roles/grants, on a database this host owns (admin connection if given)."""
     from kalshictl.db import migrate as mig
     from kalshictl.db.connect import connect
     from kalshictl.db.dsn import parse_dsn
@@ -101,7 +102,7 @@ def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> lis
     rows = []
     with conn:
         try:
-            st = mig.status(conn, target)  # type: ignore[arg-type]
+            st = mig.status(conn, target)
             if st.mismatched:
                 rows.append(_row("migrations current", label, False, f"changed on disk: {st.mismatched}"))
             elif st.pending:
@@ -113,7 +114,7 @@ def check_schema_and_roles(label: str, target: str, db: DatabaseSettings) -> lis
             rows.append(_row("migrations current", label, False, str(exc)))
         owner = check_owner(conn)
         rows.append(_row("schema owner", f"{label}: {OWNER_ROLE}", owner["ok"], owner["problem"]))
-        for grant in check_grants(conn, dbname, target):  # type: ignore[arg-type]
+        for grant in check_grants(conn, dbname, target):
             rows.append(_row("role and grants", f"{label}: {grant['role']}", grant["ok"], grant["problem"]))
     return rows
 
@@ -143,7 +144,7 @@ def check_secret_file(key: str, ref: str) -> dict[str, Any] | None:
 
 
 def check_health_urls(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """Each configured gatherer /health endpoint answers (any seed status)."""
+    """Each configured gatherer /health endpoint answers (any status)."""
     import asyncio
 
     from kalshictl.ops import health_check as hc

@@ -1,4 +1,4 @@
-"""Password rotation and rollback for one database role (the seed's procedure, made restartable).
+"""Password rotation and rollback for one database role (docs/runbooks/password-rotation.md, made restartable).
 
 Order of steps (each names itself in errors):
 
@@ -159,7 +159,7 @@ def target_from_config(settings: Settings, user: str) -> tuple[DatabaseSettings,
     """(admin settings, login settings, secret reference) of a role from a config file."""
     spec = next((r for r in ROLES if r.name == user), None)
     if spec is None:
-        raise ConfigError(f"--user: {user!r} is not one of the seed's roles ({', '.join(r.name for r in ROLES)})")
+        raise ConfigError(f"--user: {user!r} is not one of the service roles ({', '.join(r.name for r in ROLES)})")
     if spec.target == "gatherer":
         db = settings.require("gatherer").database
     elif settings.deduplicator is not None:
@@ -350,8 +350,8 @@ def rollback(t: RotationTarget, step: StepFn) -> dict:
     try:
         if pending:
             t.store.clear_pending()
-        else:
-            t.store.make_current(target_version)
+        elif previous:  # (the only other way here: the rollback target is the previous version)
+            t.store.make_current(previous)
     except KalshiCtlError as exc:
         raise RotationError(
             f"step promote failed: {exc}. The database already has version {target_version}'s password.",

@@ -1,8 +1,8 @@
 """Pure order-book rebuild logic in exact integer units (no Decimal, no float, no I/O).
 
-A book holds **bids only** per side (kalshi-api.md §5): ``yes`` maps YES-leg price -> size and ``no`` maps NO-leg
-price -> size (prices in 1e-4 USD, sizes in 1e-2 contracts). A YES bid at p is a NO ask at 1 - p, so the YES-price
-view of the book is ``yes_bids`` plus ``yes_asks = [(10000 - p, s) for (p, s) in no_bids]``.
+A book holds **bids only** per side, as Kalshi's order book does (docs/research.md, "book"): ``yes`` maps YES-leg price
+-> size and ``no`` maps NO-leg price -> size (prices in 1e-4 USD, sizes in 1e-2 contracts). A YES bid at p is a NO ask
+at 1 - p, so the YES-price view of the book is ``yes_bids`` plus ``yes_asks = [(10000 - p, s) for (p, s) in no_bids]``.
 
 Deltas are additive, so the book after *all* deltas of one millisecond does not depend on their order within it.
 Within a millisecond the exchange's true order is not stored (production keys deltas by ``exchange_ts`` and an
@@ -151,15 +151,15 @@ def add_difference(book: Book, expected: Book, rebuilt: Book) -> None:
 def group_by_ms(deltas: Iterable[Delta]) -> Iterator[tuple[int, list[Delta]]]:
     """Group a (exchange_ts, ...)-ordered delta stream into (exchange_ts, deltas) batches."""
     batch: list[Delta] = []
-    current: int | None = None
+    current = 0  # the exchange_ts of batch (meaningless while batch is empty)
     for delta in deltas:
-        if delta[0] != current:
-            if batch:
-                yield current, batch  # type: ignore[misc]
-            batch, current = [], delta[0]
+        if batch and delta[0] != current:
+            yield current, batch
+            batch = []
+        current = delta[0]
         batch.append(delta)
     if batch:
-        yield current, batch  # type: ignore[misc]
+        yield current, batch
 
 
 def rebuild(snapshot: Book, deltas: Iterable[Delta]) -> Book:

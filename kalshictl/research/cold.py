@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from kalshictl.errors import KalshiCtlError, import_extra
+from kalshictl.db.rows import one_row
+from kalshictl.errors import ExitCode, KalshiCtlError, import_extra
 from kalshictl.research import export as ex
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from kalshictl.config import ExportSettings, Settings
+    from kalshictl.research.iceberg import IcebergExporter
 
 _MASK = (1 << 64) - 1
 
@@ -98,7 +100,9 @@ class ParquetColdStore:
 
     def __init__(self, settings: ExportSettings, *, endpoint_url: str | None = None, client: Any = None) -> None:
         if not settings.s3.dest:
-            raise KalshiCtlError("exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=2)
+            raise KalshiCtlError(
+                "exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=ExitCode.USAGE
+            )
         self.settings = settings
         self.bucket, self.prefix = ex.parse_dest(settings.s3.dest)
         self.client = client or ex.s3_client(settings.s3, endpoint_url)
@@ -176,14 +180,16 @@ class IcebergColdStore:
 
     def __init__(self, settings: ExportSettings, *, endpoint_url: str | None = None) -> None:
         if not settings.s3.dest and not settings.iceberg.warehouse:
-            raise KalshiCtlError("exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=2)
+            raise KalshiCtlError(
+                "exporter.s3.dest is not set", hint="set it to s3://bucket/prefix", exit_code=ExitCode.USAGE
+            )
         if endpoint_url:
             settings = settings.model_copy(update={"s3": settings.s3.model_copy(update={"endpoint_url": endpoint_url})})
         self.settings = settings
-        self._exporter: Any = None
+        self._exporter: IcebergExporter | None = None
         self._snapshots: dict[tuple[str, date], int] = {}
 
-    def _open(self) -> Any:
+    def _open(self) -> IcebergExporter:
         from kalshictl.research.iceberg import IcebergExporter
 
         if self._exporter is None:
@@ -212,7 +218,7 @@ class IcebergColdStore:
     def read_day(self, table: str, day: date, *, ticker: str | None = None) -> pa.Table:
         """A day's rows (one market's with ``ticker``) in production's integers."""
         from pyiceberg.exceptions import NoSuchTableError
-        from pyiceberg.expressions import And, EqualTo
+        from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo
 
         from kalshictl.research import iceberg as ice
         from kalshictl.research import iceberg_types as types
@@ -224,9 +230,10 @@ class IcebergColdStore:
             tbl = exporter.catalog.load_table((self.settings.iceberg.namespace, table))
         except NoSuchTableError:
             return pa.table({})
-        where = ice._day_filter(types.time_column(table), day)
+        tcol = types.time_column(table)  # None: a state table, exported whole
+        where: BooleanExpression = ice._day_filter(tcol, day) if tcol is not None else AlwaysTrue()
         if ticker is not None:
-            where = And(where, EqualTo("ticker", ticker))
+            where = And(where, EqualTo(term="ticker", value=ticker))
         arrow = tbl.scan(row_filter=where, selected_fields=tuple(c.name for c in cols)).to_arrow()
         names = [c.name for c in cols]
         return pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in types.to_production_rows(arrow, cols)])
@@ -252,7 +259,7 @@ def open_cold_store(settings: ExportSettings, *, endpoint_url: str | None = None
 def cold_days(conn: psycopg.Connection, table: str) -> set[date]:
     """Days of ``table`` whose production partitions were dropped: their rows live in the cold tier (plus any late
     row that reached production after the drop)."""
-    if conn.execute("SELECT to_regclass('cold_exports')").fetchone()[0] is None:
+    if one_row(conn.execute("SELECT to_regclass('cold_exports')"))[0] is None:
         return set()
     rows = conn.execute(
         "SELECT day FROM cold_exports WHERE table_name = %s AND dropped_at IS NOT NULL", (table,)
@@ -334,7 +341,7 @@ def configured_store(conn: psycopg.Connection, settings: Settings | None, tables
         raise KalshiCtlError(
             f"days of {', '.join(dropped)} left production for the cold tier, and exporter.s3.dest is not set",
             hint="give --config a file whose exporter section names the cold tier (docs/deduplicator.md)",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         )
     return open_cold_store(exporter)
 

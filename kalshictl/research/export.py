@@ -24,7 +24,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -215,7 +215,7 @@ def _select(table: str, columns: list[Column], by_series: bool) -> str:
 def _to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     pa = import_extra("pyarrow", "export")
 
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = []
     for f, values in zip(schema, cols, strict=True):
         if pa.types.is_list(f.type) and pa.types.is_struct(f.type.value_type):  # order-book levels

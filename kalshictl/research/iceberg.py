@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from kalshictl.db.rows import one_row
 from kalshictl.errors import ConfigError, KalshiCtlError, import_extra
 from kalshictl.research import iceberg_types as types
 from kalshictl.research.export import table_columns
@@ -31,6 +32,7 @@ from kalshictl.research.times import day_bounds
 if TYPE_CHECKING:
     import psycopg
     from pyiceberg.catalog import Catalog
+    from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
 
     from kalshictl.config import DatabaseSettings, ExportSettings, S3Settings
@@ -134,14 +136,16 @@ def _check_catalog_schema(db: DatabaseSettings, schema: str) -> None:
     from kalshictl.db.connect import connect
 
     with connect(db, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()[0]
+        exists = one_row(conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)))[0]
         usage = create = created = False
         if exists:  # (a privilege list in one has_schema_privilege call means *any* of them: ask one by one)
-            usage, create, created = conn.execute(
-                "SELECT has_schema_privilege(%s, 'USAGE'), has_schema_privilege(%s, 'CREATE'),"
-                " to_regclass(format('%%I.iceberg_tables', %s::text)) IS NOT NULL",
-                (schema, schema, schema),
-            ).fetchone()
+            usage, create, created = one_row(
+                conn.execute(
+                    "SELECT has_schema_privilege(%s, 'USAGE'), has_schema_privilege(%s, 'CREATE'),"
+                    " to_regclass(format('%%I.iceberg_tables', %s::text)) IS NOT NULL",
+                    (schema, schema, schema),
+                )
+            )
     if not (usage and (create or created)):
         problem = "does not exist" if not exists else "is not usable (USAGE, and CREATE for a new catalog) by this role"
         raise KalshiCtlError(
@@ -212,11 +216,11 @@ def ensure_table(catalog: Catalog, namespace: str, table: str, cols: list[types.
     return tbl
 
 
-def _day_filter(tcol: str, day: date) -> Any:
+def _day_filter(tcol: str, day: date) -> BooleanExpression:
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     start, end = (datetime.fromtimestamp(us / 1_000_000, UTC).isoformat() for us in day_bounds(day))
-    return And(GreaterThanOrEqual(tcol, start), LessThan(tcol, end))
+    return And(GreaterThanOrEqual(term=tcol, value=start), LessThan(term=tcol, value=end))
 
 
 def _day_files(tbl: Table, table: str, day: date | None) -> list[Any]:

@@ -386,11 +386,12 @@ def row_checksum(rows: Iterable[tuple], cols: Sequence[Column]) -> tuple[int, st
     dumps, blake2b, from_bytes = orjson.dumps, hashlib.blake2b, int.from_bytes
     total = count = 0
     for row in rows:
+        canonical: Sequence[Any] = row
         if special:
             values = list(row)
             for i, kind in special:
                 values[i] = _canonical(values[i], kind)
-            row = values
-        total += from_bytes(blake2b(dumps(row), digest_size=8).digest(), "big")
+            canonical = values
+        total += from_bytes(blake2b(dumps(canonical), digest_size=8).digest(), "big")
         count += 1
     return count, f"{total & 0xFFFF_FFFF_FFFF_FFFF:016x}"

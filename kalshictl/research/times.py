@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import overload
 
 from kalshictl.errors import ConfigError
 from kalshictl.units import now_us
@@ -47,6 +48,14 @@ def parse_window(from_text: str, to_text: str) -> tuple[int, int]:
     if from_us > to_us:
         raise ConfigError(f"--from {from_text} is after --to {to_text}")
     return from_us, to_us
+
+
+@overload
+def iso(us: int) -> str: ...
+@overload
+def iso(us: None) -> None: ...
+@overload
+def iso(us: int | None) -> str | None: ...
 
 
 def iso(us: int | None) -> str | None:

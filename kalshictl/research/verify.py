@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.errors import KalshiCtlError
+from kalshictl.errors import ExitCode, KalshiCtlError
 from kalshictl.research.book import Book, Delta, LevelDiff, diff, group_by_ms
 from kalshictl.research.times import iso
 
@@ -227,7 +227,7 @@ def verify(
     from kalshictl.research.book_query import iter_deltas, nearest_snapshot, snapshots_between
 
     if to_us < from_us:
-        raise KalshiCtlError("--to is before --from", exit_code=2)
+        raise KalshiCtlError("--to is before --from", exit_code=ExitCode.USAGE)
     report = VerifyReport(ticker, from_us, to_us, tolerance_us)
     # Base: the latest WS snapshot at or before the window (WS snapshots are consistent with the delta stream),
     # else any snapshot, else the first snapshot inside the window.

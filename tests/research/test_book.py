@@ -96,3 +96,11 @@ def test_verify_replay_reports_the_gap_window_once():
     assert (bad.window_from, bad.window_to) == (recv4, recv5)
     assert bad.window_from <= dropped[0][0] and dropped[-1][0] <= bad.window_to
     assert rep.matched == rep.checked - 1  # re-aligned: later snapshots judged on their own
+
+
+def test_group_by_ms_batches_consecutive_deltas_of_one_exchange_time():
+    from kalshictl.research.book import group_by_ms
+
+    deltas = [(0, True, 10, 1, 0), (0, False, 20, 2, 0), (5, True, 10, -1, 0), (7, True, 30, 4, 0), (7, True, 30, 4, 1)]
+    assert list(group_by_ms(deltas)) == [(0, deltas[:2]), (5, deltas[2:3]), (7, deltas[3:])]
+    assert list(group_by_ms([])) == []

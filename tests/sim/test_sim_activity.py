@@ -157,7 +157,7 @@ def test_cli_registers_sim() -> None:
     from kalshictl.cli import sim as sim_cli
 
     app = typer.Typer()
-    sim_cli.register(app)
+    app.command("sim")(sim_cli.sim_cmd)
 
     @app.command("other")
     def _other() -> None:  # a second command keeps typer in multi-command mode

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kalshictl.dedup import market_sync
 from kalshictl.dedup.history import store
 from kalshictl.dedup.history.plan import DAY_S, ImportRange, Market, Progress, parse_time, read_cutoff
-from kalshictl.dedup.history.rows import candle_row, trade_row
+from kalshictl.dedup.history.rows import CandleRow, TradeHistoryRow, candle_row, trade_row
 from kalshictl.dedup.history.store import Unit
 from kalshictl.dedup.market_sync import BadRow
 from kalshictl.kalshi.rest import end_of_pages
@@ -27,9 +27,13 @@ from kalshictl.units import now_us
 if TYPE_CHECKING:
     import psycopg
 
+    from kalshictl.config import DedupSettings
     from kalshictl.kalshi.rest import KalshiRest
 
 log = logging.getLogger("kalshictl.dedup.history")
+
+Job = Callable[["psycopg.AsyncConnection"], Awaitable[int]]
+"""One unit of import work on a worker's connection; returns how many units it finished."""
 
 PAGE_LIMIT = 1000
 BATCH_TICKERS = 100  # GET /markets/candlesticks: at most 100 tickers ...
@@ -83,7 +87,7 @@ class HistoryImport:
         finally:
             await pconn.close()
         jobs = self._trade_jobs(trade_cutoff, done, cursors) + self._candle_jobs(done)
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[Job] = asyncio.Queue()
         for job in jobs:
             queue.put_nowait(job)
         await asyncio.gather(*(self._worker(queue) for _ in range(min(self.workers, max(1, len(jobs))))))
@@ -91,7 +95,7 @@ class HistoryImport:
         out["cutoff"] = {"market_settled_ts": market_cutoff, "trades_created_ts": trade_cutoff}
         return out
 
-    async def _worker(self, queue: asyncio.Queue) -> None:
+    async def _worker(self, queue: asyncio.Queue[Job]) -> None:
         pconn = await self.connect()
         try:
             while not queue.empty():
@@ -145,12 +149,12 @@ class HistoryImport:
     def _days(self) -> list[tuple[int, int]]:
         return [(d, d + DAY_S) for d in range(self.rng.lo, self.rng.hi, DAY_S)]
 
-    def _trade_jobs(self, cutoff: int, done: set[Unit], cursors: dict[Unit, str]) -> list[Any]:
+    def _trade_jobs(self, cutoff: int, done: set[Unit], cursors: dict[Unit, str]) -> list[Job]:
         scopes: list[tuple[str, str | None]] = (
             [(f"ticker:{t}", t) for t in self.rng.tickers] if self.rng.tickers else [(self.rng.scope(), None)]
         )
         wanted = None if not self.rng.series or self.rng.tickers else set(self.markets)
-        jobs = []
+        jobs: list[Job] = []
         for lo, hi in self._days():
             parts = [("historical/trades", lo, min(hi, cutoff)), ("markets/trades", max(lo, cutoff), hi)]
             for endpoint, a, b in parts:
@@ -165,19 +169,20 @@ class HistoryImport:
                     jobs.append(self._trades_job(unit, ticker, wanted, cursors.get(unit, "")))
         return jobs
 
-    def _trades_job(self, unit: Unit, ticker: str | None, wanted: set[str] | None, cursor: str) -> Any:
+    def _trades_job(self, unit: Unit, ticker: str | None, wanted: set[str] | None, cursor: str) -> Job:
         async def job(pconn: psycopg.AsyncConnection) -> int:
             params: dict[str, Any] = {"min_ts": unit.range_from, "max_ts": unit.range_to - 1, "limit": PAGE_LIMIT}
             if ticker:
                 params["ticker"] = ticker
-            next_cursor = cursor
+            next_cursor: str | None = cursor
             while True:
                 if next_cursor:
                     params["cursor"] = next_cursor
                 body = await self.rest.get("/" + unit.endpoint, params)
                 items = (body or {}).get("trades") or []
                 received = self._now_us()
-                rows, bad = [], 0
+                rows: list[TradeHistoryRow] = []
+                bad = 0
                 for t in items:
                     try:
                         row = trade_row(t, received)
@@ -206,8 +211,8 @@ class HistoryImport:
         end = min(hi, -(-m.close_ts // length) * length)
         return start, end, max(0, (end - start) // length + 2)
 
-    def _candle_jobs(self, done: set[Unit]) -> list[Any]:
-        jobs: list[Any] = []
+    def _candle_jobs(self, done: set[Unit]) -> list[Job]:
+        jobs: list[Job] = []
         batches: dict[tuple[int, int, int], list[tuple[Unit, int]]] = {}
         for m in sorted(self.markets.values(), key=lambda m: m.ticker):
             for lo, hi in self._days():
@@ -238,9 +243,10 @@ class HistoryImport:
                 jobs.append(self._batch_candles_job(group, lo, hi, period))
         return jobs
 
-    def _rows(self, ticker: str, candles: Any, period: int, live: bool) -> tuple[list[tuple], int]:
+    def _rows(self, ticker: str, candles: Any, period: int, live: bool) -> tuple[list[CandleRow], int]:
         received = self._now_us()
-        rows, bad = [], 0
+        rows: list[CandleRow] = []
+        bad = 0
         for c in candles if isinstance(candles, list) else []:
             try:
                 rows.append(candle_row(c, ticker, period, live, received))
@@ -249,7 +255,7 @@ class HistoryImport:
                 store.log_rejected(f"candlesticks {ticker}", exc)
         return rows, bad
 
-    def _historical_candles_job(self, unit: Unit, ticker: str, period: int, start: int, end: int) -> Any:
+    def _historical_candles_job(self, unit: Unit, ticker: str, period: int, start: int, end: int) -> Job:
         async def job(pconn: psycopg.AsyncConnection) -> int:
             body = await self.rest.get(
                 f"/historical/markets/{ticker}/candlesticks",
@@ -263,7 +269,7 @@ class HistoryImport:
 
         return job
 
-    def _batch_candles_job(self, units: list[Unit], lo: int, hi: int, period: int) -> Any:
+    def _batch_candles_job(self, units: list[Unit], lo: int, hi: int, period: int) -> Job:
         async def job(pconn: psycopg.AsyncConnection) -> int:
             tickers = [u.scope.rsplit(":", 1)[0] for u in units]
             spans = [self._candle_span(self.markets[t], lo, hi, period) for t in tickers]
@@ -276,7 +282,7 @@ class HistoryImport:
                     "period_interval": period,
                 },
             )
-            rows: list[tuple] = []
+            rows: list[CandleRow] = []
             bad = 0
             for entry in (body or {}).get("markets") or []:
                 ticker = entry.get("market_ticker") if isinstance(entry, dict) else None
@@ -285,7 +291,7 @@ class HistoryImport:
                     store.log_rejected("markets/candlesticks", f"unexpected market {str(ticker)[:40]!r}")
                     continue
                 r, b = self._rows(ticker, entry.get("candlesticks"), period, live=True)
-                rows += [row for row in r if lo * 1_000_000 < row[2] <= hi * 1_000_000]
+                rows += [row for row in r if isinstance(end := row[2], int) and lo * 1_000_000 < end <= hi * 1_000_000]
                 bad += b
             written = await store.write_candles(pconn, units, rows, bad, self._final(units[0]))
             self.progress.candles += written
@@ -296,7 +302,7 @@ class HistoryImport:
 
 
 async def import_history(
-    settings: Any,
+    settings: DedupSettings,
     rng: ImportRange,
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,

@@ -12,6 +12,11 @@ from kalshictl.units import PRICE_MAX, UnitError, parse_price, parse_size
 
 MAX_TICKER = 128  # varchar(128) in production
 
+TradeHistoryRow = tuple[str, int, int, str, int, int, bool, bool, str, str]
+"""A production ``trades`` row from history, in TRADE_COLUMNS order (source ``historical``, gatherer ``_history``)."""
+CandleRow = tuple[int | str | None, ...]
+"""A ``candlesticks`` row, in CANDLE_COLUMNS order (ticker, period, end_ts, prices and sizes, source, received_at)."""
+
 
 def _us(value: Any, field: str) -> int:
     if not isinstance(value, str):
@@ -25,7 +30,7 @@ def _us(value: Any, field: str) -> int:
     return int(dt.timestamp()) * 1_000_000 + dt.microsecond
 
 
-def _ticker(item: dict, field: str) -> str:
+def _ticker(item: dict[str, Any], field: str) -> str:
     value = item.get(field)
     if not isinstance(value, str) or not value or len(value) > MAX_TICKER or not value.isprintable():
         raise BadRow(f"{field}: missing, longer than {MAX_TICKER} or not printable")
@@ -57,7 +62,7 @@ def _size(value: Any, field: str) -> int:
         raise BadRow(f"{field}: {exc}") from None
 
 
-def trade_row(t: Any, received_at: int) -> tuple:
+def trade_row(t: Any, received_at: int) -> TradeHistoryRow:
     """A ``Trade`` as a production trades row (``source = 'historical'``, gatherer ``_history``)."""
     if not isinstance(t, dict):
         raise BadRow(f"not an object ({type(t).__name__})")
@@ -93,7 +98,7 @@ def _ohlc(obj: Any, sfx: str, field: str) -> list[int]:
     return [_price(obj.get(f"{k}{sfx}"), f"{field}.{k}{sfx}") for k in ("open", "low", "high", "close")]
 
 
-def _opt_price(obj: dict, key: str, field: str) -> int | None:
+def _opt_price(obj: dict[str, Any], key: str, field: str) -> int | None:
     value = obj.get(key)
     return None if value is None else _price(value, f"{field}.{key}")
 
@@ -111,7 +116,7 @@ _NAMES = {
 }
 
 
-def candle_row(c: Any, ticker: str, period: int, live: bool, received_at: int) -> tuple:
+def candle_row(c: Any, ticker: str, period: int, live: bool, received_at: int) -> CandleRow:
     """A candle (live ``*_dollars``/``*_fp`` names, or the historical endpoint's plain ones) as a candlesticks row.
 
     The common case runs straight through cached lookups; anything unexpected is re-read field by field so the
@@ -133,7 +138,7 @@ def candle_row(c: Any, ticker: str, period: int, live: bool, received_at: int) -
     return _candle_row_checked(c, ticker, period, live, received_at)
 
 
-def _candle_row_checked(c: Any, ticker: str, period: int, live: bool, received_at: int) -> tuple:
+def _candle_row_checked(c: Any, ticker: str, period: int, live: bool, received_at: int) -> CandleRow:
     if not isinstance(c, dict):
         raise BadRow(f"not an object ({type(c).__name__})")
     end = c.get("end_period_ts")

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.dedup.history.rows import CANDLE_COLUMNS, TRADE_COLUMNS
+from kalshictl.dedup.history.rows import CANDLE_COLUMNS, TRADE_COLUMNS, CandleRow, TradeHistoryRow
 from kalshictl.dedup.merge import merge_lock_sql, trade_id_sql
 from kalshictl.schema import GATHERER, TRADES
 
@@ -76,7 +76,7 @@ _CANDLE_STAGE = "_stage_history_candles"
 
 
 async def write_trades(
-    pconn: psycopg.AsyncConnection, unit: Unit, rows: list[tuple], cursor: str, done: bool, rejected: int
+    pconn: psycopg.AsyncConnection, unit: Unit, rows: list[TradeHistoryRow], cursor: str, done: bool, rejected: int
 ) -> int:
     """Insert a page of trade rows not yet stored under their ``trade_id`` and advance the checkpoint; returns
     rows inserted."""
@@ -99,7 +99,7 @@ async def write_trades(
 
 
 async def write_candles(
-    pconn: psycopg.AsyncConnection, units: list[Unit], rows: list[tuple], rejected: int, done: bool = True
+    pconn: psycopg.AsyncConnection, units: list[Unit], rows: list[CandleRow], rejected: int, done: bool = True
 ) -> int:
     """Upsert candle rows (a still-forming candle read again replaces the earlier copy) and checkpoint ``units``
     (``done`` unless their day is still under way); returns rows inserted or changed."""
