@@ -1,4 +1,4 @@
-"""init-db on a real PostgreSQL: roles with the seed's privileges; read-only roles really cannot write."""
+"""init-db on a real PostgreSQL: roles with docs/security.md's privileges; read-only roles really cannot write."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Table-driven tests of the seed's health thresholds."""
+"""Table-driven tests of the health thresholds (docs/runbooks/reading-health.md)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""A gatherer killed (SIGKILL) while resnapshots are in flight leaves a correct record (issue #13): every order-book
+"""A gatherer killed (SIGKILL) while resnapshots are in flight leaves a correct record: every order-book
 delta absent from production lies inside a recorded window of every gatherer, the windows the killed instance left
 open are closed at its restart, and its missed trades come back from REST."""
 

@@ -1,4 +1,4 @@
-"""Lifecycle key (issue #16 item 3): time-less lifecycle messages seen by three gatherers become exactly one
+"""Lifecycle key (docs/deduplicator.md): time-less lifecycle messages seen by three gatherers become exactly one
 production row per event, a market's second ``deactivated`` minutes later is kept, and no time is in the future."""
 
 from __future__ import annotations

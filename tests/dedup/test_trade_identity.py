@@ -1,4 +1,4 @@
-"""A trade is stored once by trade_id (issue #13): a REST-backfilled copy whose created_time is coarser than the
+"""A trade is stored once by trade_id: a REST-backfilled copy whose created_time is coarser than the
 WebSocket's ts_ms must not become a second production row, whichever copy is merged first, and merges of the same
 table from several gatherers at once see each other's copies."""
 

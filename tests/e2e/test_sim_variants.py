@@ -1,4 +1,4 @@
-"""End to end against every exchange variant the docs leave open (issue #16): ack seq (own seq vs the sid's last data
+"""End to end against every exchange variant the docs leave open (docs/sim.md): ack seq (own seq vs the sid's last data
 seq) × repeat subscribe (merge vs new sid). Local exchange → 3 gatherers → deduplicator → production equals the ground
 truth: nothing lost without a record, nothing duplicated, every rebuilt book equal to the exchange's.
 

@@ -1,4 +1,4 @@
-"""Trades lost in a gap window come back from REST (issue #13 item 1): an exchange-side outage of every WebSocket
+"""Trades lost in a gap window come back from REST: an exchange-side outage of every WebSocket
 connection loses trades on the wire; the window is recorded, backfilled from GET /markets/trades and marked
 recovered; every emitted trade is stored once."""
 

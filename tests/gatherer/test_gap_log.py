@@ -1,4 +1,4 @@
-"""Gap windows are written when they open, closed by an UPDATE that bumps txid, and survive restarts (issue #13)."""
+"""Gap windows are written when they open, closed by an UPDATE that bumps txid, and survive restarts."""
 
 from __future__ import annotations
 

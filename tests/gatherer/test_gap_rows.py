@@ -1,4 +1,4 @@
-"""Compact gap windows (issue #12 item 4): a run with frame drops writes at most one gap row per subscription per gap
+"""Compact gap windows: a run with frame drops writes at most one gap row per subscription per gap
 (not one per market), and every market of a window is named in it."""
 
 from __future__ import annotations
