@@ -1,4 +1,4 @@
-"""More than 100 WebSocket connections (a full gatherer runs about 150: docs/gatherer.md): every one opens and subscribes."""
+"""More than 100 WebSocket connections (a full gatherer runs about 150, docs/gatherer.md): each opens, subscribes."""
 
 from __future__ import annotations
 

@@ -195,7 +195,7 @@ def test_init_scripts_run_end_to_end(pg_cluster_factory, health_service, tmp_pat
     assert gatherer.requests >= 2 and dedup.requests >= 1
     log.unlink()
 
-    gatherer.status = "unhealthy"  # no healthy gatherer: docs/runbooks/startup.md's "ERROR: No gatherers available", nothing started
+    gatherer.status = "unhealthy"  # no healthy gatherer: "ERROR: No gatherers available" (docs/runbooks/startup.md)
     fail = run("deduplicator-init.sh", d_cfg, KALSHI_GATHERER_WAIT="1", KALSHI_MIGRATE="0")
     assert fail.returncode == 1
     assert "timed out after 1s waiting for any of 1 target(s)" in fail.stderr
