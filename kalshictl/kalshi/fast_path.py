@@ -6,7 +6,7 @@ enumerations in compiled code and refusing unknown fields; prices go through the
 and sizes through integer arithmetic on the string (:mod:`kalshictl.kalshi.values`). A reader returns the record, or
 None to *decline*: the reference path (:mod:`kalshictl.kalshi.reference`) then gives the authoritative record or
 error. The fast path only ever accepts a frame the reference path would turn into the same record
-(tests/test_parser_fuzz.py checks the two against each other on mutated frames).
+(tests/kalshi/test_parser_fuzz.py checks the two against each other on mutated frames).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ Two paths, one answer:
   per-field readers of :mod:`kalshictl.kalshi.fields`.
 
 The fast path only ever *accepts* a frame the reference path would turn into the same record
-(tests/test_parser_fuzz.py checks the two against each other on mutated frames).
+(tests/kalshi/test_parser_fuzz.py checks the two against each other on mutated frames).
 
 The parts: :mod:`~kalshictl.kalshi.records` (the record types), :mod:`~kalshictl.kalshi.values` (bounded prices,
 sizes, tickers), :mod:`~kalshictl.kalshi.fields`, :mod:`~kalshictl.kalshi.fast_path`,

@@ -213,7 +213,7 @@ def test_docs_cli_names_every_command_and_option():
 
     from typer.main import get_command
 
-    lines = _usage_lines((Path(__file__).parents[1] / "docs" / "cli.md").read_text())
+    lines = _usage_lines((Path(__file__).parents[2] / "docs" / "cli.md").read_text())
     undocumented = []
     for path, command in _leaves(get_command(app_module.app)):
         usage = [u for u in lines if tuple(u.split()[1 : 1 + len(path)]) == path]
