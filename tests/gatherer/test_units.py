@@ -1,4 +1,4 @@
-"""Unit tests: parser (fuzzed in tests/kalshi/test_parser_fuzz.py), occurrence numbering, sequence tracking, resync windows."""
+"""Unit tests: parser (fuzzed by tests/kalshi/test_parser_fuzz.py), occurrence numbering, sequence, resync windows."""
 
 from __future__ import annotations
 
