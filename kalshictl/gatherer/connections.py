@@ -288,6 +288,7 @@ class ConnectionPool:
         on_open: OnOpen,
         on_frame: OnFrame,
         on_close: OnClose,
+        is_healthy: Callable[[WsConnection], bool] | None = None,
         key_id: str | None = None,
         private_key: Any = None,
     ) -> None:
@@ -304,7 +305,8 @@ class ConnectionPool:
         cb = {"on_open": on_open, "on_frame": on_frame, "on_close": on_close}
         self.global_conns = [WsConnection(self, i, "global", **cb) for i in range(settings.global_connections)]
         self.book_conns = [WsConnection(self, i, "orderbook", **cb) for i in range(settings.orderbook_connections)]
-        self.is_healthy: Callable[[WsConnection], bool] = lambda c: c.alive
+        # healthy = alive, unless the frame handler knows more (the router: every subscription acknowledged)
+        self.is_healthy: Callable[[WsConnection], bool] = is_healthy or (lambda c: c.alive)
 
     @property
     def connections(self) -> list[WsConnection]:

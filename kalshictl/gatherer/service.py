@@ -83,8 +83,16 @@ class Gatherer:
         writers[GAPS.name] = self.gaplog  # gap windows are written when they open (kalshictl/gatherer/gaps.py)
         self.writers = WriterSet(writers)
         self.backfill: TradeBackfill | None = None
-        self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
-        self.router.on_lifecycle = self._on_lifecycle
+        self.router = Router(
+            settings.name,
+            self.writers,
+            self.metrics,
+            self.gaplog,
+            settings.websocket,
+            on_lifecycle=self._on_lifecycle,
+            on_unknown_market=self.registry.remove,
+            on_unknown_frame=self._on_unknown_frame,
+        )
         self.storage = StorageMonitor(settings, self.metrics.registry)  # retention and disk (docs/retention.md)
         self.manager: ConnectionPool | None = None
         self.shards: Shards | None = None
@@ -232,13 +240,12 @@ class Gatherer:
             on_open=self.router.on_open,
             on_frame=self.router.handle,
             on_close=self.router.on_close,
+            is_healthy=self.router.conn_healthy,
             key_id=ex.api_key_id,
             private_key=self._private_key,
         )
         self.shards = Shards(self.manager.book_conns, w.markets_per_subscription, w.subscriptions_per_connection)
         self.router.attach(self.manager, self.shards)
-        self.router.on_unknown_market = self.registry.remove
-        self.router.on_unknown_frame = self._on_unknown_frame
         wanted = self.registry.recordable()
         log_capacity = log.info if self.shards.capacity >= len(wanted) else log.error
         log_capacity(
@@ -600,21 +607,21 @@ class Gatherer:
                 "detail": detail,
             },
             "sequence": {
-                "tail_gaps": r.tail_gaps,
-                "ambiguous_acks": r.ambiguous_acks,
-                "digest_mismatches": r.digest_mismatches,
-                "rest_suspects": r.rest_suspects,
-                "orphan_frames": r.orphan_frames,
-                "stray_frames": r.stray_frames,
-                "deltas_without_ts": r.no_ts_deltas,
+                "tail_gaps": r.stats.tail_gaps,
+                "ambiguous_acks": r.stats.ambiguous_acks,
+                "digest_mismatches": r.stats.digest_mismatches,
+                "rest_suspects": r.stats.rest_suspects,
+                "orphan_frames": r.stats.orphan_frames,
+                "stray_frames": r.stats.stray_frames,
+                "deltas_without_ts": r.stats.no_ts_deltas,
                 "open_windows": r.open_windows(),
                 "resync_p50_s": r.resync_quantile(0.5),
                 "resync_p99_s": r.resync_quantile(0.99),
             },
             "messages": msgs,
             "lag_s": round(max(0.0, (now_us() - last) / 1e6), 3) if last else None,
-            "parse_errors": r.parse_errors,
-            "duplicates_dropped": r.duplicates,
+            "parse_errors": r.stats.parse_errors,
+            "duplicates_dropped": r.stats.duplicates,
             "resyncing_markets": len(r.sync.awaiting),
             "gap_windows_open": self.gaplog.open_windows(),
             "backfill": self.backfill.status() if self.backfill else None,
