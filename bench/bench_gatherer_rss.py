@@ -103,7 +103,8 @@ async def run(markets: int, dsn: str, port: int) -> int:
         gap_t = time.monotonic()
         while g.router.stats.tail_gaps == 0 or g.router.sync.awaiting:
             if time.monotonic() - gap_t > 120:
-                print(f"invalid run: gap not found/resynced ({g.router.stats.tail_gaps}, {len(g.router.sync.awaiting)})")
+                found, waiting = g.router.stats.tail_gaps, len(g.router.sync.awaiting)
+                print(f"invalid run: gap not found/resynced ({found}, {waiting})")
                 return 1
             await asyncio.sleep(0.05)
         resynced = len(g.router.stats.resync_us)

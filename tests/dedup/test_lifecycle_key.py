@@ -1,5 +1,6 @@
-"""Lifecycle key (docs/gatherer.md "Decisions and deviations"): time-less lifecycle messages seen by three gatherers become exactly one
-production row per event, a market's second ``deactivated`` minutes later is kept, and no time is in the future."""
+"""Lifecycle key (docs/gatherer.md "Decisions and deviations"): time-less lifecycle messages seen by three gatherers
+become exactly one production row per event, a market's second ``deactivated`` minutes later is kept, and no time is
+in the future."""
 
 from __future__ import annotations
 
