@@ -38,7 +38,7 @@ class Gap:
     snapshot arrives (``expected``/``got``: the seqs that showed it; ``rx``: when it was found)."""
 
     conn: WsConnection
-    sid: SidState
+    sid_state: SidState  # the sid the loss was found on (its subscriptions are the markets affected)
     reason: str  # seq_gap | seq_backwards
     from_ts: int
     expected: int | None

@@ -109,13 +109,29 @@ class Router:
         self.windows = windows = CoverageWindows(gaplog, sync, digest)
         self.strays = strays = StrayFrames(states, stats, metrics, background, on_unknown_frame)
         self.book = book = BookFrames(
-            *(states, stats, metrics, sync, digest, snapshot_requested, detector, strays, windows),
+            states,
+            stats,
+            metrics,
+            sync=sync,
+            digest=digest,
+            snapshot_requested=snapshot_requested,
+            detector=detector,
+            strays=strays,
+            windows=windows,
             record_gap=self._record_gap,
             deltas=w["orderbook_deltas"],
             snapshots=w["orderbook_snapshots"],
         )
         self.commands = commands = SubscriptionCommands(
-            *(states, stats, metrics, settings, background, sync, snapshot_requested, windows, strays),
+            states,
+            stats,
+            metrics,
+            settings,
+            background,
+            sync=sync,
+            snapshot_requested=snapshot_requested,
+            windows=windows,
+            strays=strays,
             forget_market=book.forget,
             on_unknown_market=on_unknown_market,
         )
@@ -241,13 +257,11 @@ class Router:
     def _record_gap(self, gap: Gap) -> None:
         """Every market of the sid's subscriptions is untrusted until its fresh snapshot arrives: the connection's
         waiting snapshots are anchored, a window opens per subscription and its snapshots are requested."""
-        conn, ss = gap.conn, gap.sid
+        conn, ss = gap.conn, gap.sid_state
         if self._log.ok(f"gap:{conn.name}"):
             n = sum(len(s.tickers) for s in ss.subs)
-            log.warning(
-                "%s sid %d: %s (expected %s, got %s): re-snapshotting %d markets",
-                *(conn.name, ss.tracker.sid, gap.reason, gap.expected, gap.got, n),
-            )
+            msg = "%s sid %d: %s (expected %s, got %s): re-snapshotting %d markets"
+            log.warning(msg, conn.name, ss.tracker.sid, gap.reason, gap.expected, gap.got, n)
         self.book.anchor_pending(conn)
         for sub in ss.subs:
             self.windows.open(
