@@ -1,4 +1,5 @@
-"""The gatherer at the seed's scale with the shipped deploy config's websocket section (no bench-only override).
+"""The gatherer at full scale (docs/gatherer.md "Sharding = subscriptions") with the shipped deploy config's
+websocket section (no bench-only override).
 
 425,000 markets listed, 6 global + 144 order-book connections as ``deploy/config/gatherer.yaml`` lays them out. The
 local exchange runs as its own process (its memory is not counted); the gatherer runs here against a throwaway

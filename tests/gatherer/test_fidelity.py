@@ -1,4 +1,5 @@
-"""The gatherer is correct under every reading of Kalshi's protocol the sim offers (issue #16), without being told.
+"""The gatherer is correct under every reading of Kalshi's protocol the sim offers, without being told
+(docs/gatherer.md "Fidelity: reading Kalshi without being told which Kalshi").
 
 Ack seq "own" vs "last", get_snapshot replies that consume a seq or not, repeat subscribes that merge into one sid or
 open a new one: in each, no false gap, no resnapshot storm (a flat command rate), and a lost tail frame is found.
