@@ -39,6 +39,7 @@ from kalshictl.config import WebSocketSettings
 from kalshictl.db.embedded import PostgresCluster
 from kalshictl.db.migrate import migrate
 from kalshictl.gatherer.connections import ConnectionPool
+from kalshictl.gatherer.gaps import GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.writers import (
@@ -53,6 +54,10 @@ from kalshictl.kalshi.messages import OrderbookDelta, Parser
 from kalshictl.schema import DELTAS, EVENT_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _no_database() -> psycopg.AsyncConnection:
+    raise RuntimeError("the bench's gap log has no database")
 
 
 class _Errors(logging.Handler):
@@ -113,7 +118,8 @@ async def ingest(
     ws_set = WriterSet(writers)
     ws_set.start()
     metrics = GathererMetrics("bench")
-    router = Router("bench", ws_set, metrics)
+    gaplog = GapLog("bench", _no_database, metrics=metrics)  # never started: a window would stay in memory
+    router = Router("bench", ws_set, metrics, gaplog)
     # the gatherer's own pool (shipped websocket defaults), never started: this bench reads the socket itself
     pool = ConnectionPool(
         WebSocketSettings(), url, metrics, on_open=router.on_open, on_frame=router.handle, on_close=router.on_close

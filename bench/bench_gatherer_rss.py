@@ -1,5 +1,5 @@
-"""The gatherer at full scale (docs/gatherer.md "Sharding = subscriptions") with the shipped deploy config's websocket
-section (no bench-only override).
+"""The gatherer at full scale (docs/gatherer.md "Sharding = subscriptions") with the shipped deploy config's
+websocket section (no bench-only override).
 
 425,000 markets listed, 6 global + 144 order-book connections as ``deploy/config/gatherer.yaml`` lays them out. The
 local exchange runs as its own process (its memory is not counted); the gatherer runs here against a throwaway
@@ -98,16 +98,17 @@ async def run(markets: int, dsn: str, port: int) -> int:
         if not lost:
             print(f"invalid run: no frame was lost ({emitted})")
             return 1
-        g.router.resync_us.clear()
+        g.router.stats.resync_us.clear()
         for conn in g.manager.book_conns:
             g.router.probe(conn)
         gap_t = time.monotonic()
-        while g.router.tail_gaps == 0 or g.router.sync.awaiting:
+        while g.router.stats.tail_gaps == 0 or g.router.sync.awaiting:
             if time.monotonic() - gap_t > 120:
-                print(f"invalid run: gap not found/resynced ({g.router.tail_gaps}, {len(g.router.sync.awaiting)})")
+                found, waiting = g.router.stats.tail_gaps, len(g.router.sync.awaiting)
+                print(f"invalid run: gap not found/resynced ({found}, {waiting})")
                 return 1
             await asyncio.sleep(0.05)
-        resynced = len(g.router.resync_us)
+        resynced = len(g.router.stats.resync_us)
         p50, p99 = g.router.resync_quantile(0.5), g.router.resync_quantile(0.99)
         status = await g.status()
     finally:

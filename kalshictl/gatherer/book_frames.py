@@ -4,16 +4,30 @@ REST books of quiet markets), and the anchoring of WebSocket snapshots to the st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kalshictl.gatherer.sequence import book_digest
+from kalshictl.gatherer.coverage_windows import CoverageWindows
+from kalshictl.gatherer.gap_detection import Gap, GapDetector
+from kalshictl.gatherer.occurrence import OccurrenceCounter
+from kalshictl.gatherer.router_state import ConnStates, RouterStats
+from kalshictl.gatherer.sequence import BookDigest, MarketSync, book_digest
+from kalshictl.gatherer.stray_frames import StrayFrames
 from kalshictl.kalshi.messages import OrderbookDelta, OrderbookSnapshot
 from kalshictl.units import PRICE_MAX
 
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import WsConnection
+    from kalshictl.gatherer.metrics import GathererMetrics
+    from kalshictl.gatherer.shards import Shards, Subscription
+    from kalshictl.gatherer.writers import TableWriter
+
+# a snapshot row's fields but its anchor: (rx, ticker, source, yes, yes_asks, no, no_asks, bid, ask, spread, sid, seq)
+SnapshotFields = tuple[Any, ...]
+# a WS snapshot waiting for its anchor: (row fields, its connection, the connection's last exchange ts at receipt, rx)
+PendingSnapshot = tuple[SnapshotFields, "WsConnection", int, int]
 
 
 def book_row_fields(yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> tuple[str, str, str, str, Any, Any, Any]:
@@ -36,51 +50,89 @@ def book_row_fields(yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> tu
 
 
 class BookFrames:
-    """Order-book deltas and snapshots.
+    """Per-market book state: the held-book digest, trust (``sync``: shared with the windows and the commands),
+    occurrence numbers and snapshots waiting for their anchor. A delta in, a row or nothing out."""
 
-    A part of :class:`~kalshictl.gatherer.router.Router`: methods over its state (see its ``__init__``).
-    """
+    def __init__(
+        self,
+        states: ConnStates,
+        stats: RouterStats,
+        metrics: GathererMetrics,
+        sync: MarketSync,
+        digest: BookDigest,
+        snapshot_requested: dict[str, float],
+        detector: GapDetector,
+        strays: StrayFrames,
+        windows: CoverageWindows,
+        record_gap: Callable[[Gap], None],
+        deltas: TableWriter,
+        snapshots: TableWriter,
+    ) -> None:
+        self.states = states
+        self.stats = stats
+        self.metrics = metrics
+        self.sync = sync
+        self.digest = digest
+        self.occ = OccurrenceCounter()
+        self.snapshot_requested = snapshot_requested  # ticker -> when its snapshot was asked for (monotonic s)
+        self.detector = detector
+        self.strays = strays
+        self.windows = windows
+        self.record_gap = record_gap  # a loss found on the frame's sid is recorded before the frame is used
+        self._deltas = deltas
+        self._snaps = snapshots
+        self.shards: Shards | None = None  # the placement, once attached
+        # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
+        self._pending_snaps: dict[str, list[PendingSnapshot]] = {}
 
-    def _delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
+    def attach(self, shards: Shards) -> None:
+        self.shards = shards
+
+    def delta(self, conn: WsConnection, d: OrderbookDelta, rx: int) -> None:
         st = self.states[conn]
         ss = st.sids.get(d.sid)
         if ss is None:
-            ss = self._sid(conn, d.sid)
-        if not ss.subs and self._orphan(conn, ss):
+            ss = st.sid_state(d.sid)
+        if not ss.subs and self.strays.orphan(conn, ss):
             return
         tracker = ss.tracker
         prev = tracker.last
         seq = d.seq
         if prev is not None and seq == prev + 1:
-            # the next seq of the sid (nearly every frame): SeqTracker.check's "ok" and _seq's "ok" branch, inline
-            # (tests/gatherer/test_hot_path.py holds the two to the same state)
+            # the next seq of the sid (nearly every frame): SeqTracker.check's "ok" and GapDetector.frame's "ok"
+            # branch, inline (tests/gatherer/test_hot_path.py holds the two to the same state)
             tracker.last = seq
             st.last_in_sequence_rx = rx
             ss.last_rx = rx
-        elif not self._seq(conn, ss, tracker.check(seq), prev, seq, rx):
-            return
+        else:
+            verdict = self.detector.frame(conn, ss, tracker.check(seq), prev, seq, rx)
+            if verdict is False:
+                return
+            if verdict is not True:
+                self.record_gap(verdict)
         ticker = d.ticker
         shards = self.shards
         if shards is not None:
             placed = shards.sub_of.get(ticker)
             if placed is None:
-                if self._not_left_here(conn, ss, ticker):
+                if self.strays.not_left_here(conn, ss, ticker):
                     return
             elif placed.sid != d.sid or placed.conn is not conn:
-                self._stray(conn, ss, ticker)
+                self.strays.stray(conn, ss, ticker)
                 return
         ts = d.exchange_ts
         if ts is None:  # ts_ms is optional in the AsyncAPI: the receive time stands in (docs/gatherer.md)
             ts = rx
-            self.no_ts_deltas += 1
+            self.stats.no_ts_deltas += 1
         if ss.last_ts > ss.verified:
             ss.verified = ss.last_ts  # this frame arrived in sequence: everything the sid sent before it did too
         if ts > ss.last_ts:
             ss.last_ts = ts
         if ts > st.last_exchange_ts:
             st.last_exchange_ts = ts
-            if ts > self.last_exchange_ts:
-                self.last_exchange_ts = ts
+            stats = self.stats
+            if ts > stats.last_exchange_ts:
+                stats.last_exchange_ts = ts
         pending_snaps = self._pending_snaps
         if pending_snaps:
             pending = pending_snaps.pop(ticker, None)
@@ -94,34 +146,37 @@ class BookFrames:
         occurrence = self.occ.next(ticker, ts, side, price, size)
         sync = self.sync
         if (ticker in sync.awaiting or ticker in sync.cutoff) and not sync.accept_delta(ticker, ts):
-            self.dropped_resync += 1
+            self.stats.dropped_resync += 1
             return
         self._deltas.add((ts, rx, ticker, side, price, size, occurrence, seq, d.sid))
 
-    def _snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
-        ss = self._sid(conn, s.sid)
-        if self._orphan(conn, ss):
+    def snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
+        st = self.states[conn]
+        ss = st.sid_state(s.sid)
+        if self.strays.orphan(conn, ss):
             return
         prev = ss.tracker.last
-        if not self._seq(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx):
+        verdict = self.detector.frame(conn, ss, ss.tracker.check_snapshot(s.seq), prev, s.seq, rx)
+        if verdict is False:
             return
+        if verdict is not True:
+            self.record_gap(verdict)
         sub = self.shards.sub_of.get(s.ticker) if self.shards is not None else None
-        if sub is None and self.shards is not None and self._not_left_here(conn, ss, s.ticker):
+        if sub is None and self.shards is not None and self.strays.not_left_here(conn, ss, s.ticker):
             return
         if sub is not None and (sub.sid != s.sid or sub.conn is not conn):
-            self._stray(conn, ss, s.ticker)
+            self.strays.stray(conn, ss, s.ticker)
             return
-        st = self.states[conn]
         cut = max(rx, st.last_exchange_ts)
         digest = book_digest(s.yes, s.no)
         held = self.digest.get(s.ticker)
         if held is not None and held != digest and s.ticker not in self.sync.awaiting and sub is not None:
             # the held book disagrees with the exchange's: a delta was lost without a seq trace (a tail frame)
-            self.digest_mismatches += 1
+            self.stats.digest_mismatches += 1
             self.metrics.tail_gaps.labels(how="digest").inc()
             note = ss.note
             from_ts = note.from_ts if note is not None else cut - 60_000_000
-            self._open_window(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
+            self.windows.open(sub, "seq_gap", from_ts, rx, sid=s.sid, tickers=[s.ticker])
         if sub is not None:
             self.digest.set(s.ticker, digest)
         self.snapshot_requested.pop(s.ticker, None)
@@ -129,27 +184,40 @@ class BookFrames:
         if since is not None and sub is not None:
             w = sub.window
             if w is not None and s.ticker in w.awaiting and isinstance(since, int):
-                self.resync_us.append(rx - since)  # untrusted time after a gap (not a first snapshot)
-            self._resynced(sub, (s.ticker,), cut)
+                self.stats.resync_us.append(rx - since)  # untrusted time after a gap (not a first snapshot)
+            self.windows.resynced(sub, (s.ticker,), cut)
         fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, st.last_exchange_ts, rx))
 
-    def verify_book(self, ticker: str, yes: list[tuple[int, int]], no: list[tuple[int, int]], asked_rx: int) -> None:
-        """A REST book of a market: if its sid was quiet since before the request and the held book differs, ask the
-        exchange for a stream-ordered snapshot (which settles it: see :meth:`_snapshot`)."""
+    def suspect(
+        self, ticker: str, yes: list[tuple[int, int]], no: list[tuple[int, int]], asked_rx: int
+    ) -> Subscription | None:
+        """A REST book of a market: its subscription when its sid was quiet since before the request and the held
+        book differs (the caller asks the exchange for a stream-ordered snapshot, which settles it: see
+        :meth:`snapshot`); else None."""
         if self.shards is None:
-            return
+            return None
         held = self.digest.get(ticker)
         sub = self.shards.sub_of.get(ticker)
         if held is None or sub is None or sub.sid is None or ticker in self.sync.awaiting:
-            return
+            return None
         ss = self.states[sub.conn].sids.get(sub.sid)
         if ss is None or ss.last_rx >= asked_rx - 2_000_000:
-            return  # frames in flight: the REST book may be ahead of the stream
+            return None  # frames in flight: the REST book may be ahead of the stream
         if book_digest(yes, no) != held:
-            self.rest_suspects += 1
+            self.stats.rest_suspects += 1
             self.metrics.tail_gaps.labels(how="rest_suspect").inc()
-            self.request_snapshots(sub, [ticker])
+            return sub
+        return None
+
+    def forget(self, ticker: str) -> None:
+        """A market left the placement: its book state goes; a snapshot of it still waiting is stored now."""
+        self.sync.forget(ticker)
+        self.digest.drop(ticker)
+        self.occ.forget(ticker)
+        self.snapshot_requested.pop(ticker, None)
+        for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
+            self._store_snapshot(fields, rx)
 
     # A WebSocket snapshot carries no exchange time. Its exact place in the exchange's history is known from the
     # stream: every later delta of the market comes after it. So the row is held until the market's next delta
@@ -158,11 +226,13 @@ class BookFrames:
     # is generated after it). After a sequence gap the last exchange time seen before the snapshot is used.
     SNAPSHOT_ANCHOR_WAIT_S = 2.0
 
-    def _store_snapshot(self, fields: tuple, anchor: int | None) -> None:
+    def _store_snapshot(self, fields: SnapshotFields, anchor: int | None) -> None:
         rx, ticker, source, *rest = fields
         self._snaps.add((rx, anchor, ticker, source, *rest))
 
-    def _anchor_pending(self, conn: WsConnection) -> None:
+    def anchor_pending(self, conn: WsConnection) -> None:
+        """The connection's stream broke (gap, disconnect): its waiting snapshots are anchored at the last exchange
+        time seen before each arrived."""
         for ticker in [t for t, items in self._pending_snaps.items() if any(c is conn for _, c, _, _ in items)]:
             keep = []
             for fields, c, last, rx in self._pending_snaps.pop(ticker):
@@ -178,8 +248,8 @@ class BookFrames:
         wait_us = int(self.SNAPSHOT_ANCHOR_WAIT_S * 1_000_000)
         stored = 0
         for ticker in list(self._pending_snaps):
-            due: list = []
-            rest: list = []
+            due: list[PendingSnapshot] = []
+            rest: list[PendingSnapshot] = []
             for item in self._pending_snaps[ticker]:
                 (due if force or now - item[3] >= wait_us else rest).append(item)
             for fields, _c, _last, rx in due:

@@ -290,6 +290,7 @@ class ConnectionPool:
         on_open: OnOpen,
         on_frame: OnFrame,
         on_close: OnClose,
+        is_healthy: Callable[[WsConnection], bool] | None = None,
         key_id: str | None = None,
         private_key: Any = None,
     ) -> None:
@@ -311,7 +312,8 @@ class ConnectionPool:
 
         self.global_conns = conns("global", settings.global_connections)
         self.book_conns = conns("orderbook", settings.orderbook_connections)
-        self.is_healthy: Callable[[WsConnection], bool] = lambda c: c.alive
+        # healthy = alive, unless the frame handler knows more (the router: every subscription acknowledged)
+        self.is_healthy: Callable[[WsConnection], bool] = is_healthy or (lambda c: c.alive)
 
     @property
     def connections(self) -> list[WsConnection]:

@@ -2,33 +2,63 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
 from kalshictl.gatherer.occurrence import TickerOccurrences
+from kalshictl.gatherer.router_state import Background, ConnStates, RouterStats
 from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import FeeUpdate, Lifecycle, TickerUpdate, Trade
 from kalshictl.schema import TickerRow
 
+if TYPE_CHECKING:
+    from kalshictl.gatherer.connections import WsConnection
+    from kalshictl.gatherer.writers import TableWriter
+
+LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
+
 
 class GlobalChannels:
-    """Trade, ticker and lifecycle rows.
+    """Trade, ticker and lifecycle rows; a market lifecycle event is also handed to ``on_lifecycle`` (placement)."""
 
-    A part of :class:`~kalshictl.gatherer.router.Router`: methods over its state (see its ``__init__``).
-    """
+    def __init__(
+        self,
+        states: ConnStates,
+        stats: RouterStats,
+        background: Background,
+        trades: TableWriter,
+        tickers: TableWriter,
+        lifecycle: TableWriter,
+        on_lifecycle: LifecycleFn | None,
+    ) -> None:
+        self.states = states
+        self.stats = stats
+        self.background = background
+        self._trades = trades
+        self._tickers = tickers
+        self._life = lifecycle
+        self.on_lifecycle = on_lifecycle
+        # the exchange's ticker updates of one market in one millisecond: every distinct one is kept, numbered
+        self.ticker_occurrences = TickerOccurrences()
+        self.life_occurrences = lifecycle_key.Occurrences()  # identical lifecycle messages in a burst: 0, 1, 2 …
 
-    def _trade(self, t: Trade, rx: int) -> None:
+    def _seen(self, conn: WsConnection, ts: int | None) -> None:
+        st = self.states[conn]
+        if ts and ts > st.last_exchange_ts:
+            st.last_exchange_ts = ts
+            if ts > self.stats.last_exchange_ts:
+                self.stats.last_exchange_ts = ts
+
+    def trade(self, conn: WsConnection, t: Trade, rx: int) -> None:
+        self._seen(conn, t.exchange_ts)
         self._trades.add(
             (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
         )
 
-    @cached_property
-    def ticker_occurrences(self) -> TickerOccurrences:
-        """Numbers the exchange's ticker updates of one market in one millisecond (every distinct one is kept)."""
-        return TickerOccurrences()
-
-    def _ticker(self, u: TickerUpdate, rx: int) -> None:
+    def ticker(self, conn: WsConnection, u: TickerUpdate, rx: int) -> None:
+        self._seen(conn, u.exchange_ts)
         state = (
             u.yes_bid,
             u.yes_ask,
@@ -44,12 +74,17 @@ class GlobalChannels:
         occurrence = self.ticker_occurrences.next(u.ticker, u.exchange_ts, state)
         self._tickers.add(TickerRow(u.exchange_ts, rx, u.ticker, *state, "ws", occurrence, u.sid))
 
-    def _lifecycle(self, ev: Lifecycle | FeeUpdate, rx: int) -> None:
+    def lifecycle(self, ev: Lifecycle | FeeUpdate, rx: int) -> None:
         # The message's own time when it has one, else the receive time; never a future time (lifecycle messages
         # carry no ts; created/activated carry a close_ts in the future).
         payload = orjson.dumps(ev.payload).decode()
         ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
         occurrence = self.life_occurrences.next(ev.ticker, ev.event_type, dig, rx)
         self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, occurrence, ev.sid))
-        if self.on_lifecycle is not None and ev.event_type not in ("event_lifecycle", "event_fee_update"):
-            self.spawn(self.on_lifecycle(ev))
+        on_lifecycle = self.on_lifecycle
+        if (
+            on_lifecycle is not None
+            and isinstance(ev, Lifecycle)  # a FeeUpdate's event_type is always event_fee_update
+            and ev.event_type not in ("event_lifecycle", "event_fee_update")
+        ):
+            self.background.spawn(on_lifecycle(ev))

@@ -7,6 +7,8 @@ market arrive in exchange order on one subscription, so only the current millise
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OccurrenceCounter:
     """Per-market numbering of identical deltas within one exchange timestamp."""
@@ -47,9 +49,9 @@ class TickerOccurrences:
 
     def __init__(self) -> None:
         # ticker -> (exchange_ts, the last number given at it, the content it was given to)
-        self._by_ticker: dict[str, tuple[int, int, tuple]] = {}
+        self._by_ticker: dict[str, tuple[int, int, tuple[Any, ...]]] = {}
 
-    def next(self, ticker: str, exchange_ts: int, content: tuple) -> int:
+    def next(self, ticker: str, exchange_ts: int, content: tuple[Any, ...]) -> int:
         state = self._by_ticker.get(ticker)
         if state is None or state[0] != exchange_ts:
             n = 0

@@ -1,7 +1,16 @@
-"""The router: the connections' frame handler. It owns the subscriptions' exchange state (sid, seq, windows), sends
-the commands that keep the exchange's subscriptions equal to the placement in :mod:`kalshictl.gatherer.shards`,
-enforces the sequence/resync rules and hands rows to the table writers.
+"""The router: the connections' frame handler. It parses each frame and dispatches the record to the part that owns
+its state, and it wires those parts together (docs/gatherer.md "Modules"):
 
+* :class:`~kalshictl.gatherer.gap_detection.GapDetector`: per-sid seq verdicts and the ack rule, returning the
+  losses found as :class:`~kalshictl.gatherer.gap_detection.Gap`;
+* :class:`~kalshictl.gatherer.book_frames.BookFrames`: per-market book state, a delta in, a row or nothing out;
+* :class:`~kalshictl.gatherer.subscription_commands.SubscriptionCommands`: the commands that keep the exchange's
+  subscriptions equal to the placement in :mod:`kalshictl.gatherer.shards`, and the exchange's replies;
+* :class:`~kalshictl.gatherer.coverage_windows.CoverageWindows`: the gap log's windows per subscription and channel;
+* :class:`~kalshictl.gatherer.stray_frames.StrayFrames`: the overlap rule (a market's frames only from its sid);
+* :class:`~kalshictl.gatherer.global_channels.GlobalChannels`: trade, ticker and lifecycle rows.
+
+The state they share is declared in :mod:`~kalshictl.gatherer.router_state` and handed to each in its constructor.
 Sequence state is per sid (every market of a subscription shares one stream). Under "merge" repeat-subscribe
 semantics several of a connection's subscriptions share one sid; under "new_sid" each has its own. Either way every
 sid maps to the subscriptions it carries, so a gap re-snapshots exactly those, each ``get_snapshot`` goes to the
@@ -10,31 +19,27 @@ sid its market is in, and each subscription's coverage window closes when its la
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kalshictl.config import WebSocketSettings
 from kalshictl.gatherer.book_frames import BookFrames
-from kalshictl.gatherer.gap_detection import GapDetection
-from kalshictl.gatherer.gaps import GapLog
-from kalshictl.gatherer.global_channels import GlobalChannels
-from kalshictl.gatherer.occurrence import OccurrenceCounter
+from kalshictl.gatherer.coverage_windows import CoverageWindows
+from kalshictl.gatherer.gap_detection import Gap, GapDetector
+from kalshictl.gatherer.global_channels import GlobalChannels, LifecycleFn
 from kalshictl.gatherer.router_state import (
-    GAP_CLOCK_SLACK_US,
     GLOBAL_CHANNELS,
     ORDERBOOK,
-    Cmd,
+    Background,
     ConnState,
     ConnStates,
     LogLimiter,
+    RouterStats,
 )
 from kalshictl.gatherer.sequence import BookDigest, MarketSync
+from kalshictl.gatherer.stray_frames import StrayFrames
 from kalshictl.gatherer.subscription_commands import SubscriptionCommands
-from kalshictl.gatherer.writers import now_us
-from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import (
     Ack,
     ErrorMsg,
@@ -48,94 +53,110 @@ from kalshictl.kalshi.messages import (
     TickerUpdate,
     Trade,
 )
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
-    from kalshictl.gatherer.connections import ConnectionPool, WsConnection
+    from kalshictl.gatherer.connections import WsConnection
+    from kalshictl.gatherer.gaps import GapLog
     from kalshictl.gatherer.metrics import GathererMetrics
     from kalshictl.gatherer.shards import Shards
     from kalshictl.gatherer.writers import WriterSet
 
 log = logging.getLogger("kalshictl.gatherer.router")
 
-LifecycleFn = Callable[[Lifecycle], Awaitable[None]]
+
+class Connections(Protocol):
+    """What the router takes from the connection pool: its global and order-book connections."""
+
+    @property
+    def global_conns(self) -> Sequence[WsConnection]: ...
+
+    @property
+    def book_conns(self) -> Sequence[WsConnection]: ...
 
 
-async def _no_database() -> Any:
-    raise RuntimeError("this router has no gap database")
-
-
-class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
-    """Dispatches parsed records; owns subscriptions' exchange state, sequence/resync state and numbering.
-
-    Its parts live in their own modules: commands and replies (:mod:`~kalshictl.gatherer.subscription_commands`),
-    sequence verdicts and coverage windows (:mod:`~kalshictl.gatherer.gap_detection`), order-book frames
-    (:mod:`~kalshictl.gatherer.book_frames`), global channels (:mod:`~kalshictl.gatherer.global_channels`); the
-    state they share is :mod:`~kalshictl.gatherer.router_state`'s.
-    """
+class Router:
+    """Dispatches parsed records to the parts that own their state (see the module docstring)."""
 
     def __init__(
         self,
         name: str,
         writers: WriterSet,
         metrics: GathererMetrics,
-        gaplog: GapLog | None = None,
+        gaplog: GapLog,
         settings: WebSocketSettings | None = None,
+        *,
+        on_lifecycle: LifecycleFn | None = None,
+        on_unknown_market: Callable[[str], object] | None = None,
+        on_unknown_frame: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
-        self.writers = writers
+        self.writers = writers  # where the rows go (the parts hold the table writers they add to)
         self.metrics = metrics
-        if gaplog is None:  # the service passes its log; a bare router (bench) keeps windows in memory only
-            found = writers.by_table.get("sequence_gaps")
-            gaplog = found if isinstance(found, GapLog) else GapLog(name, _no_database, metrics=metrics)
         self.gaplog = gaplog
-        settings = settings or WebSocketSettings()
-        self.settings = settings
-        self.use_yes_price = bool(settings.use_yes_price)
-        self.parser = Parser(use_yes_price=self.use_yes_price)
-        self.sync = MarketSync()
-        self.digest = BookDigest()
-        self.occ = OccurrenceCounter()
-        self.pool: ConnectionPool | None = None
+        self.settings = settings = settings or WebSocketSettings.model_validate({})  # the defaults
+        self.parser = Parser(use_yes_price=bool(settings.use_yes_price))
+        self.states = states = ConnStates()
+        self.stats = stats = RouterStats()
+        self.sync = sync = MarketSync()  # which markets' books are trusted: read by /status and /health
+        self.background = background = Background()
+        self.pool: Connections | None = None
         self.shards: Shards | None = None
-        self.on_lifecycle: LifecycleFn | None = None
-        self.on_unknown_market: Callable[[str], None] | None = None
-        self.on_unknown_frame: Callable[[str], None] | None = None  # order-book frames of a market placed nowhere
-        # where each market removed lately was placed (its sid None: not acknowledged yet): its last frames in flight
-        # are still its own (bounded)
-        self.left_sid: OrderedDict[str, tuple[WsConnection, int | None]] = OrderedDict()
-        self.states: dict[WsConnection, ConnState] = ConnStates()
-        self._tasks: set[asyncio.Task] = set()
-        self._log = LogLimiter()
-        self.msg_counts = metrics.messages.counts  # frames per type: plain ints, published to Prometheus at scrape time
-        self.snapshot_requested: dict[str, float] = {}
-        self.dropped_resync = 0
-        self.tail_gaps = 0  # losses revealed by a seq probe's ack (incl. ambiguous acks resolved later)
-        self.digest_mismatches = 0  # losses revealed by a snapshot that disagreed with the held book
-        self.ambiguous_acks = 0
-        self.rest_suspects = 0  # REST books of quiet markets that disagreed with the held book (re-checked by WS)
-        self.no_ts_deltas = 0
-        self.orphan_frames = 0
-        self.stray_frames = 0  # a market's order-book frames from a sid it is not placed on (dropped)
-        self.probe_replies = 0  # acks and errors answering seq probes
-        self.resync_us: deque[int] = deque(maxlen=100_000)  # how long markets stayed untrusted after a gap
-        # WS snapshots wait for their anchor: ticker -> [(row fields, conn, last exchange ts at receipt, rx)]
-        self._pending_snaps: dict[str, list[tuple[tuple, WsConnection, int, int]]] = {}
-        self.parse_errors = 0
-        self.duplicates = 0
-        self.last_exchange_ts = 0
-        self._unknown_seen = 0
+        digest = BookDigest()
+        snapshot_requested: dict[str, float] = {}
         w = writers.by_table
-        self._deltas = w["orderbook_deltas"]
-        self._snaps = w["orderbook_snapshots"]
-        self._trades = w["trades"]
-        self._tickers = w["tickers"]
-        self._life = w["lifecycle_events"]
-        self.life_occurrences = lifecycle_key.Occurrences()  # identical lifecycle messages in a burst: 0, 1, 2 …
-        # the heartbeat never passes a possibly undetected loss
-        self.gaplog.coverage_floors.append(self.verified_through_us)
+        self.detector = detector = GapDetector(states, stats, metrics, settings)
+        self.windows = windows = CoverageWindows(gaplog, sync, digest)
+        self.strays = strays = StrayFrames(states, stats, metrics, background, on_unknown_frame)
+        self.book = book = BookFrames(
+            states,
+            stats,
+            metrics,
+            sync=sync,
+            digest=digest,
+            snapshot_requested=snapshot_requested,
+            detector=detector,
+            strays=strays,
+            windows=windows,
+            record_gap=self._record_gap,
+            deltas=w["orderbook_deltas"],
+            snapshots=w["orderbook_snapshots"],
+        )
+        self.commands = commands = SubscriptionCommands(
+            states,
+            stats,
+            metrics,
+            settings,
+            background,
+            sync=sync,
+            snapshot_requested=snapshot_requested,
+            windows=windows,
+            strays=strays,
+            forget_market=book.forget,
+            on_unknown_market=on_unknown_market,
+        )
+        self.channels = GlobalChannels(
+            states, stats, background, w["trades"], w["tickers"], w["lifecycle_events"], on_lifecycle
+        )
+        # the surface the service calls, served by the parts
+        self.add_markets = commands.add_markets
+        self.remove_markets = commands.remove_markets
+        self.request_snapshots = commands.request_snapshots
+        self.retry_stale_snapshots = commands.retry_stale_snapshots
+        self.probe = commands.probe
+        self.probe_all = commands.probe_all
+        self.flush_pending_snapshots = book.flush_pending_snapshots
+        self.record_late = windows.record_late
+        self.verified_through_us = detector.verified_through_us
+        gaplog.coverage_floors.append(detector.verified_through_us)  # the heartbeat never passes a possible loss
+        self.msg_counts = metrics.messages.counts  # frames per type: plain ints, published to Prometheus at scrape time
+        self._unknown_seen = 0
+        self._log = LogLimiter()
+        self._delta, self._snapshot = book.delta, book.snapshot
+        self._trade, self._ticker, self._lifecycle = self.channels.trade, self.channels.ticker, self.channels.lifecycle
 
     # ----- wiring -----------------------------------------------------------------------------------------------------
-    def attach(self, pool: ConnectionPool, shards: Shards) -> None:
+    def attach(self, pool: Connections, shards: Shards) -> None:
         """Take the pool's connections (global channels dealt round-robin) and the placement."""
         self.pool = pool
         self.shards = shards
@@ -149,10 +170,13 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
             self.states[conn] = ConnState(tuple(cs))
         for conn in pool.book_conns:
             self.states[conn] = ConnState((ORDERBOOK,))
-        pool.is_healthy = self.conn_healthy
+        self.detector.attach(pool.book_conns)
+        self.commands.attach(shards, pool.book_conns)
+        for part in (self.windows, self.strays, self.book):
+            part.attach(shards)
 
     def conn_healthy(self, conn: WsConnection) -> bool:
-        """Alive, and every subscription it should hold is acknowledged."""
+        """Alive, and every subscription it should hold is acknowledged (the pool's ``is_healthy``)."""
         if not conn.alive:
             return False
         st = self.states[conn]
@@ -161,22 +185,6 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         assert self.shards is not None
         return all(sub.active for sub in self.shards.subs[conn] if sub.tickers)
 
-    # ----- helpers ----------------------------------------------------------------------------------------------------
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        """Run a command coroutine in the background (kept referenced until done)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _later(self, delay: float, fn: Callable[[], Any]) -> None:
-        async def run() -> None:
-            await asyncio.sleep(delay)
-            res = fn()
-            if asyncio.iscoroutine(res):
-                await res
-
-        self.spawn(run())
-
     # ----- connection callbacks ---------------------------------------------------------------------------------------
     def on_open(self, conn: WsConnection) -> None:
         """A connection (re)opened: subscribe what it should carry."""
@@ -184,57 +192,14 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         st.sids.clear()
         st.channel_sid.clear()
         st.strays_removed.clear()
-        if conn.kind == "global":
-            for ch in st.channels:  # one command per channel: an unknown optional channel fails alone
-                params = {"channels": [ch]}
-                self.spawn(conn.send("subscribe", params, Cmd("global", channel=ch, params=params)))
-            return
-        assert self.shards is not None
-        for sub in self.shards.subs[conn]:
-            sub.sid = None
-            sub.subscribing = False
-            sub.retries = 0
-            self.spawn(self._subscribe(sub))
+        self.commands.resubscribe(conn, st)
 
     def on_close(self, conn: WsConnection) -> None:
-        """A connection dropped: open a coverage window for every subscription it carried."""
-        st = self.states[conn]
-        self._anchor_pending(conn)
-        rx = now_us()
-        from_ts = st.last_exchange_ts or (st.last_in_sequence_rx or rx) - GAP_CLOCK_SLACK_US
-        if conn.kind == "orderbook":
-            assert self.shards is not None
-            for sub in self.shards.subs[conn]:
-                sid = sub.sid
-                sub.sid = None
-                sub.subscribing = False
-                if sub.tickers:
-                    # a tail loss on its sid not yet found may predate the connection's last frame
-                    ss = st.sids.get(sid) if sid is not None else None
-                    start = min(from_ts, self._from_ts(st, ss, rx)) if ss is not None else from_ts
-                    self._open_window(sub, "disconnect", start, rx, sid=sid)
-        else:
-            for ch in st.channels:
-                if ch not in st.global_windows and ch not in st.unsupported:
-                    st.global_windows[ch] = self.gaplog.open(
-                        channel=ch,
-                        reason="disconnect",
-                        from_ts=from_ts,
-                        subscription=f"{conn.name}/{ch}",
-                        sid=st.channel_sid.get(ch),
-                    )
-        st.sids.clear()
-        st.channel_sid.clear()
+        """A connection dropped: its waiting snapshots are anchored and a coverage window opens for every
+        subscription it carried."""
+        self.book.anchor_pending(conn)
+        self.windows.disconnected(conn, self.states[conn])
 
-    def forget_market(self, ticker: str) -> None:
-        self.sync.forget(ticker)
-        self.digest.drop(ticker)
-        self.occ.forget(ticker)
-        self.snapshot_requested.pop(ticker, None)
-        for fields, _c, _last, rx in self._pending_snaps.pop(ticker, []):
-            self._store_snapshot(fields, rx)
-
-    # ----- entry point ------------------------------------------------------------------------------------------------
     def handle(self, conn: WsConnection, raw: str | bytes, rx: int) -> None:
         """Handle one text frame received at ``rx`` (µs); never raises."""
         counts = self.msg_counts
@@ -247,12 +212,10 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
                     self._delta(conn, rec, rx)
                 case TickerUpdate():
                     counts["ticker"] += 1
-                    self._seen(conn, rec.exchange_ts)
-                    self._ticker(rec, rx)
+                    self._ticker(conn, rec, rx)
                 case Trade():
                     counts["trade"] += 1
-                    self._seen(conn, rec.exchange_ts)
-                    self._trade(rec, rx)
+                    self._trade(conn, rec, rx)
                 case OrderbookSnapshot():
                     counts["orderbook_snapshot"] += 1
                     self._snapshot(conn, rec, rx)
@@ -266,10 +229,10 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
                     self._parse_error(rec)
                 case Subscribed():
                     counts["subscribed"] += 1
-                    self._subscribed(conn, rec, rx)
+                    self.commands.on_subscribed(conn, rec, rx)
                 case ErrorMsg():
                     counts["error"] += 1
-                    self._error(conn, rec)
+                    self.commands.on_error(conn, rec)
                 case Ack():
                     counts[rec.type] += 1
                     self._ack(conn, rec, rx)
@@ -282,20 +245,49 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
                 log.warning("unknown message fields seen: %s", dict(self.parser.unknown_fields.most_common(5)))
             self._unknown_seen = n_unknown
 
-    def _seen(self, conn: WsConnection, ts: int | None) -> None:
-        st = self.states[conn]
-        if ts and ts > st.last_exchange_ts:
-            st.last_exchange_ts = ts
-            if ts > self.last_exchange_ts:
-                self.last_exchange_ts = ts
+    def _ack(self, conn: WsConnection, a: Ack, rx: int) -> None:
+        """The command it answers is done (commands); its seq is read by the ack rule (detector)."""
+        cmd = self.commands.on_ack(conn, a)
+        if a.sid is None or a.seq is None:
+            return
+        probe = cmd is not None and cmd.kind == "probe"
+        for gap in self.detector.ack(conn, a, a.sid, a.seq, probe, rx):
+            self._record_gap(gap)
+
+    def _record_gap(self, gap: Gap) -> None:
+        """Every market of the sid's subscriptions is untrusted until its fresh snapshot arrives: the connection's
+        waiting snapshots are anchored, a window opens per subscription and its snapshots are requested."""
+        conn, ss = gap.conn, gap.sid_state
+        if self._log.ok(f"gap:{conn.name}"):
+            n = sum(len(s.tickers) for s in ss.subs)
+            msg = "%s sid %d: %s (expected %s, got %s): re-snapshotting %d markets"
+            log.warning(msg, conn.name, ss.tracker.sid, gap.reason, gap.expected, gap.got, n)
+        self.book.anchor_pending(conn)
+        for sub in ss.subs:
+            self.windows.open(
+                sub, gap.reason, gap.from_ts, gap.rx, sid=ss.tracker.sid, expected=gap.expected, received=gap.got
+            )
+            self.commands.request_snapshots(sub, sorted(sub.tickers))
+
+    def verify_book(self, ticker: str, yes: list[tuple[int, int]], no: list[tuple[int, int]], asked_rx: int) -> None:
+        """A REST book of a market: if its sid was quiet since before the request and the held book differs, ask the
+        exchange for a stream-ordered snapshot (which settles it)."""
+        sub = self.book.suspect(ticker, yes, no, asked_rx)
+        if sub is not None:
+            self.commands.request_snapshots(sub, [ticker])
 
     def _parse_error(self, err: ParseError) -> None:
-        self.parse_errors += 1
+        self.stats.parse_errors += 1
         self.metrics.parse_errors.labels(kind=err.kind).inc()
         if self._log.ok(f"parse:{err.kind}"):
             log.warning("bad frame (%s, type=%s): %s", err.kind, err.msg_type, err.detail)
 
     # ----- status -----------------------------------------------------------------------------------------------------
+    @property
+    def last_exchange_ts(self) -> int:
+        """The latest exchange time seen on any connection (µs; 0 before any)."""
+        return self.stats.last_exchange_ts
+
     def untrusted_longer_than(self, seconds: float) -> int:
         """Markets without a trusted book for longer than ``seconds``."""
         cutoff = now_us() - int(seconds * 1_000_000)
@@ -303,9 +295,9 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
 
     def resync_quantile(self, q: float) -> float | None:
         """A quantile (0..1) of how long markets stayed untrusted after a gap, in seconds (recent 100,000)."""
-        if not self.resync_us:
+        if not self.stats.resync_us:
             return None
-        xs = sorted(self.resync_us)
+        xs = sorted(self.stats.resync_us)
         return xs[min(len(xs) - 1, int(q * len(xs)))] / 1e6
 
     def ack_modes(self) -> dict[str, int]:
@@ -317,11 +309,7 @@ class Router(SubscriptionCommands, GapDetection, BookFrames, GlobalChannels):
         return out
 
     def open_windows(self) -> int:
-        if self.shards is None:
-            return 0
-        return sum(1 for s in self.shards.all_subs() if s.window is not None) + sum(
-            len(st.global_windows) for st in self.states.values()
-        )
+        return self.windows.open_count(self.states.values())
 
     def sub_status(self, conn: WsConnection) -> list[dict[str, Any]]:
         if self.shards is None:

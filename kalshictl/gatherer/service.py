@@ -86,8 +86,16 @@ class Gatherer:
         )
         # gap windows are written when they open, beside the table writers (kalshictl/gatherer/gaps.py)
         self.gaplog = GapLog(settings.name, self._connect, metrics=self.metrics, on_closed=self._on_window_closed)
-        self.router = Router(settings.name, self.writers, self.metrics, self.gaplog, settings.websocket)
-        self.router.on_lifecycle = self._on_lifecycle
+        self.router = Router(
+            settings.name,
+            self.writers,
+            self.metrics,
+            self.gaplog,
+            settings.websocket,
+            on_lifecycle=self._on_lifecycle,
+            on_unknown_market=self.registry.remove,
+            on_unknown_frame=self._on_unknown_frame,
+        )
         self.parts = Parts(
             settings=settings,
             metrics=self.metrics,
@@ -276,14 +284,13 @@ class Gatherer:
             on_open=self.router.on_open,
             on_frame=self.router.handle,
             on_close=self.router.on_close,
+            is_healthy=self.router.conn_healthy,
             key_id=ex.api_key_id,
             private_key=self._private_key,
         )
         self.parts.shards = Shards(manager.book_conns, w.markets_per_subscription, w.subscriptions_per_connection)
         assert self.manager is not None and self.shards is not None
         self.router.attach(self.manager, self.shards)
-        self.router.on_unknown_market = self.registry.remove
-        self.router.on_unknown_frame = self._on_unknown_frame
         placement = self.parts.placement = Placement(
             self.name,
             self.registry,

@@ -1,36 +1,96 @@
 """The router's commands to the exchange and its answers to them: subscribe / add / delete / get_snapshot / seq
 probes that keep the exchange's subscriptions equal to the placement in :mod:`kalshictl.gatherer.shards`, and the
-handling of ``subscribed`` and error replies (retries, error 26 splits and caps, unknown markets).
+handling of ``subscribed``, ``ok`` and error replies (retries, error 26 splits and caps, unknown markets).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kalshictl.gatherer.router_state import OPTIONAL_CHANNELS, ORDERBOOK, Cmd
-from kalshictl.gatherer.writers import now_us
-from kalshictl.kalshi.messages import ErrorMsg, Subscribed
+from kalshictl.config import WebSocketSettings
+from kalshictl.gatherer.coverage_windows import CoverageWindows
+from kalshictl.gatherer.router_state import (
+    OPTIONAL_CHANNELS,
+    ORDERBOOK,
+    Background,
+    Cmd,
+    ConnState,
+    ConnStates,
+    LogLimiter,
+    RouterStats,
+)
+from kalshictl.gatherer.sequence import MarketSync
+from kalshictl.gatherer.stray_frames import StrayFrames
+from kalshictl.kalshi.messages import Ack, ErrorMsg, Subscribed
 from kalshictl.kalshi.ws_codes import TERMINAL, WsError
+from kalshictl.units import now_us
 
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import WsConnection
-    from kalshictl.gatherer.shards import Subscription
+    from kalshictl.gatherer.metrics import GathererMetrics
+    from kalshictl.gatherer.shards import Shards, Subscription
 
 SNAPSHOT_CHUNK = 200  # tickers per get_snapshot / add / delete command
-LEFT_SIDS_KEPT = 10_000  # removed markets whose last sid is remembered (their frames in flight are accepted)
 MAX_RETRY_DELAY_S = 8.0
 
 log = logging.getLogger("kalshictl.gatherer.router")
 
 
 class SubscriptionCommands:
-    """The router's commands and the exchange's replies to them.
+    """The router's commands and the exchange's replies to them. Markets it places are untrusted (``sync``) until
+    their first snapshot; markets it removes leave the book state (``forget_market``) and their windows."""
 
-    A part of :class:`~kalshictl.gatherer.router.Router`: methods over its state (see its ``__init__``).
-    """
+    def __init__(
+        self,
+        states: ConnStates,
+        stats: RouterStats,
+        metrics: GathererMetrics,
+        settings: WebSocketSettings,
+        background: Background,
+        sync: MarketSync,
+        snapshot_requested: dict[str, float],
+        windows: CoverageWindows,
+        strays: StrayFrames,
+        forget_market: Callable[[str], None],
+        on_unknown_market: Callable[[str], object] | None,
+    ) -> None:
+        self.states = states
+        self.stats = stats
+        self.metrics = metrics
+        self.settings = settings
+        self.use_yes_price = bool(settings.use_yes_price)
+        self.background = background
+        self.spawn = background.spawn
+        self.sync = sync
+        self.snapshot_requested = snapshot_requested  # ticker -> when its snapshot was asked for (monotonic s)
+        self.windows = windows
+        self.strays = strays
+        self.forget_market = forget_market
+        self.on_unknown_market = on_unknown_market  # error 16: the exchange does not know the market
+        self.shards: Shards | None = None  # the placement and the order-book connections, once attached
+        self.book_conns: Sequence[WsConnection] = ()
+        self._log = LogLimiter()
+
+    def attach(self, shards: Shards, book_conns: Sequence[WsConnection]) -> None:
+        self.shards = shards
+        self.book_conns = book_conns
+
+    def resubscribe(self, conn: WsConnection, st: ConnState) -> None:
+        """A connection (re)opened: subscribe what it should carry."""
+        if conn.kind == "global":
+            for ch in st.channels:  # one command per channel: an unknown optional channel fails alone
+                params = {"channels": [ch]}
+                self.spawn(conn.send("subscribe", params, Cmd("global", channel=ch, params=params)))
+            return
+        assert self.shards is not None
+        for sub in self.shards.subs[conn]:
+            sub.sid = None
+            sub.subscribing = False
+            sub.retries = 0
+            self.spawn(self._subscribe(sub))
 
     async def _subscribe(self, sub: Subscription) -> None:
         if not sub.tickers or sub.subscribing or sub.active or not sub.conn.connected:
@@ -51,10 +111,6 @@ class SubscriptionCommands:
             params = {"sids": [sub.sid], "action": action, "market_tickers": chunk}
             await sub.conn.send("update_subscription", params, Cmd(kind, sub, chunk))
 
-    async def _unsubscribe_sid(self, conn: WsConnection, sid: int) -> None:
-        self.states[conn].strays_removed.add((sid, None))  # its frames still in flight are dropped without a resend
-        await conn.send("unsubscribe", {"sids": [sid]}, Cmd("unsubscribe"))
-
     def add_markets(self, tickers: Iterable[str]) -> int:
         """Place new markets and subscribe them (a live subscription gets ``add_markets``; a new one ``subscribe``).
         Returns how many were placed."""
@@ -63,7 +119,7 @@ class SubscriptionCommands:
         added = self.shards.place(tickers)
         for sub, ts in added.items():
             for t in ts:
-                self.left_sid.pop(t, None)
+                self.strays.placed(t)
                 self.sync.invalidate(t, rx)  # untrusted until its first snapshot
             if sub.active:
                 self.spawn(self._update(sub, "add_markets", ts, "add"))
@@ -75,20 +131,14 @@ class SubscriptionCommands:
         """Unsubscribe markets (slots freed); a subscription left empty is unsubscribed (unless its sid is shared)."""
         assert self.shards is not None
         tickers = list(tickers)
-        left = self.left_sid
-        for t in tickers:
-            sub = self.shards.sub_of.get(t)
-            if sub is not None:
-                left[t] = (sub.conn, sub.sid)
-                left.move_to_end(t)
-        while len(left) > LEFT_SIDS_KEPT:
-            left.popitem(last=False)
+        sub_of = self.shards.sub_of
+        self.strays.removed((t, sub.conn, sub.sid) for t in tickers if (sub := sub_of.get(t)) is not None)
         removed = self.shards.remove(tickers)
         for t in tickers:
             self.forget_market(t)
         for sub, ts in removed.items():
             if sub.window is not None:
-                self._resynced(sub, ts, now_us())
+                self.windows.resynced(sub, ts, now_us())
             if sub.sid is None:
                 continue
             st = self.states[sub.conn].sids.get(sub.sid)
@@ -98,7 +148,7 @@ class SubscriptionCommands:
                 if st is not None:
                     st.subs.remove(sub)
                 self.shards.drop_sub(sub)
-                self.spawn(self._unsubscribe_sid(sub.conn, sid))
+                self.spawn(self.strays.unsubscribe_sid(sub.conn, sid))
             else:
                 self.spawn(self._update(sub, "delete_markets", ts, "delete"))
 
@@ -147,11 +197,26 @@ class SubscriptionCommands:
 
     def probe_all(self, min_tokens: float = 0.0) -> int:
         """Probe every order-book connection that has at least ``min_tokens`` command tokens to spare."""
-        if self.pool is None:
-            return 0
-        return sum(self.probe(c) for c in self.pool.book_conns if c.bucket.tokens >= min_tokens)
+        return sum(self.probe(c) for c in self.book_conns if c.bucket.tokens >= min_tokens)
 
-    def _subscribed(self, conn: WsConnection, s: Subscribed, rx: int) -> None:
+    def on_ack(self, conn: WsConnection, a: Ack) -> Cmd | None:
+        """An ``ok``/``unsubscribed`` ack: the command it answers (returned) is done; a subscribe merged into an
+        existing sid ("merge") is acknowledged by it, an ``add_markets``' snapshots follow it. Its seq is the
+        :class:`~kalshictl.gatherer.gap_detection.GapDetector`'s."""
+        cmd = conn.pending.pop(a.id, None) if a.id is not None else None
+        if not isinstance(cmd, Cmd):
+            return None
+        if cmd.kind == "probe":
+            self.stats.probe_replies += 1
+        if a.sid is None:
+            return cmd
+        if cmd.kind == "subscribe" and cmd.sub is not None:
+            self._sub_acked(conn, cmd, a.sid)  # a repeat subscribe merged into an existing sid ("merge")
+        elif cmd.kind == "add":
+            self._expect_snapshots(cmd.tickers)
+        return cmd
+
+    def on_subscribed(self, conn: WsConnection, s: Subscribed, rx: int) -> None:
         cmd = conn.pending.pop(s.id, None) if s.id is not None else None
         st = self.states[conn]
         if not isinstance(cmd, Cmd):
@@ -159,10 +224,8 @@ class SubscriptionCommands:
         match cmd.kind:
             case "global":
                 st.channel_sid[s.channel] = s.sid
-                self._sid(conn, s.sid, s.channel)
-                wid = st.global_windows.pop(s.channel, None)
-                if wid is not None:
-                    self.gaplog.close(wid, rx)
+                st.sid_state(s.sid, s.channel)
+                self.windows.channel_resumed(st, s.channel, rx)
             case "subscribe" if cmd.sub is not None:
                 self._sub_acked(conn, cmd, s.sid)
 
@@ -174,9 +237,9 @@ class SubscriptionCommands:
         sub.retries = 0
         if sub.sid is not None and sub.sid != sid:  # a second subscribe of one subscription opened a second sid
             log.warning("%s: %s subscribed twice (sids %d, %d): dropping the second", conn.name, sub.name, sub.sid, sid)
-            self.spawn(self._unsubscribe_sid(conn, sid))
+            self.spawn(self.strays.unsubscribe_sid(conn, sid))
             return
-        ss = self._sid(conn, sid)
+        ss = self.states[conn].sid_state(sid)
         if sub not in ss.subs:
             ss.subs.append(sub)
         sub.sid = sid
@@ -204,11 +267,11 @@ class SubscriptionCommands:
                 if sub is not None and (sub.window is None or t not in sub.window.awaiting):
                     awaiting[t] = rx  # a first snapshot: untrusted time counts from the subscription's ack
 
-    def _error(self, conn: WsConnection, e: ErrorMsg) -> None:
+    def on_error(self, conn: WsConnection, e: ErrorMsg) -> None:
         cmd = conn.pending.pop(e.id, None) if e.id else None
         kind = cmd.kind if isinstance(cmd, Cmd) else "-"
         if kind == "probe":
-            self.probe_replies += 1
+            self.stats.probe_replies += 1
         if self._log.ok(f"err:{e.code}:{kind}"):
             log.warning("%s: exchange error %d (%s) for %s", conn.name, e.code, e.message, kind)
         if e.code in TERMINAL:
@@ -222,39 +285,41 @@ class SubscriptionCommands:
                 self.states[conn].unsupported.add(cmd.channel or "")
                 log.warning("%s: the exchange does not offer %s", conn.name, cmd.channel)
             case ("global", WsError.COMMAND_TIMEOUT | WsError.COMMAND_RATE_LIMIT):
-                self._later(1.0, lambda: conn.send("subscribe", cmd.params or {}, cmd))
+                self.background.later(1.0, lambda: conn.send("subscribe", cmd.params or {}, cmd))
             case ("subscribe", WsError.COMMAND_TIMEOUT) if sub is not None:
                 sub.subscribing = False
                 sub.retries += 1
                 if sub.retries > self.settings.subscribe_retries:
                     conn.reconnect_now(f"subscribe of {sub.name} timed out {sub.retries} times")
                 else:
-                    self._later(min(MAX_RETRY_DELAY_S, 0.25 * 2**sub.retries), lambda: self._subscribe(sub))
+                    self.background.later(min(MAX_RETRY_DELAY_S, 0.25 * 2**sub.retries), lambda: self._subscribe(sub))
             case ("subscribe" | "add", WsError.COMMAND_RATE_LIMIT) if sub is not None:
                 sub.subscribing = False
-                self._later(1.0, lambda: self._retry(cmd))
+                self.background.later(1.0, lambda: self._retry(cmd))
             case ("subscribe" | "add", WsError.MARKET_NOT_FOUND) if sub is not None and e.market_ticker:
                 sub.subscribing = False
                 self.remove_markets([e.market_ticker])
                 if self.on_unknown_market is not None:
                     self.on_unknown_market(e.market_ticker)
-                self._later(0.0, lambda: self._retry(cmd))
+                self.background.later(0.0, lambda: self._retry(cmd))
             case ("subscribe" | "add", WsError.TOO_MANY_MARKETS) if sub is not None:
                 sub.subscribing = False
                 self._too_many(conn, sub, cmd)
             case ("add", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets still placed there
-                self._later(
+                self.background.later(
                     0.5, lambda: self._update(sub, "add_markets", [t for t in cmd.tickers if t in sub.tickers], "add")
                 )
             case ("delete", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets not placed back meanwhile
-                self._later(
+                self.background.later(
                     0.5,
                     lambda: self._update(
                         sub, "delete_markets", [t for t in cmd.tickers if t not in sub.tickers], "delete"
                     ),
                 )
             case ("snapshot", WsError.COMMAND_TIMEOUT) if sub is not None:
-                self._later(0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers]))
+                self.background.later(
+                    0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers])
+                )
             case ("snapshot", WsError.INVALID_PARAMETER) if sub is not None and e.market_ticker:
                 rest = [t for t in cmd.tickers if t != e.market_ticker]
                 self.request_snapshots(sub, [t for t in rest if t in sub.tickers])
@@ -304,7 +369,7 @@ class SubscriptionCommands:
             if sub is not None:
                 self.shards.evict(sub, [t])
                 if sub.window is not None:
-                    self._resynced(sub, [t], now_us())
+                    self.windows.resynced(sub, [t], now_us())
                 if not sub.tickers and not sub.active:
                     self.shards.drop_sub(sub)
             self.sync.forget(t)

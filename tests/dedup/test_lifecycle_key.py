@@ -1,5 +1,6 @@
-"""Lifecycle key (docs/deduplicator.md): time-less lifecycle messages seen by three gatherers become exactly one
-production row per event, a market's second ``deactivated`` minutes later is kept, and no time is in the future."""
+"""Lifecycle key (docs/gatherer.md "Decisions and deviations"): time-less lifecycle messages seen by three gatherers
+become exactly one production row per event, a market's second ``deactivated`` minutes later is kept, and no time is
+in the future."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import psycopg
 
 from kalshictl.dedup.loops import SyncLoop
 from kalshictl.dedup.metrics import DedupMetrics
+from kalshictl.gatherer.gaps import GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.writers import BatchWriter, WriterSet
 from kalshictl.kalshi.lifecycle_key import digest, event_time
 from kalshictl.schema import EVENT_TABLES, LIFECYCLE
 from tests.dedup.conftest import DedupEnv
+
+
+async def _no_gap_db() -> psycopg.AsyncConnection:
+    raise RuntimeError("these routers keep their gap windows in memory")
 
 
 def _frame(event_type: str, **extra) -> bytes:
@@ -45,11 +51,11 @@ async def _three_gatherers(
 
         writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in EVENT_TABLES})
         writers.start()
-        router = Router(g.name, writers, GathererMetrics(g.name))
+        router = Router(g.name, writers, GathererMetrics(g.name), GapLog(g.name, _no_gap_db))
         for k, (frame, rx) in enumerate(events):
             if seen is None or k in seen[i]:
                 router.handle(None, frame, rx + i * 250_000)
-        assert router.parse_errors == 0
+        assert router.stats.parse_errors == 0
         assert await writers.stop(10)
         await router.gaplog.stop()
     await _merge(dedup_env)
@@ -154,11 +160,11 @@ async def test_event_fee_update_is_recorded(dedup_env: DedupEnv) -> None:
 
     writers = WriterSet({s.name: BatchWriter(s, connect, flush_ms=10) for s in EVENT_TABLES})
     writers.start()
-    router = Router(g.name, writers, GathererMetrics(g.name))
+    router = Router(g.name, writers, GathererMetrics(g.name), GapLog(g.name, _no_gap_db))
     frame = {"type": "event_fee_update", "sid": 3, "msg": {"event_ticker": "KX-EV", "fee_type_override": "flat"}}
     rx = time.time_ns() // 1000
     router.handle(None, orjson.dumps(frame), rx)
-    assert router.parse_errors == 0
+    assert router.stats.parse_errors == 0
     assert await writers.stop(10)
     await router.gaplog.stop()
     with g.conn() as c:

@@ -192,6 +192,6 @@ def sim_factory() -> Iterator[Callable[..., Any]]:
 
 async def probe_all(g) -> None:
     """Probe every order-book sid's seq and wait for every answer (probes pass the command bucket first)."""
-    before = g.router.probe_replies
+    before = g.router.stats.probe_replies
     sent = sum(g.router.probe(conn) for conn in g.manager.book_conns)
-    await until(lambda: g.router.probe_replies >= before + sent, 20, "seq probe answers")
+    await until(lambda: g.router.stats.probe_replies >= before + sent, 20, "seq probe answers")

@@ -1,4 +1,5 @@
-"""The gatherer is correct under every reading of Kalshi's protocol the sim offers (docs/sim.md), without being told.
+"""The gatherer is correct under every reading of Kalshi's protocol the sim offers, without being told
+(docs/gatherer.md "Fidelity: reading Kalshi without being told which Kalshi").
 
 Ack seq "own" vs "last", get_snapshot replies that consume a seq or not, repeat subscribes that merge into one sid or
 open a new one: in each, no false gap, no resnapshot storm (a flat command rate), and a lost tail frame is found.
@@ -83,7 +84,7 @@ async def test_no_false_gaps_and_a_flat_command_rate(gatherer_dsn: str, variant:
     assert truth["delta"], "the run produced no deltas"
     # no window without a loss (an "outage" window is a market created mid-run, not ours until its first snapshot)
     assert [r for r in db_gaps(gatherer_dsn) if r[1] != "outage"] == [], "a gap window without any loss"
-    assert g.router.tail_gaps == 0 and g.router.digest_mismatches == 0
+    assert g.router.stats.tail_gaps == 0 and g.router.stats.digest_mismatches == 0
     seq = status["sequence"]
     assert seq["open_windows"] == 0
     # flat command rate: subscribes + ~3 probes a second per sid + the one get_snapshot round, nothing re-sent
@@ -112,7 +113,7 @@ async def test_a_single_lost_tail_frame_is_found(gatherer_dsn: str, variant: dic
             await until(lambda: not g.router.sync.awaiting, 15, "every market's first snapshot")
             await probe_all(g)
             await probe_all(g)
-            assert g.router.tail_gaps == 0
+            assert g.router.stats.tail_gaps == 0
             ex.set_faults("skip_seq=1.0")  # order-book frames are lost in transit from now on
             lost: list[dict] = []
             for _ in range(500):  # one exchange action at a time until exactly one delta was emitted (and lost)
@@ -124,7 +125,7 @@ async def test_a_single_lost_tail_frame_is_found(gatherer_dsn: str, variant: dic
             ex.set_faults("")
             assert len(lost) == 1
             await probe_all(g)
-            await until(lambda: g.router.tail_gaps > 0, 10, "the probe to reveal the lost frame")
+            await until(lambda: g.router.stats.tail_gaps > 0, 10, "the probe to reveal the lost frame")
             await until(lambda: not g.router.sync.awaiting, 15, "resnapshots")
             await until(lambda: covered("delta", next(iter(gt_keys(lost)["delta"])), db_gaps(gatherer_dsn)), 10, "gap")
         finally:

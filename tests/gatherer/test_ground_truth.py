@@ -83,7 +83,7 @@ async def test_clean_run_equals_ground_truth(gatherer_dsn: str) -> None:
         missing = truth[kind] - stored[kind]
         extra = stored[kind] - truth[kind]
         assert not missing and not extra, f"{kind}: {sum(missing.values())} missing, {sum(extra.values())} extra"
-    assert r["gatherer"].router.parse_errors == 0
+    assert r["gatherer"].router.stats.parse_errors == 0
     # an occurrence > 0 was exercised (identical deltas in one millisecond)
     assert any(k[5] > 0 for k in truth["delta"])
 
@@ -109,7 +109,7 @@ async def test_faulted_run_never_wrong_and_gaps_cover_losses(gatherer_dsn: str, 
         assert not uncovered, f"{kind}: {len(uncovered)} missing events outside any gap window: {uncovered[:3]}"
         assert sum(stored[kind].values()) > 0.5 * sum(truth[kind].values()), f"{kind}: too little captured"
     g = r["gatherer"]
-    assert g.router.parse_errors > 0 and g.router.duplicates > 0
+    assert g.router.stats.parse_errors > 0 and g.router.stats.duplicates > 0
     assert any(reason in ("seq_gap", "seq_backwards") for _, reason, *_ in gaps)
     assert any(reason == "disconnect" for _, reason, *_ in gaps)
 
@@ -123,7 +123,7 @@ async def test_a_lost_last_delta_is_found_by_the_seq_probe(gatherer_dsn: str) ->
             assert await g.wait_ready(30)
             await until(lambda: g.manager.healthy_count() == g.manager.target, 15, "all connections subscribed")
             await probe_all(g)
-            assert g.router.tail_gaps == 0  # nothing lost yet: the probe's acks match what was received
+            assert g.router.stats.tail_gaps == 0  # nothing lost yet: the probe's acks match what was received
             ex.set_faults("skip_seq=1.0")  # every order-book frame from now on is lost in transit
             ex.step(200)
             ex.set_faults("")
@@ -131,7 +131,7 @@ async def test_a_lost_last_delta_is_found_by_the_seq_probe(gatherer_dsn: str) ->
             lost = [r for r in load(ex.ground_truth_path) if r["kind"] == "delta"]
             assert lost
             await probe_all(g)
-            await until(lambda: g.router.tail_gaps > 0, 10, "the probe to reveal the lost frames")
+            await until(lambda: g.router.stats.tail_gaps > 0, 10, "the probe to reveal the lost frames")
             await until(lambda: not g.router.sync.awaiting, 15, "resnapshots")
         finally:
             g.request_stop()

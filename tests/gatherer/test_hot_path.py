@@ -3,11 +3,14 @@ reach the Prometheus exposition unchanged, and the in-sequence fast path keeps e
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from prometheus_client import generate_latest
 
 from kalshictl.config import WebSocketSettings
 from kalshictl.gatherer.connections import ConnectionPool
+from kalshictl.gatherer.gaps import GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.writers import BatchWriter, WriterSet
@@ -21,7 +24,7 @@ async def _no_db() -> None:
 def router() -> tuple[Router, object, GathererMetrics]:
     writers = WriterSet({s.name: BatchWriter(s, _no_db) for s in EVENT_TABLES})  # type: ignore[arg-type]
     metrics = GathererMetrics("t")
-    r = Router("t", writers, metrics)
+    r = Router("t", writers, metrics, GapLog("t", _no_db, metrics=metrics))  # windows kept in memory only
     pool = ConnectionPool(
         WebSocketSettings(), "ws://unused", metrics, on_open=r.on_open, on_frame=r.handle, on_close=r.on_close
     )
@@ -66,7 +69,7 @@ def test_message_counts_are_published_at_scrape_time() -> None:
         s.labels["type"]: s.value for m in metrics.messages.collect() for s in m.samples if s.name.endswith("_total")
     }
     assert samples == {"orderbook_delta": 3, "trade": 1}
-    assert r.parse_errors == 1
+    assert r.stats.parse_errors == 1
 
 
 def test_unknown_fields_reach_the_metric() -> None:
@@ -81,18 +84,20 @@ def test_unknown_fields_reach_the_metric() -> None:
 
 def _seq_state(r: Router, conn: object, sid: int = 2) -> dict:
     """What a sequence verdict may change: the connection's and the sid's state, and the router's counters (the
-    exchange times _delta sets after the verdict excluded)."""
+    exchange times BookFrames.delta sets after the verdict excluded)."""
     st = r.states[conn]
     ss = st.sids[sid]
     conn_state = {k: v for k, v in vars(st).items() if k not in ("last_exchange_ts", "sids")}
     conn_state["sids"] = sorted(st.sids)
     sid_state = {k: getattr(ss, k) for k in ss.__slots__ if k not in ("last_ts", "verified", "tracker", "subs")}
-    counters = {k: v for k, v in vars(r).items() if isinstance(v, int) and k != "last_exchange_ts"}
+    stats = dataclasses.asdict(r.stats)
+    counters = {k: v for k, v in stats.items() if isinstance(v, int) and k != "last_exchange_ts"}
     return {"conn": conn_state, "sid": sid_state, "last": ss.tracker.last, "counters": counters}
 
 
 def test_in_sequence_fast_path_matches_the_general_verdict() -> None:
-    """_delta takes the next seq inline; the state it leaves is what SeqTracker.check + _seq leave."""
+    """BookFrames.delta takes the next seq inline; the state it leaves is what SeqTracker.check +
+    GapDetector.frame leave."""
     fast, conn_a, _ = router()
     general, conn_b, _ = router()
     for r, c in ((fast, conn_a), (general, conn_b)):
@@ -100,7 +105,7 @@ def test_in_sequence_fast_path_matches_the_general_verdict() -> None:
     fast.handle(conn_a, delta(2, ts_ms=2), 20)
     ss = general.states[conn_b].sids[2]
     prev = ss.tracker.last
-    assert general._seq(conn_b, ss, ss.tracker.check(2), prev, 2, 20)
+    assert general.detector.frame(conn_b, ss, ss.tracker.check(2), prev, 2, 20) is True
     assert _seq_state(fast, conn_a) == _seq_state(general, conn_b)
 
 
@@ -110,7 +115,7 @@ def test_sequence_verdicts_stay_exact() -> None:
         r.handle(conn, delta(seq, ts_ms=ts, size=f"{ts}.00"), ts * 1000)
     # 2 repeated: dropped as a duplicate; 6 after 3: a gap (stored, re-based); 5 after 6: backwards (stored);
     # 6 after 5: in sequence again; no seq: accepted without a verdict
-    assert r.duplicates == 1
+    assert r.stats.duplicates == 1
     rows = r.writers["orderbook_deltas"]._buf
     assert [row[7] for row in rows] == [1, 2, 3, 6, 5, 6, None]
     assert r.states[conn].sids[2].tracker.last == 6
@@ -125,6 +130,6 @@ def test_resyncing_market_drops_its_deltas_until_the_cut() -> None:
     r.sync.on_snapshot("A", 3000)  # cut at 3 ms
     r.handle(conn, delta(3, ts_ms=3), 3000)  # at the cut: dropped
     r.handle(conn, delta(4, ts_ms=4), 4000)  # after it: stored, and the cut is gone
-    assert r.dropped_resync == 2
+    assert r.stats.dropped_resync == 2
     assert [row[7] for row in r.writers["orderbook_deltas"]._buf] == [1, 4]
     assert "A" not in r.sync.cutoff

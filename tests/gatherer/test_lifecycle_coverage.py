@@ -50,7 +50,7 @@ async def test_registry_refresh_places_markets_the_channel_missed(gatherer_dsn: 
     """Markets created while the lifecycle connection is away are found by GET /markets?min_updated_ts=…"""
     cfg = SimConfig(markets=30, seed=42, rate=300, paused=True, create_share=0.1)
     async with SimExchange(cfg) as ex, running_gatherer(gatherer_dsn, ex) as g:
-        g.router.on_lifecycle = None  # the lifecycle channel "misses" everything from now on
+        g.router.channels.on_lifecycle = None  # the lifecycle channel "misses" everything from now on
         ex.resume()
         await asyncio.sleep(1.5)
         ex.pause()

@@ -66,7 +66,7 @@ async def test_frames_from_a_sid_the_market_is_not_placed_on_are_dropped_and_the
         other = next(s for s in g.shards.all_subs() if s.conn is not home.conn and s.sid is not None)
         params = {"sids": [other.sid], "action": "add_markets", "market_tickers": [market]}
         assert await other.conn.send("update_subscription", params, "a stray add, not the placement's") is not None
-        await until(lambda: g.router.stray_frames >= 1, 10, "the stray snapshot dropped")
+        await until(lambda: g.router.stats.stray_frames >= 1, 10, "the stray snapshot dropped")
         await until(lambda: sub_markets(ex).get(market) == 1, 10, "the market deleted from the stray sid")
         idx = ex.universe.index_of(market)
         for _ in range(30):
@@ -144,7 +144,7 @@ async def test_a_market_learned_from_its_own_frames_and_the_listing_is_subscribe
         params = {"sids": [sub.sid], "action": "add_markets", "market_tickers": [market]}
         assert await sub.conn.send("update_subscription", params, "not the placement's") is not None
         await until(lambda: market in g.shards.sub_of, 10, "the market learned from its own frames")
-        assert g.router.stray_frames >= 1
+        assert g.router.stats.stray_frames >= 1
         await until(lambda: g.backfill.status()["anchored_markets"] > 0, 30, "the re-anchor listing")
         await until(lambda: market not in g.router.sync.awaiting, 30, "its first snapshot")
         await until(lambda: sub_markets(ex).get(market) == 1, 10, "one sid at the exchange")

@@ -6,6 +6,7 @@ and the windows are read from the gap log's queue (nothing is written)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 
 import orjson
@@ -40,6 +41,14 @@ class _BookConn:
         return i
 
 
+@dataclasses.dataclass
+class _Pool:
+    """The pool surface the router takes: its connections."""
+
+    global_conns: list[_BookConn]
+    book_conns: list[_BookConn]
+
+
 def _snap(ticker: str, seq: int) -> bytes:
     msg = {"market_ticker": ticker, "yes_dollars_fp": [["0.4000", "10.00"]], "no_dollars_fp": []}
     return orjson.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": seq, "msg": msg})
@@ -68,7 +77,8 @@ async def test_gap_during_a_late_markets_outage_window_is_recorded_for_every_mar
     gaplog = GapLog("g", no_db)
     router = Router("g", writers, GathererMetrics("g"), gaplog)
     conn = _BookConn()
-    router.shards = Shards([conn], cap=10, subs_per_conn=1)  # type: ignore[list-item]
+    shards = Shards([conn], cap=10, subs_per_conn=1)  # type: ignore[list-item]
+    router.attach(_Pool(global_conns=[], book_conns=[conn]), shards)  # type: ignore[list-item]
     old = ["A", "B", "C"]
     router.add_markets(old)
     await asyncio.sleep(0)
@@ -96,5 +106,5 @@ async def test_gap_during_a_late_markets_outage_window_is_recorded_for_every_mar
         router.handle(conn, _snap(t, 7 + i), T0 + 30_000)
     assert router.open_windows() == 0 and not router.sync.awaiting
     assert all(w.to_ts is not None and w.to_ts >= w.from_ts for w in _windows(gaplog))
-    for t in router._tasks:
+    for t in router.background.tasks:
         t.cancel()
