@@ -279,52 +279,69 @@ class SubscriptionCommands:
             return
         if not isinstance(cmd, Cmd):
             return
-        sub = cmd.sub
-        match (kind, e.code):
-            case ("global", WsError.UNKNOWN_CHANNEL) if cmd.channel in OPTIONAL_CHANNELS:
-                self.states[conn].unsupported.add(cmd.channel or "")
-                log.warning("%s: the exchange does not offer %s", conn.name, cmd.channel)
-            case ("global", WsError.COMMAND_TIMEOUT | WsError.COMMAND_RATE_LIMIT):
-                self.background.later(1.0, lambda: conn.send("subscribe", cmd.params or {}, cmd))
-            case ("subscribe", WsError.COMMAND_TIMEOUT) if sub is not None:
-                sub.subscribing = False
-                sub.retries += 1
-                if sub.retries > self.settings.subscribe_retries:
-                    conn.reconnect_now(f"subscribe of {sub.name} timed out {sub.retries} times")
-                else:
-                    self.background.later(min(MAX_RETRY_DELAY_S, 0.25 * 2**sub.retries), lambda: self._subscribe(sub))
-            case ("subscribe" | "add", WsError.COMMAND_RATE_LIMIT) if sub is not None:
-                sub.subscribing = False
-                self.background.later(1.0, lambda: self._retry(cmd))
-            case ("subscribe" | "add", WsError.MARKET_NOT_FOUND) if sub is not None and e.market_ticker:
-                sub.subscribing = False
-                self.remove_markets([e.market_ticker])
-                if self.on_unknown_market is not None:
-                    self.on_unknown_market(e.market_ticker)
-                self.background.later(0.0, lambda: self._retry(cmd))
-            case ("subscribe" | "add", WsError.TOO_MANY_MARKETS) if sub is not None:
-                sub.subscribing = False
-                self._too_many(conn, sub, cmd)
-            case ("add", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets still placed there
-                self.background.later(
-                    0.5, lambda: self._update(sub, "add_markets", [t for t in cmd.tickers if t in sub.tickers], "add")
-                )
-            case ("delete", WsError.COMMAND_TIMEOUT) if sub is not None:  # only markets not placed back meanwhile
-                self.background.later(
-                    0.5,
-                    lambda: self._update(
-                        sub, "delete_markets", [t for t in cmd.tickers if t not in sub.tickers], "delete"
-                    ),
-                )
-            case ("snapshot", WsError.COMMAND_TIMEOUT) if sub is not None:
-                self.background.later(
-                    0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers])
-                )
-            case ("snapshot", WsError.INVALID_PARAMETER) if sub is not None and e.market_ticker:
-                rest = [t for t in cmd.tickers if t != e.market_ticker]
-                self.request_snapshots(sub, [t for t in rest if t in sub.tickers])
-            case ("snapshot" | "probe" | "add" | "delete", WsError.UNKNOWN_SID) if sub is not None:
+        if kind == "global":
+            self._global_refused(conn, cmd, e.code)
+        elif cmd.sub is not None:
+            self._subscription_refused(conn, cmd, cmd.sub, e)
+
+    def _global_refused(self, conn: WsConnection, cmd: Cmd, code: int) -> None:
+        """A global channel's subscribe refused: an optional channel the exchange lacks is noted; a timeout or the
+        command rate limit is retried in a second."""
+        if code == WsError.UNKNOWN_CHANNEL and cmd.channel in OPTIONAL_CHANNELS:
+            self.states[conn].unsupported.add(cmd.channel or "")
+            log.warning("%s: the exchange does not offer %s", conn.name, cmd.channel)
+        elif code in (WsError.COMMAND_TIMEOUT, WsError.COMMAND_RATE_LIMIT):
+            self.background.later(1.0, lambda: conn.send("subscribe", cmd.params or {}, cmd))
+
+    def _subscription_refused(self, conn: WsConnection, cmd: Cmd, sub: Subscription, e: ErrorMsg) -> None:
+        """An order-book command refused: by error code, then by what the command was for."""
+        if e.code == WsError.UNKNOWN_SID:
+            if cmd.kind in ("snapshot", "probe", "add", "delete"):
                 conn.reconnect_now(f"the exchange forgot sid {sub.sid} of {sub.name}")
+        elif e.code == WsError.COMMAND_TIMEOUT:
+            self._timed_out(conn, cmd, sub)
+        elif cmd.kind in ("subscribe", "add"):
+            self._placement_refused(conn, cmd, sub, e)
+        elif cmd.kind == "snapshot" and e.code == WsError.INVALID_PARAMETER and e.market_ticker:
+            rest = [t for t in cmd.tickers if t != e.market_ticker]
+            self.request_snapshots(sub, [t for t in rest if t in sub.tickers])
+
+    def _timed_out(self, conn: WsConnection, cmd: Cmd, sub: Subscription) -> None:
+        """A command timed out: sent again, for only the markets it still concerns (a subscribe: with backoff, and
+        after ``subscribe_retries`` the connection is reopened)."""
+        later = self.background.later
+        if cmd.kind == "subscribe":
+            sub.subscribing = False
+            sub.retries += 1
+            if sub.retries > self.settings.subscribe_retries:
+                conn.reconnect_now(f"subscribe of {sub.name} timed out {sub.retries} times")
+            else:
+                later(min(MAX_RETRY_DELAY_S, 0.25 * 2**sub.retries), lambda: self._subscribe(sub))
+        elif cmd.kind == "add":  # only markets still placed there
+            later(0.5, lambda: self._update(sub, "add_markets", [t for t in cmd.tickers if t in sub.tickers], "add"))
+        elif cmd.kind == "delete":  # only markets not placed back meanwhile
+            later(
+                0.5,
+                lambda: self._update(sub, "delete_markets", [t for t in cmd.tickers if t not in sub.tickers], "delete"),
+            )
+        elif cmd.kind == "snapshot":
+            later(0.5, lambda: self.request_snapshots(sub, [t for t in cmd.tickers if t in sub.tickers]))
+
+    def _placement_refused(self, conn: WsConnection, cmd: Cmd, sub: Subscription, e: ErrorMsg) -> None:
+        """A subscribe or add_markets refused: the rate limit (retried in a second), a market the exchange does not
+        know (removed, reported, the rest retried), too many markets (error 26: :meth:`_too_many`)."""
+        if e.code == WsError.COMMAND_RATE_LIMIT:
+            sub.subscribing = False
+            self.background.later(1.0, lambda: self._retry(cmd))
+        elif e.code == WsError.MARKET_NOT_FOUND and e.market_ticker:
+            sub.subscribing = False
+            self.remove_markets([e.market_ticker])
+            if self.on_unknown_market is not None:
+                self.on_unknown_market(e.market_ticker)
+            self.background.later(0.0, lambda: self._retry(cmd))
+        elif e.code == WsError.TOO_MANY_MARKETS:
+            sub.subscribing = False
+            self._too_many(conn, sub, cmd)
 
     def _retry(self, cmd: Cmd) -> Any:
         sub = cmd.sub
