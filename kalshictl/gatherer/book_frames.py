@@ -16,6 +16,7 @@ from kalshictl.gatherer.router_state import ConnStates, RouterStats
 from kalshictl.gatherer.sequence import BookDigest, MarketSync, book_digest
 from kalshictl.gatherer.stray_frames import StrayFrames
 from kalshictl.kalshi.messages import OrderbookDelta, OrderbookSnapshot
+from kalshictl.schema import SnapshotRow
 from kalshictl.units import PRICE_MAX
 
 if TYPE_CHECKING:
@@ -24,10 +25,9 @@ if TYPE_CHECKING:
     from kalshictl.gatherer.shards import Shards, Subscription
     from kalshictl.gatherer.writers import TableWriter
 
-# a snapshot row's fields but its anchor: (rx, ticker, source, yes, yes_asks, no, no_asks, bid, ask, spread, sid, seq)
-SnapshotFields = tuple[Any, ...]
-# a WS snapshot waiting for its anchor: (row fields, its connection, the connection's last exchange ts at receipt, rx)
-PendingSnapshot = tuple[SnapshotFields, "WsConnection", int, int]
+# a WS snapshot waiting for its anchor: (its row, exchange_ts still None; its connection; the connection's last exchange
+# ts at receipt; rx)
+PendingSnapshot = tuple[SnapshotRow, "WsConnection", int, int]
 
 
 def book_row_fields(yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> tuple[str, str, str, str, Any, Any, Any]:
@@ -148,6 +148,7 @@ class BookFrames:
         if (ticker in sync.awaiting or ticker in sync.cutoff) and not sync.accept_delta(ticker, ts):
             self.stats.dropped_resync += 1
             return
+        # DeltaRow's fields (kalshictl/schema.py) as a plain tuple: a NamedTuple's constructor would cost ~0.3 µs here
         self._deltas.add((ts, rx, ticker, side, price, size, occurrence, seq, d.sid))
 
     def snapshot(self, conn: WsConnection, s: OrderbookSnapshot, rx: int) -> None:
@@ -186,7 +187,22 @@ class BookFrames:
             if w is not None and s.ticker in w.awaiting and isinstance(since, int):
                 self.stats.resync_us.append(rx - since)  # untrusted time after a gap (not a first snapshot)
             self.windows.resynced(sub, (s.ticker,), cut)
-        fields = (rx, s.ticker, "ws", *book_row_fields(s.yes, s.no), s.sid, s.seq)
+        yes_bids, yes_asks, no_bids, no_asks, best_bid, best_ask, spread = book_row_fields(s.yes, s.no)
+        fields = SnapshotRow(
+            snapshot_ts=rx,
+            exchange_ts=None,  # the anchor, set when the stream places it (below)
+            ticker=s.ticker,
+            source="ws",
+            yes_bids=yes_bids,
+            yes_asks=yes_asks,
+            no_bids=no_bids,
+            no_asks=no_asks,
+            best_yes_bid=best_bid,
+            best_yes_ask=best_ask,
+            spread=spread,
+            sid=s.sid,
+            seq=s.seq,
+        )
         self._pending_snaps.setdefault(s.ticker, []).append((fields, conn, st.last_exchange_ts, rx))
 
     def suspect(
@@ -226,9 +242,8 @@ class BookFrames:
     # is generated after it). After a sequence gap the last exchange time seen before the snapshot is used.
     SNAPSHOT_ANCHOR_WAIT_S = 2.0
 
-    def _store_snapshot(self, fields: SnapshotFields, anchor: int | None) -> None:
-        rx, ticker, source, *rest = fields
-        self._snaps.add((rx, anchor, ticker, source, *rest))
+    def _store_snapshot(self, row: SnapshotRow, anchor: int | None) -> None:
+        self._snaps.add(row._replace(exchange_ts=anchor))
 
     def anchor_pending(self, conn: WsConnection) -> None:
         """The connection's stream broke (gap, disconnect): its waiting snapshots are anchored at the last exchange

@@ -11,7 +11,7 @@ from kalshictl.gatherer.occurrence import TickerOccurrences
 from kalshictl.gatherer.router_state import Background, ConnStates, RouterStats
 from kalshictl.kalshi import lifecycle_key
 from kalshictl.kalshi.messages import FeeUpdate, Lifecycle, TickerUpdate, Trade
-from kalshictl.schema import TickerRow
+from kalshictl.schema import LifecycleRow, TickerRow, TradeRow
 
 if TYPE_CHECKING:
     from kalshictl.gatherer.connections import WsConnection
@@ -54,7 +54,18 @@ class GlobalChannels:
     def trade(self, conn: WsConnection, t: Trade, rx: int) -> None:
         self._seen(conn, t.exchange_ts)
         self._trades.add(
-            (t.trade_id, t.exchange_ts, rx, t.ticker, t.price, t.size, t.taker_side, t.is_block_trade, "ws", t.sid)
+            TradeRow(
+                trade_id=t.trade_id,
+                exchange_ts=t.exchange_ts,
+                received_at=rx,
+                ticker=t.ticker,
+                price=t.price,
+                size=t.size,
+                taker_side=t.taker_side,
+                is_block_trade=t.is_block_trade,
+                source="ws",
+                sid=t.sid,
+            )
         )
 
     def ticker(self, conn: WsConnection, u: TickerUpdate, rx: int) -> None:
@@ -80,7 +91,18 @@ class GlobalChannels:
         payload = orjson.dumps(ev.payload).decode()
         ts, dig = lifecycle_key.key_fields(ev.event_type, ev.ticker, ev.payload, ev.exchange_ts, rx)
         occurrence = self.life_occurrences.next(ev.ticker, ev.event_type, dig, rx)
-        self._life.add((ts, rx, ev.ticker, ev.event_type, payload, dig, occurrence, ev.sid))
+        self._life.add(
+            LifecycleRow(
+                exchange_ts=ts,
+                received_at=rx,
+                ticker=ev.ticker,
+                event_type=ev.event_type,
+                payload=payload,
+                digest=dig,
+                occurrence=occurrence,
+                sid=ev.sid,
+            )
+        )
         on_lifecycle = self.on_lifecycle
         if (
             on_lifecycle is not None

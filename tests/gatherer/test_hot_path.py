@@ -14,7 +14,7 @@ from kalshictl.gatherer.gaps import GapLog
 from kalshictl.gatherer.metrics import GathererMetrics
 from kalshictl.gatherer.router import Router
 from kalshictl.gatherer.writers import BatchWriter, WriterSet
-from kalshictl.schema import EVENT_TABLES
+from kalshictl.schema import EVENT_TABLES, DeltaRow, LifecycleRow, SnapshotRow, TradeRow
 
 
 async def _no_db() -> None:
@@ -133,3 +133,70 @@ def test_resyncing_market_drops_its_deltas_until_the_cut() -> None:
     assert r.stats.dropped_resync == 2
     assert [row[7] for row in r.writers["orderbook_deltas"]._buf] == [1, 4]
     assert "A" not in r.sync.cutoff
+
+
+def test_every_router_row_reads_as_its_tables_named_tuple() -> None:
+    """The router's rows are in the catalogue's field order (kalshictl/schema.py): a delta (a plain tuple on the hot
+    path) read as a DeltaRow, trade and lifecycle rows are TradeRow / LifecycleRow, a WebSocket snapshot a SnapshotRow
+    whose exchange_ts is its anchor."""
+    r, conn, _ = router()
+    r.handle(conn, delta(1, ts_ms=5, price="0.42", size="3.00"), 5_000_100)
+    d = DeltaRow(*r.writers["orderbook_deltas"]._buf[0])
+    assert (d.exchange_ts, d.received_at, d.ticker, d.side, d.price, d.size_delta, d.seq, d.sid) == (
+        5_000,
+        5_000_100,
+        "A",
+        True,
+        4_200,
+        300,
+        1,
+        2,
+    )
+    trade = {
+        "type": "trade",
+        "sid": 3,
+        "msg": {
+            "trade_id": "4f9a1c2e-0b7d-4e51-9a3f-2c8d6e1b7a90",
+            "market_ticker": "A",
+            "yes_price_dollars": "0.5",
+            "count_fp": "2",
+            "taker_side": "no",
+            "ts_ms": 7,
+        },
+    }
+    r.handle(conn, orjson.dumps(trade), 7_000_200)
+    t = r.writers["trades"]._buf[0]
+    assert isinstance(t, TradeRow)
+    assert (t.exchange_ts, t.received_at, t.ticker, t.size, t.taker_side, t.source, t.sid) == (
+        7_000,
+        7_000_200,
+        "A",
+        200,
+        False,
+        "ws",
+        3,
+    )
+    life = {"type": "market_lifecycle_v2", "sid": 4, "msg": {"market_ticker": "A", "event_type": "deactivated"}}
+    r.handle(conn, orjson.dumps(life), 8_000_000)
+    lrow = r.writers["lifecycle_events"]._buf[0]
+    assert isinstance(lrow, LifecycleRow)
+    assert (lrow.ticker, lrow.event_type, lrow.received_at, lrow.sid) == ("A", "deactivated", 8_000_000, 4)
+    snap = {
+        "type": "orderbook_snapshot",
+        "sid": 2,
+        "seq": 2,
+        "msg": {"market_ticker": "A", "yes_dollars_fp": [["0.40", "5.00"]], "no_dollars_fp": [["0.55", "1.00"]]},
+    }
+    r.handle(conn, orjson.dumps(snap), 9_000_000)
+    r.handle(conn, delta(3, ts_ms=10), 10_000_100)  # the market's next delta anchors the waiting snapshot
+    s = r.writers["orderbook_snapshots"]._buf[0]
+    assert isinstance(s, SnapshotRow)
+    assert (s.snapshot_ts, s.exchange_ts, s.ticker, s.source, s.best_yes_bid, s.sid, s.seq) == (
+        9_000_000,
+        10_000 - 1,
+        "A",
+        "ws",
+        4_000,
+        2,
+        2,
+    )
