@@ -42,23 +42,28 @@ def delta(seq: int | None, ts_ms: int = 1, price: str = "0.50", size: str = "1.0
     return orjson.dumps(frame)
 
 
+def trade(count: str = "1", taker_side: str = "yes", ts_ms: int = 1) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "trade",
+            "sid": 3,
+            "msg": {
+                "trade_id": "4f9a1c2e-0b7d-4e51-9a3f-2c8d6e1b7a90",
+                "market_ticker": "A",
+                "yes_price_dollars": "0.5",
+                "count_fp": count,
+                "taker_side": taker_side,
+                "ts_ms": ts_ms,
+            },
+        }
+    )
+
+
 def test_message_counts_are_published_at_scrape_time() -> None:
     r, conn, metrics = router()
-    trade = {
-        "type": "trade",
-        "sid": 3,
-        "msg": {
-            "trade_id": "4f9a1c2e-0b7d-4e51-9a3f-2c8d6e1b7a90",
-            "market_ticker": "A",
-            "yes_price_dollars": "0.5",
-            "count_fp": "1",
-            "taker_side": "yes",
-            "ts_ms": 1,
-        },
-    }
     for i in range(1, 4):
         r.handle(conn, delta(i), 1)
-    r.handle(conn, orjson.dumps(trade), 1)
+    r.handle(conn, trade(), 1)
     r.handle(conn, b"{not json", 1)
     text = generate_latest(metrics.registry).decode()
     assert 'kalshi_gatherer_messages_total{type="orderbook_delta"} 3.0' in text
@@ -152,19 +157,7 @@ def test_every_router_row_reads_as_its_tables_named_tuple() -> None:
         1,
         2,
     )
-    trade = {
-        "type": "trade",
-        "sid": 3,
-        "msg": {
-            "trade_id": "4f9a1c2e-0b7d-4e51-9a3f-2c8d6e1b7a90",
-            "market_ticker": "A",
-            "yes_price_dollars": "0.5",
-            "count_fp": "2",
-            "taker_side": "no",
-            "ts_ms": 7,
-        },
-    }
-    r.handle(conn, orjson.dumps(trade), 7_000_200)
+    r.handle(conn, trade(count="2", taker_side="no", ts_ms=7), 7_000_200)
     t = r.writers["trades"]._buf[0]
     assert isinstance(t, TradeRow)
     assert (t.exchange_ts, t.received_at, t.ticker, t.size, t.taker_side, t.source, t.sid) == (
