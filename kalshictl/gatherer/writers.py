@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from kalshictl.backoff import Backoff
 from kalshictl.gatherer.write_loop import Connect, WriteLoop
 from kalshictl.schema import GathererWrite, Table
-from kalshictl.units import now_us as now_us  # re-exported: the router's modules read the clock here
+from kalshictl.units import now_us
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024  # per table
 RETRY_FIRST_S = 0.05  # a failed write is retried after 0.05 s, 0.1 s, … up to ``retry_max_s`` (wall time)
